@@ -1,0 +1,5 @@
+import sys
+
+from elman.cli import main
+
+sys.exit(main())
