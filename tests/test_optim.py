@@ -1,0 +1,121 @@
+"""Optimizers: each update rule against its textbook formula, clipping, state round trip."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from elman.errors import ElmanError
+from elman.optim import OPTIMIZERS, clip_by_global_norm, global_norm, make_optimizer
+
+
+def _arrays(seed, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    return {"W": rng.normal(size=(4, 3)).astype(dtype), "b": rng.normal(size=(3,)).astype(dtype)}
+
+
+@settings(max_examples=50, deadline=None)
+@given(seed=st.integers(0, 10_000), max_norm=st.floats(0.01, 100.0))
+def test_clipping_bounds_the_norm_and_keeps_the_direction(seed, max_norm):
+    grads = _arrays(seed)
+    before = {k: g.copy() for k, g in grads.items()}
+    norm = clip_by_global_norm(grads, max_norm)
+    assert norm == pytest.approx(np.sqrt(sum((g ** 2).sum() for g in before.values())))
+    after = global_norm(grads)
+    assert after <= max_norm * (1 + 1e-9)
+    if norm <= max_norm:
+        assert all(np.array_equal(grads[k], before[k]) for k in grads)
+    else:
+        assert after == pytest.approx(max_norm, rel=1e-5)
+        ratios = np.concatenate([(grads[k] / before[k]).ravel() for k in grads])
+        assert np.allclose(ratios, ratios[0])
+
+
+def test_clip_zero_disables_clipping():
+    grads = {k: 1e6 * g for k, g in _arrays(1).items()}
+    before = {k: g.copy() for k, g in grads.items()}
+    clip_by_global_norm(grads, 0.0)
+    assert all(np.array_equal(grads[k], before[k]) for k in grads)
+
+
+def _reference(name, lr, steps):
+    """The update rules as the papers write them, on the same gradient sequence."""
+    params, grads_seq = _arrays(0), [_arrays(10 + i) for i in range(steps)]
+    m = {k: np.zeros_like(v) for k, v in params.items()}
+    v = {k: np.zeros_like(x) for k, x in params.items()}
+    for t, grads in enumerate(grads_seq, start=1):
+        for k, g in grads.items():
+            if name == "sgd":
+                params[k] = params[k] - lr * g
+            elif name == "adagrad":
+                v[k] = v[k] + g ** 2
+                params[k] = params[k] - lr * g / (np.sqrt(v[k]) + 1e-8)
+            else:
+                m[k] = 0.9 * m[k] + 0.1 * g
+                v[k] = 0.999 * v[k] + 0.001 * g ** 2
+                m_hat, v_hat = m[k] / (1 - 0.9 ** t), v[k] / (1 - 0.999 ** t)
+                params[k] = params[k] - lr * m_hat / (np.sqrt(v_hat) + 1e-8)
+    return params, grads_seq
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_update_matches_the_textbook_rule(name):
+    want, grads_seq = _reference(name, 0.05, steps=5)
+    params = _arrays(0)
+    opt = make_optimizer(name, params, lr=0.05, clip=0.0)
+    for grads in grads_seq:
+        opt.step(params, {k: g.copy() for k, g in grads.items()})
+    for k in want:
+        np.testing.assert_allclose(params[k], want[k], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_each_optimizer_minimises_a_quadratic(name):
+    target = _arrays(3)
+    params = {k: np.zeros_like(v) for k, v in target.items()}
+    opt = make_optimizer(name, params, lr={"sgd": 0.1, "adagrad": 0.5, "adam": 0.05}[name], clip=5.0)
+    start = sum(((params[k] - target[k]) ** 2).sum() for k in target)
+    for _ in range(300):
+        opt.step(params, {k: 2 * (params[k] - target[k]) for k in target})
+    end = sum(((params[k] - target[k]) ** 2).sum() for k in target)
+    assert end < 1e-2 * start
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_state_round_trip_continues_bit_for_bit(name):
+    grads_seq = [_arrays(20 + i, np.float32) for i in range(6)]
+    a = _arrays(0, np.float32)
+    opt_a = make_optimizer(name, a, lr=0.01, clip=1.0)
+    for grads in grads_seq[:3]:
+        opt_a.step(a, {k: g.copy() for k, g in grads.items()})
+    # What a checkpoint would hold: copies of the arrays, JSON-able scalars.
+    saved_params = {k: v.copy() for k, v in a.items()}
+    saved_arrays = {k: v.copy() for k, v in opt_a.state_arrays().items()}
+    saved_scalars = dict(opt_a.state_scalars())
+    for grads in grads_seq[3:]:
+        opt_a.step(a, {k: g.copy() for k, g in grads.items()})
+
+    b = saved_params
+    opt_b = make_optimizer(name, b, lr=123.0, clip=0.0)
+    opt_b.load_state(saved_arrays, saved_scalars)
+    for grads in grads_seq[3:]:
+        opt_b.step(b, {k: g.copy() for k, g in grads.items()})
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_state_of_another_optimizer_is_refused():
+    params = _arrays(0)
+    adam = make_optimizer("adam", params)
+    sgd = make_optimizer("sgd", params)
+    with pytest.raises(ElmanError, match="adam"):
+        sgd.load_state(adam.state_arrays(), adam.state_scalars())
+
+
+def test_unknown_optimizer_is_refused():
+    with pytest.raises(ElmanError, match="rmsprop"):
+        make_optimizer("rmsprop", _arrays(0))
+
+
+def test_updates_stay_in_float32():
+    params = _arrays(0, np.float32)
+    for name in OPTIMIZERS:
+        make_optimizer(name, params, lr=0.1).step(params, _arrays(1, np.float32))
+    assert all(v.dtype == np.float32 for v in params.values())
