@@ -1,10 +1,16 @@
 """Gradient checking as a feature: every analytic gradient against central
 finite differences, in float64, with a table a person can read.
 
-The relative error of one gradient is max_i |g_i - n_i| / max_i max(|g_i|, |n_i|):
+The relative error of one gradient is
+
+    max_i |g_i - n_i| / max(max_i |g_i|, max_i |n_i|, 1e-3)
+
 the worst element's error measured against the gradient's own scale.
-(Dividing element by element would blow up where the true gradient is 0
-and the difference quotient is 1e-12 of rounding noise.)
+Dividing element by element would blow up where the true gradient is 0 and
+the difference quotient is 1e-12 of rounding noise; the floor of 1e-3 does
+the same for a whole gradient that is tiny (a 1×1 embedding, say): the
+quotient's rounding noise, about ulp(J)/eps ~ 1e-11, is a fixed absolute
+amount, so below that scale the error is held to 1e-3·tol absolutely.
 """
 from __future__ import annotations
 
@@ -37,12 +43,13 @@ def central_difference(f, arr, eps=EPS):
     return grad
 
 
+SCALE_FLOOR = 1e-3
+
+
 def max_rel_error(analytic, numeric) -> float:
     analytic, numeric = np.asarray(analytic, np.float64), np.asarray(numeric, np.float64)
-    scale = max(np.abs(analytic).max(initial=0.0), np.abs(numeric).max(initial=0.0))
-    if scale == 0.0:
-        return 0.0
-    return float(np.abs(analytic - numeric).max() / scale)
+    scale = max(np.abs(analytic).max(initial=0.0), np.abs(numeric).max(initial=0.0), SCALE_FLOOR)
+    return float(np.abs(analytic - numeric).max(initial=0.0) / scale)
 
 
 @dataclass
