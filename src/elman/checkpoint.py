@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from elman.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, fsync_dir, json_bytes
-from elman.data import Vocab
+from elman.data import LEVELS, Vocab
 from elman.errors import ElmanError
 
 FORMAT = "elman-1"
@@ -256,6 +256,8 @@ def _read_config(path: Path, data: bytes) -> dict:
         raise ElmanError(f"{path}: not an elman config (no \"format\" key)")
     if cfg["format"] != FORMAT:
         raise ElmanError(f"{path}: model format {cfg['format']!r} is not supported (this elman reads {FORMAT!r})")
+    if cfg.get("level", "word") not in LEVELS:
+        raise ElmanError(f"{path}: unknown level {cfg['level']!r} (expected one of {', '.join(LEVELS)})")
     for key in ("V", "d", "Dh"):
         if not isinstance(cfg.get(key), int) or cfg[key] < 1:
             raise ElmanError(f"{path}: {key!r} missing or not a positive integer")
@@ -283,9 +285,12 @@ def _load(ckdir: Path, want_optimizer: bool):
             blobs = {n: p.read_bytes() for n, p in where.items()
                      if n != OPTIMIZER_FILE or want_optimizer}
             break
-        except FileNotFoundError:
+        except FileNotFoundError as exc:
             if attempt == 2:
-                raise
+                raise ElmanError(f"{exc.filename}: vanished while reading (is another process "
+                                 "rewriting this model?)") from None
+        except OSError as exc:
+            raise ElmanError(f"{exc.filename or ckdir}: cannot read it ({exc.strerror or exc})") from None
     if CONFIG_FILE not in where:
         if (ckdir / LAST / CONFIG_FILE).exists():
             raise ElmanError(f"{ckdir}: no finished model yet, only the training state in "
@@ -300,7 +305,8 @@ def _load(ckdir: Path, want_optimizer: bool):
     missing = [n for n in REQUIRED_TENSORS if n not in params]
     if missing:
         raise ElmanError(f"{where[MODEL_FILE]}: no tensor named {', '.join(missing)} (not an elman model)")
-    for name, a in params.items():
+    for name in REQUIRED_TENSORS:
+        a = params[name]
         if a.dtype.kind != "f":
             raise ElmanError(f"{where[MODEL_FILE]}: tensor {name} has dtype {a.dtype}, expected floats")
     try:
