@@ -101,11 +101,12 @@ def _finish(ckdir: Path) -> None:
         os.unlink(pending / COMMIT)
         fsync_dir(pending)
     shutil.rmtree(pending, ignore_errors=True)
-    for stale in ckdir.glob(".*.tmp"):  # temp files of a killed atomic write
-        try:
-            stale.unlink()
-        except OSError:
-            pass
+    for n in CHECKPOINT_FILES:  # temp files of a killed atomic write (ours only)
+        for stale in ckdir.glob(f".{n}.*.tmp"):
+            try:
+                stale.unlink()
+            except OSError:
+                pass
     fsync_dir(ckdir)
 
 
@@ -183,12 +184,12 @@ def save_checkpoint(run_dir, params_dict: dict, vocab: Vocab, config: dict,
 
 
 def has_model(run_dir) -> bool:
-    """Whether ``run_dir`` holds any checkpoint (best, last, or an unfinished write)."""
+    """Whether ``run_dir`` holds a checkpoint (best or last) that a new run would replace.
+
+    A write killed before its commit left nothing: that does not count."""
     run_dir = Path(run_dir)
-    for ckdir in (run_dir, run_dir / LAST):
-        if (ckdir / CONFIG_FILE).exists() or (ckdir / MODEL_FILE).exists() or (ckdir / PENDING).exists():
-            return True
-    return False
+    return any(n in (CONFIG_FILE, MODEL_FILE) for ckdir in (run_dir, run_dir / LAST)
+               for n in _resolve(ckdir))
 
 
 def remove_checkpoints(run_dir) -> None:
