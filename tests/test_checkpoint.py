@@ -1,7 +1,6 @@
 """Checkpoints: exact round trips, refusal of bad files, crash safety (elman.checkpoint)."""
 import json
 import os
-import pickle  # only to make a hostile file the loader must refuse
 import shutil
 import signal
 import subprocess
@@ -175,10 +174,13 @@ def test_missing_file(model, name):
     refused(model, "no such file", name)
 
 
+# What pickle.dumps({"L": [1.0]}) writes: the loader must refuse it, never unpickle it.
+PICKLE = b"\x80\x04\x95\x14\x00\x00\x00\x00\x00\x00\x00}\x94\x8c\x01L\x94]\x94G?\xf0\x00\x00\x00\x00\x00\x00as."
+
 BAD_TENSOR_FILES = {
     "empty": b"",
     "random": bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8)),
-    "pickle": pickle.dumps({"L": [1.0, 2.0]}),
+    "pickle": PICKLE,
     "huge header": (2**40).to_bytes(8, "little") + b"{}",
     "json": b'{"L": [1, 2, 3]}',
 }
@@ -191,7 +193,7 @@ def test_not_a_safetensors_file(model, kind):
         data = path.read_bytes()[:-50]
     elif kind == "zip":  # the layout of a torch.save file
         with zipfile.ZipFile(model / "z.zip", "w") as z:
-            z.writestr("archive/data.pkl", pickle.dumps([1]))
+            z.writestr("archive/data.pkl", PICKLE)
         data = (model / "z.zip").read_bytes()
     else:
         data = BAD_TENSOR_FILES[kind]
