@@ -119,3 +119,16 @@ def test_updates_stay_in_float32():
     for name in OPTIMIZERS:
         make_optimizer(name, params, lr=0.1).step(params, _arrays(1, np.float32))
     assert all(v.dtype == np.float32 for v in params.values())
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_a_non_finite_gradient_changes_nothing(name):
+    params = _arrays(0)
+    before = {k: v.copy() for k, v in params.items()}
+    opt = make_optimizer(name, params, clip=5.0)
+    grads = _arrays(1)
+    grads["b"][1] = np.nan
+    with pytest.raises(FloatingPointError):
+        opt.step(params, grads)
+    assert all(np.array_equal(params[k], before[k]) for k in params)
+    assert opt.t == 0

@@ -71,16 +71,200 @@ def _run_gradcheck(args) -> int:
     return 0 if all(r.max_rel_error < args.tol for r in rows) else 1
 
 
+# -- train, eval, score, generate, plot, demo ----------------------------------------
+
+def _add_train(sub):
+    p = sub.add_parser(
+        "train", help="train a language model on a text corpus",
+        description="Train on B parallel streams of T steps (truncated BPTT), validate each epoch, "
+                    "halve the learning rate when validation stalls (Mikolov's schedule), keep the best "
+                    "model in DIR and the latest state in DIR/last.")
+    p.add_argument("--train", metavar="FILE|DIR",
+                   help="training text, one sentence a line; or a directory holding train.txt, valid.txt "
+                        "and optionally test.txt")
+    p.add_argument("--valid", metavar="FILE", help="validation text (perplexity each epoch)")
+    p.add_argument("--test", metavar="FILE", help="test text, evaluated with the best model at the end")
+    p.add_argument("--out", required=True, metavar="DIR", help="model directory to write")
+    p.add_argument("--level", choices=("word", "char"), help="tokens: words (default) or characters")
+    p.add_argument("--encoding", help="text encoding of the files (default utf-8)")
+    p.add_argument("--max-vocab", type=positive_int, metavar="N", help="keep the N most frequent tokens")
+    p.add_argument("--min-count", type=positive_int, metavar="K", help="keep tokens seen at least K times (default 1)")
+    p.add_argument("--hidden", type=positive_int, metavar="Dh", help="hidden units (default 200)")
+    p.add_argument("--embed", type=positive_int, metavar="d", help="embedding size (default 200)")
+    p.add_argument("--batch", type=positive_int, metavar="B", help="parallel streams (default 32)")
+    p.add_argument("--bptt", type=positive_int, metavar="T", help="steps per window (default 20)")
+    p.add_argument("--epochs", type=positive_int, help="at most this many epochs (default 20)")
+    p.add_argument("--optimizer", choices=("sgd", "adagrad", "adam"), help="default sgd")
+    p.add_argument("--lr", type=positive_float,
+                   help="learning rate (default: sgd 1.0, adagrad 0.1, adam 0.002)")
+    p.add_argument("--clip", type=nonnegative_float, help="clip the gradient's global norm (default 5.0; 0: off)")
+    p.add_argument("--min-improvement", type=nonnegative_float, metavar="F",
+                   help="halve the rate once validation log-likelihood improves by less than this "
+                        "fraction in an epoch; stop at the next such epoch (default 0.003)")
+    p.add_argument("--seed", type=int, help="initialisation seed (default 0)")
+    p.add_argument("--checkpoint-every", type=positive_int, metavar="N",
+                   help="also checkpoint every N batches (default: each epoch only)")
+    p.add_argument("--log-every", type=positive_int, metavar="N",
+                   help="a metrics.jsonl line every N batches (default 100)")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue the run saved in DIR/last")
+    again.add_argument("--force", action="store_true", help="replace a model already in DIR")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p.set_defaults(func=_run_train)
+
+
+_TRAIN_OPTIONS = ("level", "encoding", "max_vocab", "min_count", "hidden", "embed", "batch", "bptt",
+                  "epochs", "optimizer", "lr", "clip", "min_improvement", "seed", "checkpoint_every",
+                  "log_every")
+
+
+def _run_train(args) -> int:
+    from pathlib import Path
+
+    from elman.data import resolve_corpus
+    from elman.train import Interrupted, train
+
+    options = {k: getattr(args, k) for k in _TRAIN_OPTIONS}
+    if args.train is not None:
+        files = resolve_corpus(args.train, args.valid, args.test)
+        options.update(zip(("train", "valid", "test"), (str(Path(f).resolve()) if f else None for f in files)))
+    elif not args.resume:
+        raise ElmanError("--train FILE (or a corpus directory) is required to start training")
+    elif args.valid is not None or args.test is not None:
+        options.update(valid=args.valid and str(Path(args.valid).resolve()),
+                       test=args.test and str(Path(args.test).resolve()))
+    try:
+        train(args.out, options, resume=args.resume, force=args.force, quiet=args.quiet)
+    except Interrupted as exc:
+        print(exc, file=sys.stderr)
+        return 130
+    return 0
+
+
+def _add_model_and_data(p, data=True):
+    p.add_argument("--model", required=True, metavar="DIR", help="model directory written by elman train")
+    if data:
+        p.add_argument("--data", required=True, metavar="FILE", help="text, one sentence a line")
+        p.add_argument("--encoding", help="text encoding (default: the model's training encoding)")
+
+
+def _add_eval(sub):
+    p = sub.add_parser("eval", help="perplexity and bits per token of a text",
+                       description="The text is one stream: h0 = 0, <eos> before the first token, every "
+                                   "token including each line's <eos> predicted, unknown words as <unk>.")
+    _add_model_and_data(p)
+    p.add_argument("--json", action="store_true", help="print one JSON line")
+    p.set_defaults(func=_run_eval)
+
+
+def _run_eval(args) -> int:
+    import json
+
+    from elman import evaluate
+
+    p, vocab, cfg = evaluate.load(args.model)
+    result = evaluate.perplexity(p, evaluate.read_ids(args.data, vocab, cfg, args.encoding), vocab.eos_id)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"perplexity {result['perplexity']:.3f}  bits/token {result['bits_per_token']:.4f}  "
+              f"tokens {result['tokens']}  ({args.data})")
+    return 0
+
+
+def _add_score(sub):
+    p = sub.add_parser("score", help="log10 probability of each line (n-best rescoring)",
+                       description="One log10 probability per line of the file (its tokens and its <eos>, "
+                                   "each line from h0 = 0 after <eos>, as RNNLM's -test; a blank line "
+                                   "scores an empty sentence), then 'total <sum>'.")
+    _add_model_and_data(p)
+    p.set_defaults(func=_run_score)
+
+
+def _run_score(args) -> int:
+    from elman import evaluate
+
+    p, vocab, cfg = evaluate.load(args.model)
+    lines = evaluate.read_line_ids(args.data, vocab, cfg, args.encoding)
+    scores = evaluate.line_log10_probs(p, lines, vocab.eos_id)
+    print("\n".join(f"{v:.6f}" for v in scores))
+    print(f"total {scores.sum():.6f}")
+    return 0
+
+
+def _add_generate(sub):
+    p = sub.add_parser("generate", help="sample text from a model")
+    _add_model_and_data(p, data=False)
+    p.add_argument("--words", type=positive_int, default=50, help="tokens to sample (default 50)")
+    p.add_argument("--temperature", type=positive_float, default=1.0,
+                   help="below 1: safer, above 1: wilder (default 1.0)")
+    p.add_argument("--seed", type=int, default=0, help="the same seed gives the same text (default 0)")
+    p.add_argument("--prime", metavar="TEXT", default="", help="text to start from")
+    p.set_defaults(func=_run_generate)
+
+
+def _run_generate(args) -> int:
+    from elman import evaluate
+    from elman.data import line_tokens
+
+    p, vocab, cfg = evaluate.load(args.model)
+    level = cfg.get("level", "word")
+    prime = line_tokens(args.prime, level)
+    ids = evaluate.sample(p, vocab.encode(prime), vocab.eos_id, args.words, args.temperature, args.seed)
+    print(evaluate.detokenize(prime + vocab.decode(ids), level))
+    return 0
+
+
+def _add_plot(sub):
+    p = sub.add_parser("plot", help="learning-curve PNG from DIR/metrics.jsonl (needs elman[plot])")
+    p.add_argument("dir", metavar="DIR", help="model directory written by elman train")
+    p.add_argument("--out", metavar="PNG", help="where to write (default DIR/learning-curve.png)")
+    p.set_defaults(func=_run_plot)
+
+
+def _run_plot(args) -> int:
+    from elman.metrics import plot_learning_curve
+
+    print(plot_learning_curve(args.dir, args.out))
+    return 0
+
+
+def _add_demo(sub):
+    p = sub.add_parser("demo", help="train on the King James Bible, sample, answer the transpose question")
+    p.add_argument("--minutes", type=positive_float, default=3.0, help="time budget (default 3)")
+    p.add_argument("--out", metavar="DIR", default="runs/demo", help="model directory (default runs/demo)")
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(args) -> int:
+    from elman.demo import demo
+
+    return demo(args.out, minutes=args.minutes)
+
+
 # -- the parser -----------------------------------------------------------------
 
 # Each entry adds one subcommand; keep one line per command.
 COMMANDS = [
     _add_gradcheck,
+    _add_train,
+    _add_eval,
+    _add_score,
+    _add_generate,
+    _add_plot,
+    _add_demo,
 ]
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line too (argparse's default prints the usage first)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="elman",
         description="The Elman RNN language model: exact gradients, explained and verified; a fast, safe trainer.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -7,6 +7,8 @@ run continues bit for bit.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from elman.errors import ElmanError
@@ -45,8 +47,11 @@ class Optimizer:
     def step(self, params: dict, grads: dict) -> float:
         """One update of ``params`` in place; returns the gradient norm before clipping.
 
-        ``grads`` is scaled in place by the clipping."""
+        ``grads`` is scaled in place by the clipping. A NaN or infinite
+        gradient raises FloatingPointError and leaves ``params`` untouched."""
         norm = clip_by_global_norm(grads, self.clip)
+        if not math.isfinite(norm):
+            raise FloatingPointError(f"the gradient norm is {norm}")
         self.t += 1
         for k, g in grads.items():
             self._update(k, params[k], g)

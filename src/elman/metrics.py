@@ -1,0 +1,93 @@
+"""The training log ``DIR/metrics.jsonl`` and its learning-curve plot.
+
+One JSON object a line: every ``log_every`` batches ``{"epoch", "batch",
+"batches", "train_ppl", "lr", "words_per_s", "elapsed"}`` with
+``"valid_ppl": null``; at the end of each epoch the same keys with the
+validation perplexity filled in (plus ``"restored": true`` when the epoch
+was undone by the schedule); after training, when a test file was given,
+``{"test_ppl": ...}``.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from elman.errors import ElmanError
+
+FILENAME = "metrics.jsonl"
+
+
+class MetricsLog:
+    """Appends lines to ``DIR/metrics.jsonl`` and counts them.
+
+    A resumed run keeps only the lines its checkpoint had counted: lines
+    written after the checkpoint describe work that is about to be redone.
+    """
+
+    def __init__(self, directory, keep: int | None = None):
+        self.path = Path(directory) / FILENAME
+        lines = []
+        if keep and self.path.exists():
+            lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)[:keep]
+        self.path.write_text("".join(lines), encoding="utf-8")
+        self.lines = len(lines)
+
+    def write(self, **record) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, allow_nan=False) + "\n")
+        self.lines += 1
+
+
+def read_metrics(directory) -> list:
+    path = Path(directory) / FILENAME
+    if not path.is_file():
+        raise ElmanError(f"{path}: no training log here (elman train writes one into --out)")
+    records = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise ElmanError(f"{path}:{n}: not a JSON line") from None
+    return records
+
+
+def plot_learning_curve(directory, out=None) -> Path:
+    """Training and validation perplexity against epochs, as a PNG."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ElmanError("plotting needs matplotlib: pip install 'elman[plot]'") from None
+    records = [r for r in read_metrics(directory) if "train_ppl" in r]
+    if not records:
+        raise ElmanError(f"{Path(directory) / FILENAME}: no training records to plot yet")
+    out = Path(out) if out else Path(directory) / "learning-curve.png"
+
+    def progress(r):
+        return r["epoch"] - 1 + r["batch"] / r["batches"]
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot([progress(r) for r in records], [r["train_ppl"] for r in records],
+            label="training (running, per epoch)", color="tab:blue", alpha=0.8)
+    valid = [r for r in records if r.get("valid_ppl") is not None]
+    ax.plot([progress(r) for r in valid], [r["valid_ppl"] for r in valid], "o-",
+            label="validation", color="tab:orange")
+    ppls = [r["train_ppl"] for r in records] + [r["valid_ppl"] for r in valid]
+    if max(ppls) / min(ppls) > 10 and all(math.isfinite(v) for v in ppls):
+        ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("perplexity")
+    ax.set_title(f"elman: {Path(directory).resolve().name}")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    try:
+        fig.savefig(out, dpi=120)
+    except OSError as exc:
+        raise ElmanError(f"{out}: cannot write the plot ({exc.strerror})") from None
+    finally:
+        plt.close(fig)
+    return out

@@ -1,0 +1,214 @@
+"""The training loop: learning, the schedule, metrics, refusals, NaN and Ctrl-C."""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from elman import checkpoint, cli, data
+from elman.model import Params, bptt
+from elman.optim import clip_by_global_norm
+from elman.schedule import Schedule
+from elman.train import train
+
+NOUNS = "cat dog bird king man woman child horse".split()
+VERBS = "saw fed loved found heard".split()
+
+
+def write_corpus(directory: Path, lines: int = 400, seed: int = 0) -> tuple[str, str]:
+    """A small grammar's sentences: learnable, so perplexity must fall."""
+    rng = np.random.default_rng(seed)
+    text = [f"the {rng.choice(NOUNS)} {rng.choice(VERBS)} the {rng.choice(NOUNS)} ." for _ in range(lines)]
+    cut = lines * 4 // 5
+    (directory / "train.txt").write_text("\n".join(text[:cut]) + "\n")
+    (directory / "valid.txt").write_text("\n".join(text[cut:]) + "\n")
+    return str(directory / "train.txt"), str(directory / "valid.txt")
+
+
+SMALL = dict(hidden=12, embed=10, batch=4, bptt=6)
+
+
+def _metrics(out):
+    return [json.loads(x) for x in open(Path(out) / "metrics.jsonl")]
+
+
+def _arrays(out, slot="best"):
+    return checkpoint.load_model(out, slot)[0]
+
+
+def test_training_learns_and_logs(tmp_path):
+    tr, va = write_corpus(tmp_path)
+    summary = train(tmp_path / "m", dict(train=tr, valid=va, epochs=3, log_every=10, **SMALL), quiet=True)
+    records = _metrics(tmp_path / "m")
+    epochs = [r for r in records if r["valid_ppl"] is not None]
+    assert [r["epoch"] for r in epochs] == [1, 2, 3]
+    assert any(r["valid_ppl"] is None for r in records)  # lines every 10 batches too
+    keys = {"epoch", "batch", "batches", "train_ppl", "valid_ppl", "lr", "words_per_s", "elapsed"}
+    assert all(keys <= set(r) for r in records)
+    # 12 words in all: a uniform guess has perplexity ~14; the grammar allows far less.
+    assert epochs[-1]["valid_ppl"] < epochs[0]["valid_ppl"] < 14
+    assert epochs[-1]["valid_ppl"] < 6
+    assert summary["best_valid_ppl"] == pytest.approx(min(r["valid_ppl"] for r in epochs))
+    assert summary["stopped"] == "epochs" and summary["epochs_done"] == 3
+
+
+def test_one_step_is_the_mean_gradient_update(tmp_path):
+    """A corpus of exactly one (B, T) batch: the trained weights are
+    p0 - lr * clip(grad of the mean loss)."""
+    B, T = 3, 5
+    words = (["a", "b", "c", "b"] * 10)[:B * (T + 1) - 3]
+    (tmp_path / "t.txt").write_text(" ".join(words[:5]) + "\n" + " ".join(words[5:9]) + "\n" + " ".join(words[9:]) + "\n")
+    tr = str(tmp_path / "t.txt")
+    train(tmp_path / "m", dict(train=tr, valid=tr, hidden=4, embed=3, batch=B, bptt=T, epochs=1,
+                               lr=0.7, clip=0.5, seed=2), quiet=True)
+    tokens = data.read_tokens(tr)
+    vocab = data.Vocab.build(tokens)
+    streams = data.batchify(vocab.encode(tokens), B)
+    [(_, x, y)] = list(data.iter_batches(streams, T))
+    p = Params.init(len(vocab), 3, 4, seed=2)
+    _, grads, _ = bptt(p, x, y, np.zeros((B, 4), np.float32))
+    grads = {k: g / np.float32(B * T) for k, g in grads.items()}
+    assert clip_by_global_norm(grads, 0.5) > 0.5  # the clip is really exercised
+    got = _arrays(tmp_path / "m")
+    for k, v in p.as_dict().items():
+        np.testing.assert_allclose(got[k], v - np.float32(0.7) * grads[k], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("optimizer", ["adagrad", "adam"])
+def test_other_optimizers_learn_with_their_default_rates(tmp_path, optimizer):
+    tr, va = write_corpus(tmp_path)
+    s = train(tmp_path / "m", dict(train=tr, valid=va, epochs=2, optimizer=optimizer, **SMALL), quiet=True)
+    assert s["best_valid_ppl"] < 8
+
+
+# -- the schedule ---------------------------------------------------------------------
+
+
+def _decisions(losses, min_improvement=0.003):
+    sched, out = Schedule(lr=1.0, min_improvement=min_improvement), []
+    for epoch, v in enumerate(losses, start=1):
+        d = sched.update(epoch, v)
+        out.append((d.improved, d.lr, d.stop))
+        if d.stop:
+            break
+    return out, sched
+
+
+def test_schedule_keeps_the_rate_while_validation_improves():
+    out, sched = _decisions([5.0, 4.5, 4.2, 4.0])
+    assert out == [(True, 1.0, False)] * 4
+    assert (sched.best, sched.best_epoch) == (4.0, 4)
+
+
+def test_schedule_halves_after_a_small_gain_then_stops_at_the_next():
+    # 4.0 -> 3.995 is a 0.125 % gain (< 0.3 %): start halving; 3.9 is 2.4 %;
+    # 3.899 is 0.03 % again: stop.
+    out, _ = _decisions([4.0, 3.995, 3.9, 3.899, 3.0])
+    assert out == [(True, 1.0, False), (True, 0.5, False), (True, 0.25, False), (True, 0.25, True)]
+
+
+def test_schedule_restores_after_a_worse_epoch():
+    out, sched = _decisions([4.0, 4.2, 3.5, 3.6])
+    assert out == [(True, 1.0, False), (False, 0.5, False), (True, 0.25, False), (False, 0.25, True)]
+    assert (sched.best, sched.best_epoch) == (3.5, 3)
+
+
+def test_schedule_state_round_trip():
+    _, sched = _decisions([4.0, 4.2])
+    assert Schedule.from_state(json.loads(json.dumps(sched.state()))) == sched
+
+
+def test_a_worse_epoch_restores_the_best_weights(tmp_path, monkeypatch):
+    tr, va = write_corpus(tmp_path)
+    opts = dict(train=tr, valid=va, **SMALL)
+    train(tmp_path / "two", dict(opts, epochs=2), quiet=True)
+    ppls = iter([50.0, 40.0, 45.0, 41.0])  # epochs 3 and 4 get worse
+    monkeypatch.setattr("elman.train.perplexity",
+                        lambda p, ids, eos: {"perplexity": next(ppls), "tokens": len(ids), "bits_per_token": 0})
+    s = train(tmp_path / "m", dict(opts, epochs=10), quiet=True)
+    assert s["stopped"] == "schedule" and s["best_epoch"] == 2 and s["epochs_done"] == 4
+    epochs = [r for r in _metrics(tmp_path / "m") if r["valid_ppl"] is not None]
+    assert [r.get("restored", False) for r in epochs] == [False, False, True, True]
+    assert [r["lr"] for r in epochs] == [1.0, 1.0, 1.0, 0.5]
+    want = _arrays(tmp_path / "two")
+    for slot in ("best", "last"):  # the model and the final state both hold epoch 2's weights
+        got = _arrays(tmp_path / "m", slot)
+        assert all(np.array_equal(got[k], want[k]) for k in want)
+
+
+def test_a_time_budget_ends_training_after_validating(tmp_path):
+    tr, va = write_corpus(tmp_path)
+    s = train(tmp_path / "m", dict(train=tr, valid=va, epochs=5, **SMALL), quiet=True, time_budget=1e-6)
+    assert s["stopped"] == "budget" and s["epochs_done"] == 1
+    [record] = [r for r in _metrics(tmp_path / "m") if r["valid_ppl"] is not None]
+    assert record["batch"] == 1  # cut after the first batch, then validated
+    assert checkpoint.has_model(tmp_path / "m")
+
+
+# -- the command: refusals, resume, NaN, Ctrl-C ------------------------------------------------
+
+
+def _cmd(tmp_path, *extra):
+    tr, va = write_corpus(tmp_path)
+    return ["train", "--train", tr, "--valid", va, "--out", str(tmp_path / "m"), "--hidden", "12",
+            "--embed", "10", "--batch", "4", "--bptt", "6", "--quiet", *extra]
+
+
+def test_an_existing_model_is_never_replaced_by_accident(tmp_path, capsys):
+    assert cli.main(_cmd(tmp_path, "--epochs", "1")) == 0
+    before = _arrays(tmp_path / "m")
+    assert cli.main(_cmd(tmp_path, "--epochs", "1", "--seed", "5")) == 2
+    err = capsys.readouterr().err
+    assert "already holds a model" in err and "--resume" in err and "--force" in err
+    assert all(np.array_equal(v, _arrays(tmp_path / "m")[k]) for k, v in before.items())
+    assert cli.main(_cmd(tmp_path, "--epochs", "1", "--seed", "5", "--force")) == 0
+    assert not np.array_equal(before["H"], _arrays(tmp_path / "m")["H"])
+    assert len(_metrics(tmp_path / "m")) == 1  # the old run's log went with it
+
+
+def test_resume_refuses_changed_settings_and_extends_epochs(tmp_path, capsys):
+    assert cli.main(_cmd(tmp_path, "--epochs", "1")) == 0
+    out = str(tmp_path / "m")
+    assert cli.main(["train", "--out", out, "--resume", "--hidden", "20"]) == 2
+    assert "--hidden 20 differs from the 12" in capsys.readouterr().err
+    assert cli.main(["train", "--out", out, "--resume", "--quiet"]) == 0  # finished: nothing to do
+    assert len([r for r in _metrics(out) if r["valid_ppl"]]) == 1
+    assert cli.main(["train", "--out", out, "--resume", "--epochs", "2", "--quiet"]) == 0
+    assert [r["epoch"] for r in _metrics(out) if r["valid_ppl"]] == [1, 2]
+
+
+def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+    rc = cli.main(_cmd(tmp_path, "--epochs", "2", "--lr", "1e30", "--clip", "0", "--checkpoint-every", "1"))
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "diverged" in err and "kept the last good checkpoint" in err
+    params, _, cfg = checkpoint.load_model(tmp_path / "m", "last")
+    assert all(np.isfinite(v).all() for v in params.values())
+    assert f"batch {cfg['train_state']['progress']['batch']}" in err
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
+    out = tmp_path / "m"
+    cmd = [sys.executable, "-m", "elman"] + _cmd(tmp_path, "--epochs", "200", "--log-every", "1")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 60
+    while not ((out / "metrics.jsonl").exists() and (out / "metrics.jsonl").read_text().count("\n") >= 3):
+        assert proc.poll() is None and time.monotonic() < deadline, "training did not start"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert "saved a checkpoint" in last and "--resume" in last and str(out) in last
+    state = checkpoint.load_model(out, "last")[2]["train_state"]["progress"]
+    assert f"epoch {state['epoch']}, batch {state['batch']}" in last
+    assert cli.main(["train", "--out", str(out), "--resume", "--epochs", str(state["epoch"]), "--quiet"]) == 0
