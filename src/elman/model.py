@@ -10,13 +10,17 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from elman.classes import (
+    class_bounds, class_log_probs, class_output_backward, class_output_forward, class_output_losses,
+)
 from elman.layers import (
     embedding_backward, embedding_forward, log_softmax_rows, logits_forward,
-    output_backward, output_forward, rnn_input_forward, rnn_params_backward,
+    output_backward, output_forward, output_losses, rnn_input_forward, rnn_params_backward,
     rnn_step_backward, rnn_step_forward, sigmoid,
 )
 
 PARAM_NAMES = ("L", "I", "H", "U", "b1", "b2")
+CLASS_NAMES = ("Uc", "bc", "class_bounds")
 
 
 @dataclass
@@ -25,6 +29,11 @@ class Params:
 
     L (V,d) embeddings, I (d,Dh) input weights, H (Dh,Dh) recurrent weights,
     U (Dh,V) output weights, b1 (Dh,) hidden bias, b2 (V,) output bias.
+
+    Optional, for the class-factorised softmax (``elman.classes``; all
+    three or none): Uc (Dh,K) class weights, bc (K,) class biases,
+    class_bounds (K+1,) int64, class c = ids [bounds[c], bounds[c+1]).
+    None fields are left out of ``as_dict``.
     """
     L: np.ndarray
     I: np.ndarray
@@ -32,9 +41,13 @@ class Params:
     U: np.ndarray
     b1: np.ndarray
     b2: np.ndarray
+    Uc: np.ndarray | None = None
+    bc: np.ndarray | None = None
+    class_bounds: np.ndarray | None = None
 
     @classmethod
-    def init(cls, V: int, d: int, Dh: int, seed: int = 0, dtype="float32") -> "Params":
+    def init(cls, V: int, d: int, Dh: int, seed: int = 0, dtype="float32",
+             classes: int = 0, counts=None) -> "Params":
         """A small random start.
 
         I, H, U: Glorot-uniform, bound sqrt(6/(fan_in+fan_out)), so the
@@ -45,6 +58,11 @@ class Params:
         starts alike and the data sets them.
         Drawn in float64 from ``numpy.random.default_rng(seed)``, then cast,
         so float32 and float64 models of one seed start from the same values.
+
+        ``classes`` K > 0: a class-factorised softmax over K frequency-binned
+        classes of the word ``counts`` (V,) (ids in descending count order;
+        ``elman.classes.class_bounds``); Uc Glorot-uniform, bc zero, drawn
+        after the rest, so the shared tensors equal the full model's.
         """
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
@@ -55,9 +73,16 @@ class Params:
             bound = np.sqrt(6.0 / (n_in + n_out))
             return rng.uniform(-bound, bound, (n_in, n_out))
 
-        arrays = dict(L=rng.uniform(-0.1, 0.1, (V, d)), I=glorot(d, Dh), H=glorot(Dh, Dh),
-                      U=glorot(Dh, V), b1=np.zeros(Dh), b2=np.zeros(V))
-        return cls(**{k: v.astype(dtype) for k, v in arrays.items()})
+        # Cast each draw at once: one float64 array alive at a time, not six.
+        arrays = dict(L=rng.uniform(-0.1, 0.1, (V, d)).astype(dtype), I=glorot(d, Dh).astype(dtype),
+                      H=glorot(Dh, Dh).astype(dtype), U=glorot(Dh, V).astype(dtype),
+                      b1=np.zeros(Dh, dtype), b2=np.zeros(V, dtype))
+        if classes:
+            if counts is None or len(counts) != V:
+                raise ValueError(f"a {classes}-class softmax needs the {V} word counts")
+            arrays.update(Uc=glorot(Dh, classes).astype(dtype), bc=np.zeros(classes, dtype),
+                          class_bounds=class_bounds(counts, classes))
+        return cls(**arrays)
 
     # -- sizes and conversions
     @property
@@ -76,16 +101,25 @@ class Params:
     def dtype(self) -> np.dtype:
         return self.L.dtype
 
+    @property
+    def classes(self) -> int:
+        """K for a class-factorised softmax, 0 for the full one."""
+        return 0 if self.Uc is None else self.Uc.shape[1]
+
     def as_dict(self) -> dict:
         """name -> array for every tensor (the arrays themselves, not copies)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
     @classmethod
     def from_dict(cls, arrays: dict) -> "Params":
         missing = [n for n in PARAM_NAMES if n not in arrays]
         if missing:
             raise ValueError(f"missing tensors: {', '.join(missing)}")
-        p = cls(**{n: np.asarray(arrays[n]) for n in PARAM_NAMES})
+        have = [n for n in CLASS_NAMES if n in arrays]
+        if have and len(have) < len(CLASS_NAMES):
+            raise ValueError(f"class softmax tensors {', '.join(have)} without "
+                             f"{', '.join(n for n in CLASS_NAMES if n not in have)}")
+        p = cls(**{n: np.asarray(arrays[n]) for n in PARAM_NAMES + tuple(have)})
         p.check_shapes()
         return p
 
@@ -97,12 +131,23 @@ class Params:
             if got != shape:
                 raise ValueError(f"tensor {name} has shape {got}, expected {shape} "
                                  f"(V={V}, d={d}, Dh={Dh})")
+        if self.classes:
+            cb = self.class_bounds
+            K = cb.size - 1                     # the bounds define K; Uc and bc must agree
+            for name, shape in dict(Uc=(Dh, K), bc=(K,), class_bounds=(K + 1,)).items():
+                if getattr(self, name).shape != shape:
+                    raise ValueError(f"tensor {name} has shape {getattr(self, name).shape}, "
+                                     f"expected {shape} (Dh={Dh}, K={K} classes)")
+            if cb.dtype.kind not in "iu" or cb[0] != 0 or cb[-1] != V or (np.diff(cb) <= 0).any():
+                raise ValueError(f"class_bounds must be increasing integers from 0 to V={V}")
 
     def copy(self) -> "Params":
         return type(self)(**{k: v.copy() for k, v in self.as_dict().items()})
 
     def astype(self, dtype) -> "Params":
-        return type(self)(**{k: v.astype(dtype) for k, v in self.as_dict().items()})
+        """The float tensors cast to ``dtype`` (class_bounds stay integers)."""
+        return type(self)(**{k: v.astype(dtype) if v.dtype.kind == "f" else v.copy()
+                             for k, v in self.as_dict().items()})
 
 
 # --------------------------------------------------------------- one step
@@ -133,6 +178,8 @@ def step_gradients(p: Params, x: int, y: int, h_prev) -> dict:
     only: the full gradient of a sequence's loss sums such terms over t
     (see ``bptt``).
     """
+    if p.classes:
+        raise ValueError("step_gradients is the seed's full-softmax model; use bptt for a class softmax")
     x_ids = np.array([x])
     e, e_cache = embedding_forward(x_ids, p.L)
     h, h_cache = rnn_step_forward(np.asarray(h_prev, dtype=p.dtype)[None, :],
@@ -184,8 +231,14 @@ def bptt(p: Params, inputs, targets, h0):
     y = np.ascontiguousarray(np.asarray(targets).T).reshape(-1)
     h_all = hs[1:].reshape(B * T, -1)
 
-    loss, out_cache = output_forward(h_all, p.U, p.b2, y)
-    dh_out, dU, db2 = output_backward(1.0, out_cache)
+    if p.classes:
+        loss, out_cache = class_output_forward(h_all, p.U, p.b2, p.Uc, p.bc, p.class_bounds, y)
+        dh_out, dU, db2, dUc, dbc = class_output_backward(1.0, out_cache)
+        class_grads = {"Uc": dUc, "bc": dbc}
+    else:
+        loss, out_cache = output_forward(h_all, p.U, p.b2, y)
+        dh_out, dU, db2 = output_backward(1.0, out_cache)
+        class_grads = {}
     dh_out = dh_out.reshape(T, B, -1)
 
     dz = np.empty_like(dh_out)
@@ -196,7 +249,7 @@ def bptt(p: Params, inputs, targets, h0):
     dz = dz.reshape(B * T, -1)
     dH, dI, db1, de = rnn_params_backward(dz, hs[:-1].reshape(B * T, -1), e, p.H, p.I)
     dL = embedding_backward(de, (x, p.L.shape))
-    grads = {"L": dL, "I": dI, "H": dH, "U": dU, "b1": db1, "b2": db2}
+    grads = {"L": dL, "I": dI, "H": dH, "U": dU, "b1": db1, "b2": db2, **class_grads}
     return loss, grads, hs[T].copy()
 
 
@@ -209,9 +262,12 @@ def forward_losses(p: Params, inputs, targets, h0):
     inputs = np.asarray(inputs)
     B, T = inputs.shape
     _, _, hs = _forward_hidden(p, inputs, h0)
-    y = np.asarray(targets).T.reshape(-1)
-    logp = log_softmax_rows(logits_forward(hs[1:].reshape(B * T, -1), p.U, p.b2))
-    losses = -logp[np.arange(B * T), y]
+    y = np.ascontiguousarray(np.asarray(targets).T).reshape(-1)
+    h_all = hs[1:].reshape(B * T, -1)
+    if p.classes:
+        losses, _ = class_output_losses(h_all, p.U, p.b2, p.Uc, p.bc, p.class_bounds, y)
+    else:
+        losses, _ = output_losses(h_all, p.U, p.b2, y)
     return losses.reshape(T, B).T, hs[T].copy()
 
 
@@ -223,9 +279,11 @@ def rnn_step(p: Params, x_ids, h_prev):
 
 
 def output_probs(p: Params, h):
-    """yhat = softmax(h U + b2), (B,V)."""
+    """yhat = softmax(h U + b2), (B,V); with classes, P(c(w)|h) P(w|c(w),h)."""
+    if p.classes:
+        return np.exp(class_log_probs(h, p.U, p.b2, p.Uc, p.bc, p.class_bounds))
     return np.exp(log_softmax_rows(logits_forward(np.atleast_2d(h), p.U, p.b2)))
 
 
-__all__ = ["Params", "PARAM_NAMES", "step_gradients", "bptt", "forward_losses",
+__all__ = ["Params", "PARAM_NAMES", "CLASS_NAMES", "step_gradients", "bptt", "forward_losses",
            "rnn_step", "output_probs", "sigmoid"]

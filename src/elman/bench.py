@@ -1,0 +1,321 @@
+"""``elman bench``: training and evaluation speed against this machine's limit.
+
+Each implementation (elman, and with ``--vs-torch`` PyTorch eager autograd)
+runs in its own fresh worker process, so its peak memory (``ru_maxrss``,
+the resident-set high-water mark the kernel keeps, minus the same mark
+taken after the imports) is its own, and the two never share BLAS or
+OpenMP thread pools.  The parent hands out the timed steps in rounds,
+elman then torch then elman ..., so a burst of load from another program
+falls on both, and the ratio is the median of the per-round ratios.
+
+A training step is forward, backward and an in-place SGD update on
+synthetic word ids drawn from a Zipf law (the shape of real text, which is
+what the embedding scatter and the class softmax see).  The FLOP count is
+that of the matrix products, 2·m·k·n each: per position 2(d·Dh + Dh² + Dh·V)
+forward and twice that backward; the peak is the best float32 square
+matrix product (numpy's BLAS, all its threads) measured in this same run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+PEAK_N = 2048
+IMPLS = ("elman", "torch")
+
+
+@dataclass
+class Config:
+    V: int = 10000
+    d: int = 200
+    Dh: int = 200
+    B: int = 32
+    T: int = 20
+    dtype: str = "float32"
+    classes: int = 0            # 0: the full softmax
+    seed: int = 0
+    batches: int = 4            # distinct synthetic windows, cycled
+
+
+# -- synthetic data and counting ----------------------------------------------------
+
+
+def zipf_counts(V: int, total: int = 10**7) -> np.ndarray:
+    """Expected counts of a Zipf(1) law over V words, descending like a vocabulary's."""
+    return np.maximum(1, np.round(total / np.arange(1, V + 1) / np.log(V + 1))).astype(np.int64)
+
+
+def synthetic_batches(cfg: Config):
+    """``cfg.batches`` windows (inputs, targets), each (B,T), ids ~ Zipf(1)."""
+    counts = zipf_counts(cfg.V)
+    rng = np.random.default_rng(cfg.seed)
+    ids = rng.choice(cfg.V, size=(cfg.batches, cfg.B, cfg.T + 1), p=counts / counts.sum())
+    return [(w[:, :-1].copy(), w[:, 1:].copy()) for w in ids], counts
+
+
+def output_width(cfg: Config, targets, bounds=None) -> float:
+    """Mean number of output units a position's loss touches: V for the full
+    softmax; K + |class of the target| for the class-factorised one."""
+    if bounds is None:
+        return float(cfg.V)
+    c = np.searchsorted(bounds, np.concatenate([t.ravel() for t in targets]), side="right") - 1
+    return float(cfg.classes + np.diff(bounds)[c].mean())
+
+
+def matmul_flops(cfg: Config, width: float, train: bool) -> float:
+    """FLOPs of the matrix products of one (B,T) window."""
+    forward = 2.0 * cfg.B * cfg.T * (cfg.d * cfg.Dh + cfg.Dh * cfg.Dh + cfg.Dh * width)
+    return 3 * forward if train else forward
+
+
+def budget_bytes(cfg: Config, n_params: int, width: float) -> int:
+    """Parameters plus the activations of one batch: e, e I + b1, h(0..T), the
+    output logits (N, width)."""
+    N = cfg.B * cfg.T
+    acts = N * cfg.d + N * cfg.Dh + (cfg.T + 1) * cfg.B * cfg.Dh + N * width
+    return int((n_params + acts) * np.dtype(cfg.dtype).itemsize)
+
+
+def matmul_peak(n: int = PEAK_N, reps: int = 3) -> float:
+    """Best GFLOP/s of an (n,n)(n,n) float32 product with numpy's BLAS."""
+    rng = np.random.default_rng(0)
+    a, b = rng.random((n, n), dtype=np.float32), rng.random((n, n), dtype=np.float32)
+    c = np.empty_like(a)
+    np.matmul(a, b, out=c)
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        np.matmul(a, b, out=c)
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * n ** 3 / best / 1e9
+
+
+def blas_info() -> str:
+    """Which BLAS numpy calls and with how many threads."""
+    try:
+        from threadpoolctl import threadpool_info
+        pools = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+        if pools:
+            i = pools[0]
+            return (f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')} kernels), "
+                    f"{i.get('num_threads')} threads")
+    except ImportError:
+        pass
+    cfg = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
+    return f"{cfg.get('name', '?')} {cfg.get('version', '')} (threads: install threadpoolctl to see)"
+
+
+# -- the worker: one implementation in its own process ------------------------------
+
+
+def _maxrss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024   # Linux reports KiB
+
+
+class _ElmanRunner:
+    def __init__(self, cfg: Config, batches, counts):
+        from elman.model import Params
+        kw = dict(classes=cfg.classes, counts=counts) if cfg.classes else {}
+        self.p = Params.init(cfg.V, cfg.d, cfg.Dh, seed=cfg.seed, dtype=cfg.dtype, **kw)
+        self.arrays = self.p.as_dict()
+        self.h = np.zeros((cfg.B, cfg.Dh), dtype=cfg.dtype)
+        self.batches = batches
+
+    def eval_loss(self, x, y):
+        from elman.model import forward_losses
+        losses, self.h_eval = forward_losses(self.p, x, y, self.h)
+        return float(losses.sum())
+
+    def train_step(self, x, y, lr):
+        from elman.model import bptt
+        loss, grads, self.h = bptt(self.p, x, y, self.h)
+        for k, g in grads.items():
+            g *= g.dtype.type(-lr)
+            self.arrays[k] += g
+        return loss
+
+    def bounds(self):
+        return getattr(self.p, "class_bounds", None)
+
+
+class _TorchRunner:
+    def __init__(self, cfg: Config, batches, counts):
+        import torch
+        from elman.model import Params
+        from elman.torch_ref import TorchElman, as_tensors
+        self.torch = torch
+        self.m = TorchElman(Params.init(cfg.V, cfg.d, cfg.Dh, seed=cfg.seed, dtype=cfg.dtype).as_dict())
+        self.batches = [as_tensors(x, y) for x, y in batches]
+        self.h = torch.zeros(cfg.B, cfg.Dh)
+
+    def eval_loss(self, x, y):
+        losses, _ = self.m.eval_losses(x, y, self.h)
+        return float(losses.sum())
+
+    def train_step(self, x, y, lr):
+        loss, self.h = self.m.train_step(x, y, self.h, lr)
+        return loss
+
+    def bounds(self):
+        return None
+
+
+def worker(impl: str, cfg: Config) -> None:
+    """Serve the parent: one JSON line in (a command), one JSON line out."""
+    if impl == "torch":
+        import elman.torch_ref  # noqa: F401  (the library's own footprint is not the model's)
+    import elman.model  # noqa: F401
+    base = _maxrss_bytes()
+    data, counts = synthetic_batches(cfg)
+    runner = (_ElmanRunner if impl == "elman" else _TorchRunner)(cfg, data, counts)
+    n_params = sum(int(np.size(v)) for k, v in runner_arrays(runner).items() if k != "class_bounds")
+    width = output_width(cfg, [y for _, y in data], runner.bounds())
+    lr = 0.1 / (cfg.B * cfg.T)
+    loss0 = runner.eval_loss(*runner.batches[0])              # before any update: a parity check
+    k = 0
+
+    def send(**msg):
+        sys.stdout.write(json.dumps(msg) + "\n")
+        sys.stdout.flush()
+
+    send(loss0=loss0, flops_train=matmul_flops(cfg, width, True), flops_eval=matmul_flops(cfg, width, False),
+         budget=budget_bytes(cfg, n_params, width), width=width)
+    for line in sys.stdin:
+        cmd, n = line.split()
+        n = int(n)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            x, y = runner.batches[k % len(runner.batches)]
+            k += 1
+            loss = runner.train_step(x, y, lr) if cmd == "train" else runner.eval_loss(x, y)
+        seconds = time.perf_counter() - t0
+        send(seconds=seconds, loss=loss, rss=_maxrss_bytes() - base)
+
+
+def runner_arrays(runner) -> dict:
+    if isinstance(runner, _ElmanRunner):
+        return runner.arrays
+    return {k: v.detach().numpy() for k, v in runner.m.P.items()}
+
+
+# -- the parent ----------------------------------------------------------------------
+
+
+class _Worker:
+    def __init__(self, impl: str, cfg: Config):
+        self.impl, self.cfg = impl, cfg
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "elman.bench", impl, json.dumps(asdict(cfg))],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.info = self._read()
+        self.times = {"train": [], "eval": []}
+        self.rss = 0
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {self.impl} bench worker died (exit {self.proc.wait()})")
+        return json.loads(line)
+
+    def run(self, cmd: str, n: int) -> float:
+        self.proc.stdin.write(f"{cmd} {n}\n")
+        self.proc.stdin.flush()
+        msg = self._read()
+        self.rss = max(self.rss, msg["rss"])
+        return msg["seconds"] / n
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def bench(cfg: Config, steps: int = 20, rounds: int = 5, vs_torch: bool = False,
+          full_too: bool = False, say=print) -> dict:
+    """Run the benchmark; returns a JSON-able dict (see ``format_report``)."""
+    per = max(1, steps // rounds)
+    workers = {}
+    if cfg.classes:
+        workers["elman classes"] = _Worker("elman", cfg)
+    if not cfg.classes or full_too:
+        workers["elman full"] = _Worker("elman", Config(**{**asdict(cfg), "classes": 0}))
+    if vs_torch:
+        workers["torch full"] = _Worker("torch", Config(**{**asdict(cfg), "classes": 0}))
+    for w in workers.values():                      # warm up: caches, pools, page faults
+        w.run("train", 2)
+        w.run("eval", 1)
+    peaks = []
+    for r in range(rounds):
+        peaks.append(matmul_peak())
+        for mode in ("train", "eval"):
+            for w in workers.values():
+                w.times[mode].append(w.run(mode, per))
+    for w in workers.values():
+        w.close()
+    peak = max(peaks)
+    N = cfg.B * cfg.T
+    rows = []
+    for name, w in workers.items():
+        for mode in ("train", "eval"):
+            t = float(np.median(w.times[mode]))
+            flops = w.info["flops_" + mode]
+            rows.append(dict(impl=name, mode=mode, seconds_per_step=t, words_per_s=N / t,
+                             gflops=flops / t / 1e9, frac_peak=flops / t / 1e9 / peak,
+                             peak_rss_mib=w.rss / 2**20, budget_mib=w.info["budget"] / 2**20,
+                             loss0=w.info["loss0"], output_width=w.info["width"]))
+    result = dict(config=asdict(cfg), steps_per_round=per, rounds=rounds, peak_gflops=peak,
+                  peak_matrix=PEAK_N, blas=blas_info(), cpus=_cpus(), rows=rows, ratios={})
+    _ratios(result, workers)
+    return result
+
+
+def _ratios(result: dict, workers: dict) -> None:
+    """Median over rounds of paired time ratios (same round, same load)."""
+    def ratio(slow, fast, mode):
+        return float(np.median(np.array(workers[slow].times[mode]) / np.array(workers[fast].times[mode])))
+
+    r = result["ratios"]
+    for name, w in workers.items():
+        r[f"{name}: eval/train words/s"] = float(np.median(np.array(w.times["train"]) / np.array(w.times["eval"])))
+    if "torch full" in workers and "elman full" in workers:
+        for mode in ("train", "eval"):
+            r[f"elman/torch {mode} words/s"] = ratio("torch full", "elman full", mode)
+    if "elman classes" in workers and "elman full" in workers:
+        r["classes/full train words/s"] = ratio("elman full", "elman classes", "train")
+        r["classes/full eval words/s"] = ratio("elman full", "elman classes", "eval")
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def format_report(res: dict) -> str:
+    c = res["config"]
+    soft = f"{c['classes']} classes" if c["classes"] else "full softmax"
+    lines = [f"elman bench: V={c['V']} d={c['d']} Dh={c['Dh']} B={c['B']} T={c['T']} {c['dtype']}, {soft}; "
+             f"{res['cpus']} CPUs; {res['rounds']} rounds x {res['steps_per_round']} steps, medians",
+             f"BLAS: {res['blas']}",
+             f"matmul peak: {res['peak_gflops']:.1f} GFLOP/s (float32 {res['peak_matrix']}^2 product, best in run)",
+             f"{'configuration':<20} {'words/s':>9} {'GFLOP/s':>8} {'% peak':>7} {'peak RSS MiB':>13} "
+             f"{'x budget':>9}"]
+    for r in res["rows"]:
+        lines.append(f"{r['impl'] + ' ' + r['mode']:<20} {r['words_per_s']:>9.0f} {r['gflops']:>8.1f} "
+                     f"{100 * r['frac_peak']:>6.1f}% {r['peak_rss_mib']:>13.1f} "
+                     f"{r['peak_rss_mib'] / r['budget_mib']:>8.2f}x")
+    lines.append("budget = parameters + activations of one batch; peak RSS above the worker's own after imports")
+    for k, v in res["ratios"].items():
+        lines.append(f"{k}: {v:.2f}x")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    worker(sys.argv[1], Config(**json.loads(sys.argv[2])))
