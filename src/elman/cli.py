@@ -242,6 +242,59 @@ def _run_demo(args) -> int:
     return demo(args.out, minutes=args.minutes)
 
 
+# -- explain, check ---------------------------------------------------------------
+
+def _add_explain(sub):
+    p = sub.add_parser("explain", help="derive and explain gradients: index notation, the transpose, shapes, a witness")
+    p.add_argument("targets", nargs="*", default=["U"], metavar="TARGET",
+                   help="U b2 h b1 L_x I H h_prev (the seed's quantities), all, or bptt (default U)")
+    p.add_argument("--format", choices=("text", "markdown", "latex", "html", "json"), default="text")
+    p.add_argument("--convention", choices=("row", "column"), default="row",
+                   help="write the summary formulas for row vectors (the seed's) or column vectors")
+    p.add_argument("--verify", action="store_true",
+                   help="derive again on 5 random instances of other sizes; exit 1 if any formula fails")
+    p.add_argument("--model-file", metavar="F", default=None,
+                   help="a model in the equation language (default: the seed's model; also mlp, tanh_rnn)")
+    p.add_argument("--out", metavar="FILE", help="write to FILE instead of standard output")
+    p.set_defaults(func=_run_explain)
+
+
+def _run_explain(args) -> int:
+    from elman.explain import explain
+
+    result = explain(args.targets, model=args.model_file, convention=args.convention, verify=args.verify)
+    _emit(result.render(args.format), args.out)
+    return 0 if result.ok else 1
+
+
+def _add_check(sub):
+    p = sub.add_parser("check", help="what is wrong with my gradient formula? a verdict and why")
+    p.add_argument("formula", help='NumPy-like, over the model\'s names, e.g. "h.T @ (yhat - y)"')
+    p.add_argument("--wrt", required=True, metavar="TARGET", help="the quantity differentiated, e.g. U")
+    p.add_argument("--model-file", metavar="F", default=None, help="a model in the equation language")
+    p.add_argument("--convention", choices=("row", "column"), default="row")
+    p.add_argument("--json", action="store_true", help='print {"verdict": ..., "explanation": ...}')
+    p.set_defaults(func=_run_check)
+
+
+def _run_check(args) -> int:
+    import json
+
+    from elman.explain import check
+
+    v = check(args.formula, args.wrt, model=args.model_file, convention=args.convention)
+    print(json.dumps(v.as_dict(), indent=1, ensure_ascii=False) if args.json else str(v))
+    return 0 if v.verdict == "correct" else 1
+
+
+def _emit(text: str, out) -> None:
+    if out:
+        from elman.atomic import atomic_write_text
+        atomic_write_text(out, text)
+    else:
+        sys.stdout.write(text)
+
+
 # -- the parser -----------------------------------------------------------------
 
 # Each entry adds one subcommand; keep one line per command.
@@ -253,6 +306,8 @@ COMMANDS = [
     _add_generate,
     _add_plot,
     _add_demo,
+    _add_explain,
+    _add_check,
 ]
 
 

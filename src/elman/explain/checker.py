@@ -140,9 +140,9 @@ def check(source: str, wrt: str, model=None, convention: str = "row") -> Verdict
             c = np.asarray(F.evaluate(source, namespace(d, convention)), dtype=np.float64)
         except F.NonConforming as nc:
             sa, sb = (case.shape(s) for s in nc.shapes)
-            what = (f"the product `{nc.product}` does not conform: ({sa})({sb}); a matrix product needs the "
+            what = (f"The product `{nc.product}` does not conform: ({sa})({sb}); a matrix product needs the "
                     "left factor's columns to match the right factor's rows") if nc.kind == "product" else (
-                    f"the element-wise `{nc.product}` combines {sa} with {sb}; element-wise operations need "
+                    f"The element-wise `{nc.product}` combines {sa} with {sb}; element-wise operations need "
                     "equal shapes")
             hint = (" In the row convention vectors are 1×n rows, so a row comes first in a product with a "
                     "matrix: δ Wᵀ, not Wᵀ δ." if convention == "row" else
@@ -162,16 +162,21 @@ def check(source: str, wrt: str, model=None, convention: str = "row") -> Verdict
         return verdict("correct", f"{prefix} `{source}` equals {target} (largest relative difference "
                                   f"{worst:.1e}). {right}.", max_rel_difference=worst)
     if ok(lambda t: -t):
+        cause = ("The usual cause, and the seed's: y − ŷ where ŷ − y belongs. y − ŷ is the gradient of the "
+                 "log-likelihood log ŷ_y, i.e. −dJ/dz, so a descent step along it would raise the loss. "
+                 if "y-yhat" in source.replace(" ", "") else "Check the sign of each factor; at the output "
+                 "dJ/dz = ŷ − y. ")
         return verdict("sign-flipped", f"{prefix} `{source}` equals −{target}: right structure, opposite sign. "
-                       "The usual cause is y − ŷ where ŷ − y belongs: y − ŷ is the gradient of the "
-                       "log-likelihood log ŷ_y, i.e. −dJ/dz; a descent step along it would raise the loss. "
-                       f"{right}.")
+                       f"{cause}{right}.")
     for s, word in ((1, ""), (-1, " and sign-flipped")):
         if ok(lambda t: s * t.T) and truths[0].ndim == 2:
+            layout = (f"its (i, j) entry is the (j, i) entry of {target}" if cands[0].shape == truths[0].shape
+                      else f"{case.shape(cands[0].shape)} where {wrt} is {case.shape(truths[0].shape)}")
             return verdict("transposed", f"{prefix} `{source}` holds the entries of {target}{word} but transposed: "
-                           f"{case.shape(cands[0].shape)} where {wrt} is {case.shape(truths[0].shape)}. A gradient has "
+                           f"{layout}. A gradient has "
                            f"the shape of what it differentiates; this is the other convention's layout "
-                           f"(column vectors: z = W a with W = {wrt}ᵀ). {right}.", also_sign_flipped=s < 0)
+                           + (f"(column vectors: z = W a with W = {wrt}ᵀ)" if convention == "row" else
+                              "(row vectors, as in the seed)") + f". {right}.", also_sign_flipped=s < 0)
     if all(c.shape == t.shape for c, t in zip(cands, truths)):
         ks = [float((c * t).sum() / max((t * t).sum(), 1e-300)) for c, t in zip(cands, truths)]
         if abs(ks[0]) > 1e-12 and ok(lambda t: ks[0] * t):

@@ -183,16 +183,17 @@ def target_section(d, name, convention="row", seed_values=None):
     """Blocks and data for dJ/d(name)."""
     model, c, step = d.model, Ctx(d.model), d.steps[name]
     chain = d.chain(name)
-    flipped = name not in model.shapes or model.shapes[name][0] == "1"
     formula, expanded = E.render(step.expr, model), E.render(d.expanded(name), model)
-    col = E.render(E.to_column(d.expanded(name), model, flipped, wform=True), model)
+    col = E.render(E.to_column(d.expanded(name), model, True, wform=True), model)
     dJ = nt.frac(J, c.q(name))
     main = nt.seq(dJ, " = ", formula) + (nt.seq(" = ", expanded) if expanded != formula else nt.M("", ""))
     if convention == "column":
-        main = nt.seq(dJ, " = ", col, nt.words("   (column vectors, matrices transposed)"))
+        dJc = nt.frac(J, E.sym_math(E.Sym(name, col=True), model)) if name in model.shapes else dJ
+        main = nt.seq(dJc, " = ", col, nt.words("   (column vectors; a matrix W written W̃ = Wᵀ)"))
     rshape = model.shapes.get(name) or ("1", model.shapes[name.split("_")[0]][1])
+    shown = rshape[::-1] if convention == "column" else rshape
     blocks = [Heading(2, [dJ, f" — the gradient of J with respect to {name}"]),
-              Para([main, ", ", nt.shape(rshape), "."]),
+              Para([main, ", ", nt.shape(shown), "."]),
               Heading(3, ["1. The forward equations it depends on"]), *forward_section(d, chain),
               Heading(3, ["2. The chain rule in index notation"])]
     data = {"target": name, "formula": mdict(formula), "expanded": mdict(expanded), "column": mdict(col),

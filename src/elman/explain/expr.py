@@ -11,6 +11,7 @@ for its adjoint dJ/dname (shown δ1, δ2 for the pre-activations z1, z2).
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -204,7 +205,12 @@ def _simplify(e):
     if isinstance(e, T):
         inner = _simplify(e.a)
         return _simplify(transpose(inner)) if not isinstance(inner, Sym) else T(inner)
-    return rebuild(e, _simplify)
+    e = rebuild(e, _simplify)
+    if isinstance(e, Add):              # aᵀ − bᵀ reads better as (a − b)ᵀ
+        b = e.b.a if isinstance(e.b, Neg) else e.b
+        if isinstance(e.a, T) and isinstance(b, T):
+            return T(Add(e.a.a, Neg(b.a) if isinstance(e.b, Neg) else b.a))
+    return e
 
 
 def column_env(env, model, wform=False):
@@ -238,7 +244,7 @@ def sym_math(s: Sym, model, timed=False, shift=0) -> nt.M:
             tt = "(t)" if shift == 0 else "(t+1)"
             m = nt.M(m.text + tt, "{" + m.tex + "^{" + tt + "}}")
     if s.col and model.shapes.get(s.name, ("1",))[0] != "1":
-        m = nt.M(m.text[0] + "\u0303" + m.text[1:], r"\tilde{" + m.tex[0] + "}" + m.tex[1:])
+        m = nt.M(unicodedata.normalize("NFC", m.text[0] + "\u0303") + m.text[1:], r"\tilde{" + m.tex[0] + "}" + m.tex[1:])
     if s.adj:
         k = re.fullmatch(r"z(\d+)", s.name)
         if k:

@@ -6,4 +6,4 @@ import json
 
 
 def render(doc) -> str:
-    return json.dumps(doc.data, indent=2, ensure_ascii=False) + "\n"
+    return json.dumps(doc.data, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
