@@ -168,13 +168,24 @@ def column_section(d, name):
 
 
 def seed_section(d, name):
-    from elman.explain.checker import check
+    from elman.explain import formula
+    from elman.explain.checker import check, namespace
     seed_text, seed_numpy, notes = seed_notes.SEED[name]
     v = check(seed_numpy, name, d.model)
     c = Ctx(d.model)
     blocks = [Display([nt.seq(nt.words("the seed: "), nt.frac(J, c.q(name)), " = ", seed_text),
                        nt.seq(nt.words("elman:    "), nt.frac(J, c.q(name)), " = ", E.render(d.expanded(name), d.model))]),
-              Para([f"elman check \"{seed_numpy}\" --wrt {name}:  ", nt.words(v.verdict), "."])]
+              Para([f"elman check \"{seed_numpy}\" --wrt {name}: ", nt.words(v.verdict), "."])]
+    step = d.steps[name]
+    try:
+        value = formula.evaluate(seed_numpy, namespace(d, "row"))
+        ix = np.unravel_index(np.argmax(np.abs(step.fd)), step.fd.shape)
+        label = _entries(name, step.fd, step.fd, limit=step.fd.size)[int(np.ravel_multi_index(ix, step.fd.shape))][0]
+        blocks.append(Para([f"On the witness instance the seed's formula gives {label} = {value[ix]:+.9f} where "
+                            f"finite differences give {step.fd[ix]:+.9f}."]))
+    except formula.NonConforming as nc:
+        blocks.append(Para([f"On the witness instance NumPy cannot evaluate it: `{nc.product}` multiplies "
+                            f"({'×'.join(map(str, nc.shapes[0]))}) by ({'×'.join(map(str, nc.shapes[1]))})."]))
     blocks += [Para(seed_notes.SIGN)] + [Para([n]) for n in notes]
     return blocks, {"seed_formula": mdict(seed_text), "seed_numpy": seed_numpy, "verdict": v.verdict}
 

@@ -84,12 +84,6 @@ class Model:
     recur: dict = field(default_factory=dict)   # input name -> state it reads, e.g. h_prev -> h
     loss: str = "J"
 
-    def size(self, d) -> int:
-        return int(d) if str(d).isdigit() else self.dims[d]
-
-    def numeric_shape(self, n) -> tuple:
-        return tuple(self.size(d) for d in self.shapes[n])
-
     @property
     def params(self):
         return [n for n, d in self.decls.items() if d.role == "param"]
@@ -269,13 +263,17 @@ def load(path=None) -> Model:
 
 # --------------------------------------------- flattening and shape checks
 
+def _fmt(shape):
+    return "×".join(shape)
+
+
 class _Builder:
-    def __init__(self, path, dims, decls, taken):
+    def __init__(self, path, dims, decls, taken, later):
         self.path, self.dims, self.decls = path, dims, decls
         self.shapes = {n: d.shape for n, d in decls.items()}
         self.taken, self.equations = set(taken), []
         self.counters = {"z": 0, "t": 0}
-        self.later = {}                  # lhs -> line, for "used before defined"
+        self.later = later               # lhs -> line, for "used before defined"
 
     def fresh(self, prefix):
         while True:
@@ -285,15 +283,10 @@ class _Builder:
                 self.taken.add(n)
                 return n
 
-    def size(self, d):
-        return int(d) if d.isdigit() else self.dims[d]
-
     def same(self, a, b):
         """Sizes agree: the same dim name, or equal numbers where one is a literal."""
-        return a == b or ((a.isdigit() or b.isdigit()) and self.size(a) == self.size(b))
-
-    def fmt(self, s):
-        return "×".join(s)
+        size = lambda d: int(d) if d.isdigit() else self.dims[d]  # noqa: E731
+        return a == b or ((a.isdigit() or b.isdigit()) and size(a) == size(b))
 
     def named(self, node, where, prefix):
         """A node as a name, emitting an equation for it if it is not one."""
@@ -327,14 +320,14 @@ class _Builder:
                 if not (y in self.decls and self.decls[y].onehot and self.decls[y].role == "target"):
                     raise ModelError(f"{at}: `{y}` must be a one-hot target (declare: target {y} : onehot(n))")
                 if not all(self.same(a, b) for a, b in zip(self.shapes[p], self.shapes[y])):
-                    raise ModelError(f"{at}: `{p}` is {self.fmt(self.shapes[p])} but `{y}` is {self.fmt(self.shapes[y])}")
+                    raise ModelError(f"{at}: `{p}` is {_fmt(self.shapes[p])} but `{y}` is {_fmt(self.shapes[y])}")
                 self.add(Equation(lhs, "loss", line, src, func=f, args=(p, y)), ("1", "1"), at)
                 return
             if len(args) != 1:
                 raise ModelError(f"{at}: {f} takes one argument")
             a = self.named(args[0], where, "z")
             if f == "softmax" and self.shapes[a][0] != "1":
-                raise ModelError(f"{at}: softmax of `{a}` needs a row vector, not {self.fmt(self.shapes[a])}")
+                raise ModelError(f"{at}: softmax of `{a}` needs a row vector, not {_fmt(self.shapes[a])}")
             self.add(Equation(lhs, "func", line, src, func=f, args=(a,)), self.shapes[a], at)
             return
         terms = []
@@ -343,9 +336,9 @@ class _Builder:
                 a, W = self.named(t[1], where, "t"), self.named(t[2], where, "t")
                 sa, sw = self.shapes[a], self.shapes[W]
                 if sa[0] != "1":
-                    raise ModelError(f"{at}: in `{a} {W}` the left factor `{a}` must be a row vector (1×n), not {self.fmt(sa)}")
+                    raise ModelError(f"{at}: in `{a} {W}` the left factor `{a}` must be a row vector (1×n), not {_fmt(sa)}")
                 if not self.same(sa[1], sw[0]):
-                    raise ModelError(f"{at}: `{a} {W}` does not conform: ({self.fmt(sa)})({self.fmt(sw)})")
+                    raise ModelError(f"{at}: `{a} {W}` does not conform: ({_fmt(sa)})({_fmt(sw)})")
                 terms.append(Term(sign, (a, W)))
                 tshape = ("1", sw[1])
             else:
@@ -355,7 +348,7 @@ class _Builder:
             first = terms[0].factors
             want = self.shapes[first[-1]] if len(first) == 1 else ("1", self.shapes[first[1]][1])
             if not all(self.same(a, b) for a, b in zip(tshape, want)):
-                raise ModelError(f"{at}: the terms of `{lhs}` have different shapes: {self.fmt(want)} and {self.fmt(tshape)}")
+                raise ModelError(f"{at}: the terms of `{lhs}` have different shapes: {_fmt(want)} and {_fmt(tshape)}")
         self.add(Equation(lhs, "affine", line, src, terms=tuple(terms)), want, at)
 
     def add(self, eq, shape, at):
@@ -382,8 +375,7 @@ def _names(node):
 
 def _build(stem, path, dims, decls, raw, recur):
     taken = set(decls) | {lhs for lhs, *_ in raw} | set().union(*(_names(n) for _, n, *_ in raw), set())
-    b = _Builder(path, dims, decls, taken)
-    b.later = {lhs: line for lhs, _, line, _ in raw}
+    b = _Builder(path, dims, decls, taken, {lhs: line for lhs, _, line, _ in raw})
     for lhs, node, line, src in raw:
         if node[0] == "name" and node[1] in FUNCTIONS:
             raise ModelError(f"{path}:{line}: `{node[1]}` is a function")
@@ -413,6 +405,6 @@ def _build(stem, path, dims, decls, raw, recur):
         if state not in b.shapes or state in decls:
             raise ModelError(f"{path}:{line}: `{state}` in recur must be a quantity the equations compute")
         if b.shapes[state] != decls[inp].shape:
-            raise ModelError(f"{path}:{line}: `{inp}` is {b.fmt(decls[inp].shape)} but `{state}` is {b.fmt(b.shapes[state])}")
+            raise ModelError(f"{path}:{line}: `{inp}` is {_fmt(decls[inp].shape)} but `{state}` is {_fmt(b.shapes[state])}")
         rec[inp] = state
     return Model(stem, path, dims, decls, b.equations, b.shapes, rec, loss.lhs)
