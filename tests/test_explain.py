@@ -216,8 +216,11 @@ def test_transpose_answer():
         a = transpose_answer(convention)
         lines = a.splitlines()
         assert 10 <= len(lines) <= 20 and max(map(len, lines)) < 100
-        assert "z_j = Σ_i h_i U_ij + b2_j" in a and "δ_j h_i" in a and "outer product" in a
-        assert "(Dh×1)(1×|V|) = Dh×|V|" in a and "δ hᵀ" in a
+        assert "δ_j h_i" in a and "outer product" in a and "δ hᵀ" in a and "hᵀδ" in a
+        if convention == "row":
+            assert "z_j = Σ_i h_i U_ij + b2_j" in a and "(Dh×1)(1×|V|) = Dh×|V|, the shape of U" in a
+        else:
+            assert "z_j = Σ_i W_ji h_i + b2_j" in a and "(|V|×1)(1×Dh) = |V|×Dh, the shape of W" in a
         diff = float(a.rsplit("largest difference over all 20 entries: ", 1)[1].split(".   ")[0])
         assert diff < 1e-8
 

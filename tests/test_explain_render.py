@@ -82,7 +82,7 @@ def test_jupyter_reprs():
     e = explain(["U", "b2"])
     assert e._repr_markdown_().startswith("# Where")
     latex = e._repr_latex_()
-    assert latex.startswith("$$\\begin{aligned}") and r"\frac{\partial J}{\partial b2} &= \delta_{2}" in latex
+    assert latex.startswith("$$\\begin{aligned}") and r"\frac{\partial J}{\partial b_{2}} &= \delta_{2}" in latex
 
 
 def test_text_paragraphs_fit_a_terminal(everything):

@@ -22,6 +22,7 @@ from elman.explain.checker import check
 from elman.explain.document import Document, Heading, Para, Table
 from elman.explain.engine import EngineError, derive
 from elman.explain.equations import load
+from elman.explain.notation import name
 
 FORMATS = ("text", "markdown", "latex", "html", "json")
 
@@ -49,7 +50,7 @@ class Explanation:
         return self.render("markdown")
 
     def _repr_latex_(self):
-        lines = [f"\\frac{{\\partial J}}{{\\partial {t['target']}}} &= {t['formula']['tex']}"
+        lines = [f"\\frac{{\\partial J}}{{\\partial {name(t['target']).tex}}} &= {t['formula']['tex']}"
                  for t in self.document.data["targets"] if "formula" in t]
         return "$$\\begin{aligned}" + r" \\ ".join(lines) + "\\end{aligned}$$" if lines else None
 
@@ -86,7 +87,7 @@ def explain(targets=("U",), model=None, convention: str = "row", verify: bool = 
     d = derive(model)
     seed = numeric.is_seed(model)
     seed_values = numeric.seed_gradients(d.inputs) if seed else None
-    names = _targets(d, list(targets) or ["U"])
+    names = _targets(d, [targets] if isinstance(targets, str) else list(targets) or ["U"])
     title = f"Where the gradients of {model.path} come from"
     doc = Document(title, [Heading(1, [title]), Para([_intro(model, convention, seed)])],
                    {"model": model.path, "convention": convention, "targets": []})
@@ -152,24 +153,34 @@ def transpose_answer(convention: str = "row") -> str:
     g = numeric.seed_gradients(d.inputs)["U"]
     fd = d.steps["U"].fd
     diff = float(np.abs(g - fd).max())
-    col = convention == "column"
-    lines = [
-        "Where does the h-transpose in dJ/dU = hᵀ(ŷ − y) come from?" + ("  (column vectors)" if col else ""),
-        "  z = h U + b2 (1×|V|), one number at a time:  z_j = Σ_i h_i U_ij + b2_j",
-        "  U_ij touches only z_j, and only through h_i: ∂z_k/∂U_ij = h_i if k = j, else 0, so",
-        "  dJ/dU_ij = Σ_k (dJ/dz_k)(∂z_k/∂U_ij) = δ_j h_i,   δ = dJ/dz = ŷ − y",
-        "  A matrix with (i, j) entry h_i δ_j is the outer product: column hᵀ times row δ.",
-        "  h is a row, so it must be transposed to run its index i down the rows: hᵀδ.",
-        "  Shape check: (Dh×1)(1×|V|) = Dh×|V|, the shape of U.",
-    ]
-    if col:
-        lines.append("  Column vectors, z = W h + b2 with W = Uᵀ: dJ/dW = δ hᵀ, (|V|×1)(1×Dh) = (hᵀδ)ᵀ.")
+    if convention == "column":
+        lines = [
+            "Where does the transpose in dJ/dW = δ hᵀ come from?  (column vectors: z = W h + b2, W = Uᵀ)",
+            "  z = W h + b2 (|V|×1), one number at a time:  z_j = Σ_i W_ji h_i + b2_j",
+            "  W_ji touches only z_j, and only through h_i: ∂z_k/∂W_ji = h_i if k = j, else 0, so",
+            "  dJ/dW_ji = Σ_k (dJ/dz_k)(∂z_k/∂W_ji) = δ_j h_i,   δ = dJ/dz = ŷ − y",
+            "  A matrix with (j, i) entry δ_j h_i is the outer product: column δ times row hᵀ.",
+            "  h is a column, so it must be transposed to run its index i along the columns: δ hᵀ.",
+            "  Shape check: (|V|×1)(1×Dh) = |V|×Dh, the shape of W.",
+            "  (Row vectors, as in the seed: z = h U + b2, dJ/dU = hᵀδ = (δ hᵀ)ᵀ, the same numbers.)",
+        ]
     else:
-        lines.append("  (Column vectors, z = W h with W = Uᵀ, give dJ/dW = δ hᵀ = (hᵀδ)ᵀ: the same numbers.)")
+        lines = [
+            "Where does the h-transpose in dJ/dU = hᵀ(ŷ − y) come from?",
+            "  z = h U + b2 (1×|V|), one number at a time:  z_j = Σ_i h_i U_ij + b2_j",
+            "  U_ij touches only z_j, and only through h_i: ∂z_k/∂U_ij = h_i if k = j, else 0, so",
+            "  dJ/dU_ij = Σ_k (dJ/dz_k)(∂z_k/∂U_ij) = δ_j h_i,   δ = dJ/dz = ŷ − y",
+            "  A matrix with (i, j) entry h_i δ_j is the outer product: column hᵀ times row δ.",
+            "  h is a row, so it must be transposed to run its index i down the rows: hᵀδ.",
+            "  Shape check: (Dh×1)(1×|V|) = Dh×|V|, the shape of U.",
+            "  (Column vectors, z = W h with W = Uᵀ, give dJ/dW = δ hᵀ = (hᵀδ)ᵀ: the same numbers.)",
+        ]
+    name = "W" if convention == "column" else "U"
     lines += [
         "  The seed's hᵀ(y − ŷ) has the opposite sign: y − ŷ is the gradient of log ŷ_y, i.e. −dJ/dz.",
         f"  Witness (|V|={model.dims['V']}, Dh={model.dims['Dh']}, float64): elman.model.step_gradients vs central",
-        f"  finite differences, entry U[0,0]: {g[0, 0]:+.9f} vs {fd[0, 0]:+.9f};",
-        f"  largest difference over all {g.size} entries: {diff:.1e}.   More: elman explain U",
+        f"  finite differences, entry {name}[0,0]: {g[0, 0]:+.9f} vs {fd[0, 0]:+.9f};",
+        f"  largest difference over all {g.size} entries: {diff:.1e}.   More: elman explain U"
+        + (" --convention column" if convention == "column" else ""),
     ]
     return "\n".join(lines)

@@ -103,7 +103,7 @@ class _Case:
         if wrt not in d0.steps:
             raise ElmanError(f"--wrt {wrt}: not a quantity of {model.path} with a gradient "
                              f"(choose from: {', '.join(d0.steps)})")
-        self.flipped = convention == "column" and (wrt not in model.shapes or E.is_flipped(model, wrt, True))
+        self.flipped = convention == "column"     # every quantity is transposed there, the target too
         self.row_expr = d0.expanded(wrt)
         self.short_expr = d0.steps[wrt].expr
 

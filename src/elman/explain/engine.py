@@ -65,10 +65,6 @@ class Derivation:
             return [e.name] if e.adj else []
         return [n for c in E.children(e) for n in Derivation._adjoints(c)]
 
-    def targets(self):
-        """Everything with a gradient, in derivation order."""
-        return list(self.steps)
-
 
 def derive(model, seed=0, dims=None) -> Derivation:
     inputs = numeric.instance(model, seed, dims)
