@@ -236,15 +236,14 @@ class _Worker:
         self.proc.wait()
 
 
-def bench(cfg: Config, steps: int = 20, rounds: int = 5, vs_torch: bool = False,
-          full_too: bool = False, say=print) -> dict:
-    """Run the benchmark; returns a JSON-able dict (see ``format_report``)."""
+def bench(cfg: Config, steps: int = 20, rounds: int = 5, vs_torch: bool = False) -> dict:
+    """Run the benchmark: elman with the full softmax, with ``cfg.classes``
+    the class softmax too, with ``vs_torch`` PyTorch; returns a JSON-able
+    dict (see ``format_report``)."""
     per = max(1, steps // rounds)
-    workers = {}
+    workers = {"elman full": _Worker("elman", Config(**{**asdict(cfg), "classes": 0}))}
     if cfg.classes:
         workers["elman classes"] = _Worker("elman", cfg)
-    if not cfg.classes or full_too:
-        workers["elman full"] = _Worker("elman", Config(**{**asdict(cfg), "classes": 0}))
     if vs_torch:
         workers["torch full"] = _Worker("torch", Config(**{**asdict(cfg), "classes": 0}))
     for w in workers.values():                      # warm up: caches, pools, page faults
@@ -312,6 +311,11 @@ def format_report(res: dict) -> str:
                      f"{100 * r['frac_peak']:>6.1f}% {r['peak_rss_mib']:>13.1f} "
                      f"{r['peak_rss_mib'] / r['budget_mib']:>8.2f}x")
     lines.append("budget = parameters + activations of one batch; peak RSS above the worker's own after imports")
+    loss0 = {r["impl"]: r["loss0"] for r in res["rows"]}
+    if "torch full" in loss0:
+        same = abs(loss0["torch full"] - loss0["elman full"]) <= 1e-4 * abs(loss0["elman full"])
+        lines.append(f"same model: first-batch loss elman {loss0['elman full']:.4f}, "
+                     f"torch {loss0['torch full']:.4f} ({'agree' if same else 'DIFFER'})")
     for k, v in res["ratios"].items():
         lines.append(f"{k}: {v:.2f}x")
     return "\n".join(lines)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from elman.layers import log_softmax_rows, logits_forward, output_backward, output_losses
+from elman.layers import log_softmax_rows, logits_forward, one_blas_thread, output_backward, output_losses
 
 
 def class_bounds(counts, K: int, power: float = 0.5) -> np.ndarray:
@@ -66,17 +66,18 @@ def class_output_losses(h, U, b2, Uc, bc, bounds, y):
     logits are never formed. Returns (losses, cache).
     """
     c = word_classes(bounds, y)
-    losses, class_cache = output_losses(h, Uc, bc, c)
     order = np.argsort(c, kind="stable")
     cs = c[order]
     cuts = np.flatnonzero(np.r_[True, cs[1:] != cs[:-1], True])
     groups = []
-    for i, j in zip(cuts[:-1], cuts[1:]):
-        rows = order[i:j]
-        a, b = bounds[cs[i]], bounds[cs[i] + 1]
-        word_losses, cache = output_losses(h[rows], U[:, a:b], b2[a:b], y[rows] - a)
-        losses[rows] += word_losses
-        groups.append((rows, a, b, cache))
+    with one_blas_thread():                     # every product here is small
+        losses, class_cache = output_losses(h, Uc, bc, c)
+        for i, j in zip(cuts[:-1], cuts[1:]):
+            rows = order[i:j]
+            a, b = bounds[cs[i]], bounds[cs[i] + 1]
+            word_losses, cache = output_losses(h[rows], U[:, a:b], b2[a:b], y[rows] - a)
+            losses[rows] += word_losses
+            groups.append((rows, a, b, cache))
     return losses, (h.shape, U.shape, class_cache, groups)
 
 
@@ -98,12 +99,13 @@ def class_output_backward(dloss, cache):
     Returns (dh, dU, db2, dUc, dbc).
     """
     h_shape, U_shape, class_cache, groups = cache
-    dh, dUc, dbc = output_backward(dloss, class_cache)
-    dU = np.zeros(U_shape, dtype=dh.dtype)
-    db2 = np.zeros(U_shape[1], dtype=dh.dtype)
-    for rows, a, b, word_cache in groups:
-        dh_rows, dU[:, a:b], db2[a:b] = output_backward(dloss, word_cache)
-        dh[rows] += dh_rows                     # rows are distinct within a group
+    with one_blas_thread():
+        dh, dUc, dbc = output_backward(dloss, class_cache)
+        dU = np.zeros(U_shape, dtype=dh.dtype)
+        db2 = np.zeros(U_shape[1], dtype=dh.dtype)
+        for rows, a, b, word_cache in groups:
+            dh_rows, dU[:, a:b], db2[a:b] = output_backward(dloss, word_cache)
+            dh[rows] += dh_rows                 # rows are distinct within a group
     return dh, dU, db2, dUc, dbc
 
 

@@ -295,6 +295,47 @@ def _emit(text: str, out) -> None:
         sys.stdout.write(text)
 
 
+# -- bench -----------------------------------------------------------------------
+
+def _add_bench(sub):
+    p = sub.add_parser("bench", help="time training and evaluation steps against this machine's matmul peak "
+                                     "(and PyTorch)")
+    p.add_argument("--V", type=positive_int, default=10000, help="vocabulary size (default 10000)")
+    p.add_argument("--d", type=positive_int, default=200, help="embedding size (default 200)")
+    p.add_argument("--Dh", type=positive_int, default=200, help="hidden size (default 200)")
+    p.add_argument("--B", type=positive_int, default=32, help="batch streams (default 32)")
+    p.add_argument("--T", type=positive_int, default=20, help="time steps (default 20)")
+    p.add_argument("--steps", type=positive_int, default=20, help="timed steps per implementation (default 20)")
+    p.add_argument("--rounds", type=positive_int, default=5,
+                   help="the steps are split into this many alternating rounds (default 5)")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--classes", type=positive_int, default=0, metavar="K",
+                   help="also bench a class-factorised softmax with K word classes")
+    p.add_argument("--vs-torch", action="store_true", help="also run PyTorch eager autograd on the same model")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=_run_bench)
+
+
+def _run_bench(args) -> int:
+    import importlib.util
+    import json
+
+    from elman.bench import Config, bench, format_report
+
+    if args.V < 2:
+        raise ElmanError("--V must be at least 2")
+    if args.classes > args.V:
+        raise ElmanError(f"--classes {args.classes} is more than the {args.V} words of --V")
+    if args.vs_torch and importlib.util.find_spec("torch") is None:
+        raise ElmanError("--vs-torch needs PyTorch: pip install 'elman[bench]' (torch==2.13.0)")
+    cfg = Config(V=args.V, d=args.d, Dh=args.Dh, B=args.B, T=args.T, dtype=args.dtype,
+                 classes=args.classes, seed=args.seed)
+    res = bench(cfg, steps=args.steps, rounds=min(args.rounds, args.steps), vs_torch=args.vs_torch)
+    print(json.dumps(res, indent=1) if args.json else format_report(res))
+    return 0
+
+
 # -- the parser -----------------------------------------------------------------
 
 # Each entry adds one subcommand; keep one line per command.
@@ -308,6 +349,7 @@ COMMANDS = [
     _add_demo,
     _add_explain,
     _add_check,
+    _add_bench,
 ]
 
 

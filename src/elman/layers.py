@@ -17,6 +17,7 @@ dJ/db1 and dJ/de with one matrix product each.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -79,9 +80,11 @@ def rnn_input_forward(e, I, b1):
     return e @ I + b1
 
 
-def rnn_step_forward(h_prev, a, H):
-    """h = sigmoid(h_prev H + a), a = e I + b1.   (B,Dh)(Dh,Dh) + (B,Dh) = (B,Dh)"""
-    z = h_prev @ H
+def rnn_step_forward(h_prev, a, H, out=None):
+    """h = sigmoid(h_prev H + a), a = e I + b1.   (B,Dh)(Dh,Dh) + (B,Dh) = (B,Dh)
+
+    ``out``: where to write h (B,Dh), e.g. a row of the caller's (T+1,B,Dh)."""
+    z = np.matmul(h_prev, H, out=out)
     z += a
     h = sigmoid(z, out=z)
     return h, (h_prev, h, H)
@@ -99,7 +102,9 @@ def rnn_step_backward(dh, cache):
     Returns (dz, dh_prev).
     """
     h_prev, h, H = cache
-    dz = dh * h * (1.0 - h)
+    dz = 1.0 - h
+    dz *= h
+    dz *= dh
     return dz, dz @ H.T
 
 
@@ -230,7 +235,7 @@ def output_backward(dloss, cache):
 # ---------------------------------------------- sharing row blocks between cores
 
 
-_BLOCK_ELEMENTS = 1 << 17       # 512 KiB of float32: a block stays in a core's L2
+_BLOCK_ELEMENTS = 1 << 18       # 1 MiB of float32: a block stays in a core's L2
 _PARALLEL_MIN = 1 << 16         # below this many elements one thread is faster
 _POOL = [None, None]            # (pid, executor): a forked child makes its own
 
@@ -245,6 +250,29 @@ def _threads() -> int:
 THREADS = _threads()
 
 
+def one_blas_thread():
+    """A context in which numpy's BLAS runs on the calling thread only.
+
+    For loops of small products (the T steps of the recurrence, the word
+    classes): a (32,200)(200,200) product takes microseconds, so waking a
+    second BLAS thread gains little, and on a machine whose other core is
+    busy that thread may wait a whole scheduler time slice (~10 ms) to run,
+    every step. Uses threadpoolctl when installed; otherwise does nothing.
+    """
+    if _BLAS[0] is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+            _BLAS[0] = ThreadpoolController().select(user_api="blas")
+        except ImportError:
+            _BLAS[0] = False
+    if not _BLAS[0] or THREADS == 1:
+        return contextlib.nullcontext()
+    return _BLAS[0].limit(limits=1)
+
+
+_BLAS = [None]                  # threadpoolctl's BLAS controllers, found on first use
+
+
 def _executor():
     if _POOL[0] != os.getpid():
         _POOL[:] = [os.getpid(), ThreadPoolExecutor(max(1, THREADS - 1), thread_name_prefix="elman")]
@@ -253,25 +281,27 @@ def _executor():
 
 def parallel_row_blocks(fn, n_rows, width):
     """Call ``fn(rows)`` for slices of rows that cover range(n_rows), about
-    ``_BLOCK_ELEMENTS`` elements each, on ``THREADS`` threads at once.
+    ``_BLOCK_ELEMENTS`` elements each, on up to ``THREADS`` threads at once.
 
     NumPy's element-wise loops and reductions release the GIL, so blocks
-    handed to other threads run on other cores; each thread takes one
-    contiguous run of blocks so the hand-off is paid once per call.
+    run by other threads run on other cores. The blocks are shared out as
+    the threads come for them, not split in advance: on a machine whose
+    other core is busy the helper may not run for a scheduler time slice
+    (milliseconds), and then the calling thread does every block itself
+    instead of waiting; a helper that has not started by then is cancelled.
     """
-    if n_rows * width < _PARALLEL_MIN:
+    if n_rows * width < _PARALLEL_MIN or THREADS == 1:
         fn(slice(0, n_rows))
         return
-    rows = max(1, _BLOCK_ELEMENTS // max(width, 1))
-    blocks = [slice(i, min(i + rows, n_rows)) for i in range(0, n_rows, rows)]
-    k = min(THREADS, len(blocks))
+    rows = max(1, _BLOCK_ELEMENTS // width)
+    starts = iter(range(0, n_rows, rows))      # next() on it is atomic under the GIL
 
-    def run(group):
-        for r in group:
-            fn(r)
+    def run():
+        for i in starts:
+            fn(slice(i, min(i + rows, n_rows)))
 
-    groups = [blocks[i * len(blocks) // k:(i + 1) * len(blocks) // k] for i in range(k)]
-    futures = [_executor().submit(run, g) for g in groups[1:]]
-    run(groups[0])
-    for f in futures:
-        f.result()
+    helpers = [_executor().submit(run) for _ in range(THREADS - 1)]
+    run()
+    for f in helpers:
+        if not f.cancel():
+            f.result()

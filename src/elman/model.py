@@ -16,7 +16,7 @@ from elman.classes import (
 from elman.layers import (
     embedding_backward, embedding_forward, log_softmax_rows, logits_forward,
     output_backward, output_forward, output_losses, rnn_input_forward, rnn_params_backward,
-    rnn_step_backward, rnn_step_forward, sigmoid,
+    one_blas_thread, rnn_step_backward, rnn_step_forward, sigmoid,
 )
 
 PARAM_NAMES = ("L", "I", "H", "U", "b1", "b2")
@@ -201,11 +201,12 @@ def _forward_hidden(p: Params, inputs, h0):
     B, T = inputs.shape
     x = np.ascontiguousarray(inputs.T).reshape(-1)
     e, _ = embedding_forward(x, p.L)
-    a = rnn_input_forward(e, p.I, p.b1).reshape(T, B, -1)
     hs = np.empty((T + 1, B, p.Dh), dtype=p.dtype)
     hs[0] = h0
-    for t in range(T):
-        hs[t + 1], _ = rnn_step_forward(hs[t], a[t], p.H)
+    with one_blas_thread():
+        a = rnn_input_forward(e, p.I, p.b1).reshape(T, B, -1)
+        for t in range(T):
+            rnn_step_forward(hs[t], a[t], p.H, out=hs[t + 1])
     return x, e, hs
 
 
@@ -243,11 +244,12 @@ def bptt(p: Params, inputs, targets, h0):
 
     dz = np.empty_like(dh_out)
     dh_next = np.zeros((B, p.Dh), dtype=p.dtype)
-    for t in range(T - 1, -1, -1):
-        dz[t], dh_next = rnn_step_backward(dh_out[t] + dh_next, (hs[t], hs[t + 1], p.H))
-
-    dz = dz.reshape(B * T, -1)
-    dH, dI, db1, de = rnn_params_backward(dz, hs[:-1].reshape(B * T, -1), e, p.H, p.I)
+    with one_blas_thread():
+        for t in range(T - 1, -1, -1):
+            dh_next += dh_out[t]
+            dz[t], dh_next = rnn_step_backward(dh_next, (hs[t], hs[t + 1], p.H))
+        dz = dz.reshape(B * T, -1)
+        dH, dI, db1, de = rnn_params_backward(dz, hs[:-1].reshape(B * T, -1), e, p.H, p.I)
     dL = embedding_backward(de, (x, p.L.shape))
     grads = {"L": dL, "I": dI, "H": dH, "U": dU, "b1": db1, "b2": db2, **class_grads}
     return loss, grads, hs[T].copy()
