@@ -1,0 +1,87 @@
+"""``elman bench`` works and reports what it says (functional only: no test
+asserts a time or a speed)."""
+import importlib.util
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from elman import cli
+from elman.bench import Config, bench, budget_bytes, format_report, matmul_flops, output_width, synthetic_batches
+from elman.classes import class_bounds
+
+TINY = dict(V=40, d=3, Dh=4, B=2, T=3)
+
+
+def test_flop_count_and_budget_follow_the_shapes():
+    cfg = Config(V=10000, d=200, Dh=200, B=32, T=20)
+    forward = 2 * 640 * (200 * 200 + 200 * 200 + 200 * 10000)
+    assert matmul_flops(cfg, cfg.V, train=False) == forward
+    assert matmul_flops(cfg, cfg.V, train=True) == 3 * forward
+    n_params = 10000 * 200 + 200 * 200 * 2 + 200 * 10000 + 200 + 10000
+    acts = 640 * 200 + 640 * 200 + 21 * 32 * 200 + 640 * 10000
+    assert budget_bytes(cfg, n_params, cfg.V) == 4 * (n_params + acts)
+
+
+def test_synthetic_ids_are_zipfian_and_classes_narrow_the_output():
+    cfg = Config(V=1000, B=8, T=50, classes=20)
+    batches, counts = synthetic_batches(cfg)
+    assert len(batches) == cfg.batches and all(x.shape == y.shape == (8, 50) for x, y in batches)
+    assert (np.diff(counts) <= 0).all()
+    assert np.array_equal(batches[0][0][:, 1:], batches[0][1][:, :-1])      # targets are the next inputs
+    ids = np.concatenate([x.ravel() for x, _ in batches])
+    assert (ids < 10).mean() > 0.3                                          # frequent words dominate
+    b = class_bounds(counts, 20)
+    width = output_width(cfg, [y for _, y in batches], b)
+    assert 20 < width < 1000 and output_width(cfg, [y for _, y in batches]) == 1000
+
+
+def check_result(res, impls):
+    assert res["peak_gflops"] > 0 and res["blas"] and res["cpus"] >= 1
+    names = [(r["impl"], r["mode"]) for r in res["rows"]]
+    assert names == [(i, m) for i in impls for m in ("train", "eval")]
+    for r in res["rows"]:
+        assert r["words_per_s"] > 0 and r["gflops"] > 0 and r["frac_peak"] > 0
+        assert r["peak_rss_mib"] >= 0 and r["budget_mib"] > 0
+        assert r["words_per_s"] == pytest.approx(TINY["B"] * TINY["T"] / r["seconds_per_step"])
+    json.dumps(res)                                                         # JSON-able as it stands
+
+
+def test_bench_full_and_classes_in_one_run():
+    res = bench(Config(**TINY, classes=4), steps=2, rounds=2)
+    check_result(res, ["elman full", "elman classes"])
+    assert {"classes/full train words/s", "elman full: eval/train words/s"} <= set(res["ratios"])
+    rows = {(r["impl"], r["mode"]): r for r in res["rows"]}
+    assert rows["elman classes", "train"]["output_width"] < 40 == rows["elman full", "train"]["output_width"]
+    text = format_report(res)
+    for word in ("matmul peak", "elman full train", "elman classes eval", "words/s", "% peak", "BLAS"):
+        assert word in text
+
+
+def test_bench_command_prints_json_and_rejects_bad_sizes(capsys):
+    assert cli.main(["bench", "--V", "30", "--d", "2", "--Dh", "3", "--B", "2", "--T", "2",
+                     "--steps", "1", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["config"]["V"] == 30 and res["rounds"] == 1 and res["rows"][0]["impl"] == "elman full"
+    assert cli.main(["bench", "--V", "30", "--classes", "31"]) == 2
+    assert "more than the 30 words" in capsys.readouterr().err
+    r = subprocess.run([sys.executable, "-m", "elman", "bench", "--B", "0"], capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "--B" in r.stderr
+
+
+def test_vs_torch_without_torch_is_one_line(monkeypatch, capsys):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    assert cli.main(["bench", "--V", "30", "--vs-torch"]) == 2
+    assert "needs PyTorch" in capsys.readouterr().err
+
+
+def test_vs_torch_runs_the_same_model():
+    pytest.importorskip("torch", reason="PyTorch is optional (pip install 'elman[bench]')")
+    res = bench(Config(**TINY), steps=2, rounds=2, vs_torch=True)
+    check_result(res, ["elman full", "torch full"])
+    loss = {r["impl"]: r["loss0"] for r in res["rows"]}
+    assert loss["torch full"] == pytest.approx(loss["elman full"], rel=1e-5)
+    assert "elman/torch train words/s" in res["ratios"] and "(agree)" in format_report(res)
