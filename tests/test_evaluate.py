@@ -14,11 +14,13 @@ from elman.train import train
 V, EOS = 13, 0
 
 
-def _model(dtype="float64"):
-    p = Params.init(V, 5, 7, seed=3, dtype=dtype)
+def _model(dtype="float64", classes=0):
+    counts = np.arange(3 * V, 2 * V, -1)  # descending, as a vocabulary's are
+    p = Params.init(V, 5, 7, seed=3, dtype=dtype, classes=classes, counts=counts)
     rng = np.random.default_rng(4)
     for a in p.as_dict().values():  # a less uniform model than the initial one
-        a += rng.normal(scale=0.5, size=a.shape).astype(a.dtype)
+        if a.dtype.kind == "f":     # (class_bounds are integers)
+            a += rng.normal(scale=0.5, size=a.shape).astype(a.dtype)
     return p
 
 
@@ -33,8 +35,9 @@ def _direct_losses(p, ids, h=None, prev=EOS):
     return np.array(out)
 
 
-def test_stream_losses_equal_the_token_by_token_computation():
-    p = _model()
+@pytest.mark.parametrize("classes", [0, 4])
+def test_stream_losses_equal_the_token_by_token_computation(classes):
+    p = _model(classes=classes)
     ids = np.random.default_rng(0).integers(0, V, 50)
     want = _direct_losses(p, ids)
     for window in (1, 7, 50, 256):  # windows carry the state: the same numbers
@@ -58,8 +61,9 @@ def test_float32_perplexity_is_close_to_float64():
         perplexity(p, ids, EOS)["perplexity"], rel=1e-5)
 
 
-def test_line_scores_equal_the_per_line_computation():
-    p = _model()
+@pytest.mark.parametrize("classes", [0, 4])
+def test_line_scores_equal_the_per_line_computation(classes):
+    p = _model(classes=classes)
     rng = np.random.default_rng(5)
     lines = [np.r_[rng.integers(1, V, n), EOS] for n in (3, 0, 7, 1, 3, 12, 5, 2)]
     want = [_direct_losses(p, line).sum() / -math.log(10) for line in lines]

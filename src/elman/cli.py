@@ -94,14 +94,17 @@ def _add_train(sub):
     p.add_argument("--batch", type=positive_int, metavar="B", help="parallel streams (default 32)")
     p.add_argument("--bptt", type=positive_int, metavar="T", help="steps per window (default 20)")
     p.add_argument("--epochs", type=positive_int, help="at most this many epochs (default 20)")
-    p.add_argument("--optimizer", choices=("sgd", "adagrad", "adam"), help="default sgd")
+    p.add_argument("--optimizer", choices=("sgd", "adagrad", "adam"), help="default adagrad")
     p.add_argument("--lr", type=positive_float,
-                   help="learning rate (default: sgd 1.0, adagrad 0.1, adam 0.002)")
+                   help="learning rate (default: adagrad 0.1, sgd 8, adam 0.002)")
     p.add_argument("--clip", type=nonnegative_float, help="clip the gradient's global norm (default 5.0; 0: off)")
     p.add_argument("--min-improvement", type=nonnegative_float, metavar="F",
                    help="halve the rate once validation log-likelihood improves by less than this "
                         "fraction in an epoch; stop at the next such epoch (default 0.003)")
     p.add_argument("--seed", type=int, help="initialisation seed (default 0)")
+    p.add_argument("--classes", type=positive_int, metavar="K",
+                   help="class-factorised softmax over K frequency-binned word classes: a position costs "
+                        "K + |class| output units instead of V; perplexity stays exact (default: full softmax)")
     p.add_argument("--checkpoint-every", type=positive_int, metavar="N",
                    help="also checkpoint every N batches (default: each epoch only)")
     p.add_argument("--log-every", type=positive_int, metavar="N",
@@ -115,7 +118,7 @@ def _add_train(sub):
 
 _TRAIN_OPTIONS = ("level", "encoding", "max_vocab", "min_count", "hidden", "embed", "batch", "bptt",
                   "epochs", "optimizer", "lr", "clip", "min_improvement", "seed", "checkpoint_every",
-                  "log_every")
+                  "log_every", "classes")
 
 
 def _run_train(args) -> int:

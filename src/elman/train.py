@@ -22,7 +22,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -52,11 +52,12 @@ class Settings:
     batch: int = 32
     bptt: int = 20
     epochs: int = 20
-    optimizer: str = "sgd"
+    optimizer: str = "adagrad"       # measured best (README, "Training")
     lr: float | None = None          # None: DEFAULT_LR of the optimizer
     clip: float = 5.0
     min_improvement: float = 0.003
     seed: int = 0
+    classes: int = 0                  # K > 0: class-factorised softmax, K frequency-binned classes
     checkpoint_every: int = 0         # also checkpoint every N windows (0: epochs only)
     log_every: int = 100              # a metrics line every N windows
 
@@ -178,7 +179,10 @@ def train(out, options: dict, resume: bool = False, force: bool = False, quiet: 
         tokens = data.read_tokens(s.train, s.level, s.encoding)
         vocab = data.Vocab.build(tokens, s.max_vocab, s.min_count)
         train_ids = vocab.encode(tokens)
-        p = Params.init(len(vocab), s.embed, s.hidden, seed=s.seed)
+        del tokens
+        if s.classes > len(vocab):
+            raise ElmanError(f"--classes {s.classes} is more than the {len(vocab)} words of the vocabulary")
+        p = Params.init(len(vocab), s.embed, s.hidden, seed=s.seed, classes=s.classes, counts=vocab.counts)
         run = Run(out, s, p, vocab, make_optimizer(s.optimizer, p.as_dict(), s.lr, s.clip),
                   Schedule(lr=s.lr, min_improvement=s.min_improvement),
                   Progress(rng=np.random.default_rng(s.seed).bit_generator.state),
@@ -190,6 +194,8 @@ def train(out, options: dict, resume: bool = False, force: bool = False, quiet: 
     streams = data.batchify(train_ids, s.batch)
     nb = data.num_batches(streams, s.bptt)
     params = p.as_dict()
+    if force and not resume:
+        checkpoint.remove_checkpoints(out)  # only now that the new run's input is known to be good
     run.metrics = MetricsLog(out, keep=prog.metrics_lines if resume else None)
     if not resume:
         _save(run)  # claims DIR at once, and gives a diverging run a checkpoint to keep
@@ -282,14 +288,13 @@ def train(out, options: dict, resume: bool = False, force: bool = False, quiet: 
 # -- the run directory -----------------------------------------------------------
 
 def _claim(out: Path, force: bool) -> None:
-    """Make ``out`` ready for a new run; never replace a model by accident."""
+    """Make ``out`` ready for a new run; never replace a model by accident
+    (with ``force``, the old model is removed only once the data has loaded)."""
     if out.exists() and not out.is_dir():
         raise ElmanError(f"{out}: exists and is not a directory (--out names the model directory)")
-    if checkpoint.has_model(out):
-        if not force:
-            raise ElmanError(f"{out}: already holds a model; pass --resume to continue it "
-                             f"or --force to replace it")
-        checkpoint.remove_checkpoints(out)
+    if checkpoint.has_model(out) and not force:
+        raise ElmanError(f"{out}: already holds a model; pass --resume to continue it "
+                         f"or --force to replace it")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
