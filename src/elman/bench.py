@@ -28,6 +28,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 PEAK_N = 2048
+# OpenBLAS's worker threads spin for about 0.1 s after each call before they
+# sleep (libgomp's, torch's, likewise): each timed block starts after this
+# pause, so no worker is still burning a core that the next one needs.
+SETTLE_S = 0.25
 IMPLS = ("elman", "torch")
 
 
@@ -225,6 +229,7 @@ class _Worker:
         return json.loads(line)
 
     def run(self, cmd: str, n: int) -> float:
+        time.sleep(SETTLE_S)
         self.proc.stdin.write(f"{cmd} {n}\n")
         self.proc.stdin.flush()
         msg = self._read()

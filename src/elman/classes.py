@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from elman.layers import log_softmax_rows, logits_forward, one_blas_thread, output_backward, output_losses
+from elman.layers import log_softmax_rows, logits_forward, output_backward, output_losses
+from elman.parallel import one_blas_thread
 
 
 def class_bounds(counts, K: int, power: float = 0.5) -> np.ndarray:

@@ -17,11 +17,9 @@ dJ/db1 and dJ/de with one matrix product each.
 """
 from __future__ import annotations
 
-import contextlib
-import os
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
+
+from elman.parallel import THREADS, parallel_for
 
 # ----------------------------------------------------------------- embedding
 
@@ -139,60 +137,64 @@ def log_softmax_rows(z):
     return z
 
 
-def shifted_exp_rows(z, b2, y):
-    """In place: z <- E = exp(z + b2 - m), m the row max of z + b2.
-
-    Returns (m, s, zy): the row max (N,), the row sums s = Σ_k E[n,k] (N,)
-    and the target logits zy = (z + b2)[n, y_n] (N,), so that
-    -log yhat[n, y_n] = log s_n + m_n - zy_n and yhat = E / s.
-    The shift makes every exp ≤ 1 (no overflow at logits of 1e4) and s ≥ 1
-    (log s is finite).  All the (N,V) work is done a few rows at a time,
-    each block while it is still in cache, and the blocks are shared out
-    between the cores: on (N,V) = (640, 10000) this is a fraction of one
-    pass over memory instead of five.
-    """
-    n = len(y)
-    m = np.empty(n, z.dtype)
-    s = np.empty(n, z.dtype)
-    zy = np.empty(n, z.dtype)
-
-    def block(r):
-        zr = z[r]
-        zr += b2
-        zy[r] = zr[np.arange(len(zr)), y[r]]
-        np.max(zr, axis=1, out=m[r])
-        zr -= m[r, None]
-        np.exp(zr, out=zr)
-        np.sum(zr, axis=1, out=s[r])
-
-    parallel_row_blocks(block, n, z.shape[1])
-    return m, s, zy
+def _chunks(n, min_size):
+    """Split range(n) into slices for the threads: 4 per thread when each can
+    still hold ``min_size`` (BLAS runs a product of 80 of 640 rows as fast
+    as the whole), one slice for small work. Even counts keep two threads
+    balanced; taking chunks as they come keeps a busy machine from stalling
+    a thread that is done."""
+    k = min(4 * THREADS, n // min_size) if THREADS > 1 else 1
+    k = max(1, k)
+    return [slice(n * i // k, n * (i + 1) // k) for i in range(k)]
 
 
-def output_losses(h, U, b2, y, out=None):
+def output_losses(h, U, b2, y):
     """J_n = -log yhat[n, y_n] for each row (N,), yhat = softmax(h U + b2).
 
     h (N,Dh), y (N,) target ids. Returns (losses, cache). The cache holds
-    the unnormalised E = exp(z2 - max) (N,V) and its row sums s (N,),
-    yhat = E/s: the division is never done on the (N,V) array,
-    ``output_backward`` folds 1/s into its (N,Dh)-sized factors.  ``out``:
-    an (N,V) buffer to hold E; a new array when None.
+    the unnormalised E = exp(z2 - m) (N,V), m the row max of z2 = h U + b2,
+    and its row sums s (N,), yhat = E/s: the division is never done on the
+    (N,V) array, ``output_backward`` folds 1/s into its (N,Dh)-sized factors.
+
+        J_n = log s_n + m_n - z2[n, y_n]     every exp ≤ 1 and s ≥ 1: no overflow
+                                             at logits of 1e4, never log(0)
+
+    Rows are done in chunks shared between the cores (``parallel_for``):
+    each chunk's product, then its softmax passes a few rows at a time while
+    they are in cache.
     """
-    z = np.matmul(h, U, out=out)
-    m, s, zy = shifted_exp_rows(z, b2, y)
-    # -log yhat[y] = log Σ_k exp(z_k - m) - (z_y - m): never log(0), as s ≥ 1.
-    losses = np.subtract(m, zy, out=zy)   # ≥ 0 and small: no cancellation with log s
+    N, V = len(y), U.shape[1]
+    E = np.empty((N, V), dtype=np.result_type(h, U))
+    m, s, zy = np.empty(N, E.dtype), np.empty(N, E.dtype), np.empty(N, E.dtype)
+    step = max(1, (1 << 18) // V)               # 1 MiB of float32 per pass: in L2 cache
+    chunks = _chunks(N, 64) if N * V >= 1 << 16 else [slice(0, N)]
+
+    def chunk(i):
+        c = chunks[i]
+        np.matmul(h[c], U, out=E[c])
+        for r0 in range(c.start, c.stop, step):
+            r = slice(r0, min(r0 + step, c.stop))
+            z = E[r]
+            z += b2
+            zy[r] = z[np.arange(len(z)), y[r]]
+            np.max(z, axis=1, out=m[r])
+            z -= m[r, None]
+            np.exp(z, out=z)
+            np.sum(z, axis=1, out=s[r])
+
+    parallel_for(chunk, len(chunks))
+    losses = np.subtract(m, zy, out=zy)         # ≥ 0 and small: no cancellation with log s
     losses += np.log(s)
-    return losses, (h, U, y, z, s)
+    return losses, (h, U, y, E, s)
 
 
-def output_forward(h, U, b2, y, out=None):
+def output_forward(h, U, b2, y):
     """yhat = softmax(h U + b2); loss = Σ_n -log yhat[n, y_n]  (natural log).
 
     Returns (loss, cache) with the cache of ``output_losses``; the sum is
-    taken in float64. The max-shift keeps logits of 1e4 finite.
+    taken in float64.
     """
-    losses, cache = output_losses(h, U, b2, y, out)
+    losses, cache = output_losses(h, U, b2, y)
     return float(losses.sum(dtype=np.float64)), cache
 
 
@@ -216,92 +218,31 @@ def output_backward(dloss, cache):
         [dJ/dU; dJ/db2] = [h/s, 1/s]ᵀ · D (Dh+1,N)(N,V) = (Dh+1,V)
 
     dJ/db2 = Σ_n D_n / s_n rides along as one more row of the dJ/dU
-    product instead of a separate pass over (N,V).
+    product instead of a separate pass over (N,V). The first product is
+    shared between the cores by rows, the second by columns.
     Returns (dh, dU, db2). Overwrites the cached E with D.
     """
     h, U, y, D, s = cache
-    N, Dh = h.shape
+    (N, Dh), V = h.shape, U.shape[1]
     D[np.arange(N), y] -= s
     w = dloss / s
-    dh = D @ U.T
-    dh *= w[:, None]
     hw = np.empty((Dh + 1, N), dtype=D.dtype)
     np.multiply(h.T, w, out=hw[:Dh])
     hw[Dh] = w
-    G = hw @ D
+    dh = np.empty((N, Dh), dtype=D.dtype)
+    G = np.empty((Dh + 1, V), dtype=D.dtype)
+    big = N * V >= 1 << 16
+    rows = _chunks(N, 64) if big else [slice(0, N)]
+    cols = _chunks(V, 256) if big else [slice(0, V)]
+
+    def chunk(i):
+        if i < len(rows):
+            r = rows[i]
+            np.matmul(D[r], U.T, out=dh[r])
+            dh[r] *= w[r, None]
+        else:
+            c = cols[i - len(rows)]
+            np.matmul(hw, D[:, c], out=G[:, c])
+
+    parallel_for(chunk, len(rows) + len(cols))
     return dh, G[:Dh], G[Dh]
-
-
-# ---------------------------------------------- sharing row blocks between cores
-
-
-_BLOCK_ELEMENTS = 1 << 18       # 1 MiB of float32: a block stays in a core's L2
-_PARALLEL_MIN = 1 << 16         # below this many elements one thread is faster
-_POOL = [None, None]            # (pid, executor): a forked child makes its own
-
-
-def _threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:      # not Linux
-        return os.cpu_count() or 1
-
-
-THREADS = _threads()
-
-
-def one_blas_thread():
-    """A context in which numpy's BLAS runs on the calling thread only.
-
-    For loops of small products (the T steps of the recurrence, the word
-    classes): a (32,200)(200,200) product takes microseconds, so waking a
-    second BLAS thread gains little, and on a machine whose other core is
-    busy that thread may wait a whole scheduler time slice (~10 ms) to run,
-    every step. Uses threadpoolctl when installed; otherwise does nothing.
-    """
-    if _BLAS[0] is None:
-        try:
-            from threadpoolctl import ThreadpoolController
-            _BLAS[0] = ThreadpoolController().select(user_api="blas")
-        except ImportError:
-            _BLAS[0] = False
-    if not _BLAS[0] or THREADS == 1:
-        return contextlib.nullcontext()
-    return _BLAS[0].limit(limits=1)
-
-
-_BLAS = [None]                  # threadpoolctl's BLAS controllers, found on first use
-
-
-def _executor():
-    if _POOL[0] != os.getpid():
-        _POOL[:] = [os.getpid(), ThreadPoolExecutor(max(1, THREADS - 1), thread_name_prefix="elman")]
-    return _POOL[1]
-
-
-def parallel_row_blocks(fn, n_rows, width):
-    """Call ``fn(rows)`` for slices of rows that cover range(n_rows), about
-    ``_BLOCK_ELEMENTS`` elements each, on up to ``THREADS`` threads at once.
-
-    NumPy's element-wise loops and reductions release the GIL, so blocks
-    run by other threads run on other cores. The blocks are shared out as
-    the threads come for them, not split in advance: on a machine whose
-    other core is busy the helper may not run for a scheduler time slice
-    (milliseconds), and then the calling thread does every block itself
-    instead of waiting; a helper that has not started by then is cancelled.
-    """
-    if n_rows * width < _PARALLEL_MIN or THREADS == 1:
-        fn(slice(0, n_rows))
-        return
-    rows = max(1, _BLOCK_ELEMENTS // width)
-    starts = iter(range(0, n_rows, rows))      # next() on it is atomic under the GIL
-
-    def run():
-        for i in starts:
-            fn(slice(i, min(i + rows, n_rows)))
-
-    helpers = [_executor().submit(run) for _ in range(THREADS - 1)]
-    run()
-    for f in helpers:
-        if not f.cancel():
-            f.result()

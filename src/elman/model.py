@@ -16,8 +16,9 @@ from elman.classes import (
 from elman.layers import (
     embedding_backward, embedding_forward, log_softmax_rows, logits_forward,
     output_backward, output_forward, output_losses, rnn_input_forward, rnn_params_backward,
-    one_blas_thread, rnn_step_backward, rnn_step_forward, sigmoid,
+    rnn_step_backward, rnn_step_forward, sigmoid,
 )
+from elman.parallel import one_blas_thread
 
 PARAM_NAMES = ("L", "I", "H", "U", "b1", "b2")
 CLASS_NAMES = ("Uc", "bc", "class_bounds")

@@ -1,0 +1,85 @@
+"""Using both cores outside BLAS, and keeping BLAS off them for small products.
+
+BLAS already splits each big product between the cores. The element-wise
+work around it (the softmax's exp over (N,V)) is NumPy's, on one core, but
+NumPy releases the GIL inside its loops, so Python threads working on
+separate row blocks of an array run on separate cores.
+
+On a machine whose other core is busy with another program, a thread may
+wait a whole scheduler time slice (~10 ms) before it runs. Two rules keep
+that from multiplying: row blocks are handed out as threads come for them
+(the calling thread does them all if its helper never starts), and the
+many small products of the time loop run on one BLAS thread
+(``one_blas_thread``), where a second thread would gain microseconds and
+risk a time slice every step.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+_BLAS = [None]                  # threadpoolctl's BLAS controllers, found on first use
+_POOL = [None, None]            # (pid, executor): a forked child makes its own
+
+
+def _threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:      # not Linux
+        return os.cpu_count() or 1
+
+
+THREADS = _threads()
+
+
+def _blas():
+    if _BLAS[0] is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+            _BLAS[0] = ThreadpoolController().select(user_api="blas")
+        except ImportError:
+            _BLAS[0] = False
+    return _BLAS[0]
+
+
+def one_blas_thread():
+    """A context in which numpy's BLAS runs on the calling thread only, for
+    loops of small products. A no-op without threadpoolctl or on one core."""
+    if THREADS == 1 or not _blas():
+        return contextlib.nullcontext()
+    return _blas().limit(limits=1)
+
+
+def _executor():
+    if _POOL[0] != os.getpid():
+        _POOL[:] = [os.getpid(), ThreadPoolExecutor(max(1, THREADS - 1), thread_name_prefix="elman")]
+    return _POOL[1]
+
+
+def parallel_for(fn, n: int) -> None:
+    """Call ``fn(i)`` for every i in range(n) on up to ``THREADS`` threads,
+    with BLAS pinned to one thread (so the threads' products do not each
+    start BLAS threads of their own). Tasks are taken as threads come free;
+    a helper that has not started by the time the calling thread runs out
+    of tasks is cancelled, not waited for. Without threadpoolctl, or for one
+    task, everything runs on the calling thread.
+    """
+    if n <= 1 or THREADS == 1 or not _blas():
+        for i in range(n):
+            fn(i)
+        return
+    todo = iter(range(n))                       # next() on it is atomic under the GIL
+
+    def run():
+        for i in todo:
+            fn(i)
+
+    with one_blas_thread():
+        helpers = [_executor().submit(run) for _ in range(THREADS - 1)]
+        try:
+            run()
+        finally:
+            for f in helpers:
+                if not f.cancel():
+                    f.result()
