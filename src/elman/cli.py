@@ -128,14 +128,14 @@ def _run_train(args) -> int:
     from elman.train import Interrupted, train
 
     options = {k: getattr(args, k) for k in _TRAIN_OPTIONS}
-    if args.train is not None:
+    if args.resume:  # the saved run knows its files; any named here must match them
+        options.update({k: str(Path(v).resolve()) for k in ("train", "valid", "test")
+                        if (v := getattr(args, k)) is not None})
+    elif args.train is None:
+        raise ElmanError("--train FILE (or a corpus directory) is required to start training")
+    else:
         files = resolve_corpus(args.train, args.valid, args.test)
         options.update(zip(("train", "valid", "test"), (str(Path(f).resolve()) if f else None for f in files)))
-    elif not args.resume:
-        raise ElmanError("--train FILE (or a corpus directory) is required to start training")
-    elif args.valid is not None or args.test is not None:
-        options.update(valid=args.valid and str(Path(args.valid).resolve()),
-                       test=args.test and str(Path(args.test).resolve()))
     try:
         train(args.out, options, resume=args.resume, force=args.force, quiet=args.quiet)
     except Interrupted as exc:
