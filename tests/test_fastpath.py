@@ -1,0 +1,117 @@
+"""The fast paths give the formulas' answers: the output layer split into row
+and column chunks on several threads, and the serial fallbacks (one thread,
+no threadpoolctl), against plain NumPy written from the seed's equations and
+against HIPS autograd, at sizes large enough to take every path."""
+import multiprocessing
+import warnings
+
+import autograd
+import numpy as np
+import pytest
+
+from elman import Params, bptt, forward_losses
+from elman import layers, parallel
+from elman.gradcheck import max_rel_error
+from test_gradients import ag_loss
+
+N, Dh, V = 300, 7, 700          # N*V over the threshold: 4 row chunks, 2 column chunks
+
+
+def plain_output(h, U, b2, y):
+    """The textbook formulas: yhat = softmax(hU + b2), dz = yhat - onehot(y)."""
+    z = h @ U + b2
+    yhat = np.exp(z - z.max(axis=1, keepdims=True))
+    yhat /= yhat.sum(axis=1, keepdims=True)
+    losses = -np.log(yhat[np.arange(len(y)), y])
+    dz = yhat.copy()
+    dz[np.arange(len(y)), y] -= 1
+    return losses, dz @ U.T, h.T @ dz, dz.sum(axis=0)
+
+
+@pytest.fixture
+def problem():
+    rng = np.random.default_rng(0)
+    return (rng.uniform(0, 1, (N, Dh)), rng.normal(0, 2, (Dh, V)), rng.normal(0, 1, V),
+            rng.integers(0, V, N))
+
+
+def run_layer(h, U, b2, y, dloss=1.0):
+    losses, cache = layers.output_losses(h, U, b2, y)
+    return (losses, *layers.output_backward(dloss, cache))
+
+
+def test_the_problem_takes_the_chunked_path():
+    assert N * V >= 1 << 16
+    if parallel.THREADS > 1:
+        assert len(layers._chunks(N, 64)) > 1 and len(layers._chunks(V, 256)) > 1
+
+
+@pytest.mark.parametrize("threads,pinned", [(None, True), (1, True), (None, False)])
+def test_chunked_and_serial_paths_equal_the_formulas(problem, monkeypatch, threads, pinned):
+    if threads:
+        monkeypatch.setattr(parallel, "THREADS", threads)
+        monkeypatch.setattr(layers, "THREADS", threads)
+    if not pinned:
+        monkeypatch.setattr(parallel, "_BLAS", [False])     # as without threadpoolctl
+    got = run_layer(*problem, dloss=0.5)
+    want = plain_output(*problem)
+    for g, w, scale in zip(got, want, (1, 0.5, 0.5, 0.5)):
+        assert g.shape == w.shape
+        assert np.allclose(g, scale * w, rtol=1e-11, atol=1e-13)
+
+
+def test_float32_chunks_agree_with_float64(problem):
+    h, U, b2, y = problem
+    g64 = run_layer(h, U, b2, y)
+    g32 = run_layer(h.astype(np.float32), U.astype(np.float32), b2.astype(np.float32), y)
+    for a, b in zip(g32, g64):
+        assert a.dtype == np.float32 and max_rel_error(a, b) < 1e-4
+
+
+def test_extreme_logits_in_chunks_stay_finite(problem):
+    h, U, b2, y = problem
+    U = U * 1e4
+    b2 = b2.copy()
+    b2[::97] = 1e4                              # row maxima far apart, in different chunks
+    with warnings.catch_warnings(), np.errstate(over="raise", invalid="raise", divide="raise"):
+        warnings.simplefilter("error")
+        for dt in (np.float64, np.float32):
+            got = run_layer(h.astype(dt), U.astype(dt), b2.astype(dt), y)
+            assert all(np.isfinite(g).all() for g in got)
+
+
+def test_bptt_at_a_chunked_size_equals_autograd():
+    rng = np.random.default_rng(1)
+    p = Params.init(V=400, d=5, Dh=6, seed=1, dtype="float64")
+    for arr in p.as_dict().values():
+        arr[...] = rng.normal(0, 0.5, arr.shape)
+    inputs, targets = rng.integers(0, 400, (16, 12)), rng.integers(0, 400, (16, 12))
+    h0 = rng.uniform(0, 1, (16, 6))
+    loss, grads, _ = bptt(p, inputs, targets, h0)
+    arrays = {k: v.copy() for k, v in p.as_dict().items()}
+    assert loss == pytest.approx(ag_loss(arrays, inputs, targets, h0), rel=1e-12)
+    auto = autograd.grad(ag_loss)(arrays, inputs, targets, h0)
+    for name, g in grads.items():
+        assert max_rel_error(g, auto[name]) < 1e-10, name
+    assert forward_losses(p, inputs, targets, h0)[0].sum() == pytest.approx(loss, rel=1e-12)
+
+
+def _child(q):
+    p = Params.init(V=700, d=4, Dh=5, seed=2)
+    x = np.arange(600).reshape(30, 20) % 700
+    q.put(bptt(p, x, x, np.zeros((30, 5), np.float32))[0])
+
+
+def test_a_forked_child_gets_its_own_threads():
+    """The thread pool made in the parent does not exist in a forked child;
+    the child must make its own rather than wait on it forever."""
+    p = Params.init(V=700, d=4, Dh=5, seed=2)
+    x = np.arange(600).reshape(30, 20) % 700
+    want = bptt(p, x, x, np.zeros((30, 5), np.float32))[0]        # the parent's pool exists now
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    child = ctx.Process(target=_child, args=(q,))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    assert q.get(timeout=5) == pytest.approx(want, rel=1e-6)
