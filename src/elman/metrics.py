@@ -75,6 +75,10 @@ def plot_learning_curve(directory, out=None) -> Path:
     valid = [r for r in records if r.get("valid_ppl") is not None]
     ax.plot([progress(r) for r in valid], [r["valid_ppl"] for r in valid], "o-",
             label="validation", color="tab:orange")
+    undone = [r for r in valid if r.get("restored")]
+    if undone:
+        ax.plot([progress(r) for r in undone], [r["valid_ppl"] for r in undone], "x", color="tab:red",
+                markersize=9, label="validation worse: epoch undone")
     ppls = [r["train_ppl"] for r in records] + [r["valid_ppl"] for r in valid]
     if max(ppls) / min(ppls) > 10 and all(math.isfinite(v) for v in ppls):
         ax.set_yscale("log")

@@ -11,8 +11,8 @@ A checkpoint holds everything the loop needs to continue exactly where it
 was: weights, optimizer state, the carried hidden state, the position
 (epoch, window), the schedule, the RNG state and the running loss. Resuming
 from it repeats the uninterrupted run's arithmetic, so both end with the
-same weights bit for bit (NumPy's BLAS gives the same sums for the same
-shapes and thread count).
+same weights bit for bit (every product is summed in the same order for
+the same shapes on the same number of cores).
 """
 from __future__ import annotations
 
