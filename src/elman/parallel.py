@@ -57,15 +57,16 @@ def _executor():
     return _POOL[1]
 
 
-def parallel_for(fn, n: int) -> None:
+def parallel_for(fn, n: int, serial: bool = False) -> None:
     """Call ``fn(i)`` for every i in range(n) on up to ``THREADS`` threads,
     with BLAS pinned to one thread (so the threads' products do not each
     start BLAS threads of their own). Tasks are taken as threads come free;
     a helper that has not started by the time the calling thread runs out
-    of tasks is cancelled, not waited for. Without threadpoolctl, or for one
-    task, everything runs on the calling thread.
+    of tasks is cancelled, not waited for. With ``serial`` (work too small
+    to share), without threadpoolctl, or for one task, everything runs on
+    the calling thread.
     """
-    if n <= 1 or THREADS == 1 or not _blas():
+    if serial or n <= 1 or THREADS == 1 or not _blas():
         for i in range(n):
             fn(i)
         return
