@@ -30,7 +30,8 @@ import numpy as np
 PEAK_N = 2048
 # OpenBLAS's worker threads spin for about 0.1 s after each call before they
 # sleep (libgomp's, torch's, likewise): each timed block starts after this
-# pause, so no worker is still burning a core that the next one needs.
+# pause, so no worker is still burning a core that the next one needs, and
+# after one untimed step, since the first step after a pause is slower.
 SETTLE_S = 0.25
 IMPLS = ("elman", "torch")
 
@@ -194,8 +195,9 @@ def worker(impl: str, cfg: Config) -> None:
     for line in sys.stdin:
         cmd, n = line.split()
         n = int(n)
-        t0 = time.perf_counter()
-        for _ in range(n):
+        for i in range(n + 1):                  # one untimed step: clocks and caches wake up after the pause
+            if i == 1:
+                t0 = time.perf_counter()
             x, y = runner.batches[k % len(runner.batches)]
             k += 1
             loss = runner.train_step(x, y, lr) if cmd == "train" else runner.eval_loss(x, y)
