@@ -1,17 +1,25 @@
-"""Using both cores outside BLAS, and keeping BLAS off them for small products.
+"""Sharing work between the cores: elman's own threads, BLAS on one thread.
 
-BLAS already splits each big product between the cores. The element-wise
-work around it (the softmax's exp over (N,V)) is NumPy's, on one core, but
-NumPy releases the GIL inside its loops, so Python threads working on
-separate row blocks of an array run on separate cores.
+NumPy releases the GIL inside BLAS calls and element-wise loops, so Python
+threads running single-threaded products and ufuncs on their own slices of
+an array keep several cores busy. elman splits the output layer's (N,V)
+work into row and column chunks itself instead of letting BLAS split each
+product:
 
-On a machine whose other core is busy with another program, a thread may
-wait a whole scheduler time slice (~10 ms) before it runs. Two rules keep
-that from multiplying: row blocks are handed out as threads come for them
-(the calling thread does them all if its helper never starts), and the
-many small products of the time loop run on one BLAS thread
-(``one_blas_thread``), where a second thread would gain microseconds and
-risk a time slice every step.
+- a chunk's softmax passes (exp over (N,V) is most of the non-product
+  work) run right after its product, on the same core, while it is in
+  cache, and they run on every core, where NumPy alone would use one;
+- BLAS's own worker threads spin for ~0.1 s after each call and would take
+  a core away from that element-wise work; pinned to one thread they sleep;
+- chunks are handed out as threads come free. On a machine whose other
+  core is busy with another program, a thread may wait a whole scheduler
+  time slice (~10 ms) to run; a product split in advance waits for it,
+  here the running thread takes the chunks instead.
+
+The many small products of the time loop run on one BLAS thread too
+(``one_blas_thread``): a second thread gains microseconds and may cost a
+time slice every step. Without threadpoolctl (which pins BLAS), or on one
+core, everything runs on the calling thread and BLAS threads as it likes.
 """
 from __future__ import annotations
 
