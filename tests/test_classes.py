@@ -221,3 +221,34 @@ def test_params_carry_the_class_tensors():
         Params.init(30, 4, 5, classes=4)
     with pytest.raises(ValueError, match="full-softmax"):
         step_gradients(p, 1, 2, np.zeros(5, np.float32))
+
+
+# ------------------------------------------------------------- in the trainer
+
+def test_train_with_classes_saves_them_and_evaluates_exactly(tmp_path):
+    from elman import cli
+    from elman.evaluate import load, perplexity, read_ids
+    from elman.model import rnn_step
+
+    rng = np.random.default_rng(9)
+    words = [f"w{i}" for i in range(25)]
+    zipf = 1 / np.arange(1, 26)
+    for name, n in (("train.txt", 300), ("valid.txt", 40)):
+        lines = [" ".join(rng.choice(words, rng.integers(2, 8), p=zipf / zipf.sum())) for _ in range(n)]
+        (tmp_path / name).write_text("\n".join(lines) + "\n")
+    out = tmp_path / "model"
+    assert cli.main(["train", "--train", str(tmp_path / "train.txt"), "--valid", str(tmp_path / "valid.txt"),
+                     "--out", str(out), "--classes", "4", "--hidden", "8", "--embed", "6", "--batch", "4",
+                     "--bptt", "5", "--epochs", "1", "--quiet"]) == 0
+    p, vocab, cfg = load(out)
+    assert p.classes == 4 and np.array_equal(p.class_bounds, class_bounds(vocab.counts, 4))
+    ids = read_ids(tmp_path / "valid.txt", vocab, cfg)
+    eos = vocab.stoi["<eos>"]
+    # the same perplexity from the full distribution P(c|h)P(w|c,h), one step at a time
+    h, nats = np.zeros((1, p.Dh), p.dtype), 0.0
+    for x, y in zip(np.r_[eos, ids[:-1]], ids):
+        h = rnn_step(p, [x], h)
+        nats -= np.log(output_probs(p, h)[0, y])
+    assert perplexity(p, ids, eos)["perplexity"] == pytest.approx(np.exp(nats / len(ids)), rel=1e-4)
+    assert cli.main(["train", "--train", str(tmp_path / "train.txt"), "--valid", str(tmp_path / "valid.txt"),
+                     "--out", str(tmp_path / "m2"), "--classes", "999", "--quiet"]) == 2
