@@ -211,6 +211,14 @@ def _forward_hidden(p: Params, inputs, h0):
     return x, e, hs
 
 
+def _forward_positions(p: Params, inputs, targets, h0):
+    """The forward recurrence plus the time-major targets and the stacked h(t):
+    (x, e, hs, y (B*T,), h_all (B*T,Dh)), row t*B + b for stream b at step t."""
+    x, e, hs = _forward_hidden(p, np.asarray(inputs), h0)
+    y = np.ascontiguousarray(np.asarray(targets).T).reshape(-1)
+    return x, e, hs, y, hs[1:].reshape(len(y), -1)
+
+
 def bptt(p: Params, inputs, targets, h0):
     """Loss and exact gradients over B streams of T steps (truncated BPTT).
 
@@ -227,11 +235,8 @@ def bptt(p: Params, inputs, targets, h0):
     Σ_t δ1(t), each one product over all positions, and dJ/dL adds each
     δ1(t) Iᵀ into the row of the word x(t).
     """
-    inputs = np.asarray(inputs)
-    B, T = inputs.shape
-    x, e, hs = _forward_hidden(p, inputs, h0)
-    y = np.ascontiguousarray(np.asarray(targets).T).reshape(-1)
-    h_all = hs[1:].reshape(B * T, -1)
+    B, T = np.shape(inputs)
+    x, e, hs, y, h_all = _forward_positions(p, inputs, targets, h0)
 
     if p.classes:
         loss, out_cache = class_output_forward(h_all, p.U, p.b2, p.Uc, p.bc, p.class_bounds, y)
@@ -262,11 +267,8 @@ def bptt(p: Params, inputs, targets, h0):
 def forward_losses(p: Params, inputs, targets, h0):
     """Per-position losses -ln yhat[target], shape (B,T), and h_last; the
     forward pass only (evaluation and scoring)."""
-    inputs = np.asarray(inputs)
-    B, T = inputs.shape
-    _, _, hs = _forward_hidden(p, inputs, h0)
-    y = np.ascontiguousarray(np.asarray(targets).T).reshape(-1)
-    h_all = hs[1:].reshape(B * T, -1)
+    B, T = np.shape(inputs)
+    _, _, hs, y, h_all = _forward_positions(p, inputs, targets, h0)
     if p.classes:
         losses, _ = class_output_losses(h_all, p.U, p.b2, p.Uc, p.bc, p.class_bounds, y)
     else:
