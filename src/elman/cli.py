@@ -15,34 +15,22 @@ from elman.errors import ElmanError
 
 # -- argument types shared by the subcommands ---------------------------------
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
+def _number(cast, noun, ok, want):
+    """An argparse type: ``cast`` the text, then require ``ok(value)``."""
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {want}, got {text}")
+        return value
+    return parse
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
-    return value
-
-
-def nonnegative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a non-negative finite number, got {text}")
-    return value
+positive_int = _number(int, "an integer", lambda v: v > 0, "positive")
+positive_float = _number(float, "a number", lambda v: 0 < v < float("inf"), "a positive finite number")
+nonnegative_float = _number(float, "a number", lambda v: 0 <= v < float("inf"), "a non-negative finite number")
 
 
 # -- gradcheck -----------------------------------------------------------------
