@@ -155,12 +155,13 @@ def log_softmax_rows(z):
 
 
 def _chunks(n, min_size):
-    """Split range(n) into slices for the threads: 4 per thread when each can
-    still hold ``min_size`` (BLAS runs a product of 80 of 640 rows as fast
-    as the whole), one slice for small work. Even counts keep two threads
-    balanced; taking chunks as they come keeps a busy machine from stalling
-    a thread that is done."""
-    k = min(4 * THREADS, n // min_size) if THREADS > 1 else 1
+    """Split range(n) into slices for the threads: 6 per thread when each can
+    still hold ``min_size``, one slice for small work. Small enough that a
+    thread that also runs other work (``output_backward``'s overlap) or
+    loses its core for a while to another program leaves the rest to the
+    others, large enough that BLAS runs each part as fast as the whole
+    (measured: a product h U[:, c] over 1/12 of 10k columns)."""
+    k = min(6 * THREADS, n // min_size) if THREADS > 1 else 1
     k = max(1, k)
     return [slice(n * i // k, n * (i + 1) // k) for i in range(k)]
 
@@ -169,36 +170,66 @@ def output_losses(h, U, b2, y):
     """J_n = -log yhat[n, y_n] for each row (N,), yhat = softmax(h U + b2).
 
     h (N,Dh), y (N,) target ids. Returns (losses, cache). The cache holds
-    the unnormalised E = exp(z2 - m) (N,V), m the row max of z2 = h U + b2,
-    and its row sums s (N,), yhat = E/s: the division is never done on the
-    (N,V) array, ``output_backward`` folds 1/s into its (N,Dh)-sized factors.
+    the unnormalised E = exp(z2 - m) (N,V), z2 = h U + b2 and m (N,) a
+    shift per row, and E's row sums s (N,), yhat = E/s: the division is
+    never done on the (N,V) array, ``output_backward`` folds 1/s into its
+    (N,Dh)-sized factors.
 
-        J_n = log s_n + m_n - z2[n, y_n]     every exp ≤ 1 and s ≥ 1: no overflow
-                                             at logits of 1e4, never log(0)
+        J_n = log s_n + m_n - z2[n, y_n]
 
-    Rows are done in chunks shared between the cores (``parallel_for``):
-    each chunk's product, then its softmax passes while it is in cache.
+    The shift only keeps exp in range; any m gives the same yhat. m = 0 is
+    tried first: no pass to find the row max, none to subtract it, and a
+    row sum is a sum of partial sums, so the vocabulary can be cut into
+    column chunks c, shared between the cores (``parallel_for``): each a
+    product h U[:, c] that packs only its own part of U, into a contiguous
+    block E_c (N,|c|), its exp and sums done while it is in cache. A row
+    for which m = 0 fails shows it in its sum: s = inf (an exp overflowed,
+    or the sum did) or s tiny (every exp underflowed); only such rows are
+    done again with m = the row max, where every exp ≤ 1 and s ≥ 1, so
+    logits of 1e4 neither overflow nor take log(0). The price of m = 0: J
+    is a difference of numbers of the size of the logits, exact to
+    |z2|·eps (4e-6 nats at logits of 70 in float32) where the max shift
+    gives eps.
     """
     N, V = len(y), U.shape[1]
-    E = np.empty((N, V), dtype=np.result_type(h, U))
-    m, s, zy = np.empty(N, E.dtype), np.empty(N, E.dtype), np.empty(N, E.dtype)
-    chunks = _chunks(N, 64) if N * V >= 1 << 16 else [slice(0, N)]
-    ones = np.ones(V, E.dtype)
+    dtype = np.result_type(h, U)
+    cols = _chunks(V, 256) if N * V >= 1 << 16 else [slice(0, V)]
+    flat = np.empty(N * V, dtype)
+    E = [flat[N * c.start:N * c.stop].reshape(N, -1) for c in cols]    # E_c = E[:, c], contiguous
+    parts = np.empty((len(cols), N), dtype)                             # each chunk's row sums
+    zy = np.zeros(N, dtype)
+    ones = np.ones(V, dtype)
 
     def chunk(i):
-        r = chunks[i]
-        z = np.matmul(h[r], U, out=E[r])
-        z += b2
-        zy[r] = z[np.arange(len(z)), y[r]]
-        np.max(z, axis=1, out=m[r])
-        z -= m[r, None]
-        np.exp(z, out=z)
-        np.matmul(z, ones, out=s[r])            # row sums: BLAS reads a row 3x faster than np.sum
+        c, z = cols[i], E[i]
+        np.matmul(h, U[:, c], out=z)
+        z += b2[c]
+        mine = np.flatnonzero((y >= c.start) & (y < c.stop))
+        zy[mine] = z[mine, y[mine] - c.start]
+        with np.errstate(over="ignore"):        # errstate is per thread; overflow is caught below
+            np.exp(z, out=z)
+        np.matmul(z, ones[c], out=parts[i])     # row sums: BLAS reads a row 3x faster than np.sum
 
-    parallel_for(chunk, len(chunks))
-    losses = np.subtract(m, zy, out=zy)         # ≥ 0 and small: no cancellation with log s
+    parallel_for(chunk, len(cols))
+    s = parts.sum(axis=0)
+    m = np.zeros(N, dtype)
+    redo = np.flatnonzero(~((s > _TINY_SUM) & (s < np.inf)))
+    if len(redo):
+        z = logits_forward(h[redo], U, b2)
+        m[redo] = z.max(axis=1)
+        z -= m[redo, None]
+        np.exp(z, out=z)
+        s[redo] = z.sum(axis=1)
+        for c, block in zip(cols, E):
+            block[redo] = z[:, c]
+    losses = np.subtract(m, zy, out=zy)
     losses += np.log(s)
-    return losses, (h, U, y, E, s)
+    return losses, (h, U, y, cols, E, s)
+
+
+# A row sum of exp(z2) at least this large has a normal largest term, so
+# m = 0 lost no precision; below it the row is redone with the max shift.
+_TINY_SUM = 1e-20
 
 
 def output_forward(h, U, b2, y):
@@ -211,7 +242,7 @@ def output_forward(h, U, b2, y):
     return float(losses.sum(dtype=np.float64)), cache
 
 
-def output_backward(dloss, cache):
+def output_backward(dloss, cache, overlap=None):
     """Gradients of loss = Σ_n J_n through the output layer.
 
         dJ/dz2 = yhat - y                 (N,V)   y one-hot rows
@@ -231,31 +262,44 @@ def output_backward(dloss, cache):
         [dJ/dU; dJ/db2] = [h/s, 1/s]ᵀ · D (Dh+1,N)(N,V) = (Dh+1,V)
 
     dJ/db2 = Σ_n D_n / s_n rides along as one more row of the dJ/dU
-    product instead of a separate pass over (N,V). The first product is
-    shared between the cores by rows, the second by columns.
-    Returns (dh, dU, db2). Overwrites the cached E with D.
+    product instead of a separate pass over (N,V). Both products go by the
+    forward pass's column chunks c: dJ/dU[:, c] from D_c, and D · Uᵀ as
+    the sum over chunks of D_c U[:, c]ᵀ, shared between the cores.
+
+    ``overlap``: a function of dJ/dh, run on one core while the others
+    compute dJ/dU (``bptt`` passes the recurrence's backward pass, which
+    needs dJ/dh and nothing of dJ/dU). Returns (dh, dU, db2), or
+    (dh, dU, db2, overlap(dh)) when given. Overwrites the cached E with D.
     """
-    h, U, y, D, s = cache
+    h, U, y, cols, D, s = cache
     (N, Dh), V = h.shape, U.shape[1]
-    D[np.arange(N), y] -= s
     w = dloss / s
-    hw = np.empty((Dh + 1, N), dtype=D.dtype)
+    hw = np.empty((Dh + 1, N), dtype=s.dtype)
     np.multiply(h.T, w, out=hw[:Dh])
     hw[Dh] = w
-    dh = np.empty((N, Dh), dtype=D.dtype)
-    G = np.empty((Dh + 1, V), dtype=D.dtype)
-    big = N * V >= 1 << 16
-    rows = _chunks(N, 64) if big else [slice(0, N)]
-    cols = _chunks(V, 256) if big else [slice(0, V)]
+    G = np.empty((Dh + 1, V), dtype=s.dtype)
+    # Each chunk's part of D Uᵀ, summed in chunk order after: the same
+    # result bit for bit whichever thread did which chunk.
+    parts = np.empty((len(cols), N, Dh), dtype=s.dtype)
 
-    def chunk(i):
-        if i < len(rows):
-            r = rows[i]
-            np.matmul(D[r], U.T, out=dh[r])
-            dh[r] *= w[r, None]
+    def dh_chunk(i):
+        c, Dc = cols[i], D[i]
+        mine = np.flatnonzero((y >= c.start) & (y < c.stop))
+        Dc[mine, y[mine] - c.start] -= s[mine]
+        np.matmul(Dc, U[:, c].T, out=parts[i])
+
+    def dU_chunk(i):
+        if i == len(cols):
+            result.append(overlap(dh))
         else:
-            c = cols[i - len(rows)]
-            np.matmul(hw, D[:, c], out=G[:, c])
+            np.matmul(hw, D[i], out=G[:, cols[i]])
 
-    parallel_for(chunk, len(rows) + len(cols))
-    return dh, G[:Dh], G[Dh]
+    parallel_for(dh_chunk, len(cols))
+    dh = parts.sum(axis=0)
+    dh *= w[:, None]
+    result = []
+    # Tasks are taken from the front: the overlap goes first, to one thread,
+    # and the chunks of dJ/dU to whichever threads come free.
+    tasks = ([len(cols)] if overlap else []) + list(range(len(cols)))
+    parallel_for(lambda k: dU_chunk(tasks[k]), len(tasks))
+    return (dh, G[:Dh], G[Dh], *result)

@@ -238,26 +238,30 @@ def bptt(p: Params, inputs, targets, h0):
     B, T = np.shape(inputs)
     x, e, hs, y, h_all = _forward_positions(p, inputs, targets, h0)
 
+    def recurrence_backward(dh_out):
+        """dJ/dh of every position -> the gradients of L, I, H, b1."""
+        dh_out = dh_out.reshape(T, B, -1)
+        dz = np.empty_like(dh_out)
+        dh_next = np.zeros((B, p.Dh), dtype=p.dtype)
+        with one_blas_thread():
+            for t in range(T - 1, -1, -1):
+                dh_next += dh_out[t]
+                dz[t], dh_next = rnn_step_backward(dh_next, (hs[t], hs[t + 1], p.H))
+            dz = dz.reshape(B * T, -1)
+            dH, dI, db1, de = rnn_params_backward(dz, hs[:-1].reshape(B * T, -1), e, p.H, p.I)
+        return {"L": embedding_backward(de, (x, p.L.shape)), "I": dI, "H": dH, "b1": db1}
+
     if p.classes:
         loss, out_cache = class_output_forward(h_all, p.U, p.b2, p.Uc, p.bc, p.class_bounds, y)
         dh_out, dU, db2, dUc, dbc = class_output_backward(1.0, out_cache)
-        class_grads = {"Uc": dUc, "bc": dbc}
+        grads = {**recurrence_backward(dh_out), "U": dU, "b2": db2, "Uc": dUc, "bc": dbc}
     else:
         loss, out_cache = output_forward(h_all, p.U, p.b2, y)
-        dh_out, dU, db2 = output_backward(1.0, out_cache)
-        class_grads = {}
-    dh_out = dh_out.reshape(T, B, -1)
-
-    dz = np.empty_like(dh_out)
-    dh_next = np.zeros((B, p.Dh), dtype=p.dtype)
-    with one_blas_thread():
-        for t in range(T - 1, -1, -1):
-            dh_next += dh_out[t]
-            dz[t], dh_next = rnn_step_backward(dh_next, (hs[t], hs[t + 1], p.H))
-        dz = dz.reshape(B * T, -1)
-        dH, dI, db1, de = rnn_params_backward(dz, hs[:-1].reshape(B * T, -1), e, p.H, p.I)
-    dL = embedding_backward(de, (x, p.L.shape))
-    grads = {"L": dL, "I": dI, "H": dH, "U": dU, "b1": db1, "b2": db2, **class_grads}
+        # The recurrence's backward pass runs on one core while the others
+        # compute dJ/dU, which it does not need.
+        _, dU, db2, grads = output_backward(1.0, out_cache, overlap=recurrence_backward)
+        grads.update(U=dU, b2=db2)
+    grads = {k: grads[k] for k in p.as_dict() if k in grads}     # the order of the parameters
     return loss, grads, hs[T].copy()
 
 

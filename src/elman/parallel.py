@@ -3,7 +3,7 @@
 NumPy releases the GIL inside BLAS calls and element-wise loops, so Python
 threads running single-threaded products and ufuncs on their own slices of
 an array keep several cores busy. elman splits the output layer's (N,V)
-work into row and column chunks itself instead of letting BLAS split each
+work into column chunks of the vocabulary itself instead of letting BLAS split each
 product:
 
 - a chunk's softmax passes (exp over (N,V) is most of the non-product
