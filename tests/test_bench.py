@@ -49,14 +49,19 @@ def check_result(res, impls):
     json.dumps(res)                                                         # JSON-able as it stands
 
 
-def test_bench_full_and_classes_in_one_run():
-    res = bench(Config(**TINY, classes=4), steps=2, rounds=2)
-    check_result(res, ["elman full", "elman classes"])
-    assert {"classes/full train words/s", "elman full: eval/train words/s"} <= set(res["ratios"])
+def test_bench_full_classes_and_sampled_in_one_run():
+    res = bench(Config(**TINY, classes=4, sampled=6), steps=2, rounds=2)
+    check_result(res, ["elman full", "elman classes", "elman sampled"])
+    assert {"classes/full train words/s", "sampled/full train words/s",
+            "elman full: eval/train words/s"} <= set(res["ratios"])
     rows = {(r["impl"], r["mode"]): r for r in res["rows"]}
     assert rows["elman classes", "train"]["output_width"] < 40 == rows["elman full", "train"]["output_width"]
+    assert rows["elman sampled", "train"]["output_width"] == 7          # S ids and the target
+    # the sampled model is the full-softmax model: same start, same exact first loss
+    assert rows["elman sampled", "eval"]["loss0"] == rows["elman full", "eval"]["loss0"]
     text = format_report(res)
-    for word in ("matmul peak", "elman full train", "elman classes eval", "words/s", "% peak", "BLAS"):
+    for word in ("matmul peak", "elman full train", "elman classes eval", "elman sampled train", "words/s",
+                 "% peak", "BLAS", "S=6"):
         assert word in text
 
 

@@ -96,13 +96,13 @@ def test_resume_after_sigkill_is_bit_for_bit(tmp_path, optimizer):
     assert _deterministic_metrics(out) == _deterministic_metrics(ref)
 
 
-@pytest.mark.parametrize("classes", [0, 5])
-def test_resume_in_process_from_every_kind_of_checkpoint(tmp_path, monkeypatch, classes):
+@pytest.mark.parametrize("extra", [{}, {"classes": 5}, {"sampled": 7}])
+def test_resume_in_process_from_every_kind_of_checkpoint(tmp_path, monkeypatch, extra):
     """A crash right after each checkpoint in turn (simulated in-process):
     every resume reaches the uninterrupted run's weights exactly."""
     tr, va = _corpus(tmp_path)
     opts = dict(train=tr, valid=va, hidden=8, embed=6, batch=4, bptt=10, epochs=2, checkpoint_every=40,
-                classes=classes)
+                **extra)
     train(tmp_path / "ref", opts, quiet=True)
     want = _tensors(tmp_path / "ref", "last")
 

@@ -8,8 +8,9 @@ OpenMP thread pools.  The parent hands out the timed steps in rounds,
 elman then torch then elman ..., so a burst of load from another program
 falls on both, and the ratio is the median of the per-round ratios.
 
-A training step is forward, backward and an in-place SGD update on
-synthetic word ids drawn from a Zipf law (the shape of real text, which is
+A training step is forward, backward and an in-place SGD update, as the
+trainer does them (dJ/dL, and under sampled softmax dJ/dU and dJ/db2, as
+``SparseGrad`` rows or columns), on synthetic word ids drawn from a Zipf law (the shape of real text, which is
 what the embedding scatter and the class softmax see).  The FLOP count is
 that of the matrix products, 2·m·k·n each: per position 2(d·Dh + Dh² + Dh·V)
 forward and twice that backward; the peak is the best float32 square
@@ -26,6 +27,8 @@ import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from elman.sampled import Sampler, unigram_proposal
 
 PEAK_N = 2048
 # OpenBLAS's worker threads spin for about 0.1 s after each call before they
@@ -45,6 +48,7 @@ class Config:
     T: int = 20
     dtype: str = "float32"
     classes: int = 0            # 0: the full softmax
+    sampled: int = 0            # S > 0: train with sampled softmax, S ids a window
     seed: int = 0
     batches: int = 4            # distinct synthetic windows, cycled
 
@@ -65,9 +69,13 @@ def synthetic_batches(cfg: Config):
     return [(w[:, :-1].copy(), w[:, 1:].copy()) for w in ids], counts
 
 
-def output_width(cfg: Config, targets, bounds=None) -> float:
+def output_width(cfg: Config, targets, bounds=None, train: bool = True) -> float:
     """Mean number of output units a position's loss touches: V for the full
-    softmax; K + |class of the target| for the class-factorised one."""
+    softmax; K + |class of the target| for the class-factorised one; in
+    training with sampled softmax, S + 1 (the S ids and the target; its
+    evaluation is the full softmax)."""
+    if cfg.sampled and train:
+        return float(cfg.sampled + 1)
     if bounds is None:
         return float(cfg.V)
     c = np.searchsorted(bounds, np.concatenate([t.ravel() for t in targets]), side="right") - 1
@@ -132,6 +140,8 @@ class _ElmanRunner:
         self.arrays = self.p.as_dict()
         self.h = np.zeros((cfg.B, cfg.Dh), dtype=cfg.dtype)
         self.batches = batches
+        self.sampler = Sampler(unigram_proposal(counts), cfg.sampled, cfg.seed) if cfg.sampled else None
+        self.k = 0
 
     def eval_loss(self, x, y):
         from elman.model import forward_losses
@@ -140,10 +150,12 @@ class _ElmanRunner:
 
     def train_step(self, x, y, lr):
         from elman.model import bptt
-        loss, grads, self.h = bptt(self.p, x, y, self.h)
+        from elman.optim import sgd_update
+        self.k += 1
+        sampled = (self.sampler.draw(self.k), self.sampler.log_q) if self.sampler else None
+        loss, grads, self.h = bptt(self.p, x, y, self.h, sampled=sampled, sparse=True)   # as the trainer
         for k, g in grads.items():
-            g *= g.dtype.type(-lr)
-            self.arrays[k] += g
+            sgd_update(self.arrays[k], g, lr)
         return loss
 
     def bounds(self):
@@ -181,7 +193,8 @@ def worker(impl: str, cfg: Config) -> None:
     data, counts = synthetic_batches(cfg)
     runner = (_ElmanRunner if impl == "elman" else _TorchRunner)(cfg, data, counts)
     n_params = sum(int(np.size(v)) for k, v in runner_arrays(runner).items() if k != "class_bounds")
-    width = output_width(cfg, [y for _, y in data], runner.bounds())
+    targets = [y for _, y in data]
+    width, eval_width = (output_width(cfg, targets, runner.bounds(), train) for train in (True, False))
     lr = 0.1 / (cfg.B * cfg.T)
     loss0 = runner.eval_loss(*runner.batches[0])              # before any update: a parity check
     k = 0
@@ -190,8 +203,8 @@ def worker(impl: str, cfg: Config) -> None:
         sys.stdout.write(json.dumps(msg) + "\n")
         sys.stdout.flush()
 
-    send(loss0=loss0, flops_train=matmul_flops(cfg, width, True), flops_eval=matmul_flops(cfg, width, False),
-         budget=budget_bytes(cfg, n_params, width), width=width)
+    send(loss0=loss0, flops_train=matmul_flops(cfg, width, True), flops_eval=matmul_flops(cfg, eval_width, False),
+         budget=budget_bytes(cfg, n_params, max(width, eval_width)), width=width)
     for line in sys.stdin:
         cmd, n = line.split()
         n = int(n)
@@ -245,14 +258,17 @@ class _Worker:
 
 def bench(cfg: Config, steps: int = 20, rounds: int = 5, vs_torch: bool = False) -> dict:
     """Run the benchmark: elman with the full softmax, with ``cfg.classes``
-    the class softmax too, with ``vs_torch`` PyTorch; returns a JSON-able
+    the class softmax too, with ``cfg.sampled`` sampled-softmax training too, with ``vs_torch`` PyTorch; returns a JSON-able
     dict (see ``format_report``)."""
     per = max(1, steps // rounds)
-    workers = {"elman full": _Worker("elman", Config(**{**asdict(cfg), "classes": 0}))}
+    full = Config(**{**asdict(cfg), "classes": 0, "sampled": 0})
+    workers = {"elman full": _Worker("elman", full)}
     if cfg.classes:
-        workers["elman classes"] = _Worker("elman", cfg)
+        workers["elman classes"] = _Worker("elman", Config(**{**asdict(cfg), "sampled": 0}))
+    if cfg.sampled:
+        workers["elman sampled"] = _Worker("elman", Config(**{**asdict(cfg), "classes": 0}))
     if vs_torch:
-        workers["torch full"] = _Worker("torch", Config(**{**asdict(cfg), "classes": 0}))
+        workers["torch full"] = _Worker("torch", full)
     for w in workers.values():                      # warm up: caches, pools, page faults
         w.run("train", 2)
         w.run("eval", 1)
@@ -292,9 +308,11 @@ def _ratios(result: dict, workers: dict) -> None:
     if "torch full" in workers and "elman full" in workers:
         for mode in ("train", "eval"):
             r[f"elman/torch {mode} words/s"] = ratio("torch full", "elman full", mode)
-    if "elman classes" in workers and "elman full" in workers:
+    if "elman classes" in workers:
         r["classes/full train words/s"] = ratio("elman full", "elman classes", "train")
         r["classes/full eval words/s"] = ratio("elman full", "elman classes", "eval")
+    if "elman sampled" in workers:
+        r["sampled/full train words/s"] = ratio("elman full", "elman sampled", "train")
 
 
 def _cpus() -> int:
@@ -306,7 +324,8 @@ def _cpus() -> int:
 
 def format_report(res: dict) -> str:
     c = res["config"]
-    soft = f"{c['classes']} classes" if c["classes"] else "full softmax"
+    soft = ", ".join(["full softmax"] + ([f"{c['classes']} classes"] if c["classes"] else [])
+                     + ([f"sampled softmax, S={c['sampled']} (its eval: the full softmax)"] if c.get("sampled") else []))
     lines = [f"elman bench: V={c['V']} d={c['d']} Dh={c['Dh']} B={c['B']} T={c['T']} {c['dtype']}, {soft}; "
              f"{res['cpus']} CPUs; {res['rounds']} rounds x {res['steps_per_round']} steps, medians",
              f"BLAS: {res['blas']}",

@@ -93,6 +93,10 @@ def _add_train(sub):
     p.add_argument("--classes", type=positive_int, metavar="K",
                    help="class-factorised softmax over K frequency-binned word classes: a position costs "
                         "K + |class| output units instead of V; perplexity stays exact (default: full softmax)")
+    p.add_argument("--sampled", type=positive_int, metavar="S",
+                   help="train with sampled softmax: each window's loss over its targets and S ids drawn "
+                        "from the unigram^0.75 distribution instead of all V words; the model and its "
+                        "validation and test perplexities stay the exact full softmax's (default: off)")
     p.add_argument("--checkpoint-every", type=positive_int, metavar="N",
                    help="also checkpoint every N batches (default: each epoch only)")
     p.add_argument("--log-every", type=positive_int, metavar="N",
@@ -106,7 +110,7 @@ def _add_train(sub):
 
 _TRAIN_OPTIONS = ("level", "encoding", "max_vocab", "min_count", "hidden", "embed", "batch", "bptt",
                   "epochs", "optimizer", "lr", "clip", "min_improvement", "seed", "checkpoint_every",
-                  "log_every", "classes")
+                  "log_every", "classes", "sampled")
 
 
 def _run_train(args) -> int:
@@ -302,6 +306,8 @@ def _add_bench(sub):
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--classes", type=positive_int, default=0, metavar="K",
                    help="also bench a class-factorised softmax with K word classes")
+    p.add_argument("--sampled", type=positive_int, default=0, metavar="S",
+                   help="also bench sampled-softmax training with S ids a window")
     p.add_argument("--vs-torch", action="store_true", help="also run PyTorch eager autograd on the same model")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -321,7 +327,7 @@ def _run_bench(args) -> int:
     if args.vs_torch and importlib.util.find_spec("torch") is None:
         raise ElmanError("--vs-torch needs PyTorch: pip install 'elman[bench]' (torch==2.13.0)")
     cfg = Config(V=args.V, d=args.d, Dh=args.Dh, B=args.B, T=args.T, dtype=args.dtype,
-                 classes=args.classes, seed=args.seed)
+                 classes=args.classes, sampled=args.sampled, seed=args.seed)
     res = bench(cfg, steps=args.steps, rounds=min(args.rounds, args.steps), vs_torch=args.vs_torch)
     print(json.dumps(res, indent=1) if args.json else format_report(res))
     return 0

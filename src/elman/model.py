@@ -14,11 +14,13 @@ from elman.classes import (
     class_bounds, class_log_probs, class_output_backward, class_output_forward, class_output_losses,
 )
 from elman.layers import (
-    embedding_backward, embedding_forward, log_softmax_rows, logits_forward,
+    embedding_backward, embedding_forward, embedding_row_sums, log_softmax_rows, logits_forward,
     output_backward, output_forward, output_losses, rnn_input_forward, rnn_params_backward,
     rnn_step_backward, rnn_step_forward, sigmoid,
 )
 from elman.parallel import one_blas_thread
+from elman.sampled import sampled_output_backward, sampled_output_forward
+from elman.sparse import SparseGrad, densify
 
 PARAM_NAMES = ("L", "I", "H", "U", "b1", "b2")
 CLASS_NAMES = ("Uc", "bc", "class_bounds")
@@ -219,7 +221,7 @@ def _forward_positions(p: Params, inputs, targets, h0):
     return x, e, hs, y, hs[1:].reshape(len(y), -1)
 
 
-def bptt(p: Params, inputs, targets, h0):
+def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False):
     """Loss and exact gradients over B streams of T steps (truncated BPTT).
 
     inputs, targets: int arrays (B,T), targets[b,t] = inputs[b,t+1] in a
@@ -227,6 +229,12 @@ def bptt(p: Params, inputs, targets, h0):
     as a constant: truncation).  Returns ``(loss, grads, h_last)`` with
     loss = Σ over all B·T positions of -log yhat[target] (natural log),
     grads a dict of parameter-shaped arrays, h_last (B,Dh).
+
+    ``sampled`` = (samples (S,), log_q (V,)): train the full-softmax model
+    with the sampled-softmax loss of ``elman.sampled`` instead (the loss
+    and gradients are then that loss's, exactly). ``sparse``: dJ/dL, and
+    under ``sampled`` dJ/dU and dJ/db2, as ``SparseGrad`` (only the rows or
+    columns the window touched; what the trainer's optimizers take).
 
     Backward, in the seed's words: δ2 = yhat - y at every position (one
     product over all B·T rows gives dJ/dU and dJ/dh); then, from t = T down
@@ -249,9 +257,20 @@ def bptt(p: Params, inputs, targets, h0):
                 dz[t], dh_next = rnn_step_backward(dh_next, (hs[t], hs[t + 1], p.H))
             dz = dz.reshape(B * T, -1)
             dH, dI, db1, de = rnn_params_backward(dz, hs[:-1].reshape(B * T, -1), e, p.H, p.I)
-        return {"L": embedding_backward(de, (x, p.L.shape)), "I": dI, "H": dH, "b1": db1}
+        dL = SparseGrad(*embedding_row_sums(de, x), p.L.shape, 0) if sparse else \
+            embedding_backward(de, (x, p.L.shape))
+        return {"L": dL, "I": dI, "H": dH, "b1": db1}
 
-    if p.classes:
+    if sampled is not None:
+        if p.classes:
+            raise ValueError("sampled softmax trains the full-softmax model, not a class softmax")
+        loss, out_cache = sampled_output_forward(h_all, p.U, p.b2, y, *sampled)
+        dh_out, cols, dU, db2 = sampled_output_backward(1.0, out_cache)
+        grads = {**recurrence_backward(dh_out), "U": SparseGrad(cols, dU, p.U.shape, -1),
+                 "b2": SparseGrad(cols, db2, p.b2.shape, -1)}
+        if not sparse:
+            grads = densify(grads)
+    elif p.classes:
         loss, out_cache = class_output_forward(h_all, p.U, p.b2, p.Uc, p.bc, p.class_bounds, y)
         dh_out, dU, db2, dUc, dbc = class_output_backward(1.0, out_cache)
         grads = {**recurrence_backward(dh_out), "U": dU, "b2": db2, "Uc": dUc, "bc": dbc}

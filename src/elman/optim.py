@@ -12,11 +12,13 @@ import math
 import numpy as np
 
 from elman.errors import ElmanError
+from elman.sparse import SparseGrad
 
 
 def global_norm(grads: dict) -> float:
     """The L2 norm of all gradients taken together, accumulated in float64."""
-    return float(np.sqrt(sum(float(np.dot(g.ravel(), g.ravel())) for g in grads.values())))
+    return float(np.sqrt(sum(g.sq_sum() if isinstance(g, SparseGrad) else float(np.dot(g.ravel(), g.ravel()))
+                             for g in grads.values())))
 
 
 def clip_by_global_norm(grads: dict, max_norm: float) -> float:
@@ -85,13 +87,21 @@ class Optimizer:
                 a[...] = saved
 
 
+def sgd_update(p: np.ndarray, g, lr: float) -> None:
+    """p <- p - lr g in place; for a ``SparseGrad``, on its rows or columns only."""
+    if isinstance(g, SparseGrad):
+        g.put(p, g.take(p) - p.dtype.type(lr) * g.values)
+    else:
+        p -= p.dtype.type(lr) * g
+
+
 class SGD(Optimizer):
     """p <- p - lr g."""
 
     name = "sgd"
 
     def _update(self, k, p, g):
-        p -= p.dtype.type(self.lr) * g
+        sgd_update(p, g, self.lr)
 
 
 class Adagrad(Optimizer):
@@ -103,9 +113,15 @@ class Adagrad(Optimizer):
     eps = 1e-8
 
     def _update(self, k, p, g):
-        G = self.state["G"][k]
-        G += g * g
-        p -= p.dtype.type(self.lr) * g / (np.sqrt(G) + p.dtype.type(self.eps))
+        lr, eps = p.dtype.type(self.lr), p.dtype.type(self.eps)
+        if isinstance(g, SparseGrad):           # the entries a zero gradient would leave alone
+            G = g.take(self.state["G"][k]) + g.values * g.values
+            g.put(self.state["G"][k], G)
+            g.put(p, g.take(p) - lr * g.values / (np.sqrt(G) + eps))
+        else:
+            G = self.state["G"][k]
+            G += g * g
+            p -= lr * g / (np.sqrt(G) + eps)
 
 
 class Adam(Optimizer):
@@ -116,6 +132,8 @@ class Adam(Optimizer):
     beta1, beta2, eps = 0.9, 0.999, 1e-8
 
     def _update(self, k, p, g):
+        if isinstance(g, SparseGrad):           # every moment decays, touched or not
+            g = g.dense()
         m, v = self.state["m"][k], self.state["v"][k]
         dt = p.dtype.type
         m *= dt(self.beta1)

@@ -34,6 +34,7 @@ from elman.evaluate import perplexity
 from elman.metrics import MetricsLog
 from elman.model import Params, bptt
 from elman.optim import DEFAULT_LR, make_optimizer
+from elman.sampled import Sampler, unigram_proposal
 from elman.schedule import Schedule
 
 
@@ -58,6 +59,7 @@ class Settings:
     min_improvement: float = 0.003
     seed: int = 0
     classes: int = 0                  # K > 0: class-factorised softmax, K frequency-binned classes
+    sampled: int = 0                  # S > 0: train with sampled softmax, S ids a window (unigram^0.75)
     checkpoint_every: int = 0         # also checkpoint every N windows (0: epochs only)
     log_every: int = 100              # a metrics line every N windows
 
@@ -182,12 +184,16 @@ def train(out, options: dict, resume: bool = False, force: bool = False, quiet: 
         del tokens
         if s.classes > len(vocab):
             raise ElmanError(f"--classes {s.classes} is more than the {len(vocab)} words of the vocabulary")
+        if s.classes and s.sampled:
+            raise ElmanError("--sampled trains the full-softmax model; it does not go with --classes")
         p = Params.init(len(vocab), s.embed, s.hidden, seed=s.seed, classes=s.classes, counts=vocab.counts)
         run = Run(out, s, p, vocab, make_optimizer(s.optimizer, p.as_dict(), s.lr, s.clip),
                   Schedule(lr=s.lr, min_improvement=s.min_improvement),
                   Progress(rng=np.random.default_rng(s.seed).bit_generator.state),
                   h=np.zeros((s.batch, s.hidden), dtype=p.dtype), best=p.copy().as_dict())
     p, vocab, opt, sched, prog = run.p, run.vocab, run.opt, run.sched, run.prog
+    # Draws depend on (seed, update number) only: a resumed run draws the same ids.
+    sampler = Sampler(unigram_proposal(vocab.counts), s.sampled, seed=s.seed) if s.sampled else None
     data.check_enough(train_ids, s.batch, s.bptt, s.train)
     valid_ids = vocab.encode(data.read_tokens(s.valid, s.level, s.encoding))
     test_ids = vocab.encode(data.read_tokens(s.test, s.level, s.encoding)) if s.test else None
@@ -208,7 +214,8 @@ def train(out, options: dict, resume: bool = False, force: bool = False, quiet: 
     prog.stopped = None
     say(f"elman: training a {len(vocab)}-word model (d={s.embed}, Dh={s.hidden}) on {len(train_ids)} "
         f"tokens of {s.train}: {s.batch} streams x {s.bptt} steps, {nb} windows an epoch, "
-        f"{s.optimizer} lr {opt.lr:g}")
+        f"{s.optimizer} lr {opt.lr:g}"
+        + (f"; sampled softmax, {s.sampled} ids a window (train ppl* is the sampled loss's)" if s.sampled else ""))
 
     # Non-finite values are caught and reported as divergence below, so
     # NumPy's overflow warnings would only add noise.
@@ -221,7 +228,8 @@ def train(out, options: dict, resume: bool = False, force: bool = False, quiet: 
             for k, x, y in data.iter_batches(streams, s.bptt, start=prog.batch):
                 # One step of truncated BPTT: forward and backward over the
                 # window from the carried state, then the update.
-                loss, grads, h = bptt(p, x, y, run.h)
+                sampled = (sampler.draw(opt.t), sampler.log_q) if sampler else None
+                loss, grads, h = bptt(p, x, y, run.h, sampled=sampled, sparse=True)
                 try:
                     if not math.isfinite(loss):
                         raise FloatingPointError(f"the loss is {loss}")
@@ -261,7 +269,7 @@ def train(out, options: dict, resume: bool = False, force: bool = False, quiet: 
                 keep[name][...] = value
             prog.elapsed = time.monotonic() - started
             run.log(nb, wps, valid_ppl=valid["perplexity"], **({} if decision.improved else {"restored": True}))
-            say(f"epoch {prog.epoch:3d}  train ppl {prog.train_ppl:8.2f}  "
+            say(f"epoch {prog.epoch:3d}  train ppl{'*' if s.sampled else ' '}{prog.train_ppl:8.2f}  "
                 f"valid ppl {valid['perplexity']:8.2f}  lr {opt.lr:<8g} {wps:6.0f} words/s"
                 + ("" if decision.improved else "  (worse: restored the best weights)"))
             opt.lr = decision.lr
