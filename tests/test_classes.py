@@ -108,7 +108,10 @@ def fd_rows(p, inputs, targets, h0):
 def test_class_bptt_equals_finite_differences(s):
     s["K"] = min(s["K"], s["V"])
     errors = fd_rows(*class_instance(**s))
-    assert max(errors.values()) < 1e-7, errors
+    # Central differences round to ~|J|·2^-52/EPS ≈ 1e-10 absolute at these
+    # losses (~10 nats), which is 1e-7 relative to the floor scale 1e-3 of a
+    # small gradient (seen: dJ/dH = -5e-4 at V=8, Dh=1, seed 2138).
+    assert max(errors.values()) < 1e-6, errors
 
 
 @settings(max_examples=40, deadline=None)

@@ -155,3 +155,26 @@ def test_a_forked_child_gets_its_own_threads():
     child.join(60)
     assert child.exitcode == 0
     assert q.get(timeout=5) == pytest.approx(want, rel=1e-6)
+
+
+@pytest.mark.parametrize("classes", [0, 7])
+def test_pipelined_windows_equal_window_by_window(classes):
+    """window_losses runs the next window's recurrence beside this window's
+    output layer: the same numbers, bit for bit, as forward_losses called
+    window by window with the state carried."""
+    from elman.model import window_losses
+    V = 2000
+    counts = np.arange(V, 0, -1)
+    p = Params.init(V=V, d=6, Dh=9, seed=4, classes=classes, counts=counts)
+    rng = np.random.default_rng(4)
+    windows = [(rng.integers(0, V, (8, 10)), rng.integers(0, V, (8, 10))) for _ in range(4)]
+    h = np.zeros((8, 9), np.float32)
+    want = []
+    for x, y in windows:
+        losses, h = forward_losses(p, x, y, h)
+        want.append((losses, h))
+    got = list(window_losses(p, iter(windows), np.zeros((8, 9), np.float32)))
+    assert len(got) == 4
+    for (gl, gh), (wl, wh) in zip(got, want):
+        assert np.array_equal(gl, wl) and np.array_equal(gh, wh)
+    assert list(window_losses(p, [], h)) == []

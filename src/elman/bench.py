@@ -11,7 +11,11 @@ falls on both, and the ratio is the median of the per-round ratios.
 A training step is forward, backward and an in-place SGD update, as the
 trainer does them (dJ/dL, and under sampled softmax dJ/dU and dJ/db2, as
 ``SparseGrad`` rows or columns), on synthetic word ids drawn from a Zipf law (the shape of real text, which is
-what the embedding scatter and the class softmax see).  The FLOP count is
+what the embedding scatter and the class softmax see).  An evaluation step
+is one window of a stream evaluated as ``elman eval`` does it: the state
+carried from window to window, and the next window's recurrence run on one
+core while the others do this window's output layer
+(``model.window_losses``); PyTorch's goes window by window.  The FLOP count is
 that of the matrix products, 2·m·k·n each: per position 2(d·Dh + Dh² + Dh·V)
 forward and twice that backward; the peak is the best float32 square
 matrix product (numpy's BLAS, all its threads) measured in this same run.
@@ -132,21 +136,32 @@ def _maxrss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024   # Linux reports KiB
 
 
-class _ElmanRunner:
+class _Runner:
+    def train_stream(self, windows, lr):
+        for x, y in windows:
+            yield self.train_step(x, y, lr)
+
+
+class _ElmanRunner(_Runner):
     def __init__(self, cfg: Config, batches, counts):
         from elman.model import Params
         kw = dict(classes=cfg.classes, counts=counts) if cfg.classes else {}
         self.p = Params.init(cfg.V, cfg.d, cfg.Dh, seed=cfg.seed, dtype=cfg.dtype, **kw)
         self.arrays = self.p.as_dict()
         self.h = np.zeros((cfg.B, cfg.Dh), dtype=cfg.dtype)
+        self.h_eval = self.h.copy()
         self.batches = batches
         self.sampler = Sampler(unigram_proposal(counts), cfg.sampled, cfg.seed) if cfg.sampled else None
         self.k = 0
 
     def eval_loss(self, x, y):
         from elman.model import forward_losses
-        losses, self.h_eval = forward_losses(self.p, x, y, self.h)
-        return float(losses.sum())
+        return float(forward_losses(self.p, x, y, self.h)[0].sum())
+
+    def eval_stream(self, windows):
+        from elman.model import window_losses
+        for losses, self.h_eval in window_losses(self.p, windows, self.h_eval):
+            yield float(losses.sum())
 
     def train_step(self, x, y, lr):
         from elman.model import bptt
@@ -162,7 +177,7 @@ class _ElmanRunner:
         return getattr(self.p, "class_bounds", None)
 
 
-class _TorchRunner:
+class _TorchRunner(_Runner):
     def __init__(self, cfg: Config, batches, counts):
         import torch
         from elman.model import Params
@@ -171,10 +186,16 @@ class _TorchRunner:
         self.m = TorchElman(Params.init(cfg.V, cfg.d, cfg.Dh, seed=cfg.seed, dtype=cfg.dtype).as_dict())
         self.batches = [as_tensors(x, y) for x, y in batches]
         self.h = torch.zeros(cfg.B, cfg.Dh)
+        self.h_eval = torch.zeros(cfg.B, cfg.Dh)
 
     def eval_loss(self, x, y):
         losses, _ = self.m.eval_losses(x, y, self.h)
         return float(losses.sum())
+
+    def eval_stream(self, windows):
+        for x, y in windows:
+            losses, self.h_eval = self.m.eval_losses(x, y, self.h_eval)
+            yield float(losses.sum())
 
     def train_step(self, x, y, lr):
         loss, self.h = self.m.train_step(x, y, self.h, lr)
@@ -208,13 +229,19 @@ def worker(impl: str, cfg: Config) -> None:
     for line in sys.stdin:
         cmd, n = line.split()
         n = int(n)
-        for i in range(n + 1):                  # one untimed step: clocks and caches wake up after the pause
-            if i == 1:
-                t0 = time.perf_counter()
-            x, y = runner.batches[k % len(runner.batches)]
-            k += 1
-            loss = runner.train_step(x, y, lr) if cmd == "train" else runner.eval_loss(x, y)
+        # One untimed step first: clocks and caches wake up after the pause.
+        # Evaluation is a stream that carries the state and may work one
+        # window ahead (``window_losses``), so it is given one window more
+        # than it runs: each timed step holds one window's work.
+        windows = [runner.batches[(k + i) % len(runner.batches)] for i in range(n + 2)]
+        k += n + 1
+        steps = runner.train_stream(windows, lr) if cmd == "train" else runner.eval_stream(windows)
+        loss = next(steps)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            loss = next(steps)
         seconds = time.perf_counter() - t0
+        steps.close()
         send(seconds=seconds, loss=loss, rss=_maxrss_bytes() - base)
 
 

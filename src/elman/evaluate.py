@@ -21,7 +21,7 @@ import numpy as np
 
 from elman import checkpoint, data
 from elman.errors import ElmanError
-from elman.model import Params, forward_losses, output_probs, rnn_step
+from elman.model import Params, forward_losses, output_probs, rnn_step, window_losses
 
 LN10 = math.log(10.0)
 
@@ -50,9 +50,9 @@ def stream_losses(p, ids, eos_id: int, window: int = 256) -> np.ndarray:
     ids = np.asarray(ids, dtype=np.int64)
     x = np.concatenate([[eos_id], ids[:-1]])
     losses = np.empty(len(ids))
-    h = np.zeros((1, p.Dh), dtype=p.dtype)
-    for s in range(0, len(ids), window):
-        out, h = forward_losses(p, x[None, s:s + window], ids[None, s:s + window], h)
+    starts = range(0, len(ids), window)
+    windows = ((x[None, s:s + window], ids[None, s:s + window]) for s in starts)
+    for s, (out, _) in zip(starts, window_losses(p, windows, np.zeros((1, p.Dh), dtype=p.dtype))):
         losses[s:s + window] = out[0]
     return losses
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from elman import scratch
 from elman.parallel import THREADS, parallel_for
 
 # ----------------------------------------------------------------- embedding
@@ -166,7 +167,22 @@ def _chunks(n, min_size):
     return [slice(n * i // k, n * (i + 1) // k) for i in range(k)]
 
 
-def output_losses(h, U, b2, y):
+def stacked_bias(U, b2):
+    """[U; b2] (Dh+1,V) as one array, without a copy, when b2 lies in memory
+    as one more row of U (``Params`` keeps them so); else None.
+
+    The bias trick: h U + b2 = [h, 1] · [U; b2], one product, where adding
+    b2 after it would be one more pass over the (N,V) logits.
+    """
+    Dh, V = U.shape
+    if b2.shape != (V,) or b2.dtype != U.dtype or b2.strides[0] != U.strides[1]:
+        return None
+    if b2.__array_interface__["data"][0] != U.__array_interface__["data"][0] + Dh * U.strides[0]:
+        return None
+    return np.lib.stride_tricks.as_strided(U, shape=(Dh + 1, V), strides=U.strides, writeable=False)
+
+
+def output_losses(h, U, b2, y, overlap=None):
     """J_n = -log yhat[n, y_n] for each row (N,), yhat = softmax(h U + b2).
 
     h (N,Dh), y (N,) target ids. Returns (losses, cache). The cache holds
@@ -189,30 +205,58 @@ def output_losses(h, U, b2, y):
     logits of 1e4 neither overflow nor take log(0). The price of m = 0: J
     is a difference of numbers of the size of the logits, exact to
     |z2|·eps (4e-6 nats at logits of 70 in float32) where the max shift
-    gives eps.
+    gives J·eps. So float64, the precision for checking gradients by finite
+    differences, always takes the max shift (one more pass over the chunks
+    once every chunk's max is known); float32, the one for speed, m = 0.
+
+    ``overlap``: a function of no arguments run on one core while the
+    others do the chunks (``model.window_losses`` passes the next window's
+    recurrence); then returns (losses, cache, overlap()).
     """
     N, V = len(y), U.shape[1]
     dtype = np.result_type(h, U)
     cols = _chunks(V, 256) if N * V >= 1 << 16 else [slice(0, V)]
-    flat = np.empty(N * V, dtype)
+    flat = scratch.empty("output E", (N * V,), dtype)
     E = [flat[N * c.start:N * c.stop].reshape(N, -1) for c in cols]    # E_c = E[:, c], contiguous
     parts = np.empty((len(cols), N), dtype)                             # each chunk's row sums
     zy = np.zeros(N, dtype)
     ones = np.ones(V, dtype)
+    Ub = stacked_bias(U, b2)
+    if Ub is not None:
+        h1 = np.empty((N, U.shape[0] + 1), dtype)
+        h1[:, :-1], h1[:, -1] = h, 1
 
-    def chunk(i):
+    m = np.zeros(N, dtype)
+    shift = dtype == np.float64
+    maxes = np.empty((len(cols), N), dtype) if shift else None
+
+    def logits(i):
         c, z = cols[i], E[i]
-        np.matmul(h, U[:, c], out=z)
-        z += b2[c]
+        if Ub is not None:
+            np.matmul(h1, Ub[:, c], out=z)
+        else:
+            np.matmul(h, U[:, c], out=z)
+            z += b2[c]
         mine = np.flatnonzero((y >= c.start) & (y < c.stop))
         zy[mine] = z[mine, y[mine] - c.start]
+        if shift:
+            np.max(z, axis=1, out=maxes[i])
+        else:
+            exps(i)
+
+    def exps(i):
+        z = E[i]
+        if shift:
+            z -= m[:, None]
         with np.errstate(over="ignore"):        # errstate is per thread; overflow is caught below
             np.exp(z, out=z)
-        np.matmul(z, ones[c], out=parts[i])     # row sums: BLAS reads a row 3x faster than np.sum
+        np.matmul(z, ones[cols[i]], out=parts[i])   # row sums: BLAS reads a row 3x faster than np.sum
 
-    parallel_for(chunk, len(cols))
+    done = parallel_for(logits, len(cols), first=overlap)
+    if shift:
+        np.max(maxes, axis=0, out=m)
+        parallel_for(exps, len(cols))
     s = parts.sum(axis=0)
-    m = np.zeros(N, dtype)
     redo = np.flatnonzero(~((s > _TINY_SUM) & (s < np.inf)))
     if len(redo):
         z = logits_forward(h[redo], U, b2)
@@ -224,7 +268,8 @@ def output_losses(h, U, b2, y):
             block[redo] = z[:, c]
     losses = np.subtract(m, zy, out=zy)
     losses += np.log(s)
-    return losses, (h, U, y, cols, E, s)
+    cache = (h, U, y, cols, E, s)
+    return (losses, cache, done) if overlap else (losses, cache)
 
 
 # A row sum of exp(z2) at least this large has a normal largest term, so
@@ -277,10 +322,10 @@ def output_backward(dloss, cache, overlap=None):
     hw = np.empty((Dh + 1, N), dtype=s.dtype)
     np.multiply(h.T, w, out=hw[:Dh])
     hw[Dh] = w
-    G = np.empty((Dh + 1, V), dtype=s.dtype)
+    G = scratch.empty("output G", (Dh + 1, V), s.dtype)
     # Each chunk's part of D Uᵀ, summed in chunk order after: the same
     # result bit for bit whichever thread did which chunk.
-    parts = np.empty((len(cols), N, Dh), dtype=s.dtype)
+    parts = scratch.empty("output dh parts", (len(cols), N, Dh), s.dtype)
 
     def dh_chunk(i):
         c, Dc = cols[i], D[i]
@@ -289,17 +334,10 @@ def output_backward(dloss, cache, overlap=None):
         np.matmul(Dc, U[:, c].T, out=parts[i])
 
     def dU_chunk(i):
-        if i == len(cols):
-            result.append(overlap(dh))
-        else:
-            np.matmul(hw, D[i], out=G[:, cols[i]])
+        np.matmul(hw, D[i], out=G[:, cols[i]])
 
     parallel_for(dh_chunk, len(cols))
     dh = parts.sum(axis=0)
     dh *= w[:, None]
-    result = []
-    # Tasks are taken from the front: the overlap goes first, to one thread,
-    # and the chunks of dJ/dU to whichever threads come free.
-    tasks = ([len(cols)] if overlap else []) + list(range(len(cols)))
-    parallel_for(lambda k: dU_chunk(tasks[k]), len(tasks))
-    return (dh, G[:Dh], G[Dh], *result)
+    done = parallel_for(dU_chunk, len(cols), first=overlap and (lambda: overlap(dh)))
+    return (dh, G[:Dh], G[Dh]) + ((done,) if overlap else ())

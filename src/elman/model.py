@@ -16,7 +16,7 @@ from elman.classes import (
 from elman.layers import (
     embedding_backward, embedding_forward, embedding_row_sums, log_softmax_rows, logits_forward,
     output_backward, output_forward, output_losses, rnn_input_forward, rnn_params_backward,
-    rnn_step_backward, rnn_step_forward, sigmoid,
+    rnn_step_backward, rnn_step_forward, sigmoid, stacked_bias,
 )
 from elman.parallel import one_blas_thread
 from elman.sampled import sampled_output_backward, sampled_output_forward
@@ -47,6 +47,16 @@ class Params:
     Uc: np.ndarray | None = None
     bc: np.ndarray | None = None
     class_bounds: np.ndarray | None = None
+
+    def __post_init__(self):
+        # b2 is kept in memory as one more row of U, so that the logits
+        # h U + b2 are one product [h, 1]·[U; b2] (``layers.stacked_bias``).
+        # Updates in place keep it so; a new U or b2 is copied in here.
+        U, b2 = np.asarray(self.U), np.asarray(self.b2)
+        if U.ndim == 2 and b2.shape == U.shape[1:] and b2.dtype == U.dtype and stacked_bias(U, b2) is None:
+            Ub = np.empty((U.shape[0] + 1, U.shape[1]), U.dtype)
+            Ub[:-1], Ub[-1] = U, b2
+            self.U, self.b2 = Ub[:-1], Ub[-1]
 
     @classmethod
     def init(cls, V: int, d: int, Dh: int, seed: int = 0, dtype="float32",
@@ -290,13 +300,35 @@ def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False):
 def forward_losses(p: Params, inputs, targets, h0):
     """Per-position losses -ln yhat[target], shape (B,T), and h_last; the
     forward pass only (evaluation and scoring)."""
-    B, T = np.shape(inputs)
-    _, _, hs, y, h_all = _forward_positions(p, inputs, targets, h0)
-    if p.classes:
-        losses, _ = class_output_losses(h_all, p.U, p.b2, p.Uc, p.bc, p.class_bounds, y)
-    else:
-        losses, _ = output_losses(h_all, p.U, p.b2, y)
-    return losses.reshape(T, B).T, hs[T].copy()
+    return next(window_losses(p, [(inputs, targets)], h0))
+
+
+def window_losses(p: Params, windows, h0):
+    """``forward_losses`` of consecutive windows, the state carried from one
+    to the next: yields (losses (B,T), h_last) for each (inputs, targets)
+    of the iterable ``windows``.
+
+    Pipelined: the next window's recurrence, which is sequential and needs
+    one core, runs while the other cores compute this window's output
+    layer; the numbers are those of ``forward_losses`` window by window.
+    """
+    windows = iter(windows)
+    window = next(windows, None)
+    ready = None if window is None else _forward_positions(p, *window, h0)
+    while ready is not None:
+        _, _, hs, y, h_all = ready
+        window = next(windows, None)
+
+        def ahead(hs=hs, window=window):
+            return None if window is None else _forward_positions(p, *window, hs[-1])
+
+        if p.classes:
+            losses, _ = class_output_losses(h_all, p.U, p.b2, p.Uc, p.bc, p.class_bounds, y)
+            ready = ahead()
+        else:
+            losses, _, ready = output_losses(h_all, p.U, p.b2, y, overlap=ahead)
+        T, B = hs.shape[0] - 1, hs.shape[1]
+        yield losses.reshape(T, B).T, hs[-1].copy()
 
 
 def rnn_step(p: Params, x_ids, h_prev):
@@ -313,5 +345,5 @@ def output_probs(p: Params, h):
     return np.exp(log_softmax_rows(logits_forward(np.atleast_2d(h), p.U, p.b2)))
 
 
-__all__ = ["Params", "PARAM_NAMES", "CLASS_NAMES", "step_gradients", "bptt", "forward_losses",
+__all__ = ["Params", "PARAM_NAMES", "CLASS_NAMES", "step_gradients", "bptt", "forward_losses", "window_losses",
            "rnn_step", "output_probs", "sigmoid"]

@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from elman import scratch
 from elman.errors import ElmanError
 from elman.sparse import SparseGrad
 
@@ -92,7 +93,7 @@ def sgd_update(p: np.ndarray, g, lr: float) -> None:
     if isinstance(g, SparseGrad):
         g.put(p, g.take(p) - p.dtype.type(lr) * g.values)
     else:
-        p -= p.dtype.type(lr) * g
+        p -= np.multiply(g, p.dtype.type(lr), out=scratch.empty("optim step", g.shape, g.dtype))
 
 
 class SGD(Optimizer):
@@ -118,10 +119,13 @@ class Adagrad(Optimizer):
             G = g.take(self.state["G"][k]) + g.values * g.values
             g.put(self.state["G"][k], G)
             g.put(p, g.take(p) - lr * g.values / (np.sqrt(G) + eps))
-        else:
+        else:                                   # the same, in two reused buffers
             G = self.state["G"][k]
-            G += g * g
-            p -= lr * g / (np.sqrt(G) + eps)
+            a, b = (scratch.empty(f"optim {i}", g.shape, g.dtype) for i in "ab")
+            G += np.multiply(g, g, out=a)
+            np.sqrt(G, out=a)
+            a += eps
+            p -= np.divide(np.multiply(g, lr, out=b), a, out=b)
 
 
 class Adam(Optimizer):

@@ -65,7 +65,7 @@ def _executor():
     return _POOL[1]
 
 
-def parallel_for(fn, n: int, serial: bool = False) -> None:
+def parallel_for(fn, n: int, serial: bool = False, first=None):
     """Call ``fn(i)`` for every i in range(n) on up to ``THREADS`` threads,
     with BLAS pinned to one thread (so the threads' products do not each
     start BLAS threads of their own). Tasks are taken as threads come free;
@@ -73,16 +73,30 @@ def parallel_for(fn, n: int, serial: bool = False) -> None:
     of tasks is cancelled, not waited for. With ``serial`` (work too small
     to share), without threadpoolctl, or for one task, everything runs on
     the calling thread.
+
+    ``first``: a function of no arguments taken as the first task, so one
+    thread runs it while the others share ``fn``'s (work that needs one
+    core, e.g. a recurrence, beside work that any number can share).
+    Returns its result (None without it).
     """
-    if serial or n <= 1 or THREADS == 1 or not _blas():
-        for i in range(n):
+    result = []
+    tasks = ([-1] if first else []) + list(range(n))
+
+    def task(i):
+        if i < 0:
+            result.append(first())
+        else:
             fn(i)
-        return
-    todo = iter(range(n))                       # next() on it is atomic under the GIL
+
+    if serial or len(tasks) <= 1 or THREADS == 1 or not _blas():
+        for i in tasks:
+            task(i)
+        return result[0] if first else None
+    todo = iter(tasks)                          # next() on it is atomic under the GIL
 
     def run():
         for i in todo:
-            fn(i)
+            task(i)
 
     with one_blas_thread():
         helpers = [_executor().submit(run) for _ in range(THREADS - 1)]
@@ -92,3 +106,4 @@ def parallel_for(fn, n: int, serial: bool = False) -> None:
             for f in helpers:
                 if not f.cancel():
                     f.result()
+    return result[0] if first else None
