@@ -31,6 +31,7 @@ def _number(cast, noun, ok, want):
 positive_int = _number(int, "an integer", lambda v: v > 0, "positive")
 positive_float = _number(float, "a number", lambda v: 0 < v < float("inf"), "a positive finite number")
 nonnegative_float = _number(float, "a number", lambda v: 0 <= v < float("inf"), "a non-negative finite number")
+rate = _number(float, "a number", lambda v: 0 <= v < 1, "a rate in [0, 1)")
 
 
 # -- gradcheck -----------------------------------------------------------------
@@ -93,6 +94,9 @@ def _add_train(sub):
     p.add_argument("--classes", type=positive_int, metavar="K",
                    help="class-factorised softmax over K frequency-binned word classes: a position costs "
                         "K + |class| output units instead of V; perplexity stays exact (default: full softmax)")
+    p.add_argument("--dropout", type=rate, metavar="P",
+                   help="inverted dropout with rate P on e(t) into the recurrence and on h(t) into the "
+                        "output layer, in training only (default 0: none)")
     p.add_argument("--sampled", type=positive_int, metavar="S",
                    help="train with sampled softmax: each window's loss over its targets and S ids drawn "
                         "from the unigram^0.75 distribution instead of all V words; the model and its "
@@ -110,7 +114,7 @@ def _add_train(sub):
 
 _TRAIN_OPTIONS = ("level", "encoding", "max_vocab", "min_count", "hidden", "embed", "batch", "bptt",
                   "epochs", "optimizer", "lr", "clip", "min_improvement", "seed", "checkpoint_every",
-                  "log_every", "classes", "sampled")
+                  "log_every", "classes", "sampled", "dropout")
 
 
 def _run_train(args) -> int:

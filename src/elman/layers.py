@@ -138,6 +138,27 @@ def rnn_params_backward(dz, h_prev, e, H, I):
     return out[0], out[1], dz.sum(axis=0), out[2]
 
 
+# ------------------------------------------------------------------ dropout
+
+
+def dropout_mask(rng, shape, rate, dtype):
+    """Inverted dropout's mask: 0 with probability ``rate``, else 1/(1 - rate),
+    so that E[x ⊙ mask] = x and evaluation uses x as it is."""
+    keep = 1.0 - rate
+    mask = rng.random(shape, dtype=np.float32) < keep
+    return np.multiply(mask, np.dtype(dtype).type(1.0 / keep), dtype=dtype)
+
+
+def dropout_forward(x, mask):
+    """x̃ = x ⊙ mask, mask from ``dropout_mask``. Returns (x̃, mask)."""
+    return x * mask, mask
+
+
+def dropout_backward(dout, mask):
+    """dJ/dx = dJ/dx̃ ⊙ mask       (shape of x)"""
+    return dout * mask
+
+
 # ------------------------------------------------- output + softmax + loss
 
 

@@ -14,7 +14,8 @@ from elman.classes import (
     class_bounds, class_log_probs, class_output_backward, class_output_forward, class_output_losses,
 )
 from elman.layers import (
-    embedding_backward, embedding_forward, embedding_row_sums, log_softmax_rows, logits_forward,
+    dropout_backward, dropout_forward, dropout_mask, embedding_backward, embedding_forward,
+    embedding_row_sums, log_softmax_rows, logits_forward,
     output_backward, output_forward, output_losses, rnn_input_forward, rnn_params_backward,
     rnn_step_backward, rnn_step_forward, sigmoid, stacked_bias,
 )
@@ -208,12 +209,15 @@ def step_gradients(p: Params, x: int, y: int, h_prev) -> dict:
 # ---------------------------------------------------------- truncated BPTT
 
 
-def _forward_hidden(p: Params, inputs, h0):
+def _forward_hidden(p: Params, inputs, h0, e_mask=None):
     """Run the recurrence over (B,T) inputs. Returns (x, e, hs) with positions
-    in time-major order (row t*B + b), hs (T+1,B,Dh) and hs[0] = h0."""
+    in time-major order (row t*B + b), hs (T+1,B,Dh) and hs[0] = h0; with
+    ``e_mask`` (B*T,d), e is the embedding after dropout."""
     B, T = inputs.shape
     x = np.ascontiguousarray(inputs.T).reshape(-1)
     e, _ = embedding_forward(x, p.L)
+    if e_mask is not None:
+        e, _ = dropout_forward(e, e_mask)
     hs = np.empty((T + 1, B, p.Dh), dtype=p.dtype)
     hs[0] = h0
     with one_blas_thread():
@@ -223,15 +227,23 @@ def _forward_hidden(p: Params, inputs, h0):
     return x, e, hs
 
 
-def _forward_positions(p: Params, inputs, targets, h0):
+def _forward_positions(p: Params, inputs, targets, h0, e_mask=None):
     """The forward recurrence plus the time-major targets and the stacked h(t):
     (x, e, hs, y (B*T,), h_all (B*T,Dh)), row t*B + b for stream b at step t."""
-    x, e, hs = _forward_hidden(p, np.asarray(inputs), h0)
+    x, e, hs = _forward_hidden(p, np.asarray(inputs), h0, e_mask)
     y = np.ascontiguousarray(np.asarray(targets).T).reshape(-1)
     return x, e, hs, y, hs[1:].reshape(len(y), -1)
 
 
-def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False):
+def dropout_masks(p: Params, B: int, T: int, rate: float, seed):
+    """The masks ``bptt`` applies for ``dropout=(rate, seed)``: for e(t)
+    (B*T,d) and for h(t) as the output layer sees it (B*T,Dh), rows
+    time-major (t*B + b), drawn from ``numpy.random.default_rng(seed)``."""
+    rng = np.random.default_rng(seed)
+    return (dropout_mask(rng, (B * T, p.d), rate, p.dtype), dropout_mask(rng, (B * T, p.Dh), rate, p.dtype))
+
+
+def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dropout=None):
     """Loss and exact gradients over B streams of T steps (truncated BPTT).
 
     inputs, targets: int arrays (B,T), targets[b,t] = inputs[b,t+1] in a
@@ -245,6 +257,10 @@ def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False):
     and gradients are then that loss's, exactly). ``sparse``: dJ/dL, and
     under ``sampled`` dJ/dU and dJ/db2, as ``SparseGrad`` (only the rows or
     columns the window touched; what the trainer's optimizers take).
+    ``dropout`` = (rate, seed): inverted dropout (Zaremba et al. 2014) on
+    the connections that are not recurrent, e(t) into the recurrence and
+    h(t) into the output layer, with the masks of ``dropout_masks``; the
+    same seed, the same masks (and a deterministic loss to check).
 
     Backward, in the seed's words: δ2 = yhat - y at every position (one
     product over all B·T rows gives dJ/dU and dJ/dh); then, from t = T down
@@ -254,10 +270,15 @@ def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False):
     δ1(t) Iᵀ into the row of the word x(t).
     """
     B, T = np.shape(inputs)
-    x, e, hs, y, h_all = _forward_positions(p, inputs, targets, h0)
+    e_mask, h_mask = dropout_masks(p, B, T, *dropout) if dropout else (None, None)
+    x, e, hs, y, h_all = _forward_positions(p, inputs, targets, h0, e_mask)
+    if dropout:
+        h_all, _ = dropout_forward(h_all, h_mask)
 
     def recurrence_backward(dh_out):
         """dJ/dh of every position -> the gradients of L, I, H, b1."""
+        if dropout:
+            dh_out = dropout_backward(dh_out, h_mask)
         dh_out = dh_out.reshape(T, B, -1)
         dz = np.empty_like(dh_out)
         dh_next = np.zeros((B, p.Dh), dtype=p.dtype)
@@ -267,6 +288,8 @@ def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False):
                 dz[t], dh_next = rnn_step_backward(dh_next, (hs[t], hs[t + 1], p.H))
             dz = dz.reshape(B * T, -1)
             dH, dI, db1, de = rnn_params_backward(dz, hs[:-1].reshape(B * T, -1), e, p.H, p.I)
+        if dropout:
+            de = dropout_backward(de, e_mask)
         dL = SparseGrad(*embedding_row_sums(de, x), p.L.shape, 0) if sparse else \
             embedding_backward(de, (x, p.L.shape))
         return {"L": dL, "I": dI, "H": dH, "b1": db1}

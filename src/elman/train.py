@@ -60,6 +60,7 @@ class Settings:
     seed: int = 0
     classes: int = 0                  # K > 0: class-factorised softmax, K frequency-binned classes
     sampled: int = 0                  # S > 0: train with sampled softmax, S ids a window (unigram^0.75)
+    dropout: float = 0.0              # rate of dropout on e into the recurrence and h into the output
     checkpoint_every: int = 0         # also checkpoint every N windows (0: epochs only)
     log_every: int = 100              # a metrics line every N windows
 
@@ -215,7 +216,8 @@ def train(out, options: dict, resume: bool = False, force: bool = False, quiet: 
     say(f"elman: training a {len(vocab)}-word model (d={s.embed}, Dh={s.hidden}) on {len(train_ids)} "
         f"tokens of {s.train}: {s.batch} streams x {s.bptt} steps, {nb} windows an epoch, "
         f"{s.optimizer} lr {opt.lr:g}"
-        + (f"; sampled softmax, {s.sampled} ids a window (train ppl* is the sampled loss's)" if s.sampled else ""))
+        + (f"; sampled softmax, {s.sampled} ids a window (train ppl* is the sampled loss's)" if s.sampled else "")
+        + (f"; dropout {s.dropout:g}" if s.dropout else ""))
 
     # Non-finite values are caught and reported as divergence below, so
     # NumPy's overflow warnings would only add noise.
@@ -229,7 +231,9 @@ def train(out, options: dict, resume: bool = False, force: bool = False, quiet: 
                 # One step of truncated BPTT: forward and backward over the
                 # window from the carried state, then the update.
                 sampled = (sampler.draw(opt.t), sampler.log_q) if sampler else None
-                loss, grads, h = bptt(p, x, y, run.h, sampled=sampled, sparse=True)
+                # Masks, like samples, depend on (seed, update number) only.
+                dropout = (s.dropout, (s.seed, opt.t)) if s.dropout else None
+                loss, grads, h = bptt(p, x, y, run.h, sampled=sampled, sparse=True, dropout=dropout)
                 try:
                     if not math.isfinite(loss):
                         raise FloatingPointError(f"the loss is {loss}")
