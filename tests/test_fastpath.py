@@ -44,14 +44,13 @@ def run_layer(h, U, b2, y, dloss=1.0):
 def test_the_problem_takes_the_chunked_path():
     assert N * V >= 1 << 16
     if parallel.THREADS > 1:
-        assert len(layers._chunks(V, 256)) > 1
+        assert len(parallel.chunks(V, 256)) > 1
 
 
 @pytest.mark.parametrize("threads,pinned", [(None, True), (1, True), (None, False)])
 def test_chunked_and_serial_paths_equal_the_formulas(problem, monkeypatch, threads, pinned):
     if threads:
         monkeypatch.setattr(parallel, "THREADS", threads)
-        monkeypatch.setattr(layers, "THREADS", threads)
     if not pinned:
         monkeypatch.setattr(parallel, "_BLAS", [False])     # as without threadpoolctl
     got = run_layer(*problem, dloss=0.5)

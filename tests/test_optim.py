@@ -132,3 +132,23 @@ def test_a_non_finite_gradient_changes_nothing(name):
         opt.step(params, grads)
     assert all(np.array_equal(params[k], before[k]) for k in params)
     assert opt.t == 0
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_big_arrays_updated_in_row_blocks_on_the_cores_equal_one_piece(name, monkeypatch):
+    """A parameter of 2^18 entries or more is cut into row blocks that the
+    threads update side by side; an element-wise rule gives the same bits."""
+    from elman import parallel
+    rng = np.random.default_rng(0)
+    params = {"U": rng.normal(size=(300, 1000)).astype(np.float32)}
+    grads = [{"U": rng.normal(size=(300, 1000)).astype(np.float32)} for _ in range(3)]
+    results = []
+    for threads in (parallel.THREADS, 1):
+        monkeypatch.setattr(parallel, "THREADS", threads)
+        p = {k: v.copy() for k, v in params.items()}
+        opt = make_optimizer(name, p, clip=0.0)
+        for g in grads:
+            opt.step(p, {k: v.copy() for k, v in g.items()})
+        results.append(p["U"])
+    assert not np.array_equal(results[0], params["U"])
+    assert np.array_equal(results[0], results[1])

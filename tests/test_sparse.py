@@ -150,3 +150,22 @@ def test_sampled_with_classes_is_refused_in_one_line(tmp_path, capsys):
                      "--sampled", "5", "--classes", "3", "--quiet"])
     err = capsys.readouterr().err.strip()
     assert code != 0 and "--sampled" in err and "--classes" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("kind", ["full", "sampled", "classes"])
+def test_scale_gives_the_gradients_of_the_scaled_loss(kind):
+    """bptt(scale=c) folds c into dJ/dz2: the gradients of c·loss, the same
+    loss; what the trainer uses for the mean over positions."""
+    if kind == "classes":
+        p = Params.init(V=30, d=4, Dh=5, seed=5, dtype="float64", classes=4, counts=np.arange(30, 0, -1))
+        rng = np.random.default_rng(5)
+        inputs, targets, h0 = rng.integers(0, 30, (3, 4)), rng.integers(0, 30, (3, 4)), rng.uniform(0, 1, (3, 5))
+        sampled = None
+    else:
+        p, inputs, targets, h0, sampled = instance(5, V=30)
+        sampled = sampled if kind == "sampled" else None
+    loss, grads, _ = bptt(p, inputs, targets, h0, sampled=sampled)
+    loss_c, grads_c, _ = bptt(p, inputs, targets, h0, sampled=sampled, scale=1 / 12)
+    assert loss_c == loss
+    for k in grads:
+        assert max_rel_error(grads_c[k], grads[k] / 12) < 1e-13, k

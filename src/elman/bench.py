@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from elman.optim import SGD
 from elman.sampled import Sampler, unigram_proposal
 
 PEAK_N = 2048
@@ -152,6 +153,7 @@ class _ElmanRunner(_Runner):
         self.h_eval = self.h.copy()
         self.batches = batches
         self.sampler = Sampler(unigram_proposal(counts), cfg.sampled, cfg.seed) if cfg.sampled else None
+        self.opt = SGD(self.arrays, lr=0.0)         # the worker's rate comes with each step
         self.k = 0
 
     def eval_loss(self, x, y):
@@ -165,12 +167,11 @@ class _ElmanRunner(_Runner):
 
     def train_step(self, x, y, lr):
         from elman.model import bptt
-        from elman.optim import sgd_update
         self.k += 1
         sampled = (self.sampler.draw(self.k), self.sampler.log_q) if self.sampler else None
         loss, grads, self.h = bptt(self.p, x, y, self.h, sampled=sampled, sparse=True)   # as the trainer
-        for k, g in grads.items():
-            sgd_update(self.arrays[k], g, lr)
+        self.opt.lr = lr
+        self.opt.step(self.arrays, grads)
         return loss
 
     def bounds(self):

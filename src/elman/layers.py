@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from elman import scratch
-from elman.parallel import THREADS, parallel_for
+from elman.parallel import chunks, parallel_for
 
 # ----------------------------------------------------------------- embedding
 
@@ -78,7 +78,7 @@ def rnn_input_forward(e, I, b1):
     cores by rows when it is big).
     """
     a = np.empty((e.shape[0], I.shape[1]), dtype=np.result_type(e, I))
-    rows = _chunks(e.shape[0], 64) if a.size >= 1 << 16 else [slice(0, len(a))]
+    rows = chunks(e.shape[0], 64) if a.size >= 1 << 16 else [slice(0, len(a))]
 
     def chunk(i):
         np.matmul(e[rows[i]], I, out=a[rows[i]])
@@ -176,18 +176,6 @@ def log_softmax_rows(z):
     return z
 
 
-def _chunks(n, min_size):
-    """Split range(n) into slices for the threads: 6 per thread when each can
-    still hold ``min_size``, one slice for small work. Small enough that a
-    thread that also runs other work (``output_backward``'s overlap) or
-    loses its core for a while to another program leaves the rest to the
-    others, large enough that BLAS runs each part as fast as the whole
-    (measured: a product h U[:, c] over 1/12 of 10k columns)."""
-    k = min(6 * THREADS, n // min_size) if THREADS > 1 else 1
-    k = max(1, k)
-    return [slice(n * i // k, n * (i + 1) // k) for i in range(k)]
-
-
 def stacked_bias(U, b2):
     """[U; b2] (Dh+1,V) as one array, without a copy, when b2 lies in memory
     as one more row of U (``Params`` keeps them so); else None.
@@ -236,7 +224,7 @@ def output_losses(h, U, b2, y, overlap=None):
     """
     N, V = len(y), U.shape[1]
     dtype = np.result_type(h, U)
-    cols = _chunks(V, 256) if N * V >= 1 << 16 else [slice(0, V)]
+    cols = chunks(V, 256) if N * V >= 1 << 16 else [slice(0, V)]
     flat = scratch.empty("output E", (N * V,), dtype)
     E = [flat[N * c.start:N * c.stop].reshape(N, -1) for c in cols]    # E_c = E[:, c], contiguous
     parts = np.empty((len(cols), N), dtype)                             # each chunk's row sums

@@ -243,7 +243,8 @@ def dropout_masks(p: Params, B: int, T: int, rate: float, seed):
     return (dropout_mask(rng, (B * T, p.d), rate, p.dtype), dropout_mask(rng, (B * T, p.Dh), rate, p.dtype))
 
 
-def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dropout=None):
+def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dropout=None,
+         scale: float = 1.0):
     """Loss and exact gradients over B streams of T steps (truncated BPTT).
 
     inputs, targets: int arrays (B,T), targets[b,t] = inputs[b,t+1] in a
@@ -261,6 +262,10 @@ def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dro
     the connections that are not recurrent, e(t) into the recurrence and
     h(t) into the output layer, with the masks of ``dropout_masks``; the
     same seed, the same masks (and a deterministic loss to check).
+    ``scale``: the gradients are those of scale·loss (the trainer's mean
+    over positions, 1/(B·T)); the factor enters where dJ/dz2 is formed, on
+    the (N,·) side of the output layer's products, not as one more pass over
+    every gradient. The returned loss is the sum all the same.
 
     Backward, in the seed's words: δ2 = yhat - y at every position (one
     product over all B·T rows gives dJ/dU and dJ/dh); then, from t = T down
@@ -298,20 +303,20 @@ def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dro
         if p.classes:
             raise ValueError("sampled softmax trains the full-softmax model, not a class softmax")
         loss, out_cache = sampled_output_forward(h_all, p.U, p.b2, y, *sampled)
-        dh_out, cols, dU, db2 = sampled_output_backward(1.0, out_cache)
+        dh_out, cols, dU, db2 = sampled_output_backward(scale, out_cache)
         grads = {**recurrence_backward(dh_out), "U": SparseGrad(cols, dU, p.U.shape, -1),
                  "b2": SparseGrad(cols, db2, p.b2.shape, -1)}
         if not sparse:
             grads = densify(grads)
     elif p.classes:
         loss, out_cache = class_output_forward(h_all, p.U, p.b2, p.Uc, p.bc, p.class_bounds, y)
-        dh_out, dU, db2, dUc, dbc = class_output_backward(1.0, out_cache)
+        dh_out, dU, db2, dUc, dbc = class_output_backward(scale, out_cache)
         grads = {**recurrence_backward(dh_out), "U": dU, "b2": db2, "Uc": dUc, "bc": dbc}
     else:
         loss, out_cache = output_forward(h_all, p.U, p.b2, y)
         # The recurrence's backward pass runs on one core while the others
         # compute dJ/dU, which it does not need.
-        _, dU, db2, grads = output_backward(1.0, out_cache, overlap=recurrence_backward)
+        _, dU, db2, grads = output_backward(scale, out_cache, overlap=recurrence_backward)
         grads.update(U=dU, b2=db2)
     grads = {k: grads[k] for k in p.as_dict() if k in grads}     # the order of the parameters
     return loss, grads, hs[T].copy()

@@ -8,11 +8,13 @@ run continues bit for bit.
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 
 from elman import scratch
 from elman.errors import ElmanError
+from elman.parallel import chunks, parallel_for
 from elman.sparse import SparseGrad
 
 
@@ -36,10 +38,20 @@ def clip_by_global_norm(grads: dict, max_norm: float) -> float:
 
 
 class Optimizer:
-    """Base class: ``step`` clips, then applies the rule of the subclass."""
+    """Base class: ``step`` clips, then applies the subclass's ``rule`` to
+    each parameter, its gradient and its state arrays.
+
+    A rule is element-wise, so it may run on any part of the arrays: a big
+    dense parameter is cut into row blocks that the cores update side by
+    side (the same numbers as in one piece), and a ``SparseGrad``'s rows or
+    columns are taken out, updated and put back (the same numbers as a
+    dense update, whose zero rows change nothing) unless the rule moves
+    every entry anyway (``dense_only``: Adam's moments decay everywhere).
+    """
 
     name = ""
     slots: tuple = ()  # per-parameter state arrays, e.g. Adam's ("m", "v")
+    dense_only = False
 
     def __init__(self, params: dict, lr: float, clip: float = 0.0):
         self.lr = float(lr)
@@ -59,10 +71,26 @@ class Optimizer:
             raise FloatingPointError(f"the gradient norm is {norm}")
         self.t += 1
         for k, g in grads.items():
-            self._update(k, params[k], g)
+            p, state = params[k], {slot: self.state[slot][k] for slot in self.slots}
+            if isinstance(g, SparseGrad) and self.dense_only:
+                g = g.dense()
+            if isinstance(g, SparseGrad):
+                part = {n: g.take(a) for n, a in state.items()}
+                p_part = g.take(p)
+                self.rule(p_part, g.values, **part)
+                g.put(p, p_part)
+                for n, a in part.items():
+                    g.put(state[n], a)
+            elif p.size < 1 << 18:
+                self.rule(p, g, **state)
+            else:
+                rows = chunks(p.shape[0], 1)
+                parallel_for(lambda i: self.rule(p[rows[i]], g[rows[i]], **{n: a[rows[i]] for n, a in state.items()}),
+                             len(rows))
         return norm
 
-    def _update(self, k: str, p: np.ndarray, g: np.ndarray) -> None:
+    def rule(self, p: np.ndarray, g: np.ndarray, **state) -> None:
+        """Update ``p`` (and the state arrays) in place from ``g``."""
         raise NotImplementedError
 
     # -- state for the checkpoint ----------------------------------------------
@@ -88,12 +116,9 @@ class Optimizer:
                 a[...] = saved
 
 
-def sgd_update(p: np.ndarray, g, lr: float) -> None:
-    """p <- p - lr g in place; for a ``SparseGrad``, on its rows or columns only."""
-    if isinstance(g, SparseGrad):
-        g.put(p, g.take(p) - p.dtype.type(lr) * g.values)
-    else:
-        p -= np.multiply(g, p.dtype.type(lr), out=scratch.empty("optim step", g.shape, g.dtype))
+def _tmp(name: str, like: np.ndarray) -> np.ndarray:
+    """A reused temporary shaped like ``like``, one set per thread (``scratch``)."""
+    return scratch.empty(f"optim {name} {threading.get_ident()}", like.shape, like.dtype)
 
 
 class SGD(Optimizer):
@@ -101,8 +126,8 @@ class SGD(Optimizer):
 
     name = "sgd"
 
-    def _update(self, k, p, g):
-        sgd_update(p, g, self.lr)
+    def rule(self, p, g):
+        p -= np.multiply(g, p.dtype.type(self.lr), out=_tmp("a", g))
 
 
 class Adagrad(Optimizer):
@@ -113,19 +138,12 @@ class Adagrad(Optimizer):
     slots = ("G",)
     eps = 1e-8
 
-    def _update(self, k, p, g):
-        lr, eps = p.dtype.type(self.lr), p.dtype.type(self.eps)
-        if isinstance(g, SparseGrad):           # the entries a zero gradient would leave alone
-            G = g.take(self.state["G"][k]) + g.values * g.values
-            g.put(self.state["G"][k], G)
-            g.put(p, g.take(p) - lr * g.values / (np.sqrt(G) + eps))
-        else:                                   # the same, in two reused buffers
-            G = self.state["G"][k]
-            a, b = (scratch.empty(f"optim {i}", g.shape, g.dtype) for i in "ab")
-            G += np.multiply(g, g, out=a)
-            np.sqrt(G, out=a)
-            a += eps
-            p -= np.divide(np.multiply(g, lr, out=b), a, out=b)
+    def rule(self, p, g, G):
+        a, b = _tmp("a", g), _tmp("b", g)
+        G += np.multiply(g, g, out=a)
+        np.sqrt(G, out=a)
+        a += p.dtype.type(self.eps)
+        p -= np.divide(np.multiply(g, p.dtype.type(self.lr), out=b), a, out=b)   # lr g / (sqrt(G) + eps)
 
 
 class Adam(Optimizer):
@@ -134,11 +152,9 @@ class Adam(Optimizer):
     name = "adam"
     slots = ("m", "v")
     beta1, beta2, eps = 0.9, 0.999, 1e-8
+    dense_only = True
 
-    def _update(self, k, p, g):
-        if isinstance(g, SparseGrad):           # every moment decays, touched or not
-            g = g.dense()
-        m, v = self.state["m"][k], self.state["v"][k]
+    def rule(self, p, g, m, v):
         dt = p.dtype.type
         m *= dt(self.beta1)
         m += dt(1 - self.beta1) * g

@@ -233,12 +233,12 @@ def train(out, options: dict, resume: bool = False, force: bool = False, quiet: 
                 sampled = (sampler.draw(opt.t), sampler.log_q) if sampler else None
                 # Masks, like samples, depend on (seed, update number) only.
                 dropout = (s.dropout, (s.seed, opt.t)) if s.dropout else None
-                loss, grads, h = bptt(p, x, y, run.h, sampled=sampled, sparse=True, dropout=dropout)
+                # Gradients of the mean loss over the B*T positions.
+                loss, grads, h = bptt(p, x, y, run.h, sampled=sampled, sparse=True, dropout=dropout,
+                                      scale=1.0 / x.size)
                 try:
                     if not math.isfinite(loss):
                         raise FloatingPointError(f"the loss is {loss}")
-                    for g in grads.values():
-                        g *= p.dtype.type(1.0 / x.size)  # the mean over B*T positions
                     opt.step(params, grads)
                 except FloatingPointError as exc:
                     bar.close()
