@@ -151,6 +151,14 @@ def test_a_time_budget_ends_training_after_validating(tmp_path):
     assert checkpoint.has_model(tmp_path / "m")
 
 
+def test_the_minutes_option_is_the_time_budget(tmp_path):
+    tr, va = write_corpus(tmp_path)
+    assert cli.main(["train", "--train", tr, "--valid", va, "--out", str(tmp_path / "m"), "--epochs", "5",
+                     "--minutes", "1e-8", "--quiet", "--hidden", "8", "--embed", "6", "--batch", "4"]) == 0
+    [record] = [r for r in _metrics(tmp_path / "m") if r["valid_ppl"] is not None]
+    assert record["batch"] == 1 and record["epoch"] == 1
+
+
 # -- the command: refusals, resume, NaN, Ctrl-C ------------------------------------------------
 
 

@@ -101,6 +101,9 @@ def _add_train(sub):
                    help="train with sampled softmax: each window's loss over its targets and S ids drawn "
                         "from the unigram^0.75 distribution instead of all V words; the model and its "
                         "validation and test perplexities stay the exact full softmax's (default: off)")
+    p.add_argument("--minutes", type=positive_float, metavar="M",
+                   help="stop after M minutes of this session: the epoch in progress is cut short, "
+                        "validated and kept if better (default: no limit)")
     p.add_argument("--checkpoint-every", type=positive_int, metavar="N",
                    help="also checkpoint every N batches (default: each epoch only)")
     p.add_argument("--log-every", type=positive_int, metavar="N",
@@ -133,7 +136,8 @@ def _run_train(args) -> int:
         files = resolve_corpus(args.train, args.valid, args.test)
         options.update(zip(("train", "valid", "test"), (str(Path(f).resolve()) if f else None for f in files)))
     try:
-        train(args.out, options, resume=args.resume, force=args.force, quiet=args.quiet)
+        train(args.out, options, resume=args.resume, force=args.force, quiet=args.quiet,
+              time_budget=None if args.minutes is None else 60 * args.minutes)
     except Interrupted as exc:
         print(exc, file=sys.stderr)
         return 130
