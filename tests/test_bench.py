@@ -90,3 +90,13 @@ def test_vs_torch_runs_the_same_model():
     loss = {r["impl"]: r["loss0"] for r in res["rows"]}
     assert loss["torch full"] == pytest.approx(loss["elman full"], rel=1e-5)
     assert "elman/torch train words/s" in res["ratios"] and "(agree)" in format_report(res)
+
+
+def test_kernel_note_only_for_avx2_kernels_on_an_avx512_cpu():
+    from elman.bench import kernel_note
+    avx512 = "flags : fpu sse2 avx2 fma avx512f avx512dq avx512bw avx512vl"
+    note = kernel_note("Haswell", avx512, "Haswell")
+    assert "OPENBLAS_CORETYPE=Haswell" in note and "SkylakeX" in note
+    assert kernel_note("Haswell", avx512, "") and "because" not in kernel_note("Haswell", avx512, "")
+    assert kernel_note("SkylakeX", avx512, "") is None
+    assert kernel_note("Haswell", "flags : fpu sse2 avx2 fma", "Haswell") is None
