@@ -312,9 +312,10 @@ class _Worker:
 
 
 def bench(cfg: Config, steps: int = 20, rounds: int = 5, vs_torch: bool = False) -> dict:
-    """Run the benchmark: elman with the full softmax, with ``cfg.classes``
-    the class softmax too, with ``cfg.sampled`` sampled-softmax training too, with ``vs_torch`` PyTorch; returns a JSON-able
-    dict (see ``format_report``)."""
+    """Run the benchmark: elman with the full softmax; with ``cfg.classes``
+    the class softmax too; with ``cfg.sampled`` sampled-softmax training
+    too; with ``vs_torch`` PyTorch. Returns a JSON-able dict (see
+    ``format_report``)."""
     per = max(1, steps // rounds)
     full = Config(**{**asdict(cfg), "classes": 0, "sampled": 0})
     workers = {"elman full": _Worker("elman", full)}
@@ -380,8 +381,8 @@ def _cpus() -> int:
 
 def format_report(res: dict) -> str:
     c = res["config"]
-    soft = ", ".join(["full softmax"] + ([f"{c['classes']} classes"] if c["classes"] else [])
-                     + ([f"sampled softmax, S={c['sampled']} (its eval: the full softmax)"] if c.get("sampled") else []))
+    sampled = [f"sampled softmax, S={c['sampled']} (its eval: the full softmax)"] if c.get("sampled") else []
+    soft = ", ".join(["full softmax"] + ([f"{c['classes']} classes"] if c["classes"] else []) + sampled)
     lines = [f"elman bench: V={c['V']} d={c['d']} Dh={c['Dh']} B={c['B']} T={c['T']} {c['dtype']}, {soft}; "
              f"{res['cpus']} CPUs; {res['rounds']} rounds x {res['steps_per_round']} steps, medians",
              f"BLAS: {res['blas']}",

@@ -274,6 +274,8 @@ def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dro
     Σ_t δ1(t), each one product over all positions, and dJ/dL adds each
     δ1(t) Iᵀ into the row of the word x(t).
     """
+    if sampled is not None and p.classes:
+        raise ValueError("sampled softmax trains the full-softmax model, not a class softmax")
     B, T = np.shape(inputs)
     e_mask, h_mask = dropout_masks(p, B, T, *dropout) if dropout else (None, None)
     x, e, hs, y, h_all = _forward_positions(p, inputs, targets, h0, e_mask)
@@ -300,8 +302,6 @@ def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dro
         return {"L": dL, "I": dI, "H": dH, "b1": db1}
 
     if sampled is not None:
-        if p.classes:
-            raise ValueError("sampled softmax trains the full-softmax model, not a class softmax")
         loss, out_cache = sampled_output_forward(h_all, p.U, p.b2, y, *sampled)
         dh_out, cols, dU, db2 = sampled_output_backward(scale, out_cache)
         grads = {**recurrence_backward(dh_out), "U": SparseGrad(cols, dU, p.U.shape, -1),
@@ -373,5 +373,5 @@ def output_probs(p: Params, h):
     return np.exp(log_softmax_rows(logits_forward(np.atleast_2d(h), p.U, p.b2)))
 
 
-__all__ = ["Params", "PARAM_NAMES", "CLASS_NAMES", "step_gradients", "bptt", "forward_losses", "window_losses",
-           "rnn_step", "output_probs", "sigmoid"]
+__all__ = ["Params", "PARAM_NAMES", "CLASS_NAMES", "step_gradients", "bptt", "forward_losses",
+           "window_losses", "dropout_masks", "rnn_step", "output_probs", "sigmoid"]
