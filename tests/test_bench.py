@@ -93,7 +93,7 @@ def test_vs_torch_runs_the_same_model():
 
 
 def test_kernel_note_only_for_avx2_kernels_on_an_avx512_cpu():
-    from elman.bench import kernel_note
+    from elman.machine import kernel_note
     avx512 = "flags : fpu sse2 avx2 fma avx512f avx512dq avx512bw avx512vl"
     note = kernel_note("Haswell", avx512, "Haswell")
     assert "OPENBLAS_CORETYPE=Haswell" in note and "SkylakeX" in note

@@ -1,6 +1,5 @@
 """The training loop: learning, the schedule, metrics, refusals, NaN and Ctrl-C."""
 import json
-import math
 import os
 import signal
 import subprocess

@@ -23,7 +23,6 @@ matrix product (numpy's BLAS, all its threads) measured in this same run.
 from __future__ import annotations
 
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -32,10 +31,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from elman.machine import PEAK_N, blas_info, cpus, kernel_note, matmul_peak
 from elman.optim import SGD
 from elman.sampled import Sampler, unigram_proposal
 
-PEAK_N = 2048
 # OpenBLAS's worker threads spin for about 0.1 s after each call before they
 # sleep (libgomp's, torch's, likewise): each timed block starts after this
 # pause, so no worker is still burning a core that the next one needs, and
@@ -99,62 +98,6 @@ def budget_bytes(cfg: Config, n_params: int, width: float) -> int:
     N = cfg.B * cfg.T
     acts = N * cfg.d + N * cfg.Dh + (cfg.T + 1) * cfg.B * cfg.Dh + N * width
     return int((n_params + acts) * np.dtype(cfg.dtype).itemsize)
-
-
-def matmul_peak(n: int = PEAK_N, reps: int = 3) -> float:
-    """Best GFLOP/s of an (n,n)(n,n) float32 product with numpy's BLAS."""
-    rng = np.random.default_rng(0)
-    a, b = rng.random((n, n), dtype=np.float32), rng.random((n, n), dtype=np.float32)
-    c = np.empty_like(a)
-    np.matmul(a, b, out=c)
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        np.matmul(a, b, out=c)
-        best = min(best, time.perf_counter() - t0)
-    return 2.0 * n ** 3 / best / 1e9
-
-
-def blas_info() -> str:
-    """Which BLAS numpy calls and with how many threads."""
-    try:
-        from threadpoolctl import threadpool_info
-        pools = [i for i in threadpool_info() if i.get("user_api") == "blas"]
-        if pools:
-            i = pools[0]
-            return (f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')} kernels), "
-                    f"{i.get('num_threads')} threads")
-    except ImportError:
-        pass
-    cfg = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
-    return f"{cfg.get('name', '?')} {cfg.get('version', '')} (threads: install threadpoolctl to see)"
-
-
-def kernel_note(architecture=None, cpuinfo=None, coretype=None):
-    """A note when OpenBLAS runs its AVX2 (Haswell) kernels on a CPU that has
-    AVX-512, else None. Measured on this project's machine: the AVX-512
-    (SkylakeX) kernels doubled the float32 peak (254 -> 469 GFLOP/s) and
-    elman's training words/s rose 1.7x. Arguments default to this machine's."""
-    if architecture is None:
-        try:
-            from threadpoolctl import threadpool_info
-        except ImportError:
-            return None
-        pools = [i for i in threadpool_info() if i.get("internal_api") == "openblas"]
-        architecture = pools[0].get("architecture") if pools else None
-    if cpuinfo is None:
-        try:
-            with open("/proc/cpuinfo") as f:
-                cpuinfo = f.read()
-        except OSError:
-            return None
-    coretype = os.environ.get("OPENBLAS_CORETYPE") if coretype is None else coretype
-    flags = set(cpuinfo.split())
-    if architecture != "Haswell" or not {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= flags:
-        return None
-    why = f" because OPENBLAS_CORETYPE={coretype}" if coretype else ""
-    return (f"note: OpenBLAS runs its AVX2 (Haswell) kernels{why} on a CPU with AVX-512; "
-            f"OPENBLAS_CORETYPE=SkylakeX selects its AVX-512 ones (all of elman's products)")
 
 
 # -- the worker: one implementation in its own process ------------------------------
@@ -348,7 +291,7 @@ def bench(cfg: Config, steps: int = 20, rounds: int = 5, vs_torch: bool = False)
                              peak_rss_mib=w.rss / 2**20, budget_mib=w.info["budget"] / 2**20,
                              loss0=w.info["loss0"], output_width=w.info["width"]))
     result = dict(config=asdict(cfg), steps_per_round=per, rounds=rounds, peak_gflops=peak,
-                  peak_matrix=PEAK_N, blas=blas_info(), blas_note=kernel_note(), cpus=_cpus(), rows=rows,
+                  peak_matrix=PEAK_N, blas=blas_info(), blas_note=kernel_note(), cpus=cpus(), rows=rows,
                   ratios={})
     _ratios(result, workers)
     return result
@@ -370,13 +313,6 @@ def _ratios(result: dict, workers: dict) -> None:
         r["classes/full eval words/s"] = ratio("elman full", "elman classes", "eval")
     if "elman sampled" in workers:
         r["sampled/full train words/s"] = ratio("elman full", "elman sampled", "train")
-
-
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def format_report(res: dict) -> str:
