@@ -38,6 +38,11 @@ class Params:
     three or none): Uc (Dh,K) class weights, bc (K,) class biases,
     class_bounds (K+1,) int64, class c = ids [bounds[c], bounds[c+1]).
     None fields are left out of ``as_dict``.
+
+    U and b2 are views of one (Dh+1,V) array, b2 its last row (the bias
+    trick, ``layers.stacked_bias``): the constructor copies them there
+    unless they already are, so a Params does not share U or b2 with the
+    arrays it was made from; ``as_dict`` returns the views themselves.
     """
     L: np.ndarray
     I: np.ndarray
