@@ -177,3 +177,17 @@ def test_pipelined_windows_equal_window_by_window(classes):
     for (gl, gh), (wl, wh) in zip(got, want):
         assert np.array_equal(gl, wl) and np.array_equal(gh, wh)
     assert list(window_losses(p, [], h)) == []
+
+
+def test_params_keep_b2_as_a_row_of_U_and_the_bias_trick_matches(problem):
+    """Params stores [U; b2] as one array, so the logits are one product
+    [h, 1]·[U; b2]; it gives the same losses and gradients as U and b2 apart."""
+    h, U, b2, y = problem
+    p = Params.from_dict(dict(L=np.zeros((V, 2)), I=np.zeros((2, Dh)), H=np.zeros((Dh, Dh)), U=U, b1=np.zeros(Dh),
+                              b2=b2))
+    assert layers.stacked_bias(p.U, p.b2) is not None and layers.stacked_bias(U, b2) is None
+    assert not np.shares_memory(p.U, U)                 # a copy, not the caller's array
+    for a, b in zip(run_layer(h, p.U, p.b2, y), run_layer(h, U, b2, y)):
+        assert max_rel_error(a, b) < 1e-12
+    p.U += 1.0                                           # updates in place keep the layout
+    assert layers.stacked_bias(p.U, p.b2) is not None
