@@ -11,13 +11,19 @@ import pytest
 
 from elman.errors import ElmanError
 from elman.gradcheck import central_difference, max_rel_error
-from elman.sampled import (Sampler, dense, log_uniform_proposal, sampled_output_backward,
+from elman.sampled import (Sampler, log_uniform_proposal, sampled_output_backward,
                            sampled_output_forward, sampled_output_losses, unigram_proposal)
+from elman.sparse import SparseGrad
 
 V, Dh, N = 9, 4, 6
 # Duplicates (3 twice, 7 twice), and y[0] = y[3] = 5 is drawn: accidental hits.
 SAMPLES = np.array([3, 5, 0, 7, 3, 8, 7], dtype=np.int64)
 Y = np.array([5, 1, 3, 5, 2, 6], dtype=np.int64)
+
+
+def dense(cols, vals, V):
+    """The full (.., V) array of a gradient given by its columns ``cols``."""
+    return SparseGrad(cols, vals, vals.shape[:-1] + (V,), -1).dense()
 
 
 def instance(seed=0, dtype=np.float64, scale=1.0):

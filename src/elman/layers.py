@@ -235,6 +235,8 @@ def output_losses(h, U, b2, y, overlap=None):
         h1 = np.empty((N, U.shape[0] + 1), dtype)
         h1[:, :-1], h1[:, -1] = h, 1
 
+    # The rows whose target lies in each chunk (the backward pass needs them too).
+    hits = [np.flatnonzero((y >= c.start) & (y < c.stop)) for c in cols]
     m = np.zeros(N, dtype)
     shift = dtype == np.float64
     maxes = np.empty((len(cols), N), dtype) if shift else None
@@ -246,7 +248,7 @@ def output_losses(h, U, b2, y, overlap=None):
         else:
             np.matmul(h, U[:, c], out=z)
             z += b2[c]
-        mine = np.flatnonzero((y >= c.start) & (y < c.stop))
+        mine = hits[i]
         zy[mine] = z[mine, y[mine] - c.start]
         if shift:
             np.max(z, axis=1, out=maxes[i])
@@ -277,7 +279,7 @@ def output_losses(h, U, b2, y, overlap=None):
             block[redo] = z[:, c]
     losses = np.subtract(m, zy, out=zy)
     losses += np.log(s)
-    cache = (h, U, y, cols, E, s)
+    cache = (h, U, y, cols, hits, E, s)
     return (losses, cache, done) if overlap else (losses, cache)
 
 
@@ -325,7 +327,7 @@ def output_backward(dloss, cache, overlap=None):
     needs dJ/dh and nothing of dJ/dU). Returns (dh, dU, db2), or
     (dh, dU, db2, overlap(dh)) when given. Overwrites the cached E with D.
     """
-    h, U, y, cols, D, s = cache
+    h, U, y, cols, hits, D, s = cache
     (N, Dh), V = h.shape, U.shape[1]
     w = dloss / s
     hw = np.empty((Dh + 1, N), dtype=s.dtype)
@@ -338,7 +340,7 @@ def output_backward(dloss, cache, overlap=None):
 
     def dh_chunk(i):
         c, Dc = cols[i], D[i]
-        mine = np.flatnonzero((y >= c.start) & (y < c.stop))
+        mine = hits[i]
         Dc[mine, y[mine] - c.start] -= s[mine]
         np.matmul(Dc, U[:, c].T, out=parts[i])
 

@@ -151,7 +151,7 @@ def sampled_output_backward(dloss, cache):
 
     Returns (dh, cols, dU_cols, db2_cols): cols (C,) the sorted unique ids of
     y ∪ samples, dJ/dU[:, cols] = dU_cols (Dh,C), dJ/db2[cols] = db2_cols
-    (C,), every other column zero (``dense`` scatters them out).
+    (C,), every other column zero (``elman.sparse.SparseGrad`` holds them so).
     """
     h, Uy, Us, y, samples, E, rest, s = cache
     (N, Dh), dt = h.shape, E.dtype
@@ -164,11 +164,3 @@ def sampled_output_backward(dloss, cache):
     rows = np.concatenate([h1 * dtrue[:, None], dO.T @ h1])
     cols, sums = embedding_row_sums(rows, np.concatenate([y, samples]))
     return dh, cols, sums[:, :Dh].T, sums[:, Dh]
-
-
-def dense(cols, vals, V):
-    """Scatter the columns of a sparse gradient into a full array:
-    vals (C,) -> (V,), vals (Dh,C) -> (Dh,V), zero outside ``cols``."""
-    out = np.zeros(vals.shape[:-1] + (V,), dtype=vals.dtype)
-    out[..., cols] = vals
-    return out
