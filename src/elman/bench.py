@@ -10,15 +10,16 @@ falls on both, and the ratio is the median of the per-round ratios.
 
 A training step is forward, backward and an in-place SGD update, as the
 trainer does them (dJ/dL, and under sampled softmax dJ/dU and dJ/db2, as
-``SparseGrad`` rows or columns), on synthetic word ids drawn from a Zipf law (the shape of real text, which is
-what the embedding scatter and the class softmax see).  An evaluation step
-is one window of a stream evaluated as ``elman eval`` does it: the state
-carried from window to window, and the next window's recurrence run on one
-core while the others do this window's output layer
-(``model.window_losses``); PyTorch's goes window by window.  The FLOP count is
-that of the matrix products, 2·m·k·n each: per position 2(d·Dh + Dh² + Dh·V)
-forward and twice that backward; the peak is the best float32 square
-matrix product (numpy's BLAS, all its threads) measured in this same run.
+``SparseGrad`` rows or columns), on synthetic word ids drawn from a Zipf
+law (the shape of real text, which is what the embedding scatter and the
+class softmax see). An evaluation step is one window of a stream evaluated
+as ``elman eval`` does it: the state carried from window to window, and
+the next window's recurrence run on one core while the others do this
+window's output layer (``model.window_losses``); PyTorch's goes window by
+window. The FLOP count is that of the matrix products, 2·m·k·n each: per
+position 2(d·Dh + Dh² + Dh·V) forward and twice that backward; the peak is
+the best float32 square matrix product (numpy's BLAS, all its threads)
+measured in this same run (``elman.machine``).
 """
 from __future__ import annotations
 
