@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from elman import cli
-from elman.bench import Config, bench, budget_bytes, format_report, matmul_flops, output_width, synthetic_batches
-from elman.classes import class_bounds
+from elman.bench.speed import Config, bench, budget_bytes, format_report, matmul_flops, output_width, synthetic_batches
+from elman.core.classes import class_bounds
 
 TINY = dict(V=40, d=3, Dh=4, B=2, T=3)
 
@@ -93,7 +93,7 @@ def test_vs_torch_runs_the_same_model():
 
 
 def test_kernel_note_only_for_avx2_kernels_on_an_avx512_cpu():
-    from elman.machine import kernel_note
+    from elman.bench.machine import kernel_note
     avx512 = "flags : fpu sse2 avx2 fma avx512f avx512dq avx512bw avx512vl"
     note = kernel_note("Haswell", avx512, "Haswell")
     assert "OPENBLAS_CORETYPE=Haswell" in note and "SkylakeX" in note

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from elman import cli
-from elman.train import train
+from elman.training.train import train
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -50,7 +50,7 @@ def _train_args(c, **over):
 @pytest.fixture
 def model(corpus):
     train(corpus / "m", dict(train=str(corpus / "train.txt"), valid=str(corpus / "valid.txt"), hidden=4,
-                             embed=4, batch=2, bptt=4, epochs=1), quiet=True)
+                             embed=4, streams=2, steps=4, epochs=1), quiet=True)
     return corpus / "m"
 
 
@@ -189,3 +189,52 @@ def test_the_process_prints_one_line_and_exits_non_zero(tmp_path, argv, needle):
     assert r.returncode != 0
     assert "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and needle in r.stderr
+
+
+# -- malformed model files and internal errors ---------------------------------------------
+
+def _rewrite_config(path, edit):
+    cfg = json.loads(path.read_text())
+    path.write_text(edit(cfg))
+
+
+@pytest.mark.parametrize("command", ["eval", "resume"])
+def test_deeply_nested_json_in_a_config_is_one_line(model, capsys, command):
+    target = model / ("config.json" if command == "eval" else "last/config.json")
+    target.write_text("[" * 200_000 + "]" * 200_000)
+    argv = (["eval", "--model", model, "--data", model.parent / "valid.txt"] if command == "eval"
+            else ["train", "--out", model, "--resume", "--quiet"])
+    _one_error_line(capsys, _main(argv), "config.json", "nested too deeply")
+
+
+@pytest.mark.parametrize("settings", [[1, 2], {"streams": 2, "no_such_setting": 1}, {"hidden": 4}])
+def test_malformed_training_settings_on_resume_are_one_line(model, capsys, settings):
+    _rewrite_config(model / "last" / "config.json", lambda c: json.dumps({**c, "settings": settings}))
+    rc = _main(["train", "--out", model, "--resume", "--quiet"])
+    _one_error_line(capsys, rc, "training state", "last")
+
+
+def test_tensors_that_are_not_a_model_on_resume_are_one_line(model, capsys):
+    from safetensors.numpy import load_file, save_file
+    f = model / "last" / "model.safetensors"
+    arrays = load_file(f)
+    arrays["Uc"] = arrays["H"]                # a class tensor without its partners
+    save_file(arrays, f)
+    _rewrite_config(model / "last" / "config.json", lambda c: json.dumps({k: v for k, v in c.items() if k != "files"}))
+    rc = _main(["train", "--out", model, "--resume", "--quiet"])
+    _one_error_line(capsys, rc, "model.safetensors", "class softmax tensors")
+
+
+def test_an_internal_error_is_one_line_that_says_bug(model, capsys, monkeypatch):
+    from elman.inference import evaluate
+
+    def broken(*a, **k):
+        raise ZeroDivisionError("a deliberate bug")
+
+    monkeypatch.setattr(evaluate, "perplexity", broken)
+    rc = _main(["eval", "--model", model, "--data", model.parent / "valid.txt"])
+    line = _one_error_line(capsys, rc, "internal error", "bug", "ZeroDivisionError", "ELMAN_DEBUG=1")
+    assert rc == cli.EXIT_BUG and "a deliberate bug" in line
+    monkeypatch.setenv("ELMAN_DEBUG", "1")
+    with pytest.raises(ZeroDivisionError):
+        _main(["eval", "--model", model, "--data", model.parent / "valid.txt"])

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 
 from elman import cli
-from elman.gradcheck import central_difference, max_rel_error, random_instance
-from elman.model import PARAM_NAMES, bptt, dropout_masks
-from test_gradients import ag_loss, logsumexp, sigmoid_ref
-from test_train import SMALL, write_corpus
+from elman.core.gradcheck import central_difference, max_rel_error, random_instance
+from elman.core.model import PARAM_NAMES, bptt, dropout_masks
+from helpers import SMALL, ag_loss, logsumexp, sigmoid_ref, write_corpus
 
 
 def ag_dropout_loss(arrays, inputs, targets, h0, e_mask, h_mask):
@@ -64,7 +63,7 @@ def test_rate_zero_is_no_dropout():
 
 
 def test_train_with_dropout_learns(tmp_path):
-    from elman.train import train
+    from elman.training.train import train
     tr, va = write_corpus(tmp_path)
     s = train(tmp_path / "m", dict(train=tr, valid=va, epochs=3, dropout=0.2, **SMALL), quiet=True)
     assert s["best_valid_ppl"] < 8

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from elman import cli
-from elman.evaluate import (detokenize, line_log10_probs, load, perplexity, read_line_ids, sample,
+from elman.inference.evaluate import (detokenize, line_log10_probs, load, perplexity, read_line_ids, sample,
                             stream_losses)
-from elman.model import Params, output_probs, rnn_step
-from elman.train import train
+from elman.core.model import Params, output_probs, rnn_step
+from elman.training.train import train
 
 V, EOS = 13, 0
 
@@ -125,7 +125,7 @@ def trained(tmp_path_factory):
     (d / "train.txt").write_text("\n".join(lines[:250]) + "\n")
     (d / "valid.txt").write_text("\n".join(lines[250:]) + "\n")
     train(d / "m", dict(train=str(d / "train.txt"), valid=str(d / "valid.txt"), hidden=8, embed=8,
-                        batch=4, bptt=5, epochs=2), quiet=True)
+                        streams=4, steps=5, epochs=2), quiet=True)
     return d
 
 

@@ -10,37 +10,15 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from elman import Params, bptt, step_gradients
-from elman.gradcheck import central_difference, check_bptt, check_step, max_rel_error, random_instance
-from elman.model import PARAM_NAMES, forward_losses, output_probs, rnn_step
+from elman.core.gradcheck import central_difference, check_bptt, check_step, max_rel_error, random_instance
+from elman.core.model import PARAM_NAMES, forward_losses, output_probs, rnn_step
+from helpers import ag_loss, logsumexp, sigmoid_ref
 
 sizes = st.fixed_dictionaries(dict(
     V=st.integers(2, 9), d=st.integers(1, 5), Dh=st.integers(1, 5),
     B=st.integers(1, 3), T=st.integers(1, 4), seed=st.integers(0, 2**16)))
 EDGE = [dict(V=2, d=1, Dh=1, B=1, T=1, seed=0), dict(V=2, d=1, Dh=1, B=1, T=3, seed=1),
         dict(V=3, d=1, Dh=4, B=2, T=1, seed=2)]
-
-
-def sigmoid_ref(z):
-    return 1.0 / (1.0 + anp.exp(-z))
-
-
-def logsumexp(z, axis, keepdims):
-    m = anp.max(z, axis=axis, keepdims=True)
-    return m + anp.log(anp.sum(anp.exp(z - m), axis=axis, keepdims=keepdims))
-
-
-def ag_loss(arrays, inputs, targets, h0):
-    """Independent forward: a plain loop over t with autograd's NumPy."""
-    L, I, H, U, b1, b2 = (arrays[n] for n in PARAM_NAMES)
-    h, total = h0, 0.0
-    rows = np.arange(inputs.shape[0])
-    for t in range(inputs.shape[1]):
-        e = L[inputs[:, t]]
-        h = sigmoid_ref(anp.dot(h, H) + anp.dot(e, I) + b1)
-        z = anp.dot(h, U) + b2
-        logp = z - logsumexp(z, axis=1, keepdims=True)
-        total = total - anp.sum(logp[rows, targets[:, t]])
-    return total
 
 
 # ------------------------------------------------------------ finite differences

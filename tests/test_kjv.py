@@ -1,10 +1,10 @@
-"""The demo corpus: the King James Bible in PTB style (elman.kjv)."""
+"""The demo corpus: the King James Bible in PTB style (elman.data.kjv)."""
 import json
 import sys
 
 import pytest
 
-from elman import kjv
+from elman.data import kjv
 from elman.data import EOS, UNK, Vocab, read_tokens
 from elman.errors import ElmanError
 

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from elman.errors import ElmanError
-from elman.optim import OPTIMIZERS, clip_by_global_norm, global_norm, make_optimizer
+from elman.training.optim import OPTIMIZERS, clip_by_global_norm, global_norm, make_optimizer
 
 
 def _arrays(seed, dtype=np.float64):
@@ -138,7 +138,7 @@ def test_a_non_finite_gradient_changes_nothing(name):
 def test_big_arrays_updated_in_row_blocks_on_the_cores_equal_one_piece(name, monkeypatch):
     """A parameter of 2^18 entries or more is cut into row blocks that the
     threads update side by side; an element-wise rule gives the same bits."""
-    from elman import parallel
+    from elman.fast import threads as parallel
     rng = np.random.default_rng(0)
     params = {"U": rng.normal(size=(300, 1000)).astype(np.float32)}
     grads = [{"U": rng.normal(size=(300, 1000)).astype(np.float32)} for _ in range(3)]

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from elman import checkpoint
-from elman.train import train
+from elman import modelfile
+from elman.training.train import train
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 WORDS = "in the beginning god created heaven and earth was without form void darkness upon face of deep".split()
@@ -62,7 +62,7 @@ def _kill_when(proc, out: Path, ready) -> dict:
 
 
 def _tensors(out: Path, slot: str) -> dict:
-    params, _, _, optimizer = checkpoint.load_checkpoint(out, slot)
+    params, _, _, optimizer = modelfile.load_checkpoint(out, slot)
     return {**params, **{f"opt.{k}": v for k, v in (optimizer or {}).items()}}
 
 
@@ -81,12 +81,12 @@ def test_resume_after_sigkill_is_bit_for_bit(tmp_path, optimizer):
     # Kill inside epoch 1, after a mid-epoch checkpoint; resume; kill again
     # inside epoch 2; resume to the end.
     killed_at = [_kill_when(_run(_args(tr, va, out, optimizer)), out,
-                            lambda p: p["epoch"] == 1 and p["batch"] >= 6)]
+                            lambda p: p["epoch"] == 1 and p["windows_done"] >= 6)]
     resumed = _run(["train", "--out", str(out), "--resume", "--quiet"])
-    killed_at.append(_kill_when(resumed, out, lambda p: p["epoch"] == 2 and p["batch"] >= 3))
+    killed_at.append(_kill_when(resumed, out, lambda p: p["epoch"] == 2 and p["windows_done"] >= 3))
     resumed = _run(["train", "--out", str(out), "--resume", "--quiet"])
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
-    assert killed_at[0]["batch"] > 0 and killed_at[1]["epoch"] == 2
+    assert killed_at[0]["windows_done"] > 0 and killed_at[1]["epoch"] == 2
 
     for slot in ("best", "last"):
         want, got = _tensors(ref, slot), _tensors(out, slot)
@@ -101,24 +101,24 @@ def test_resume_in_process_from_every_kind_of_checkpoint(tmp_path, monkeypatch, 
     """A crash right after each checkpoint in turn (simulated in-process):
     every resume reaches the uninterrupted run's weights exactly."""
     tr, va = _corpus(tmp_path)
-    opts = dict(train=tr, valid=va, hidden=8, embed=6, batch=4, bptt=10, epochs=2, checkpoint_every=40,
+    opts = dict(train=tr, valid=va, hidden=8, embed=6, streams=4, steps=10, epochs=2, checkpoint_every=40,
                 **extra)
     train(tmp_path / "ref", opts, quiet=True)
     want = _tensors(tmp_path / "ref", "last")
 
-    import elman.train as trainer
-    real_save, saves = trainer._save, []
+    from elman.training import rundir
+    real_save, saves = rundir.save, []
 
     class Crash(Exception):
         pass
 
     def crashing_save(run):
         real_save(run)
-        saves.append((run.prog.epoch, run.prog.batch))
+        saves.append((run.prog.epoch, run.prog.windows_done))
         if len(saves) == crash_after:
             raise Crash
 
-    monkeypatch.setattr(trainer, "_save", crashing_save)
+    monkeypatch.setattr(rundir, "save", crashing_save)
     out = tmp_path / "m"
     crash_after = 2
     with pytest.raises(Crash):

@@ -10,35 +10,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from elman import checkpoint, cli, data
-from elman.model import Params, bptt
-from elman.optim import clip_by_global_norm
-from elman.schedule import Schedule
-from elman.train import train
-
-NOUNS = "cat dog bird king man woman child horse".split()
-VERBS = "saw fed loved found heard".split()
-
-
-def write_corpus(directory: Path, lines: int = 400, seed: int = 0) -> tuple[str, str]:
-    """A small grammar's sentences: learnable, so perplexity must fall."""
-    rng = np.random.default_rng(seed)
-    text = [f"the {rng.choice(NOUNS)} {rng.choice(VERBS)} the {rng.choice(NOUNS)} ." for _ in range(lines)]
-    cut = lines * 4 // 5
-    (directory / "train.txt").write_text("\n".join(text[:cut]) + "\n")
-    (directory / "valid.txt").write_text("\n".join(text[cut:]) + "\n")
-    return str(directory / "train.txt"), str(directory / "valid.txt")
-
-
-SMALL = dict(hidden=12, embed=10, batch=4, bptt=6)
-
+from elman import cli, data, modelfile
+from elman.core.model import Params, bptt
+from elman.training.optim import clip_by_global_norm
+from elman.training.schedule import Schedule
+from elman.training.train import train
+from helpers import SMALL, write_corpus
 
 def _metrics(out):
     return [json.loads(x) for x in open(Path(out) / "metrics.jsonl")]
 
 
 def _arrays(out, slot="best"):
-    return checkpoint.load_model(out, slot)[0]
+    return modelfile.load_model(out, slot)[0]
 
 
 def test_training_learns_and_logs(tmp_path):
@@ -64,7 +48,7 @@ def test_one_step_is_the_mean_gradient_update(tmp_path):
     words = (["a", "b", "c", "b"] * 10)[:B * (T + 1) - 3]
     (tmp_path / "t.txt").write_text(" ".join(words[:5]) + "\n" + " ".join(words[5:9]) + "\n" + " ".join(words[9:]) + "\n")
     tr = str(tmp_path / "t.txt")
-    train(tmp_path / "m", dict(train=tr, valid=tr, hidden=4, embed=3, batch=B, bptt=T, epochs=1,
+    train(tmp_path / "m", dict(train=tr, valid=tr, hidden=4, embed=3, streams=B, steps=T, epochs=1,
                                optimizer="sgd", lr=0.7, clip=0.5, seed=2), quiet=True)
     tokens = data.read_tokens(tr)
     vocab = data.Vocab.build(tokens)
@@ -128,7 +112,7 @@ def test_a_worse_epoch_restores_the_best_weights(tmp_path, monkeypatch):
     opts = dict(train=tr, valid=va, optimizer="sgd", lr=1.0, **SMALL)
     train(tmp_path / "two", dict(opts, epochs=2), quiet=True)
     ppls = iter([50.0, 40.0, 45.0, 41.0])  # epochs 3 and 4 get worse
-    monkeypatch.setattr("elman.train.perplexity",
+    monkeypatch.setattr("elman.training.train.perplexity",
                         lambda p, ids, eos: {"perplexity": next(ppls), "tokens": len(ids), "bits_per_token": 0})
     s = train(tmp_path / "m", dict(opts, epochs=10), quiet=True)
     assert s["stopped"] == "schedule" and s["best_epoch"] == 2 and s["epochs_done"] == 4
@@ -147,7 +131,7 @@ def test_a_time_budget_ends_training_after_validating(tmp_path):
     assert s["stopped"] == "budget" and s["epochs_done"] == 1
     [record] = [r for r in _metrics(tmp_path / "m") if r["valid_ppl"] is not None]
     assert record["batch"] == 1  # cut after the first batch, then validated
-    assert checkpoint.has_model(tmp_path / "m")
+    assert modelfile.has_model(tmp_path / "m")
 
 
 def test_the_minutes_option_is_the_time_budget(tmp_path):
@@ -196,9 +180,9 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, 
     assert rc == 2
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert "diverged" in err and "kept the last good checkpoint" in err
-    params, _, cfg = checkpoint.load_model(tmp_path / "m", "last")
+    params, _, cfg = modelfile.load_model(tmp_path / "m", "last")
     assert all(np.isfinite(v).all() for v in params.values())
-    assert f"batch {cfg['train_state']['progress']['batch']}" in err
+    assert f"batch {cfg['train_state']['progress']['windows_done']}" in err
 
 
 def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
@@ -216,8 +200,8 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
     assert "saved a checkpoint" in last and "--resume" in last and str(out) in last
-    state = checkpoint.load_model(out, "last")[2]["train_state"]["progress"]
-    assert f"epoch {state['epoch']}, batch {state['batch']}" in last
+    state = modelfile.load_model(out, "last")[2]["train_state"]["progress"]
+    assert f"epoch {state['epoch']}, batch {state['windows_done']}" in last
     assert cli.main(["train", "--out", str(out), "--resume", "--epochs", str(state["epoch"]), "--quiet"]) == 0
 
 
@@ -237,8 +221,8 @@ def test_demo_end_to_end_on_a_tiny_budget(tmp_path, monkeypatch, capsys):
     assert cli.main(["demo", "--minutes", "0.01", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "test perplexity" in printed and "in the beginning" in printed
-    assert checkpoint.has_model(out) and (out / ".elman-demo").exists()  # so a rerun may replace it
+    assert modelfile.has_model(out) and (out / ".elman-demo").exists()  # so a rerun may replace it
     (tmp_path / "mine").mkdir()
-    checkpoint.save_checkpoint(tmp_path / "mine", *checkpoint.load_model(out)[:2], {})
+    modelfile.save_checkpoint(tmp_path / "mine", *modelfile.load_model(out)[:2], {})
     assert cli.main(["demo", "--minutes", "0.01", "--out", str(tmp_path / "mine")]) == 2
     assert "did not make" in capsys.readouterr().err

@@ -1,6 +1,6 @@
 """``elman demo``: the whole toolkit in about three minutes.
 
-Builds the King James Bible corpus (``elman.kjv``), trains a small model on
+Builds the King James Bible corpus (``elman.data.kjv``), trains a small model on
 it within a time budget, reports its test perplexity, samples a passage, and
 ends with the answer to the seed's question about the transpose in dJ/dU.
 """
@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from elman import checkpoint
+from elman import modelfile
 from elman.errors import ElmanError
 
 MARKER = ".elman-demo"   # marks a directory the demo may overwrite
@@ -18,7 +18,7 @@ MARKER = ".elman-demo"   # marks a directory the demo may overwrite
 # peers"): Adagrad reaches a validation perplexity SGD needs several times
 # longer for; sampled softmax trains the full-softmax model at ~55k words/s,
 # and dropout keeps it from overfitting after 3-4 epochs.
-SETTINGS = dict(hidden=200, embed=200, batch=32, bptt=20, optimizer="adagrad", lr=0.1, epochs=20, seed=0,
+SETTINGS = dict(hidden=200, embed=200, streams=32, steps=20, optimizer="adagrad", lr=0.1, epochs=20, seed=0,
                 sampled=1000, dropout=0.25)
 RESERVE = 10.0  # seconds kept for the last validation, the test perplexity and the sample (~5 s measured)
 
@@ -30,12 +30,12 @@ def _print(text: str = "") -> None:
 def demo(out="runs/demo", minutes: float = 3.0) -> int:
     started = time.monotonic()
     out = Path(out)
-    if checkpoint.has_model(out) and not (out / MARKER).exists():
+    if modelfile.has_model(out) and not (out / MARKER).exists():
         raise ElmanError(f"{out}: holds a model the demo did not make; pass --out to another directory")
 
-    from elman import kjv
-    from elman.evaluate import detokenize, load, sample
-    from elman.train import train
+    from elman.data import kjv
+    from elman.inference.evaluate import detokenize, load, sample
+    from elman.training.train import train
 
     files = kjv.build_kjv_corpus()
     _print(f"elman demo: the King James Bible, PTB style, 10,000-word vocabulary ({files['train'].parent})")

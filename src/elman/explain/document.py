@@ -123,7 +123,7 @@ def _entries(name, value, fd, limit=6):
 def witness_section(d, name, seed_values=None):
     step, model = d.steps[name], d.model
     value = seed_values[name] if seed_values is not None and name in seed_values else step.value
-    source = "elman.model.step_gradients (elman.layers backward)" if value is not step.value else "the formula"
+    source = "elman.core.model.step_gradients (elman.core.layers backward)" if value is not step.value else "the formula"
     diff = float(np.abs(value - step.fd).max())
     dims = ", ".join(f"{nt.dim(k).text}={v}" for k, v in model.dims.items())
     formula = E.render(step.expr, model)

@@ -14,7 +14,7 @@ import ast
 import numpy as np
 
 from elman.errors import ElmanError
-from elman.layers import log_softmax_rows, sigmoid
+from elman.core.layers import log_softmax_rows, sigmoid
 
 MAX_LENGTH = 2000
 

@@ -59,7 +59,7 @@ def bptt_section(d, T=4, seed_model=False):
             row.append(f"{numeric.agree(ref[p].reshape(tt.fd[p].shape), tt.fd[p]):.1e}")
         rows.append(row)
     header = ["parameter", "Σ_t formula vs FD", "without the carried term"]
-    blocks.append(Table(header + (["elman.model.bptt vs FD"] if ref is not None else []), rows))
+    blocks.append(Table(header + (["elman.core.model.bptt vs FD"] if ref is not None else []), rows))
     blocks.append(Para(["(Maximum relative errors. The carried term matters for every weight that acts "
                         "before the state; the output weights do not see it.)"]))
     data = {"target": "bptt", "T": T, "recurrence": mdict(total),

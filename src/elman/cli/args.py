@@ -1,0 +1,50 @@
+"""Argument types and option groups that several subcommands share."""
+from __future__ import annotations
+
+import argparse
+
+
+def _number(cast, noun, ok, want):
+    """An argparse type: ``cast`` the text, then require ``ok(value)``."""
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {want}, got {text}")
+        return value
+    return parse
+
+
+positive_int = _number(int, "an integer", lambda v: v > 0, "positive")
+positive_float = _number(float, "a number", lambda v: 0 < v < float("inf"), "a positive finite number")
+nonnegative_float = _number(float, "a number", lambda v: 0 <= v < float("inf"), "a non-negative finite number")
+rate = _number(float, "a number", lambda v: 0 <= v < 1, "a rate in [0, 1)")
+
+
+def add_sizes(p, V: int, d: int, Dh: int, B: int, T: int) -> None:
+    """--V --d --Dh --B --T --seed: the model and batch sizes of a synthetic problem."""
+    p.add_argument("--V", type=positive_int, default=V, help=f"vocabulary size (default {V})")
+    p.add_argument("--d", type=positive_int, default=d, help=f"embedding size (default {d})")
+    p.add_argument("--Dh", type=positive_int, default=Dh, help=f"hidden size (default {Dh})")
+    p.add_argument("--B", type=positive_int, default=B, help=f"batch streams (default {B})")
+    p.add_argument("--T", type=positive_int, default=T, help=f"time steps (default {T})")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def add_model_and_data(p, data=True) -> None:
+    p.add_argument("--model", required=True, metavar="DIR", help="model directory written by elman train")
+    if data:
+        p.add_argument("--data", required=True, metavar="FILE", help="text, one sentence a line")
+        p.add_argument("--encoding", help="text encoding (default: the model's training encoding)")
+
+
+def emit(text: str, out) -> None:
+    """``text`` to the file ``out`` (atomically), or to standard output."""
+    import sys
+    if out:
+        from elman.atomic import atomic_write_text
+        atomic_write_text(out, text)
+    else:
+        sys.stdout.write(text)

@@ -1,0 +1,86 @@
+"""``elman gradcheck``, ``elman bench``, ``elman plot``, ``elman demo``."""
+from __future__ import annotations
+
+from elman.cli.args import add_sizes, positive_float, positive_int
+from elman.errors import ElmanError
+
+def add_gradcheck(sub):
+    p = sub.add_parser("gradcheck", help="check every analytic gradient against finite differences (float64)")
+    add_sizes(p, V=11, d=5, Dh=7, B=3, T=4)
+    p.add_argument("--step", action="store_true", help="check the seed's eight per-step quantities instead of BPTT")
+    p.add_argument("--tol", type=positive_float, default=1e-6, help="pass when max relative error < tol")
+    p.set_defaults(func=run_gradcheck)
+
+
+def run_gradcheck(args) -> int:
+    from elman.core.gradcheck import format_table, gradcheck
+
+    if args.V < 2:
+        raise ElmanError("--V must be at least 2 (a softmax over one word predicts nothing)")
+    rows = gradcheck(V=args.V, d=args.d, Dh=args.Dh, B=args.B, T=args.T,
+                               seed=args.seed, step=args.step)
+    print(format_table(rows, args.tol))
+    return 0 if all(r.max_rel_error < args.tol for r in rows) else 1
+
+
+def add_bench(sub):
+    p = sub.add_parser("bench", help="time training and evaluation steps against this machine's matmul peak "
+                                     "(and PyTorch)")
+    add_sizes(p, V=10000, d=200, Dh=200, B=32, T=20)
+    p.add_argument("--steps", type=positive_int, default=20, help="timed steps per implementation (default 20)")
+    p.add_argument("--rounds", type=positive_int, default=5,
+                   help="the steps are split into this many alternating rounds (default 5)")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--classes", type=positive_int, default=0, metavar="K",
+                   help="also bench a class-factorised softmax with K word classes")
+    p.add_argument("--sampled", type=positive_int, default=0, metavar="S",
+                   help="also bench sampled-softmax training with S ids a window")
+    p.add_argument("--vs-torch", action="store_true", help="also run PyTorch eager autograd on the same model")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=run_bench)
+
+
+def run_bench(args) -> int:
+    import importlib.util
+    import json
+
+    from elman.bench.speed import Config, bench, format_report
+
+    if args.V < 2:
+        raise ElmanError("--V must be at least 2")
+    if args.classes > args.V:
+        raise ElmanError(f"--classes {args.classes} is more than the {args.V} words of --V")
+    if args.vs_torch and importlib.util.find_spec("torch") is None:
+        raise ElmanError("--vs-torch needs PyTorch: pip install 'elman[bench]' (torch==2.13.0)")
+    cfg = Config(V=args.V, d=args.d, Dh=args.Dh, B=args.B, T=args.T, dtype=args.dtype,
+                 classes=args.classes, sampled=args.sampled, seed=args.seed)
+    res = bench(cfg, steps=args.steps, rounds=min(args.rounds, args.steps), vs_torch=args.vs_torch)
+    print(json.dumps(res, indent=1) if args.json else format_report(res))
+    return 0
+
+
+def add_plot(sub):
+    p = sub.add_parser("plot", help="learning-curve PNG from DIR/metrics.jsonl (needs elman[plot])")
+    p.add_argument("dir", metavar="DIR", help="model directory written by elman train")
+    p.add_argument("--out", metavar="PNG", help="where to write (default DIR/learning-curve.png)")
+    p.set_defaults(func=run_plot)
+
+
+def run_plot(args) -> int:
+    from elman.training.metrics import plot_learning_curve
+
+    print(plot_learning_curve(args.dir, args.out))
+    return 0
+
+
+def add_demo(sub):
+    p = sub.add_parser("demo", help="train on the King James Bible, sample, answer the transpose question")
+    p.add_argument("--minutes", type=positive_float, default=3.0, help="time budget (default 3)")
+    p.add_argument("--out", metavar="DIR", default="runs/demo", help="model directory (default runs/demo)")
+    p.set_defaults(func=run_demo)
+
+
+def run_demo(args) -> int:
+    from elman.demo import demo
+
+    return demo(args.out, minutes=args.minutes)

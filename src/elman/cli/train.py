@@ -1,0 +1,92 @@
+"""``elman train``."""
+from __future__ import annotations
+
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from elman.cli.args import nonnegative_float, positive_float, positive_int, rate
+from elman.errors import ElmanError
+from elman.training.optim import DEFAULT_LR
+from elman.training.state import Settings, default
+
+def add_train(sub):
+    p = sub.add_parser(
+        "train", help="train a language model on a text corpus",
+        description="Train on B parallel streams of T steps (truncated BPTT), validate each epoch, "
+                    "halve the learning rate when validation stalls (Mikolov's schedule), keep the best "
+                    "model in DIR and the latest state in DIR/last.")
+    p.add_argument("--train", metavar="FILE|DIR",
+                   help="training text, one sentence a line; or a directory holding train.txt, valid.txt "
+                        "and optionally test.txt")
+    p.add_argument("--valid", metavar="FILE", help="validation text (perplexity each epoch)")
+    p.add_argument("--test", metavar="FILE", help="test text, evaluated with the best model at the end")
+    p.add_argument("--out", required=True, metavar="DIR", help="model directory to write")
+    p.add_argument("--level", choices=("word", "char"), help="tokens: words (default) or characters")
+    p.add_argument("--encoding", help="text encoding of the files (default utf-8)")
+    p.add_argument("--max-vocab", type=positive_int, metavar="N", help="keep the N most frequent tokens")
+    p.add_argument("--min-count", type=positive_int, metavar="K", help=f"keep tokens seen at least K times (default {default('min_count')})")
+    p.add_argument("--hidden", type=positive_int, metavar="Dh", help=f"hidden units (default {default('hidden')})")
+    p.add_argument("--embed", type=positive_int, metavar="d", help=f"embedding size (default {default('embed')})")
+    p.add_argument("--batch", dest="streams", type=positive_int, metavar="B",
+                   help=f"parallel streams (default {default('streams')})")
+    p.add_argument("--bptt", dest="steps", type=positive_int, metavar="T",
+                   help=f"steps per window, the truncation of BPTT (default {default('steps')})")
+    p.add_argument("--epochs", type=positive_int, help=f"at most this many epochs (default {default('epochs')})")
+    p.add_argument("--optimizer", choices=("sgd", "adagrad", "adam"), help=f"default {default('optimizer')}")
+    p.add_argument("--lr", type=positive_float,
+                   help="learning rate (default: " + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ")")
+    p.add_argument("--clip", type=nonnegative_float, help=f"clip the gradient's global norm (default {default('clip')}; 0: off)")
+    p.add_argument("--min-improvement", type=nonnegative_float, metavar="F",
+                   help="halve the rate once validation log-likelihood improves by less than this "
+                        "fraction in an epoch; stop at the next such epoch "
+                        f"(default {default('min_improvement')})")
+    p.add_argument("--seed", type=int, help=f"initialisation seed (default {default('seed')})")
+    p.add_argument("--classes", type=positive_int, metavar="K",
+                   help="class-factorised softmax over K frequency-binned word classes: a position costs "
+                        "K + |class| output units instead of V; perplexity stays exact (default: full softmax)")
+    p.add_argument("--dropout", type=rate, metavar="P",
+                   help="inverted dropout with rate P on e(t) into the recurrence and on h(t) into the "
+                        "output layer, in training only (default 0: none)")
+    p.add_argument("--sampled", type=positive_int, metavar="S",
+                   help="train with sampled softmax: each window's loss over its targets and S ids drawn "
+                        "from the unigram^0.75 distribution instead of all V words; the model and its "
+                        "validation and test perplexities stay the exact full softmax's (default: off)")
+    p.add_argument("--minutes", type=positive_float, metavar="M",
+                   help="stop after M minutes of this session: the epoch in progress is cut short, "
+                        "validated and kept if better (default: no limit)")
+    p.add_argument("--checkpoint-every", type=positive_int, metavar="N",
+                   help="also checkpoint every N batches (default: each epoch only)")
+    p.add_argument("--log-every", type=positive_int, metavar="N",
+                   help=f"a metrics.jsonl line every N batches (default {default('log_every')})")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue the run saved in DIR/last")
+    again.add_argument("--force", action="store_true", help="replace a model already in DIR")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p.set_defaults(func=run_train)
+
+
+# The Settings fields an option may set (train, valid, test are resolved apart).
+_FROM_OPTIONS = [f.name for f in fields(Settings) if f.name not in ("train", "valid", "test")]
+
+
+def run_train(args) -> int:
+    from elman.data import resolve_corpus
+    from elman.training.train import Interrupted, train
+
+    options = {k: getattr(args, k) for k in _FROM_OPTIONS}
+    if args.resume:  # the saved run knows its files; any named here must match them
+        options.update({k: str(Path(v).resolve()) for k in ("train", "valid", "test")
+                        if (v := getattr(args, k)) is not None})
+    elif args.train is None:
+        raise ElmanError("--train FILE (or a corpus directory) is required to start training")
+    else:
+        files = resolve_corpus(args.train, args.valid, args.test)
+        options.update(zip(("train", "valid", "test"), (str(Path(f).resolve()) if f else None for f in files)))
+    try:
+        train(args.out, options, resume=args.resume, force=args.force, quiet=args.quiet,
+              time_budget=None if args.minutes is None else 60 * args.minutes)
+    except Interrupted as exc:
+        print(exc, file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,8 @@
+"""The seed's model and its exact gradients, NumPy only.
+
+``layers``: each equation as a reference forward/backward pair, readable on
+one screen. ``model``: Params, one time step (``step_gradients``), truncated
+BPTT (``bptt``) and the forward-only losses. ``classes``, ``sampled``: the
+output layers for large vocabularies. ``sparse``: row/column-sparse
+gradients. ``gradcheck``: central finite differences in float64.
+"""

@@ -1,0 +1,123 @@
+"""Class-factorised softmax: Mikolov's frequency-binned word classes.
+
+    P(w | h)    = P(c(w) | h) · P(w | c(w), h)
+    P(c | h)    = softmax(h Uc + bc)[c]                  over the K classes
+    P(w | c, h) = softmax(h U[:, c] + b2[c])[w]          over the words of class c
+
+Vocabulary ids are sorted by descending training count, so a class is a
+contiguous id range: ``bounds`` (K+1,) int64, class c holds the ids
+bounds[c] <= w < bounds[c+1]. U (Dh,V) and b2 (V,) keep their shapes and
+roles within a class; Uc (Dh,K) and bc (K,) score the classes. A position
+costs K + |c(y)| output units instead of V, for training and for scoring.
+
+The product is a normalised distribution over all V words (each factor is a
+softmax), so losses and perplexities computed from it are exact, not
+estimates: no sampling is involved.
+
+Both factors are the output layer itself (``fast.output``): the class factor is
+an output layer over K classes, and each word factor is one over the
+columns of a class, run once for the positions whose target is in it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from elman.core.layers import log_softmax_rows, logits_forward
+from elman.fast.output import output_backward, output_losses
+from elman.fast.threads import one_blas_thread
+
+
+def class_bounds(counts, K: int, power: float = 0.5) -> np.ndarray:
+    """Frequency binning as in Mikolov's RNNLM toolkit: walk the ids in
+    order (descending count) and start a new class each time the running
+    share of Σ count^power passes another 1/K. ``power`` 0.5 (the toolkit's
+    default) gives the frequent words' classes more words than ``power`` 1
+    (equal unigram mass per class) and the rare words' fewer, which lowers
+    the expected cost K + |c(y)| of a position on Zipfian text.
+
+    Returns bounds (K+1,) int64: 0 = bounds[0] < ... < bounds[K] = V, every
+    class non-empty (a word heavier than 1/K takes a class to itself and the
+    next classes start one word later each).
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    V = counts.size
+    if counts.ndim != 1 or not 1 <= K <= V:
+        raise ValueError(f"need 1 <= classes <= vocabulary size, got {K} classes for {V} words")
+    if (counts < 0).any() or not np.isfinite(counts).all():
+        raise ValueError("word counts must be finite and non-negative")
+    mass = counts ** power
+    total = mass.sum()
+    before = (np.cumsum(mass) - mass) / total if total > 0 else np.arange(V) / V
+    a = np.arange(1, K)
+    start = np.searchsorted(before, a / K, side="left")
+    start = np.maximum.accumulate(start - a) + a      # each class gets at least one word...
+    start = np.minimum(start, V - K + a)               # ...and leaves one for every later class
+    return np.concatenate([[0], start, [V]]).astype(np.int64)
+
+
+def word_classes(bounds, y):
+    """The class of each word id in y."""
+    return np.searchsorted(bounds, y, side="right") - 1
+
+
+def class_output_losses(h, U, b2, Uc, bc, bounds, y):
+    """J_n = -log P(c_n | h_n) - log P(y_n | c_n, h_n) for each row (N,).
+
+    Positions are grouped by the class of their target; each group is one
+    output layer over its class's columns U[:, a:b] (Dh, b-a), so the (N,V)
+    logits are never formed. Returns (losses, cache).
+    """
+    c = word_classes(bounds, y)
+    order = np.argsort(c, kind="stable")
+    cs = c[order]
+    cuts = np.flatnonzero(np.r_[True, cs[1:] != cs[:-1], True])
+    groups = []
+    with one_blas_thread():                     # every product here is small
+        losses, class_cache, _ = output_losses(h, Uc, bc, c)
+        for i, j in zip(cuts[:-1], cuts[1:]):
+            rows = order[i:j]
+            a, b = bounds[cs[i]], bounds[cs[i] + 1]
+            word_losses, cache, _ = output_losses(h[rows], U[:, a:b], b2[a:b], y[rows] - a)
+            losses[rows] += word_losses
+            groups.append((rows, a, b, cache))
+    return losses, (h.shape, U.shape, class_cache, groups)
+
+
+def class_output_forward(h, U, b2, Uc, bc, bounds, y):
+    """loss = Σ_n J_n (natural log, summed in float64); returns (loss, cache)."""
+    losses, cache = class_output_losses(h, U, b2, Uc, bc, bounds, y)
+    return float(losses.sum(dtype=np.float64)), cache
+
+
+def class_output_backward(dloss, cache):
+    """Gradients of loss = Σ_n J_n through both factors.
+
+    Class factor, δc = P(·|h) - onehot(c)                 (N,K):
+        dJ/dUc = hᵀ · δc      (Dh,N)(N,K) = (Dh,K)      dJ/dbc = Σ_rows δc  (K,)
+    Word factor of class c = [a,b), rows R with c(y) = c, δw = P(·|c,h) - onehot(y)  (|R|,b-a):
+        dJ/dU[:, a:b] = h_Rᵀ · δw   (Dh,|R|)(|R|,b-a)     dJ/db2[a:b] = Σ_rows δw
+    and the columns of classes no target is in get zero. Both factors read h:
+        dJ/dh = δc · Ucᵀ + (δw · U[:, a:b]ᵀ on the rows R of each class)   (N,Dh)
+    Returns (dh, dU, db2, dUc, dbc).
+    """
+    h_shape, U_shape, class_cache, groups = cache
+    with one_blas_thread():
+        dh, dUc, dbc, _ = output_backward(dloss, class_cache)
+        dU = np.zeros(U_shape, dtype=dh.dtype)
+        db2 = np.zeros(U_shape[1], dtype=dh.dtype)
+        for rows, a, b, word_cache in groups:
+            dh_rows, dU[:, a:b], db2[a:b], _ = output_backward(dloss, word_cache)
+            dh[rows] += dh_rows                 # rows are distinct within a group
+    return dh, dU, db2, dUc, dbc
+
+
+def class_log_probs(h, U, b2, Uc, bc, bounds):
+    """log P(w | h) for every word (B,V): the class log-probability plus the
+    log-softmax within each class, by segmented max and sum over the columns."""
+    h = np.atleast_2d(h)
+    z = logits_forward(h, U, b2)
+    starts, sizes = bounds[:-1], np.diff(bounds)
+    z -= np.repeat(np.maximum.reduceat(z, starts, axis=1), sizes, axis=1)
+    within = np.log(np.add.reduceat(np.exp(z), starts, axis=1))
+    z -= np.repeat(within - log_softmax_rows(logits_forward(h, Uc, bc)), sizes, axis=1)
+    return z

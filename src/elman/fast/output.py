@@ -1,0 +1,184 @@
+"""The output layer at speed: the same function as ``core.layers``'
+``softmax_loss_forward``/``softmax_loss_backward``, computed by vocabulary
+column chunks shared between the cores, into reused scratch buffers,
+without ever forming yhat (tests check it against the reference).
+
+Every function returns the same shape of result whatever its options.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from elman.fast import scratch
+from elman.fast.threads import chunks, parallel_for
+
+
+def stacked_bias(U, b2):
+    """[U; b2] (Dh+1,V) as one array, without a copy, when b2 lies in memory
+    as one more row of U (``Params`` keeps them so); else None.
+
+    The bias trick: h U + b2 = [h, 1] · [U; b2], one product, where adding
+    b2 after it would be one more pass over the (N,V) logits.
+    """
+    Dh, V = U.shape
+    if b2.shape != (V,) or b2.dtype != U.dtype or b2.strides[0] != U.strides[1]:
+        return None
+    if b2.__array_interface__["data"][0] != U.__array_interface__["data"][0] + Dh * U.strides[0]:
+        return None
+    return np.lib.stride_tricks.as_strided(U, shape=(Dh + 1, V), strides=U.strides, writeable=False)
+
+
+def output_losses(h, U, b2, y, overlap=None):
+    """J_n = -log yhat[n, y_n] for each row (N,), yhat = softmax(h U + b2).
+
+    h (N,Dh), y (N,) target ids. Returns (losses, cache). The cache holds
+    the unnormalised E = exp(z2 - m) (N,V), z2 = h U + b2 and m (N,) a
+    shift per row, and E's row sums s (N,), yhat = E/s: the division is
+    never done on the (N,V) array, ``output_backward`` folds 1/s into its
+    (N,Dh)-sized factors.
+
+        J_n = log s_n + m_n - z2[n, y_n]
+
+    The shift only keeps exp in range; any m gives the same yhat. m = 0 is
+    tried first: no pass to find the row max, none to subtract it, and a
+    row sum is a sum of partial sums, so the vocabulary can be cut into
+    column chunks c, shared between the cores (``parallel_for``): each a
+    product h U[:, c] that packs only its own part of U, into a contiguous
+    block E_c (N,|c|), its exp and sums done while it is in cache. A row
+    for which m = 0 fails shows it in its sum: s = inf (an exp overflowed,
+    or the sum did) or s tiny (every exp underflowed); only such rows are
+    done again with m = the row max, where every exp ≤ 1 and s ≥ 1, so
+    logits of 1e4 neither overflow nor take log(0). The price of m = 0: J
+    is a difference of numbers of the size of the logits, exact to
+    |z2|·eps (4e-6 nats at logits of 70 in float32) where the max shift
+    gives J·eps. So float64, the precision for checking gradients by finite
+    differences, always takes the max shift (one more pass over the chunks
+    once every chunk's max is known); float32, the one for speed, m = 0.
+
+    ``overlap``: a function of no arguments run on one core while the
+    others do the chunks (``model.window_losses`` passes the next window's
+    recurrence). Returns (losses, cache, overlap() or None).
+    """
+    N, V = len(y), U.shape[1]
+    dtype = np.result_type(h, U)
+    cols = chunks(V, 256) if N * V >= 1 << 16 else [slice(0, V)]
+    flat = scratch.empty("output E", (N * V,), dtype)
+    E = [flat[N * c.start:N * c.stop].reshape(N, -1) for c in cols]    # E_c = E[:, c], contiguous
+    parts = np.empty((len(cols), N), dtype)                             # each chunk's row sums
+    zy = np.zeros(N, dtype)
+    ones = np.ones(V, dtype)
+    Ub = stacked_bias(U, b2)
+    if Ub is not None:
+        h1 = np.empty((N, U.shape[0] + 1), dtype)
+        h1[:, :-1], h1[:, -1] = h, 1
+
+    # The rows whose target lies in each chunk (the backward pass needs them too).
+    hits = [np.flatnonzero((y >= c.start) & (y < c.stop)) for c in cols]
+    m = np.zeros(N, dtype)
+    shift = dtype == np.float64
+    maxes = np.empty((len(cols), N), dtype) if shift else None
+
+    def logits(i):
+        c, z = cols[i], E[i]
+        if Ub is not None:
+            np.matmul(h1, Ub[:, c], out=z)
+        else:
+            np.matmul(h, U[:, c], out=z)
+            z += b2[c]
+        mine = hits[i]
+        zy[mine] = z[mine, y[mine] - c.start]
+        if shift:
+            np.max(z, axis=1, out=maxes[i])
+        else:
+            exps(i)
+
+    def exps(i):
+        z = E[i]
+        if shift:
+            z -= m[:, None]
+        with np.errstate(over="ignore"):        # errstate is per thread; overflow is caught below
+            np.exp(z, out=z)
+        np.matmul(z, ones[cols[i]], out=parts[i])   # row sums: BLAS reads a row 3x faster than np.sum
+
+    done = parallel_for(logits, len(cols), first=overlap)
+    if shift:
+        np.max(maxes, axis=0, out=m)
+        parallel_for(exps, len(cols))
+    s = parts.sum(axis=0)
+    redo = np.flatnonzero(~((s > _TINY_SUM) & (s < np.inf)))
+    if len(redo):
+        z = h[redo] @ U + b2
+        m[redo] = z.max(axis=1)
+        z -= m[redo, None]
+        np.exp(z, out=z)
+        s[redo] = z.sum(axis=1)
+        for c, block in zip(cols, E):
+            block[redo] = z[:, c]
+    losses = np.subtract(m, zy, out=zy)
+    losses += np.log(s)
+    cache = (h, U, y, cols, hits, E, s)
+    return losses, cache, done
+
+
+# A row sum of exp(z2) at least this large has a normal largest term, so
+# m = 0 lost no precision; below it the row is redone with the max shift.
+_TINY_SUM = 1e-20
+
+
+def output_forward(h, U, b2, y):
+    """yhat = softmax(h U + b2); loss = Σ_n -log yhat[n, y_n]  (natural log).
+
+    Returns (loss, cache) with the cache of ``output_losses``; the sum is
+    taken in float64.
+    """
+    losses, cache, _ = output_losses(h, U, b2, y)
+    return float(losses.sum(dtype=np.float64)), cache
+
+
+def output_backward(dloss, cache, overlap=None):
+    """Gradients of loss = Σ_n J_n through the output layer: dJ/dh, dJ/dU and
+    dJ/db2 of ``core.layers.softmax_loss_backward`` (δ2 = dJ/dz2 = yhat - y).
+
+    Computed without forming yhat: with E = s ⊙ yhat (the cache),
+    dJ/dz2 = (E - s ⊙ y) / s, and 1/s is a factor of each row, so it moves
+    onto the small side of each product:
+
+        D      = E - s ⊙ y                (N,V)   one element per row changes
+        dJ/dh  = (D · Uᵀ) / s             (N,V)(V,Dh) = (N,Dh), row n over s_n
+        [dJ/dU; dJ/db2] = [h/s, 1/s]ᵀ · D (Dh+1,N)(N,V) = (Dh+1,V)
+
+    dJ/db2 = Σ_n D_n / s_n rides along as one more row of the dJ/dU
+    product instead of a separate pass over (N,V). Both products go by the
+    forward pass's column chunks c: dJ/dU[:, c] from D_c, and D · Uᵀ as
+    the sum over chunks of D_c U[:, c]ᵀ, shared between the cores.
+
+    ``overlap``: a function of dJ/dh, run on one core while the others
+    compute dJ/dU (``bptt`` passes the recurrence's backward pass, which
+    needs dJ/dh and nothing of dJ/dU). Returns (dh, dU, db2, overlap(dh) or
+    None). Overwrites the cached E with D.
+    """
+    h, U, y, cols, hits, D, s = cache
+    (N, Dh), V = h.shape, U.shape[1]
+    w = dloss / s
+    hw = np.empty((Dh + 1, N), dtype=s.dtype)
+    np.multiply(h.T, w, out=hw[:Dh])
+    hw[Dh] = w
+    G = scratch.empty("output G", (Dh + 1, V), s.dtype)
+    # Each chunk's part of D Uᵀ, summed in chunk order after: the same
+    # result bit for bit whichever thread did which chunk.
+    parts = scratch.empty("output dh parts", (len(cols), N, Dh), s.dtype)
+
+    def dh_chunk(i):
+        c, Dc = cols[i], D[i]
+        mine = hits[i]
+        Dc[mine, y[mine] - c.start] -= s[mine]
+        np.matmul(Dc, U[:, c].T, out=parts[i])
+
+    def dU_chunk(i):
+        np.matmul(hw, D[i], out=G[:, cols[i]])
+
+    parallel_for(dh_chunk, len(cols))
+    dh = parts.sum(axis=0)
+    dh *= w[:, None]
+    done = parallel_for(dU_chunk, len(cols), first=overlap and (lambda: overlap(dh)))
+    return dh, G[:Dh], G[Dh], done

@@ -1,0 +1,1 @@
+"""Using a trained model: perplexity, per-line scores and sampling (``evaluate``)."""

@@ -1,0 +1,178 @@
+"""Optimizers over a dict of arrays: SGD, Adagrad, Adam, with global-norm clipping.
+
+Each optimizer updates the parameter arrays in place (the trainer owns one set
+of arrays for the whole run) and exposes its state as plain arrays plus
+JSON-able scalars, so a checkpoint can hold it without pickle and a resumed
+run continues bit for bit.
+"""
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+
+from elman.fast import scratch
+from elman.errors import ElmanError
+from elman.fast.threads import chunks, parallel_for
+from elman.core.sparse import SparseGrad
+
+
+def global_norm(grads: dict) -> float:
+    """The L2 norm of all gradients taken together, accumulated in float64."""
+    return float(np.sqrt(sum(g.sq_sum() if isinstance(g, SparseGrad) else float(np.dot(g.ravel(), g.ravel()))
+                             for g in grads.values())))
+
+
+def clip_by_global_norm(grads: dict, max_norm: float) -> float:
+    """Scale every gradient by the same factor so their joint norm is at most
+    ``max_norm`` (0 disables clipping). Scaling all of them together keeps the
+    update's direction, unlike clipping each tensor separately. Returns the
+    norm before clipping."""
+    norm = global_norm(grads)
+    if max_norm > 0 and norm > max_norm:
+        scale = max_norm / (norm + 1e-6)
+        for g in grads.values():
+            g *= g.dtype.type(scale)
+    return norm
+
+
+class Optimizer:
+    """Base class: ``step`` clips, then applies the subclass's ``rule`` to
+    each parameter, its gradient and its state arrays.
+
+    A rule is element-wise, so it may run on any part of the arrays: a big
+    dense parameter is cut into row blocks that the cores update side by
+    side (the same numbers as in one piece), and a ``SparseGrad``'s rows or
+    columns are taken out, updated and put back (the same numbers as a
+    dense update, whose zero rows change nothing) unless the rule moves
+    every entry anyway (``dense_only``: Adam's moments decay everywhere).
+    """
+
+    name = ""
+    slots: tuple = ()  # per-parameter state arrays, e.g. Adam's ("m", "v")
+    dense_only = False
+
+    def __init__(self, params: dict, lr: float, clip: float = 0.0):
+        self.lr = float(lr)
+        self.clip = float(clip)
+        self.t = 0  # number of updates taken
+        # Only float tensors learn (a model may carry integer tables, e.g. class bounds).
+        self.state = {slot: {k: np.zeros_like(v) for k, v in params.items() if v.dtype.kind == "f"}
+                      for slot in self.slots}
+
+    def step(self, params: dict, grads: dict) -> float:
+        """One update of ``params`` in place; returns the gradient norm before clipping.
+
+        ``grads`` is scaled in place by the clipping. A NaN or infinite
+        gradient raises FloatingPointError and leaves ``params`` untouched."""
+        norm = clip_by_global_norm(grads, self.clip)
+        if not math.isfinite(norm):
+            raise FloatingPointError(f"the gradient norm is {norm}")
+        self.t += 1
+        for k, g in grads.items():
+            p, state = params[k], {slot: self.state[slot][k] for slot in self.slots}
+            if isinstance(g, SparseGrad) and self.dense_only:
+                g = g.dense()
+            if isinstance(g, SparseGrad):
+                part = {n: g.take(a) for n, a in state.items()}
+                p_part = g.take(p)
+                self.rule(p_part, g.values, **part)
+                g.put(p, p_part)
+                for n, a in part.items():
+                    g.put(state[n], a)
+            elif p.size < 1 << 18:
+                self.rule(p, g, **state)
+            else:
+                rows = chunks(p.shape[0], 1)
+                parallel_for(lambda i: self.rule(p[rows[i]], g[rows[i]], **{n: a[rows[i]] for n, a in state.items()}),
+                             len(rows))
+        return norm
+
+    def rule(self, p: np.ndarray, g: np.ndarray, **state) -> None:
+        """Update ``p`` (and the state arrays) in place from ``g``."""
+        raise NotImplementedError
+
+    # -- state for the checkpoint ----------------------------------------------
+
+    def state_arrays(self) -> dict:
+        """Per-parameter state as ``{"<slot>.<param>": array}``."""
+        return {f"{slot}.{k}": a for slot, arrays in self.state.items() for k, a in arrays.items()}
+
+    def state_scalars(self) -> dict:
+        return {"name": self.name, "lr": self.lr, "clip": self.clip, "t": self.t}
+
+    def load_state(self, arrays: dict, scalars: dict) -> None:
+        if scalars.get("name") != self.name:
+            raise ElmanError(f"the checkpoint holds {scalars.get('name')!r} optimizer state, "
+                             f"not {self.name!r}; resume with --optimizer {scalars.get('name')}")
+        self.lr, self.clip, self.t = float(scalars["lr"]), float(scalars["clip"]), int(scalars["t"])
+        for slot, own in self.state.items():
+            for k, a in own.items():
+                saved = arrays.get(f"{slot}.{k}")
+                if saved is None or saved.shape != a.shape:
+                    raise ElmanError(f"the checkpoint's optimizer state lacks {slot}.{k} "
+                                     f"of shape {a.shape}")
+                a[...] = saved
+
+
+def _tmp(name: str, like: np.ndarray) -> np.ndarray:
+    """A reused temporary shaped like ``like``, one set per thread (``scratch``)."""
+    return scratch.empty(f"optim {name} {threading.get_ident()}", like.shape, like.dtype)
+
+
+class SGD(Optimizer):
+    """p <- p - lr g."""
+
+    name = "sgd"
+
+    def rule(self, p, g):
+        p -= np.multiply(g, p.dtype.type(self.lr), out=_tmp("a", g))
+
+
+class Adagrad(Optimizer):
+    """Per-coordinate steps lr / sqrt(sum of squared gradients): rare words
+    keep large steps while frequent ones settle (Duchi et al. 2011)."""
+
+    name = "adagrad"
+    slots = ("G",)
+    eps = 1e-8
+
+    def rule(self, p, g, G):
+        a, b = _tmp("a", g), _tmp("b", g)
+        G += np.multiply(g, g, out=a)
+        np.sqrt(G, out=a)
+        a += p.dtype.type(self.eps)
+        p -= np.divide(np.multiply(g, p.dtype.type(self.lr), out=b), a, out=b)   # lr g / (sqrt(G) + eps)
+
+
+class Adam(Optimizer):
+    """Bias-corrected moving averages of g and g^2 (Kingma & Ba 2015)."""
+
+    name = "adam"
+    slots = ("m", "v")
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    dense_only = True
+
+    def rule(self, p, g, m, v):
+        dt = p.dtype.type
+        m *= dt(self.beta1)
+        m += dt(1 - self.beta1) * g
+        v *= dt(self.beta2)
+        v += dt(1 - self.beta2) * (g * g)
+        m_hat = m / dt(1 - self.beta1 ** self.t)
+        v_hat = v / dt(1 - self.beta2 ** self.t)
+        p -= dt(self.lr) * m_hat / (np.sqrt(v_hat) + dt(self.eps))
+
+
+OPTIMIZERS = {cls.name: cls for cls in (SGD, Adagrad, Adam)}
+
+# Measured on the KJV demo corpus and WikiText-2 (README, "Training"): good
+# starting rates for the per-position mean loss the trainer minimises.
+DEFAULT_LR = {"sgd": 8.0, "adagrad": 0.1, "adam": 0.002}
+
+
+def make_optimizer(name: str, params: dict, lr: float | None = None, clip: float = 0.0) -> Optimizer:
+    if name not in OPTIMIZERS:
+        raise ElmanError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[name](params, DEFAULT_LR[name] if lr is None else lr, clip)

@@ -1,0 +1,126 @@
+"""The run directory: claiming it, checkpointing a run into it, and
+restoring a run from it (``elman train --resume``).
+
+DIR holds the best model (what ``elman eval --model DIR`` reads) and
+``DIR/last`` the latest training state; ``elman.modelfile`` writes both
+crash-safely.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from elman import modelfile
+from elman.errors import ElmanError
+from elman.training.optim import make_optimizer
+from elman.training.schedule import Schedule
+from elman.training.state import RESUMABLE, Progress, Run, Settings
+
+
+def claim(out: Path, force: bool) -> None:
+    """Make ``out`` ready for a new run; never replace a model by accident
+    (with ``force``, the old model is removed only once the data has loaded)."""
+    if out.exists() and not out.is_dir():
+        raise ElmanError(f"{out}: exists and is not a directory (--out names the model directory)")
+    if modelfile.has_model(out) and not force:
+        raise ElmanError(f"{out}: already holds a model; pass --resume to continue it "
+                         f"or --force to replace it")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ElmanError(f"{out}: cannot create the output directory ({exc.strerror or exc})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ElmanError(f"{out}: the output directory is not writable")
+
+
+def _config(s: Settings) -> dict:
+    return {"level": s.level, "encoding": s.encoding, "settings": asdict(s)}
+
+
+def save(run: Run) -> None:
+    """Checkpoint the run: always ``DIR/last`` (the full training state); at
+    an epoch boundary, after it, the best model in DIR itself.
+
+    This order keeps one fact true whatever instant a SIGKILL strikes: when
+    ``last`` is inside an epoch, DIR holds the best model as of that epoch's
+    start; when ``last`` is at a boundary, its own weights are the best.
+    """
+    prog, sched = run.prog, run.sched
+    bad = [k for k, v in run.params.as_dict().items() if not np.isfinite(v).all()]
+    if bad:
+        raise run.diverged(prog.windows_done, f"tensor {bad[0]} holds NaN or infinite values")
+    prog.metrics_lines = run.metrics.lines
+    train_state = {"progress": asdict(prog), "schedule": sched.state(), "optimizer": run.opt.state_scalars()}
+    modelfile.save_checkpoint(run.out, run.params.as_dict(), run.vocab, _config(run.settings),
+                              train_state=train_state, optimizer_arrays={"h": run.h, **run.opt.state_arrays()},
+                              slot="last")
+    if prog.windows_done == 0 and sched.best is not None:
+        save_best(run)
+    run.last_saved = f"epoch {prog.epoch}, batch {prog.windows_done}"
+
+
+def save_best(run: Run) -> None:
+    modelfile.save_checkpoint(run.out, run.best, run.vocab, _config(run.settings), slot="best",
+                              train_state={"best_epoch": run.sched.best_epoch,
+                                           "valid_ppl": math.exp(run.sched.best)})
+
+
+def _saved_state(out: Path, cfg: dict, opt_arrays: dict):
+    """(Settings, Progress, Schedule, h) of a checkpoint's config; one line if malformed."""
+    try:
+        ts = cfg["train_state"]
+        return (Settings.from_saved(cfg["settings"]), Progress.from_saved(ts["progress"]),
+                Schedule.from_state(ts["schedule"]), np.array(opt_arrays["h"]), ts["optimizer"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ElmanError(f"{out / modelfile.LAST}: the training state is incomplete or malformed "
+                         f"({type(exc).__name__}: {exc})") from None
+
+
+def _check_unchanged(out: Path, saved: Settings, options: dict) -> None:
+    for key, value in options.items():
+        old = getattr(saved, key)
+        same = value == old if key not in ("train", "valid") else Path(value).resolve() == Path(old).resolve()
+        if key not in RESUMABLE and not same:
+            raise ElmanError(f"--{key.replace('_', '-')} {value} differs from the {old} the run in {out} "
+                             f"was started with; drop it to resume, or use --force to start over")
+
+
+def restore(out: Path, options: dict) -> Run:
+    """Everything a resumed run needs from ``out``, checked against ``options``."""
+    if not (out / modelfile.LAST).is_dir():
+        raise ElmanError(f"{out}: no training state to resume ({out / modelfile.LAST} is missing); "
+                         f"start a new run without --resume")
+    _, _, cfg, opt_arrays = modelfile.load_checkpoint(out, "last")
+    p, vocab, _ = modelfile.load_params(out, "last")
+    saved, prog, sched, h, opt_state = _saved_state(out, cfg, opt_arrays)
+    _check_unchanged(out, saved, options)
+    s = Settings(**{**asdict(saved), **{k: v for k, v in options.items() if k in RESUMABLE}})
+    opt = make_optimizer(s.optimizer, p.as_dict(), s.lr, s.clip)
+    try:
+        opt.load_state(opt_arrays, opt_state)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ElmanError(f"{out / modelfile.LAST}: the optimizer state does not fit the model ({exc})") from None
+    run = Run(out, s, p, vocab, opt, sched, prog, h=h,
+              last_saved=f"epoch {prog.epoch}, batch {prog.windows_done}")
+    if prog.windows_done == 0 or sched.best is None:
+        run.best = p.copy().as_dict()
+        if sched.best is not None and _best_epoch_on_disk(out) != sched.best_epoch:
+            save_best(run)  # killed between saving last and best
+    else:
+        best_arrays, _, best_cfg = modelfile.load_model(out, "best")
+        if best_cfg.get("train_state", {}).get("best_epoch") != sched.best_epoch:
+            raise ElmanError(f"{out}: the best model and the training state disagree "
+                             f"(best epoch {sched.best_epoch} expected); start over with --force")
+        run.best = {k: np.array(v) for k, v in best_arrays.items()}
+    return run
+
+
+def _best_epoch_on_disk(out: Path):
+    try:
+        return modelfile.load_model(out, "best")[2].get("train_state", {}).get("best_epoch")
+    except ElmanError:
+        return None

@@ -1,0 +1,138 @@
+"""What a training run is: its settings, its position, and the objects it
+holds. Saved in every checkpoint's config.json, so renames here keep the
+names older files used (``LEGACY_NAMES``)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from elman.core.model import Params
+from elman.data import Vocab
+from elman.errors import ElmanError
+from elman.training.metrics import MetricsLog
+from elman.training.optim import DEFAULT_LR
+from elman.training.schedule import Schedule
+
+
+@dataclass
+class Settings:
+    """Everything that defines a training run (saved in config.json). These
+    defaults are the CLI's: its help text reads them from here."""
+    train: str
+    valid: str
+    test: str | None = None
+    level: str = "word"
+    encoding: str = "utf-8"
+    max_vocab: int | None = None
+    min_count: int = 1
+    hidden: int = 200
+    embed: int = 200
+    streams: int = 32                 # B: parallel streams (--batch)
+    steps: int = 20                   # T: steps per window (--bptt)
+    epochs: int = 20
+    optimizer: str = "adagrad"       # measured best (README, "Training")
+    lr: float | None = None          # None: DEFAULT_LR of the optimizer
+    clip: float = 5.0
+    min_improvement: float = 0.003
+    seed: int = 0
+    classes: int = 0                  # K > 0: class-factorised softmax, K frequency-binned classes
+    sampled: int = 0                  # S > 0: train with sampled softmax, S ids a window (unigram^0.75)
+    dropout: float = 0.0              # rate of dropout on e into the recurrence and h into the output
+    checkpoint_every: int = 0         # also checkpoint every N windows (0: epochs only)
+    log_every: int = 100              # a metrics line every N windows
+
+    def __post_init__(self):
+        if self.lr is None:
+            self.lr = DEFAULT_LR.get(self.optimizer, 1.0)
+
+    @classmethod
+    def from_saved(cls, saved: dict) -> "Settings":
+        return cls(**_renamed(saved, "settings"))
+
+
+def default(name: str):
+    """The default of a Settings field (for help texts)."""
+    return next(f.default for f in fields(Settings) if f.name == name)
+
+
+# Options a resumed run may change: they do not alter the arithmetic of the
+# epochs already done, only how long it goes on and what it records.
+RESUMABLE = ("epochs", "checkpoint_every", "log_every", "test")
+
+
+@dataclass
+class Progress:
+    """Where the loop is: saved in every checkpoint."""
+    epoch: int = 1            # the epoch in progress, 1-based
+    windows_done: int = 0     # windows of this epoch already trained
+    nats: float = 0.0         # training loss summed over this epoch so far
+    tokens: int = 0           # positions in that sum
+    elapsed: float = 0.0      # wall seconds over all sessions
+    metrics_lines: int = 0    # lines of metrics.jsonl this checkpoint accounts for
+    stopped: str | None = None  # "schedule", "epochs" or "budget" once finished
+    rng: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_saved(cls, saved: dict) -> "Progress":
+        return cls(**_renamed(saved, "progress"))
+
+    @property
+    def train_ppl(self) -> float:
+        """Running training perplexity of this epoch (capped: a diverging run
+        may reach losses whose exp overflows)."""
+        return math.exp(min(self.nats / max(self.tokens, 1), 700.0))
+
+
+# Keys that files written before a rename hold: section -> {old: new}.
+LEGACY_NAMES = {"settings": {"batch": "streams", "bptt": "steps"}, "progress": {"batch": "windows_done"}}
+
+
+def _renamed(saved: dict, section: str) -> dict:
+    if not isinstance(saved, dict):
+        raise TypeError(f"the {section} are not a JSON object")
+    old = LEGACY_NAMES[section]
+    return {old.get(k, k): v for k, v in saved.items()}
+
+
+class Interrupted(Exception):
+    """Ctrl-C during training, after the checkpoint was saved."""
+
+
+@dataclass
+class Run:
+    """One training run: its directory, model, optimizer, schedule and position."""
+    out: Path
+    settings: Settings
+    params: Params
+    vocab: Vocab
+    opt: object
+    sched: Schedule
+    prog: Progress
+    h: np.ndarray = None        # the hidden state carried into the next window
+    best: dict = None           # the best weights so far (the schedule restores them)
+    metrics: MetricsLog = None
+    last_saved: str = "none yet"
+
+    def diverged(self, k: int, why) -> ElmanError:
+        return ElmanError(f"training diverged at epoch {self.prog.epoch}, batch {k}: {why} (learning rate "
+                          f"{self.opt.lr:g}); stopped and kept the last good checkpoint in {self.out} "
+                          f"({self.last_saved}); try a smaller --lr")
+
+    def interrupted(self) -> Interrupted:
+        return Interrupted(f"elman: interrupted; saved a checkpoint in {self.out} ({self.last_saved}); "
+                           f"continue with: elman train --out {self.out} --resume")
+
+    def log(self, nb: int, wps: float, valid_ppl=None, **extra) -> None:
+        prog = self.prog
+        self.metrics.write(epoch=prog.epoch, batch=prog.windows_done, batches=nb,
+                           train_ppl=prog.train_ppl, valid_ppl=valid_ppl,
+                           lr=self.opt.lr, words_per_s=round(wps, 1), elapsed=round(prog.elapsed, 3), **extra)
+
+    def summary(self, test=None) -> dict:
+        best = self.sched.best
+        return {"out": str(self.out), "best_valid_ppl": None if best is None else math.exp(best),
+                "best_epoch": self.sched.best_epoch, "test_ppl": test["perplexity"] if test else None,
+                "epochs_done": self.prog.epoch - 1, "stopped": self.prog.stopped, "elapsed": self.prog.elapsed}

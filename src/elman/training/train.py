@@ -1,0 +1,267 @@
+"""The training loop: truncated BPTT over B streams, Mikolov's schedule, safe checkpoints.
+
+The text is cut into B streams read side by side in windows of T steps; the
+hidden state of each stream is carried from one window to the next (and
+reset to zero at each epoch), so the model sees context beyond T while the
+gradient is truncated at T. The update uses the mean loss per position: the
+sum ``bptt`` returns, divided by B*T, so the learning rate does not depend
+on the batch shape. Gradients are clipped by their global norm.
+
+A checkpoint holds everything the loop needs to continue exactly where it
+was: weights, optimizer state, the carried hidden state, the position
+(epoch, window), the schedule, the RNG state and the running loss. Resuming
+from it repeats the uninterrupted run's arithmetic, so both end with the
+same weights bit for bit (every product is summed in the same order for
+the same shapes on the same number of cores).
+
+``train`` reads as its phases: start or restore the run, read the data,
+then epochs of windows (``_train_epoch``) each closed by validation and the
+schedule (``_end_epoch``), then the test.
+"""
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from elman import data, modelfile
+from elman.core.model import Params, bptt
+from elman.core.perplexity import perplexity
+from elman.errors import ElmanError
+from elman.core.sampled import Sampler, unigram_proposal
+from elman.training import rundir
+from elman.training.metrics import MetricsLog
+from elman.training.optim import make_optimizer
+from elman.training.schedule import Schedule
+from elman.training.state import Interrupted, Progress, Run, Settings  # noqa: F401  (Interrupted: the CLI's)
+
+
+class _CtrlC:
+    """The first SIGINT asks the loop to stop after the current window (so the
+    checkpoint never holds a half-applied update); a second one aborts."""
+
+    def __init__(self, say):
+        self.requested, self.say, self.old = False, say, None
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.say("elman: interrupt: saving a checkpoint after this step (Ctrl-C again to quit without saving)")
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.old = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self.old is not None:
+            signal.signal(signal.SIGINT, self.old)
+
+
+def _say(message: str) -> None:
+    tqdm.write(message, file=sys.stderr)
+
+
+@dataclass
+class Corpus:
+    """The run's text as ids: training streams (B, n), validation and test ids."""
+    streams: np.ndarray
+    tokens: int
+    valid: np.ndarray
+    test: np.ndarray | None
+
+    def windows(self, T: int) -> int:
+        return data.num_batches(self.streams, T)
+
+
+def train(out, options: dict, resume: bool = False, force: bool = False, quiet: bool = False,
+          time_budget: float | None = None) -> dict:
+    """Train a model into directory ``out``; returns a summary dict.
+
+    ``options``: values for :class:`Settings` fields (None or absent: the
+    default, or on ``resume`` the saved value). ``time_budget``: seconds
+    after which the current epoch is cut short, validated, and training ends.
+    """
+    out = Path(out)
+    say = (lambda m: None) if quiet else _say
+    options = {k: v for k, v in options.items() if v is not None}
+    if resume:
+        run = rundir.restore(out, options)
+        train_ids = _read_ids(run.settings.train, run.vocab, run.settings)
+    else:
+        rundir.claim(out, force)
+        run, train_ids = _start(out, Settings(**options))
+    corpus = _read_corpus(run, train_ids)
+    if force and not resume:
+        modelfile.remove_checkpoints(out)  # only now that the new run's input is known to be good
+    run.metrics = MetricsLog(out, keep=run.prog.metrics_lines if resume else None)
+    if not resume:
+        rundir.save(run)  # claims DIR at once, and gives a diverging run a checkpoint to keep
+    prog, s = run.prog, run.settings
+    if prog.stopped == "schedule" or (prog.stopped and prog.epoch > s.epochs):
+        say(f"elman: training in {out} already finished ({prog.stopped}); nothing to do")
+        return run.summary()
+    _announce(run, corpus, say)
+    clock = _Clock(prog.elapsed, time_budget)
+    prog.stopped = None
+    # Non-finite values are caught and reported as divergence, so NumPy's
+    # overflow warnings would only add noise.
+    with _CtrlC(say) as ctrl_c, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        while prog.epoch <= s.epochs and prog.stopped is None:
+            wps = _train_epoch(run, corpus, clock, ctrl_c, quiet)
+            _end_epoch(run, corpus, clock, wps, say)
+            if ctrl_c.requested:
+                raise run.interrupted()
+    return _finish(run, corpus, say)
+
+
+# -- starting ---------------------------------------------------------------------
+
+def _read_ids(path, vocab, s: Settings) -> np.ndarray:
+    return vocab.encode(data.read_tokens(path, s.level, s.encoding))
+
+
+def _start(out: Path, s: Settings) -> tuple[Run, np.ndarray]:
+    """A new run: the vocabulary from the training text, a fresh model."""
+    tokens = data.read_tokens(s.train, s.level, s.encoding)
+    vocab = data.Vocab.build(tokens, s.max_vocab, s.min_count)
+    train_ids = vocab.encode(tokens)
+    del tokens
+    if s.classes > len(vocab):
+        raise ElmanError(f"--classes {s.classes} is more than the {len(vocab)} words of the vocabulary")
+    if s.classes and s.sampled:
+        raise ElmanError("--sampled trains the full-softmax model; it does not go with --classes")
+    p = Params.init(len(vocab), s.embed, s.hidden, seed=s.seed, classes=s.classes, counts=vocab.counts)
+    run = Run(out, s, p, vocab, make_optimizer(s.optimizer, p.as_dict(), s.lr, s.clip),
+              Schedule(lr=s.lr, min_improvement=s.min_improvement),
+              Progress(rng=np.random.default_rng(s.seed).bit_generator.state),
+              h=np.zeros((s.streams, s.hidden), dtype=p.dtype), best=p.copy().as_dict())
+    return run, train_ids
+
+
+def _read_corpus(run: Run, train_ids: np.ndarray) -> Corpus:
+    s = run.settings
+    data.check_enough(train_ids, s.streams, s.steps, s.train)
+    return Corpus(data.batchify(train_ids, s.streams), len(train_ids), _read_ids(s.valid, run.vocab, s),
+                  _read_ids(s.test, run.vocab, s) if s.test else None)
+
+
+def _announce(run: Run, corpus: Corpus, say) -> None:
+    s = run.settings
+    say(f"elman: training a {len(run.vocab)}-word model (d={s.embed}, Dh={s.hidden}) on {corpus.tokens} "
+        f"tokens of {s.train}: {s.streams} streams x {s.steps} steps, {corpus.windows(s.steps)} windows an "
+        f"epoch, {s.optimizer} lr {run.opt.lr:g}"
+        + (f"; sampled softmax, {s.sampled} ids a window (train ppl* is the sampled loss's)" if s.sampled else "")
+        + (f"; dropout {s.dropout:g}" if s.dropout else ""))
+
+
+class _Clock:
+    """Wall time over all sessions (``elapsed``) and this session's budget."""
+
+    def __init__(self, elapsed: float, budget: float | None):
+        self.started = time.monotonic() - elapsed
+        self.deadline = None if budget is None else time.monotonic() + budget
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def over(self) -> bool:
+        return self.deadline is not None and time.monotonic() > self.deadline
+
+
+# -- one epoch ------------------------------------------------------------------------
+
+def _train_epoch(run: Run, corpus: Corpus, clock: _Clock, ctrl_c: _CtrlC, quiet: bool) -> float:
+    """The epoch's remaining windows, each one step of truncated BPTT and an
+    update; returns the words/s of this session's part of the epoch."""
+    s, p, opt, prog = run.settings, run.params, run.opt, run.prog
+    nb = corpus.windows(s.steps)
+    # Draws depend on (seed, update number) only: a resumed run draws the same ids.
+    sampler = Sampler(unigram_proposal(run.vocab.counts), s.sampled, seed=s.seed) if s.sampled else None
+    params = p.as_dict()
+    bar = tqdm(total=nb, initial=prog.windows_done, desc=f"epoch {prog.epoch}/{s.epochs}", unit="win",
+               file=sys.stderr, leave=False, dynamic_ncols=True, disable=quiet or not sys.stderr.isatty())
+    t0, tokens0 = time.monotonic(), prog.tokens
+    with bar:
+        for k, x, y in data.iter_batches(corpus.streams, s.steps, start=prog.windows_done):
+            sampled = (sampler.draw(opt.t), sampler.log_q) if sampler else None
+            # Masks, like samples, depend on (seed, update number) only.
+            dropout = (s.dropout, (s.seed, opt.t)) if s.dropout else None
+            # Gradients of the mean loss over the B*T positions.
+            loss, grads, h = bptt(p, x, y, run.h, sampled=sampled, sparse=True, dropout=dropout,
+                                  scale=1.0 / x.size)
+            try:
+                if not math.isfinite(loss):
+                    raise FloatingPointError(f"the loss is {loss}")
+                opt.step(params, grads)
+            except FloatingPointError as exc:
+                raise run.diverged(k + 1, exc) from None
+            run.h = h
+            prog.windows_done, prog.nats, prog.tokens = k + 1, prog.nats + loss, prog.tokens + x.size
+            prog.elapsed = clock.elapsed()
+            wps = (prog.tokens - tokens0) / max(time.monotonic() - t0, 1e-9)
+            bar.update(1)
+            bar.set_postfix(ppl=f"{prog.train_ppl:.1f}", wps=f"{wps:.0f}", refresh=False)
+            _after_window(run, nb, wps, ctrl_c)
+            if clock.over():
+                prog.stopped = "budget"
+                break
+    return (prog.tokens - tokens0) / max(time.monotonic() - t0, 1e-9)
+
+
+def _after_window(run: Run, nb: int, wps: float, ctrl_c: _CtrlC) -> None:
+    """Metrics and checkpoints inside an epoch; Ctrl-C saves and stops."""
+    s, done = run.settings, run.prog.windows_done
+    if s.log_every and done % s.log_every == 0 and done < nb:
+        run.log(nb, wps)
+    if (s.checkpoint_every and done % s.checkpoint_every == 0 and done < nb) or ctrl_c.requested:
+        rundir.save(run)
+    if ctrl_c.requested:
+        raise run.interrupted()
+
+
+def _end_epoch(run: Run, corpus: Corpus, clock: _Clock, wps: float, say) -> None:
+    """Validate, let the schedule decide (keep or restore the weights, the
+    next rate, stop), log and checkpoint."""
+    s, prog, sched, opt = run.settings, run.prog, run.sched, run.opt
+    params = run.params.as_dict()
+    valid = perplexity(run.params, corpus.valid, run.vocab.eos_id)
+    if not math.isfinite(valid["perplexity"]):
+        raise run.diverged(prog.windows_done, f"the validation perplexity is {valid['perplexity']}")
+    decision = sched.update(prog.epoch, math.log(valid["perplexity"]))
+    keep, undo = (run.best, params) if decision.improved else (params, run.best)
+    for name, value in undo.items():
+        keep[name][...] = value
+    prog.elapsed = clock.elapsed()
+    run.log(corpus.windows(s.steps), wps, valid_ppl=valid["perplexity"],
+            **({} if decision.improved else {"restored": True}))
+    say(f"epoch {prog.epoch:3d}  train ppl{'*' if s.sampled else ' '}{prog.train_ppl:8.2f}  "
+        f"valid ppl {valid['perplexity']:8.2f}  lr {opt.lr:<8g} {wps:6.0f} words/s"
+        + ("" if decision.improved else "  (worse: restored the best weights)"))
+    opt.lr = decision.lr
+    if decision.stop:
+        prog.stopped = "schedule"
+    elif prog.epoch >= s.epochs and prog.stopped is None:
+        prog.stopped = "epochs"
+    prog.epoch, prog.windows_done, prog.nats, prog.tokens = prog.epoch + 1, 0, 0.0, 0
+    run.h = np.zeros_like(run.h)
+    rundir.save(run)
+
+
+def _finish(run: Run, corpus: Corpus, say) -> dict:
+    test = None
+    if corpus.test is not None:
+        test = perplexity(run.params, corpus.test, run.vocab.eos_id)
+        run.metrics.write(test_ppl=test["perplexity"], test_tokens=test["tokens"])
+        say(f"test perplexity {test['perplexity']:.2f} ({test['tokens']} tokens of {run.settings.test})")
+    say(f"elman: best validation perplexity {math.exp(run.sched.best):.2f} (epoch {run.sched.best_epoch}); "
+        f"model saved in {run.out}")
+    return run.summary(test)

@@ -1,0 +1,45 @@
+"""The seed's reference layers (``core.layers``) against autograd, and the
+fast forms of the position-parallel products (``fast.recurrence``) against
+the reference."""
+import autograd
+import autograd.numpy as anp
+import numpy as np
+import pytest
+
+from elman.core import layers
+from elman.core.gradcheck import max_rel_error
+from elman.fast import recurrence
+from elman.fast import threads
+from helpers import logsumexp
+
+
+def test_softmax_loss_backward_equals_autograd():
+    rng = np.random.default_rng(1)
+    h, U, b2 = rng.uniform(0, 1, (6, 4)), rng.normal(0, 1, (4, 9)), rng.normal(0, 1, 9)
+    y, w = rng.integers(0, 9, 6), rng.uniform(0.5, 2, 6)
+
+    def loss(h, U, b2):
+        z = anp.dot(h, U) + b2
+        return anp.sum(w * -(z - logsumexp(z, axis=1, keepdims=True))[np.arange(6), y])
+
+    J, cache = layers.softmax_loss_forward(h, U, b2, y)
+    assert J.shape == (6,) and np.isclose((w * J).sum(), loss(h, U, b2))
+    got = layers.softmax_loss_backward(w, cache)
+    want = autograd.grad(loss, (0, 1, 2))(h, U, b2)
+    for g, a in zip(got, want):
+        assert g.shape == a.shape and max_rel_error(g, a) < 1e-12
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_fast_recurrence_products_equal_the_reference(monkeypatch, n_threads):
+    monkeypatch.setattr(threads, "THREADS", n_threads)
+    rng = np.random.default_rng(2)
+    N, d, Dh = 700, 40, 30                      # over the size at which the work is shared
+    e, I, b1 = rng.normal(0, 1, (N, d)), rng.normal(0, 1, (d, Dh)), rng.normal(0, 1, Dh)
+    a = recurrence.rnn_input_forward(e, I, b1)
+    assert a.shape == (N, Dh) and np.allclose(a, layers.rnn_input_forward(e, I, b1), rtol=1e-13, atol=1e-13)
+    dz, h_prev, H = rng.normal(0, 1, (N, Dh)), rng.uniform(0, 1, (N, Dh)), rng.normal(0, 1, (Dh, Dh))
+    fast = recurrence.rnn_params_backward(dz, h_prev, e, H, I)
+    ref = layers.rnn_params_backward(dz, h_prev, e, H, I)
+    for f, r in zip(fast, ref):
+        assert f.shape == r.shape and np.allclose(f, r, rtol=1e-12, atol=1e-12)
