@@ -78,7 +78,9 @@ class Params:
         dominate h(t-1) H at the start. b1, b2: zero; every unit and word
         starts alike and the data sets them.
         Drawn in float64 from ``numpy.random.default_rng(seed)``, then cast,
-        so float32 and float64 models of one seed start from the same values.
+        so float32 and float64 models of one seed start from the same values;
+        drawn in blocks of rows (``_uniform``), so at V = 800k no float64
+        copy of L or U is ever whole in memory, with the very same values.
 
         ``classes`` K > 0: a class-factorised softmax over K frequency-binned
         classes of the word ``counts`` (V,) (ids in descending count order;
@@ -90,18 +92,20 @@ class Params:
             raise ValueError(f"dtype must be float32 or float64, not {dtype}")
         rng = np.random.default_rng(seed)
 
-        def glorot(n_in, n_out):
+        def glorot(n_in, n_out, out=None):
             bound = np.sqrt(6.0 / (n_in + n_out))
-            return rng.uniform(-bound, bound, (n_in, n_out))
+            return _uniform(rng, -bound, bound, (n_in, n_out), dtype, out)
 
-        # Cast each draw at once: one float64 array alive at a time, not six.
-        arrays = dict(L=rng.uniform(-0.1, 0.1, (V, d)).astype(dtype), I=glorot(d, Dh).astype(dtype),
-                      H=glorot(Dh, Dh).astype(dtype), U=glorot(Dh, V).astype(dtype),
-                      b1=np.zeros(Dh, dtype), b2=np.zeros(V, dtype))
+        L = _uniform(rng, -0.1, 0.1, (V, d), dtype)
+        I, H = glorot(d, Dh), glorot(Dh, Dh)
+        Ub = np.empty((Dh + 1, V), dtype)          # [U; b2], the layout Params keeps (no copy after)
+        glorot(Dh, V, out=Ub[:-1])
+        Ub[-1] = 0
+        arrays = dict(L=L, I=I, H=H, U=Ub[:-1], b1=np.zeros(Dh, dtype), b2=Ub[-1])
         if classes:
             if counts is None or len(counts) != V:
                 raise ValueError(f"a {classes}-class softmax needs the {V} word counts")
-            arrays.update(Uc=glorot(Dh, classes).astype(dtype), bc=np.zeros(classes, dtype),
+            arrays.update(Uc=glorot(Dh, classes), bc=np.zeros(classes, dtype),
                           class_bounds=class_bounds(counts, classes))
         return cls(**arrays)
 
@@ -173,6 +177,24 @@ class Params:
         """The float tensors cast to ``dtype`` (class_bounds stay integers)."""
         return type(self)(**{k: v.astype(dtype) if v.dtype.kind == "f" else v.copy()
                              for k, v in self.as_dict().items()})
+
+
+# Rows of float64 draws held at once by ``_uniform``: 8 MB, whatever V is.
+DRAW_BLOCK = 1 << 20
+
+
+def _uniform(rng, low, high, shape, dtype, out=None):
+    """``rng.uniform(low, high, shape).astype(dtype)`` with the same values,
+    drawn a block of rows at a time into ``out`` (or a new array): a
+    Generator's uniforms are one stream, low + (high - low)·u for each u in
+    order, so consecutive blocks continue it exactly (a test holds the two
+    equal), and only a block is ever float64."""
+    out = np.empty(shape, dtype) if out is None else out
+    rows = max(1, DRAW_BLOCK // max(1, shape[1]))
+    for i in range(0, shape[0], rows):
+        block = out[i:i + rows]
+        block[...] = rng.uniform(low, high, block.shape)
+    return out
 
 
 # --------------------------------------------------------------- one step
