@@ -33,3 +33,138 @@ def test_init_in_blocks_draws_the_same_values(block, dtype, monkeypatch):
     assert not p.b1.any() and not p.b2.any() and not p.bc.any()
     # U and b2 are born in the stacked layout: no copy was made of them
     assert model.stacked_bias(p.U, p.b2) is not None
+
+
+# -------------------------------------------- the class layer against commit 5325e3d
+
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+FIXTURE = Path(__file__).parent / "fixtures" / "class-5325e3d"
+
+
+def expected():
+    return json.loads((FIXTURE / "expected.json").read_text())
+
+
+def sha(a):
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+def test_eval_of_a_class_model_is_unchanged_to_the_last_digit():
+    """The values ``elman eval`` printed at commit 5325e3d (before the
+    grouped class layer), for a class model trained by that commit."""
+    want = expected()
+    run = lambda *a: subprocess.run([sys.executable, "-m", "elman", "eval", "--model", "model",  # noqa: E731
+                                     "--data", "valid.txt", *a], cwd=FIXTURE, capture_output=True, text=True)
+    assert run().stdout.strip() == want["eval_line"]
+    assert json.loads(run("--json").stdout) == want["eval_json"]
+
+
+def test_class_losses_scores_and_gradients_are_those_of_5325e3d_bit_for_bit():
+    from elman.core.model import bptt
+    from elman.core.sparse import SparseGrad
+    from elman.inference import evaluate
+
+    want = expected()
+    p, vocab, cfg = evaluate.load(FIXTURE / "model")
+    ids = evaluate.read_ids(FIXTURE / "valid.txt", vocab, cfg)
+    assert sha(evaluate.stream_losses(p, ids, vocab.eos_id).astype("<f8")) == want["stream_losses_sha256"]
+    scores = evaluate.line_log10_probs(p, evaluate.read_line_ids(FIXTURE / "valid.txt", vocab, cfg), vocab.eos_id)
+    assert sha(scores.astype("<f8")) == want["score_sha256"]
+    x = ids[:8 * 21].reshape(8, 21)
+    h0 = np.full((8, p.Dh), 0.5, p.dtype)
+    for sparse in (False, True):
+        loss, grads, _ = bptt(p, x[:, :-1], x[:, 1:], h0, scale=1 / 160, sparse=sparse)
+        assert loss == want["bptt"]["loss"]
+        assert sparse == isinstance(grads["U"], SparseGrad) == isinstance(grads["b2"], SparseGrad)
+        for k, g in grads.items():
+            assert sha(g.dense() if isinstance(g, SparseGrad) else g) == want["bptt"]["grads_sha256"][k], k
+
+
+# ------------------------------------------------------ updates on column runs
+
+from elman.core.sparse import SparseGrad, densify  # noqa: E402
+from elman.training.optim import make_optimizer  # noqa: E402
+
+
+def class_columns(rng, V, pieces):
+    """Sorted ids made of a few contiguous ranges, as a class softmax's classes present."""
+    cuts = np.sort(rng.choice(np.arange(1, V), 2 * pieces, replace=False))
+    return np.concatenate([np.arange(a, b) for a, b in zip(cuts[::2], cuts[1::2])])
+
+
+def column_grads(rng, Dh, V, index):
+    G = rng.normal(size=(Dh + 1, len(index))).astype(np.float32)
+    return {"U": SparseGrad(index, G[:Dh], (Dh, V), -1), "b2": SparseGrad(index, G[Dh], (V,), -1)}
+
+
+def test_runs_of_consecutive_ids():
+    g = SparseGrad(np.r_[np.arange(3, 200), np.arange(300, 400)], np.zeros((2, 297)), (2, 500), -1)
+    assert g.runs() == [(slice(3, 200), slice(0, 197)), (slice(300, 400), slice(197, 297))]
+    assert SparseGrad(np.arange(0, 400, 2), np.zeros((2, 200)), (2, 500), -1).runs() is None
+
+
+@pytest.mark.parametrize("name", ["sgd", "adagrad"])
+@pytest.mark.parametrize("clip", [0.0, 1e-3])
+def test_updates_on_column_runs_equal_dense_updates_bit_for_bit(name, clip):
+    rng = np.random.default_rng(1)
+    Dh, V = 6, 3000
+    params = {"U": rng.normal(size=(Dh, V)).astype(np.float32), "b2": rng.normal(size=V).astype(np.float32)}
+    twin = {k: v.copy() for k, v in params.items()}
+    opt, opt2 = make_optimizer(name, params, clip=clip), make_optimizer(name, twin, clip=clip)
+    for step in range(3):
+        grads = column_grads(rng, Dh, V, class_columns(rng, V, 4))
+        assert grads["U"].runs() is not None           # the in-place path is the one taken
+        dense = densify(grads)
+        if clip:                                        # the same scale for both: the norm of the same values
+            assert opt.step(params, grads) == pytest.approx(opt2.step(twin, dense), rel=1e-6)
+        else:
+            opt.step(params, grads), opt2.step(twin, dense)
+    for k in params:
+        if not clip:
+            assert np.array_equal(params[k], twin[k]), k
+        else:
+            np.testing.assert_allclose(params[k], twin[k], rtol=1e-6, atol=1e-7)
+
+
+def test_lazy_adam_moves_only_the_touched_columns():
+    rng = np.random.default_rng(2)
+    Dh, V = 4, 500
+    start = {"U": rng.normal(size=(Dh, V)), "b2": rng.normal(size=V)}
+    params = {k: v.copy() for k, v in start.items()}
+    opt = make_optimizer("lazyadam", params, lr=0.01)
+    steps = [np.r_[np.arange(10, 80), np.arange(200, 300)], np.r_[np.arange(50, 120), np.arange(400, 480)]]
+    grads = [column_grads(rng, Dh, V, idx) for idx in steps]
+    for g in grads:
+        opt.step(params, {k: SparseGrad(v.index, v.values.astype(np.float64), v.shape, -1) for k, v in g.items()})
+    # the reference: Adam's formulas, entry by entry, moments kept only where touched
+    want = {k: v.copy() for k, v in start.items()}
+    m = {k: np.zeros_like(v) for k, v in start.items()}
+    s = {k: np.zeros_like(v) for k, v in start.items()}
+    for t, g in enumerate(grads, start=1):
+        for k, sg in g.items():
+            i, gv = sg.index, sg.values.astype(np.float64)
+            m[k][..., i] = 0.9 * m[k][..., i] + 0.1 * gv
+            s[k][..., i] = 0.999 * s[k][..., i] + 0.001 * gv ** 2
+            step = 0.01 * (m[k][..., i] / (1 - 0.9 ** t)) / (np.sqrt(s[k][..., i] / (1 - 0.999 ** t)) + 1e-8)
+            want[k][..., i] -= step
+    untouched = np.setdiff1d(np.arange(V), np.concatenate(steps))
+    for k in params:
+        np.testing.assert_allclose(params[k], want[k], rtol=1e-12, atol=1e-15)
+        assert np.array_equal(params[k][..., untouched], start[k][..., untouched])
+        assert not opt.state["m"][k][..., untouched].any()
+
+
+def test_lazy_adam_on_dense_gradients_is_adam_bit_for_bit():
+    rng = np.random.default_rng(3)
+    params = {"A": rng.normal(size=(7, 5)).astype(np.float32)}
+    twin = {k: v.copy() for k, v in params.items()}
+    lazy, adam = make_optimizer("lazyadam", params, clip=1.0), make_optimizer("adam", twin, clip=1.0)
+    for _ in range(4):
+        g = rng.normal(size=(7, 5)).astype(np.float32)
+        lazy.step(params, {"A": g.copy()}), adam.step(twin, {"A": g.copy()})
+    assert np.array_equal(params["A"], twin["A"])

@@ -71,7 +71,7 @@ def test_update_matches_the_textbook_rule(name):
 def test_each_optimizer_minimises_a_quadratic(name):
     target = _arrays(3)
     params = {k: np.zeros_like(v) for k, v in target.items()}
-    opt = make_optimizer(name, params, lr={"sgd": 0.1, "adagrad": 0.5, "adam": 0.05}[name], clip=5.0)
+    opt = make_optimizer(name, params, lr={"sgd": 0.1, "adagrad": 0.5, "adam": 0.05, "lazyadam": 0.05}[name], clip=5.0)
     start = sum(((params[k] - target[k]) ** 2).sum() for k in target)
     for _ in range(300):
         opt.step(params, {k: 2 * (params[k] - target[k]) for k in target})

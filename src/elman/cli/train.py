@@ -33,7 +33,9 @@ def add_train(sub):
     p.add_argument("--bptt", dest="steps", type=positive_int, metavar="T",
                    help=f"steps per window, the truncation of BPTT (default {default('steps')})")
     p.add_argument("--epochs", type=positive_int, help=f"at most this many epochs (default {default('epochs')})")
-    p.add_argument("--optimizer", choices=("sgd", "adagrad", "adam"), help=f"default {default('optimizer')}")
+    p.add_argument("--optimizer", choices=("sgd", "adagrad", "adam", "lazyadam"),
+                   help=f"default {default('optimizer')}; lazyadam: Adam's moments move only on the rows and "
+                        "columns a window's gradient touches (PyTorch's SparseAdam)")
     p.add_argument("--lr", type=positive_float,
                    help="learning rate (default: " + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ")")
     p.add_argument("--clip", type=nonnegative_float, help=f"clip the gradient's global norm (default {default('clip')}; 0: off)")

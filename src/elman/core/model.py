@@ -292,7 +292,9 @@ def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dro
     with the sampled-softmax loss of ``elman.core.sampled`` instead (the loss
     and gradients are then that loss's, exactly). ``sparse``: dJ/dL, and
     under ``sampled`` dJ/dU and dJ/db2, as ``SparseGrad`` (only the rows or
-    columns the window touched; what the trainer's optimizers take).
+    columns the window touched; what the trainer's optimizers take), and
+    under a class softmax dJ/dU and dJ/db2 as the columns of the classes
+    present.
     ``dropout`` = (rate, seed): inverted dropout (Zaremba et al. 2014) on
     the connections that are not recurrent, e(t) into the recurrence and
     h(t) into the output layer, with the masks of ``dropout_masks``; the
@@ -345,8 +347,12 @@ def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dro
             grads = densify(grads)
     elif p.classes:
         loss, out_cache = class_output_forward(h_all, p.U, p.b2, p.Uc, p.bc, p.class_bounds, y)
-        dh_out, dU, db2, dUc, dbc = class_output_backward(scale, out_cache)
-        grads = {**recurrence_backward(dh_out), "U": dU, "b2": db2, "Uc": dUc, "bc": dbc}
+        # The recurrence's backward pass on one core, U's columns on the others.
+        _, cols, dU, db2, dUc, dbc, grads = class_output_backward(scale, out_cache, overlap=recurrence_backward)
+        grads.update(U=SparseGrad(cols, dU, p.U.shape, -1), b2=SparseGrad(cols, db2, p.b2.shape, -1),
+                     Uc=dUc, bc=dbc)
+        if not sparse:
+            grads = densify(grads)
     else:
         loss, out_cache = output_forward(h_all, p.U, p.b2, y)
         # The recurrence's backward pass runs on one core while the others

@@ -1,0 +1,184 @@
+"""Softmax output layers over column ranges, for many groups of rows at once.
+
+The word factor of a class softmax is, for each class c present in a
+window, an output layer over the columns [a_c, b_c) of [U; b2] for the rows
+whose target lies in c. Done one class at a time through ``fast.output``
+(the seed's code until issue 16), each class paid that function's fixed
+costs: its chunk plan, its scratch lookups, its dozen small NumPy calls and
+their temporaries, for a product of a few rows. Here the window is grouped
+once (``plan``), every group's logits go into one flat buffer, and all the
+element-wise work (exp, the targets' logits, D = E - s·y, the 1/s factors)
+is one NumPy call over the whole window. What stays per group is what the
+maths makes per group, the matrix products, and the row sums, which are
+products too (by BLAS, 3x faster than ``np.sum`` along rows). Each group's
+products have the shapes the one-class-at-a-time code gave them, so the
+numbers are the same bit for bit (a test holds them to commit 5325e3d's).
+
+Shapes: h (N,Dh); Ub = [U; b2] (Dh+1,V) as one array (``output.stacked_bias``)
+or U and b2 apart; groups: ``plan`` of seg (N,) with column ranges bounds.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from elman.fast import scratch
+from elman.fast.output import stacked_bias
+from elman.fast.threads import one_blas_thread, parallel_for
+
+# Below this sum a row's largest exp underflowed (see ``fast.output``).
+_TINY_SUM = 1e-20
+
+
+class Plan:
+    """The rows of a window grouped by segment (class), once.
+
+    order (N,): row indices sorted by segment (stable); cuts (G+1,): group g
+    is order[cuts[g]:cuts[g+1]]; a, b (G,): its columns [a, b); off (G+1,):
+    where its (n_g, w_g) block of logits starts in the flat buffer; coff
+    (G+1,): where its columns start among the C = Σ w_g gradient columns;
+    start (N,): where each sorted row starts in the flat buffer; width (N,).
+    """
+
+    def __init__(self, seg, bounds):
+        seg = np.asarray(seg)
+        self.order = np.argsort(seg, kind="stable")
+        ss = seg[self.order]
+        self.cuts = np.flatnonzero(np.r_[True, ss[1:] != ss[:-1], True])
+        present = ss[self.cuts[:-1]]
+        self.a, self.b = bounds[present], bounds[present + 1]
+        n, w = np.diff(self.cuts), self.b - self.a
+        self.off = np.concatenate([[0], np.cumsum(n * w)])
+        self.coff = np.concatenate([[0], np.cumsum(w)])
+        self.width = np.repeat(w, n)
+        self.start = np.repeat(self.off[:-1] - self.cuts[:-1] * w, n) + np.arange(len(seg)) * self.width
+
+    @property
+    def groups(self) -> int:
+        return len(self.a)
+
+    def block(self, flat, g):
+        """Group g's logits (n_g, w_g), a view of the flat buffer."""
+        n, w = self.cuts[g + 1] - self.cuts[g], self.b[g] - self.a[g]
+        return flat[self.off[g]:self.off[g + 1]].reshape(n, w)
+
+    def columns(self):
+        """The C gradient columns' ids (sorted when the segments' ranges are)."""
+        w = self.b - self.a
+        return np.repeat(self.a - self.coff[:-1], w) + np.arange(self.coff[-1])
+
+
+def _tasks(plan, cost):
+    """Groups cut into runs of about equal ``cost`` for the threads."""
+    k = max(1, min(plan.groups, 8))
+    edges = np.searchsorted(np.cumsum(cost), np.arange(1, k) * cost.sum() / k)
+    return [r for r in np.split(np.arange(plan.groups), edges) if len(r)]
+
+
+def grouped_losses(h, U, b2, y, plan: Plan):
+    """J_r = -log softmax(h_r [U; b2][:, a:b])[y_r - a] for each row r, with
+    [a, b) the columns of its group; (N,) in the rows' own order, and a cache.
+
+    As in ``fast.output``: E = exp(z - m) unnormalised, m = 0 in float32
+    (rows whose sum shows an overflow or underflow redone with the max
+    shift), m = the row max in float64."""
+    N, Dh = h.shape
+    dtype = np.result_type(h, U)
+    Ub = stacked_bias(U, b2)
+    o = plan.order
+    if Ub is not None:
+        hs = np.empty((N, Dh + 1), dtype)
+        hs[:, :Dh], hs[:, Dh] = h[o], 1
+    else:
+        hs = h[o]
+    flat = scratch.empty("grouped E", (int(plan.off[-1]),), dtype)
+    s = np.empty(N, dtype)
+    ones = np.ones(int(plan.width.max(initial=1)), dtype)
+    shift = dtype == np.float64
+
+    def logits(task):
+        for g in task:
+            i, j, a, b = plan.cuts[g], plan.cuts[g + 1], plan.a[g], plan.b[g]
+            z = plan.block(flat, g)
+            if Ub is not None:
+                np.matmul(hs[i:j], Ub[:, a:b], out=z)
+            else:
+                np.matmul(hs[i:j], U[:, a:b], out=z)
+                z += b2[a:b]
+
+    def sums(task):
+        for g in task:
+            z = plan.block(flat, g)
+            np.matmul(z, ones[:z.shape[1]], out=s[plan.cuts[g]:plan.cuts[g + 1]])
+
+    tasks = _tasks(plan, np.diff(plan.off))
+    with one_blas_thread():                     # small products: BLAS threads would only wait
+        parallel_for(lambda i: logits(tasks[i]), len(tasks))
+    yl = y[o] - np.repeat(plan.a, np.diff(plan.cuts))
+    zy = flat[plan.start + yl]
+    m = np.maximum.reduceat(flat, plan.start) if shift else np.zeros(N, dtype)
+    if shift:
+        flat -= np.repeat(m, plan.width)
+    with np.errstate(over="ignore"):
+        np.exp(flat, out=flat)
+    with one_blas_thread():
+        parallel_for(lambda i: sums(tasks[i]), len(tasks))
+    for r in np.flatnonzero(~((s > _TINY_SUM) & (s < np.inf))):
+        _redo_row(r, hs, U, b2, Ub, plan, flat, s, m)
+    losses = np.subtract(m, zy, out=zy)
+    losses += np.log(s)
+    out = np.empty(N, dtype)
+    out[o] = losses
+    return out, (hs, U, yl, plan, flat, s)
+
+
+def _redo_row(r, hs, U, b2, Ub, plan, flat, s, m):
+    """One sorted row again with the max shift (its m = 0 sum over- or underflowed)."""
+    g = np.searchsorted(plan.cuts, r, side="right") - 1
+    a, b = plan.a[g], plan.b[g]
+    z = hs[r] @ Ub[:, a:b] if Ub is not None else hs[r] @ U[:, a:b] + b2[a:b]
+    m[r] = z.max()
+    z -= m[r]
+    np.exp(z, out=z)
+    s[r] = z.sum()
+    flat[plan.start[r]:plan.start[r] + b - a] = z
+
+
+def grouped_backward(dloss, cache, overlap=None):
+    """Gradients of dloss·Σ_r J_r: dJ/dh (N,Dh) in the rows' order, and
+    dJ/d[U; b2] on the C columns of the groups, (Dh+1,C) in ``plan.columns()``
+    order (every other column is zero). As ``fast.output.output_backward``,
+    group by group: D = E - s·y, dJ/dh = (D U[:, a:b]ᵀ)/s,
+    [dJ/dU; dJ/db2][:, a:b] = [h/s, 1/s]ᵀ D.
+
+    ``overlap``: a function of dJ/dh run on one core while the others
+    compute the column gradients (the recurrence's backward pass). Returns
+    (dh, G, overlap(dh) or None); overwrites the cached E with D."""
+    hs, U, yl, plan, D, s = cache
+    N, Dh = hs.shape[0], U.shape[0]
+    w = dloss / s
+    D[plan.start + yl] -= s
+    dhs = np.empty((N, Dh), s.dtype)
+    hw = np.empty((Dh + 1, N), s.dtype)
+    np.multiply(hs[:, :Dh].T, w, out=hw[:Dh])
+    hw[Dh] = w
+    G = scratch.empty("grouped G", (Dh + 1, int(plan.coff[-1])), s.dtype)
+
+    def dh_task(task):
+        for g in task:
+            i, j = plan.cuts[g], plan.cuts[g + 1]
+            np.matmul(plan.block(D, g), U[:, plan.a[g]:plan.b[g]].T, out=dhs[i:j])
+
+    def dU_task(task):
+        for g in task:
+            i, j = plan.cuts[g], plan.cuts[g + 1]
+            np.matmul(hw[:, i:j], plan.block(D, g), out=G[:, plan.coff[g]:plan.coff[g + 1]])
+
+    tasks = _tasks(plan, np.diff(plan.off))
+    with one_blas_thread():
+        parallel_for(lambda i: dh_task(tasks[i]), len(tasks))
+    dhs *= w[:, None]
+    dh = np.empty_like(dhs)
+    dh[plan.order] = dhs
+    with one_blas_thread():
+        done = parallel_for(lambda i: dU_task(tasks[i]), len(tasks), first=overlap and (lambda: overlap(dh)))
+    return dh, G, done
