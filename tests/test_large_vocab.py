@@ -168,3 +168,24 @@ def test_lazy_adam_on_dense_gradients_is_adam_bit_for_bit():
         g = rng.normal(size=(7, 5)).astype(np.float32)
         lazy.step(params, {"A": g.copy()}), adam.step(twin, {"A": g.copy()})
     assert np.array_equal(params["A"], twin["A"])
+
+
+# ------------------------------------------------ evaluation in bounded memory
+
+@pytest.mark.parametrize("classes", [0, 5])
+def test_evaluation_in_blocks_of_rows_gives_the_same_losses(classes, monkeypatch):
+    from elman.core.model import forward_losses, window_losses
+
+    rng = np.random.default_rng(4)
+    V = 300
+    p = Params.init(V, 6, 8, seed=4, classes=classes, counts=np.arange(V, 0, -1))
+    p.U[...] = rng.normal(size=p.U.shape)
+    x, y = rng.integers(0, V, (3, 40)), rng.integers(0, V, (3, 40))
+    h0 = rng.random((3, 8)).astype(np.float32)
+    whole, h_whole = forward_losses(p, x, y, h0)
+    monkeypatch.setattr(model, "EVAL_LOGITS", 7 * V)          # blocks of 7 rows (or fewer with classes)
+    blocks, h_blocks = forward_losses(p, x, y, h0)
+    assert np.array_equal(h_blocks, h_whole)
+    np.testing.assert_allclose(blocks, whole, rtol=2e-6)
+    streamed = [losses for losses, _ in window_losses(p, [(x[:, :20], y[:, :20]), (x[:, 20:], y[:, 20:])], h0)]
+    np.testing.assert_allclose(np.concatenate(streamed, axis=1), whole, rtol=2e-6)

@@ -391,13 +391,34 @@ def window_losses(p: Params, windows, h0):
         def ahead(hs=hs, window=window):
             return None if window is None else _forward_positions(p, *window, hs[-1])
 
-        if p.classes:
-            losses, _ = class_output_losses(h_all, p.U, p.b2, p.Uc, p.bc, p.class_bounds, y)
-            ready = ahead()
-        else:
-            losses, _, ready = output_losses(h_all, p.U, p.b2, y, overlap=ahead)
+        losses, ready = _bounded_losses(p, h_all, y, ahead)
         T, B = hs.shape[0] - 1, hs.shape[1]
         yield losses.reshape(T, B).T, hs[-1].copy()
+
+
+# Output units times rows that evaluation computes at once: 2^26 logits, 256 MB
+# in float32. At V = 800k a window of 256 positions would be 820 MB of logits,
+# and ``elman score``'s batches of lines more; in blocks of rows the memory is
+# this bound whatever the window, the lines or V (above 2^26 words, one row).
+EVAL_LOGITS = 1 << 26
+
+
+def _bounded_losses(p: Params, h_all, y, ahead):
+    """The output layer's losses of every row, in blocks of rows of at most
+    EVAL_LOGITS logits (a class softmax's rows count K plus its widest class);
+    ``ahead()`` runs beside the first block. Returns (losses, ahead())."""
+    width = p.classes + int(np.diff(p.class_bounds).max()) if p.classes else p.V
+    step = max(1, EVAL_LOGITS // width)
+    losses, ready = np.empty(len(y), p.dtype), None
+    for i in range(0, max(len(y), 1), step):
+        rows = slice(i, i + step)
+        if p.classes:
+            losses[rows], _ = class_output_losses(h_all[rows], p.U, p.b2, p.Uc, p.bc, p.class_bounds, y[rows])
+            ready = ahead() if i == 0 else ready
+        else:
+            losses[rows], _, got = output_losses(h_all[rows], p.U, p.b2, y[rows], overlap=ahead if i == 0 else None)
+            ready = got if i == 0 else ready
+    return losses, ready
 
 
 def rnn_step(p: Params, x_ids, h_prev):
