@@ -189,3 +189,27 @@ def test_evaluation_in_blocks_of_rows_gives_the_same_losses(classes, monkeypatch
     np.testing.assert_allclose(blocks, whole, rtol=2e-6)
     streamed = [losses for losses, _ in window_losses(p, [(x[:, :20], y[:, :20]), (x[:, 20:], y[:, 20:])], h0)]
     np.testing.assert_allclose(np.concatenate(streamed, axis=1), whole, rtol=2e-6)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_class_gradients_are_the_columns_of_the_classes_present(seed):
+    from elman.core.classes import word_classes
+    from elman.core.gradcheck import central_difference, max_rel_error
+    from elman.core.model import bptt
+
+    rng = np.random.default_rng(seed)
+    V, K = 40, 7
+    p = Params.init(V, 3, 4, seed=seed, dtype="float64", classes=K, counts=np.sort(rng.integers(1, 99, V))[::-1])
+    for name in ("U", "b2", "Uc", "bc"):
+        getattr(p, name)[...] = rng.normal(0, 0.5, getattr(p, name).shape)
+    x, y, h0 = rng.integers(0, V, (2, 3)), rng.integers(0, V, (2, 3)), rng.random((2, 4))
+    loss, dense, _ = bptt(p, x, y, h0)
+    loss_s, sparse, _ = bptt(p, x, y, h0, sparse=True)
+    b = p.class_bounds
+    present = np.unique(word_classes(b, y))
+    assert loss_s == loss
+    assert np.array_equal(sparse["U"].index, np.concatenate([np.arange(b[c], b[c + 1]) for c in present]))
+    for k in dense:
+        assert np.array_equal(sparse[k].dense() if isinstance(sparse[k], SparseGrad) else sparse[k], dense[k]), k
+    numeric = central_difference(lambda: bptt(p, x, y, h0)[0], p.U)
+    assert max_rel_error(dense["U"], numeric) < 1e-7

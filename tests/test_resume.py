@@ -96,7 +96,8 @@ def test_resume_after_sigkill_is_bit_for_bit(tmp_path, optimizer):
     assert _deterministic_metrics(out) == _deterministic_metrics(ref)
 
 
-@pytest.mark.parametrize("extra", [{}, {"classes": 5}, {"sampled": 7}, {"dropout": 0.25}])
+@pytest.mark.parametrize("extra", [{}, {"classes": 5}, {"classes": 5, "optimizer": "lazyadam"}, {"sampled": 7},
+                                   {"dropout": 0.25}])
 def test_resume_in_process_from_every_kind_of_checkpoint(tmp_path, monkeypatch, extra):
     """A crash right after each checkpoint in turn (simulated in-process):
     every resume reaches the uninterrupted run's weights exactly."""
