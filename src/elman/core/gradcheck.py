@@ -30,16 +30,17 @@ def central_difference(f, arr, eps=EPS):
     ``arr`` is perturbed in place and restored exactly; ``f`` takes no
     arguments and reads ``arr`` through its closure.
     """
-    grad = np.zeros_like(arr, dtype=np.float64)
-    flat, gflat = arr.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + eps
+    grad = np.zeros(arr.shape, dtype=np.float64)
+    # By index, not through a flat reshape: Params' U is a transposed view
+    # (``model.word_major``), which reshape would copy, perturbing nothing.
+    for i in np.ndindex(arr.shape):
+        old = arr[i]
+        arr[i] = old + eps
         plus = f()
-        flat[i] = old - eps
+        arr[i] = old - eps
         minus = f()
-        flat[i] = old
-        gflat[i] = (plus - minus) / (2 * eps)
+        arr[i] = old
+        grad[i] = (plus - minus) / (2 * eps)
     return grad
 
 

@@ -38,8 +38,7 @@ class SparseGrad:
 
     def sq_sum(self) -> float:
         """Σ g², the part this gradient adds to the global norm."""
-        v = self.values.ravel()
-        return float(np.dot(v, v))
+        return sq_sum(self.values)
 
     def take(self, arr):
         return arr[self.index] if self.axis == 0 else arr[..., self.index]
@@ -76,6 +75,20 @@ class SparseGrad:
 
     def __repr__(self):
         return f"SparseGrad({len(self.index)} of {self.shape} along axis {self.axis})"
+
+
+def sq_sum(a) -> float:
+    """Σ a² of an array in any layout, without copying it: a BLAS dot of a
+    contiguous one; for a view with a unit-stride axis (U's gradient,
+    (Dh,V) over memory that is word by word) an einsum along that axis,
+    where ``ravel`` would first copy it, transposed."""
+    a = np.asarray(a)
+    for v in (a, a.T):
+        if v.flags.c_contiguous:
+            v = v.reshape(-1)
+            return float(np.dot(v, v))
+    b = a.T if a.ndim == 2 and a.strides[0] < a.strides[1] else a
+    return float(np.einsum("ij,ij->", b, b)) if b.ndim == 2 else float(np.dot(b, b))
 
 
 def densify(grads: dict) -> dict:

@@ -161,7 +161,12 @@ def grouped_backward(dloss, cache, overlap=None):
     hw = np.empty((Dh + 1, N), s.dtype)
     np.multiply(hs[:, :Dh].T, w, out=hw[:Dh])
     hw[Dh] = w
-    G = scratch.empty("grouped G", (Dh + 1, int(plan.coff[-1])), s.dtype)
+    # The columns' gradient in U's own layout (see ``fast.output``): word by
+    # word, each group's block is then contiguous, as its columns of U are.
+    word_major = U.strides[0] < U.strides[1]
+    C = int(plan.coff[-1])
+    GT = scratch.empty("grouped G", (C, Dh + 1), s.dtype) if word_major else None
+    G = GT.T if word_major else scratch.empty("grouped G", (Dh + 1, C), s.dtype)
 
     def dh_task(task):
         for g in task:
@@ -171,7 +176,10 @@ def grouped_backward(dloss, cache, overlap=None):
     def dU_task(task):
         for g in task:
             i, j = plan.cuts[g], plan.cuts[g + 1]
-            np.matmul(hw[:, i:j], plan.block(D, g), out=G[:, plan.coff[g]:plan.coff[g + 1]])
+            if word_major:
+                np.matmul(plan.block(D, g).T, hw[:, i:j].T, out=GT[plan.coff[g]:plan.coff[g + 1]])
+            else:
+                np.matmul(hw[:, i:j], plan.block(D, g), out=G[:, plan.coff[g]:plan.coff[g + 1]])
 
     tasks = _tasks(plan, np.diff(plan.off))
     with one_blas_thread():

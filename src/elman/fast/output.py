@@ -163,7 +163,11 @@ def output_backward(dloss, cache, overlap=None):
     hw = np.empty((Dh + 1, N), dtype=s.dtype)
     np.multiply(h.T, w, out=hw[:Dh])
     hw[Dh] = w
-    G = scratch.empty("output G", (Dh + 1, V), s.dtype)
+    # The gradient in U's own layout, so the update runs over both in memory
+    # order: word by word (``Params``: each word's column contiguous) or row-major.
+    word_major = U.strides[0] < U.strides[1]
+    GT = scratch.empty("output G", (V, Dh + 1), s.dtype) if word_major else None
+    G = GT.T if word_major else scratch.empty("output G", (Dh + 1, V), s.dtype)
     # Each chunk's part of D Uᵀ, summed in chunk order after: the same
     # result bit for bit whichever thread did which chunk.
     parts = scratch.empty("output dh parts", (len(cols), N, Dh), s.dtype)
@@ -175,7 +179,10 @@ def output_backward(dloss, cache, overlap=None):
         np.matmul(Dc, U[:, c].T, out=parts[i])
 
     def dU_chunk(i):
-        np.matmul(hw, D[i], out=G[:, cols[i]])
+        if word_major:
+            np.matmul(D[i].T, hw.T, out=GT[cols[i]])
+        else:
+            np.matmul(hw, D[i], out=G[:, cols[i]])
 
     parallel_for(dh_chunk, len(cols))
     dh = parts.sum(axis=0)

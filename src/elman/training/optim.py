@@ -15,13 +15,12 @@ import numpy as np
 from elman.fast import scratch
 from elman.errors import ElmanError
 from elman.fast.threads import chunks, parallel_for
-from elman.core.sparse import SparseGrad
+from elman.core.sparse import SparseGrad, sq_sum
 
 
 def global_norm(grads: dict) -> float:
     """The L2 norm of all gradients taken together, accumulated in float64."""
-    return float(np.sqrt(sum(g.sq_sum() if isinstance(g, SparseGrad) else float(np.dot(g.ravel(), g.ravel()))
-                             for g in grads.values())))
+    return float(np.sqrt(sum(g.sq_sum() if isinstance(g, SparseGrad) else sq_sum(g) for g in grads.values())))
 
 
 def clip_by_global_norm(grads: dict, max_norm: float) -> float:
@@ -79,10 +78,21 @@ class Optimizer:
             elif p.size < 1 << 18:
                 self.rule(p, g, **state)
             else:
-                rows = chunks(p.shape[0], 1)
-                parallel_for(lambda i: self.rule(p[rows[i]], g[rows[i]], **{n: a[rows[i]] for n, a in state.items()}),
-                             len(rows))
+                self._dense_blocks(p, g, state)
         return norm
+
+    def _dense_blocks(self, p, g, state: dict) -> None:
+        """The rule on blocks of a big array, shared by the cores: blocks
+        along the axis memory runs slowest on (U's words, in ``Params``'
+        layout), so each block is one stretch of memory."""
+        ax = int(np.argmax(p.strides))
+        blocks = chunks(p.shape[ax], 1)
+
+        def cut(a, i):
+            return a[(slice(None),) * ax + (blocks[i],)]
+
+        parallel_for(lambda i: self.rule(cut(p, i), cut(g, i), **{n: cut(a, i) for n, a in state.items()}),
+                     len(blocks))
 
     def _sparse_step(self, p, g: SparseGrad, state: dict) -> None:
         """The rule on a sparse gradient's rows or columns only: in place on
