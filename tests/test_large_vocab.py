@@ -228,3 +228,35 @@ def test_class_gradients_are_the_columns_of_the_classes_present(seed):
         assert np.array_equal(sparse[k].dense() if isinstance(sparse[k], SparseGrad) else sparse[k], dense[k]), k
     numeric = central_difference(lambda: bptt(p, x, y, h0)[0], p.U)
     assert max_rel_error(dense["U"], numeric) < 1e-7
+
+
+# ------------------------------------------------ sampled softmax, fast form
+
+@pytest.mark.parametrize("layout", ["word-major", "row-major"])
+@pytest.mark.parametrize("dloss", [1.0, "rows"])
+def test_fast_sampled_layer_is_the_reference(layout, dloss):
+    from elman.core.layers import embedding_row_sums
+    from elman.core.sampled import Sampler, sampled_output_backward, sampled_output_losses, unigram_proposal
+    from elman.fast.sampled import sampled_backward, sampled_losses
+
+    rng = np.random.default_rng(5)
+    V, Dh, N, S = 300, 7, 90, 70
+    p = Params.init(V, 3, Dh, seed=5, dtype="float64")
+    U, b2 = (p.U, p.b2) if layout == "word-major" else (np.ascontiguousarray(p.U), rng.normal(size=V))
+    if layout == "word-major":
+        b2[...] = rng.normal(size=V)
+    h, y = rng.random((N, Dh)), rng.integers(0, V, N)
+    sampler = Sampler(unigram_proposal(rng.integers(1, 50, V)), S, seed=5)
+    samples = sampler.draw(0)
+    samples[:5] = y[:5]                                   # accidental hits, for sure
+    w = rng.random(N) if dloss == "rows" else dloss
+    want, cache = sampled_output_losses(h, U, b2, y, samples, sampler.log_q)
+    dh_want, cols_want, dU_want, db2_want = sampled_output_backward(w, cache)
+    got, cache = sampled_losses(h, U, b2, y, samples, sampler.log_q)
+    np.testing.assert_allclose(got, want, rtol=1e-13)
+    dh, rows, ids, _ = sampled_backward(w, cache)
+    cols, sums = embedding_row_sums(rows, ids)
+    np.testing.assert_allclose(dh, dh_want, rtol=1e-12, atol=1e-15)
+    assert np.array_equal(cols, cols_want)
+    np.testing.assert_allclose(sums[:, :-1].T, dU_want, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(sums[:, -1], db2_want, rtol=1e-12, atol=1e-15)

@@ -21,8 +21,8 @@ from elman.core.layers import (
 )
 from elman.fast.output import output_backward, output_forward, output_losses, stacked_bias
 from elman.fast.recurrence import rnn_input_forward, rnn_params_backward
+from elman.fast.sampled import sampled_backward, sampled_losses
 from elman.fast.threads import one_blas_thread
-from elman.core.sampled import sampled_output_backward, sampled_output_forward
 from elman.core.sparse import SparseGrad, densify
 
 PARAM_NAMES = ("L", "I", "H", "U", "b1", "b2")
@@ -355,10 +355,12 @@ def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dro
         return {"L": dL, "I": dI, "H": dH, "b1": db1}
 
     if sampled is not None:
-        loss, out_cache = sampled_output_forward(h_all, p.U, p.b2, y, *sampled)
-        dh_out, cols, dU, db2 = sampled_output_backward(scale, out_cache)
-        grads = {**recurrence_backward(dh_out), "U": SparseGrad(cols, dU, p.U.shape, -1),
-                 "b2": SparseGrad(cols, db2, p.b2.shape, -1)}
+        losses, out_cache = sampled_losses(h_all, p.U, p.b2, y, *sampled)
+        loss = float(losses.sum(dtype=np.float64))
+        _, rows, ids, grads = sampled_backward(scale, out_cache, overlap=recurrence_backward)
+        cols, sums = embedding_row_sums(rows, ids)
+        grads.update(U=SparseGrad(cols, sums[:, :-1].T, p.U.shape, -1),
+                     b2=SparseGrad(cols, sums[:, -1], p.b2.shape, -1))
         if not sparse:
             grads = densify(grads)
     elif p.classes:

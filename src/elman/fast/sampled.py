@@ -1,0 +1,101 @@
+"""Sampled softmax at speed: the function of ``core.sampled``'s
+``sampled_output_losses``/``sampled_output_backward`` (the reference, which
+the tests hold this to), computed for row blocks shared by the cores.
+
+What differs from the reference, and why:
+- [U; b2] is read as one array (the bias trick of ``fast.output``): the
+  S sampled columns and the N targets' columns are gathered once as rows
+  (S,Dh+1) and (N,Dh+1), contiguous in ``Params``' word-by-word layout,
+  and -log(S q) is folded into the gathered bias, so the logits are one
+  product [h, 1]·Wsᵀ;
+- the (N,S) work (product, accidental hits, max, exp, row sums by BLAS)
+  runs a block of rows at a time on each core while the block is in cache,
+  BLAS on one thread (``fast.threads``);
+- dJ/dh goes first, then the recurrence's backward pass (``overlap``) runs
+  on one core while the others form the sampled columns' gradient.
+
+Shapes: h (N,Dh), U (Dh,V), b2 (V,), y (N,), samples (S,), log_q (V,).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from elman.fast.output import stacked_bias
+from elman.fast.threads import chunks, one_blas_thread, parallel_for
+
+
+def _rows(U, b2, ids):
+    """[U; b2][:, ids]ᵀ as a new (len(ids), Dh+1) array."""
+    Ub = stacked_bias(U, b2)
+    if Ub is not None:
+        return np.ascontiguousarray(Ub[:, ids].T)
+    out = np.empty((len(ids), U.shape[0] + 1), np.result_type(U, b2))
+    out[:, :-1], out[:, -1] = U[:, ids].T, b2[ids]
+    return out
+
+
+def sampled_losses(h, U, b2, y, samples, log_q):
+    """J_n (N,) as ``core.sampled.sampled_output_losses``, and a cache."""
+    y, samples = np.asarray(y), np.asarray(samples)
+    (N, Dh), S = h.shape, samples.size
+    dt = np.result_type(h, U, b2)
+    h1 = np.empty((N, Dh + 1), dt)
+    h1[:, :Dh], h1[:, Dh] = h, 1
+    Wy, Ws = _rows(U, b2, y), _rows(U, b2, samples)
+    Ws[:, Dh] -= (np.log(S) + log_q[samples]).astype(dt)
+    o_true = np.einsum("nd,nd->n", h1, Wy)
+    E, m, rest = np.empty((N, S), dt), np.empty(N, dt), np.empty(N, dt)
+    ones = np.ones(S, dt)
+    blocks = chunks(N, 32)
+
+    def block(i):
+        r = blocks[i]
+        O = E[r]
+        np.matmul(h1[r], Ws.T, out=O)
+        O[y[r, None] == samples[None, :]] = -np.inf          # accidental hits
+        np.maximum(o_true[r], O.max(axis=1), out=m[r])
+        O -= m[r, None]
+        np.exp(O, out=O)
+        np.matmul(O, ones, out=rest[r])
+
+    with one_blas_thread():
+        parallel_for(block, len(blocks))
+    s = np.exp(o_true - m) + rest
+    losses = np.log(s) - (o_true - m)
+    return losses, (h1, Wy, Ws, y, samples, E, rest, s)
+
+
+def sampled_backward(dloss, cache, overlap=None):
+    """Gradients of dloss·Σ_n J_n (dloss a scalar or (N,) weights), as
+    ``core.sampled.sampled_output_backward``: (dh, rows, ids, overlap(dh) or
+    None), where row k of ``rows`` (N+S, Dh+1) is a part of the gradient of
+    column ids[k] of [U; b2] (ids: the targets, then the samples); rows of one
+    id add up (``core.layers.embedding_row_sums``). Turns the cached E into dJ/dO."""
+    h1, Wy, Ws, y, samples, E, rest, s = cache
+    N, Dh = h1.shape[0], h1.shape[1] - 1
+    dt = E.dtype
+    w = np.asarray(dloss, dtype=dt) / s
+    dtrue = -rest * w
+    dh = np.empty((N, Dh), dt)
+    blocks = chunks(N, 32)
+
+    def dh_block(i):
+        r = blocks[i]
+        E[r] *= w[r, None]                                    # dJ/dO
+        np.matmul(E[r], Ws[:, :Dh], out=dh[r])
+        dh[r] += dtrue[r, None] * Wy[r, :Dh]
+
+    with one_blas_thread():
+        parallel_for(dh_block, len(blocks))
+    # Rows of the gradient of [U; b2]ᵀ: the targets' (h1 · dJ/do_true) and the samples' (dJ/dOᵀ h1).
+    rows = np.empty((N + len(samples), Dh + 1), dt)
+    np.multiply(h1, dtrue[:, None], out=rows[:N])
+    cuts = chunks(len(samples), 64)
+
+    def dW_block(i):
+        c = cuts[i]
+        np.matmul(E[:, c].T, h1, out=rows[N + c.start:N + c.stop])
+
+    with one_blas_thread():
+        done = parallel_for(dW_block, len(cuts), first=overlap and (lambda: overlap(dh)))
+    return dh, rows, np.concatenate([y, samples]), done
