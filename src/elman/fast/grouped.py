@@ -56,10 +56,10 @@ class Plan:
     def groups(self) -> int:
         return len(self.a)
 
-    def block(self, flat, g):
-        """Group g's logits (n_g, w_g), a view of the flat buffer."""
-        n, w = self.cuts[g + 1] - self.cuts[g], self.b[g] - self.a[g]
-        return flat[self.off[g]:self.off[g + 1]].reshape(n, w)
+    def blocks(self, flat):
+        """Each group's logits (n_g, w_g), views of the flat buffer."""
+        n, w = np.diff(self.cuts), self.b - self.a
+        return [flat[o:o + k * v].reshape(k, v) for o, k, v in zip(self.off.tolist(), n.tolist(), w.tolist())]
 
     def columns(self):
         """The C gradient columns' ids (sorted when the segments' ranges are)."""
@@ -94,11 +94,12 @@ def grouped_losses(h, U, b2, y, plan: Plan):
     s = np.empty(N, dtype)
     ones = np.ones(int(plan.width.max(initial=1)), dtype)
     shift = dtype == np.float64
+    Z = plan.blocks(flat)
 
     def logits(task):
         for g in task:
             i, j, a, b = plan.cuts[g], plan.cuts[g + 1], plan.a[g], plan.b[g]
-            z = plan.block(flat, g)
+            z = Z[g]
             if Ub is not None:
                 np.matmul(hs[i:j], Ub[:, a:b], out=z)
             else:
@@ -107,8 +108,7 @@ def grouped_losses(h, U, b2, y, plan: Plan):
 
     def sums(task):
         for g in task:
-            z = plan.block(flat, g)
-            np.matmul(z, ones[:z.shape[1]], out=s[plan.cuts[g]:plan.cuts[g + 1]])
+            np.matmul(Z[g], ones[:Z[g].shape[1]], out=s[plan.cuts[g]:plan.cuts[g + 1]])
 
     tasks = _tasks(plan, np.diff(plan.off))
     with one_blas_thread():                     # small products: BLAS threads would only wait
@@ -128,7 +128,7 @@ def grouped_losses(h, U, b2, y, plan: Plan):
     losses += np.log(s)
     out = np.empty(N, dtype)
     out[o] = losses
-    return out, (hs, U, yl, plan, flat, s)
+    return out, (hs, U, yl, plan, flat, Z, s)
 
 
 def _redo_row(r, hs, U, b2, Ub, plan, flat, s, m):
@@ -153,7 +153,7 @@ def grouped_backward(dloss, cache, overlap=None):
     ``overlap``: a function of dJ/dh run on one core while the others
     compute the column gradients (the recurrence's backward pass). Returns
     (dh, G, overlap(dh) or None); overwrites the cached E with D."""
-    hs, U, yl, plan, D, s = cache
+    hs, U, yl, plan, D, Dg, s = cache
     N, Dh = hs.shape[0], U.shape[0]
     w = dloss / s
     D[plan.start + yl] -= s
@@ -171,15 +171,15 @@ def grouped_backward(dloss, cache, overlap=None):
     def dh_task(task):
         for g in task:
             i, j = plan.cuts[g], plan.cuts[g + 1]
-            np.matmul(plan.block(D, g), U[:, plan.a[g]:plan.b[g]].T, out=dhs[i:j])
+            np.matmul(Dg[g], U[:, plan.a[g]:plan.b[g]].T, out=dhs[i:j])
 
     def dU_task(task):
         for g in task:
             i, j = plan.cuts[g], plan.cuts[g + 1]
             if word_major:
-                np.matmul(plan.block(D, g).T, hw[:, i:j].T, out=GT[plan.coff[g]:plan.coff[g + 1]])
+                np.matmul(Dg[g].T, hw[:, i:j].T, out=GT[plan.coff[g]:plan.coff[g + 1]])
             else:
-                np.matmul(hw[:, i:j], plan.block(D, g), out=G[:, plan.coff[g]:plan.coff[g + 1]])
+                np.matmul(hw[:, i:j], Dg[g], out=G[:, plan.coff[g]:plan.coff[g + 1]])
 
     tasks = _tasks(plan, np.diff(plan.off))
     with one_blas_thread():

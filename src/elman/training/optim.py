@@ -142,8 +142,14 @@ class Optimizer:
 
 
 def _tmp(name: str, like: np.ndarray) -> np.ndarray:
-    """A reused temporary shaped like ``like``, one set per thread (``scratch``)."""
-    return scratch.empty(f"optim {name} {threading.get_ident()}", like.shape, like.dtype)
+    """A reused temporary shaped like ``like`` and laid out as it is in
+    memory (a block of U's columns is word by word: a row-major temporary
+    would make every element-wise pass a transposition), one set per
+    thread (``scratch``)."""
+    key = f"optim {name} {threading.get_ident()}"
+    if like.ndim == 2 and like.strides[0] < like.strides[1]:
+        return scratch.empty(key, like.shape[::-1], like.dtype).T
+    return scratch.empty(key, like.shape, like.dtype)
 
 
 class SGD(Optimizer):
