@@ -152,13 +152,33 @@ def _tmp(name: str, like: np.ndarray) -> np.ndarray:
     return scratch.empty(key, like.shape, like.dtype)
 
 
+# Elements an element-wise rule takes at a time: its temporaries (256 KB in
+# float32) then stay in the core's cache, so an update reads g and p and
+# writes p once, where temporaries of a whole block would add two passes
+# through memory (at V = 800k a class softmax's columns are 111 MB a step).
+PIECE = 1 << 16
+
+
+def _pieces(p):
+    """Index tuples cutting p into pieces of about PIECE elements along the
+    axis memory runs slowest on (each piece one stretch of memory)."""
+    if p.size <= PIECE or p.ndim == 0:
+        return [...]
+    ax = int(np.argmax(p.strides))
+    n = p.shape[ax]
+    step = max(1, PIECE * n // p.size)
+    return [(slice(None),) * ax + (slice(i, i + step),) for i in range(0, n, step)]
+
+
 class SGD(Optimizer):
     """p <- p - lr g."""
 
     name = "sgd"
 
     def rule(self, p, g):
-        p -= np.multiply(g, p.dtype.type(self.lr), out=_tmp("a", g))
+        lr = p.dtype.type(self.lr)
+        for i in _pieces(p):
+            p[i] -= np.multiply(g[i], lr, out=_tmp("a", g[i]))
 
 
 class Adagrad(Optimizer):
@@ -170,6 +190,10 @@ class Adagrad(Optimizer):
     eps = 1e-8
 
     def rule(self, p, g, G):
+        for i in _pieces(p):
+            self._piece(p[i], g[i], G[i])
+
+    def _piece(self, p, g, G):
         a, b = _tmp("a", g), _tmp("b", g)
         G += np.multiply(g, g, out=a)
         np.sqrt(G, out=a)
