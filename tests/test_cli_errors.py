@@ -238,3 +238,11 @@ def test_an_internal_error_is_one_line_that_says_bug(model, capsys, monkeypatch)
     monkeypatch.setenv("ELMAN_DEBUG", "1")
     with pytest.raises(ZeroDivisionError):
         _main(["eval", "--model", model, "--data", model.parent / "valid.txt"])
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe not utf-8\n", b"[" * 100_000 + b"\n", b"[1, 2]\n",
+                                     b'{"epoch": "one", "batch": 1, "batches": 2, "train_ppl": 3}\n'])
+def test_a_malformed_metrics_log_is_one_line(model, capsys, content):
+    pytest.importorskip("matplotlib")
+    (model / "metrics.jsonl").write_bytes(content)
+    _one_error_line(capsys, _main(["plot", model]), "metrics.jsonl")
