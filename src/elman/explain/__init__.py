@@ -114,35 +114,48 @@ def _intro(model, convention, seed):
 
 def verification(model, names, seeds=(1, 2, 3, 4, 5)):
     """Derive again on instances of other random sizes: every formula, its
-    column-vector form and (for the seed) elman's backward pass."""
-    from elman.explain import expr as E
-
+    column-vector form, (for the seed) elman's backward pass, and with
+    ``bptt`` every through-time sum and state recurrence."""
     rng = np.random.default_rng(7)
     worst, failures = {}, []
     for s in seeds:
         dims = {k: int(v) for k, v in zip(model.dims, rng.permutation(np.arange(2, 2 + len(model.dims))) + 1)}
         try:
-            d = derive(model, seed=s, dims=dims)
+            for n, err in _verify_one(model, names, s, dims):
+                worst[n] = max(worst.get(n, 0.0), err)
         except EngineError as exc:
             failures.append(str(exc))
-            continue
-        for n in (x for x in names if x in d.steps):
-            step = d.steps[n]
-            col = E.to_column(step.expr, model, True, wform=True)
-            errs = [step.error, numeric.agree(E.evaluate(col, E.column_env(d.env, model, True)), step.value.T)]
-            if numeric.is_seed(model):
-                errs.append(numeric.agree(numeric.seed_gradients(d.inputs)[n], step.fd))
-            worst[n] = max(worst.get(n, 0.0), *errs)
     ok = not failures and all(v < numeric.TOL for v in worst.values())
     rows = [[n, str(len(seeds)), f"{v:.1e}", "pass" if v < numeric.TOL else "FAIL"] for n, v in worst.items()]
     blocks = [Heading(2, ["Verification"]),
               Para([f"Each formula derived again on {len(seeds)} random instances of other sizes and compared "
                     "with finite differences; its column-vector form compared with the row form transposed"
                     + ("; elman.core.model.step_gradients compared with finite differences" if numeric.is_seed(model)
-                       else "") + ". Largest relative error of all these, per quantity:"]),
+                       else "") + ("; through time, each parameter's sum and each state's recurrence at every "
+                                   "step against finite differences of the unrolled loss" if "bptt" in names
+                                   else "") + ". Largest relative error of all these, per quantity:"]),
               Table(["quantity", "instances", "max relative error", "result"], rows)]
     blocks += [Para([f"FAILED: {f}"]) for f in failures]
     return blocks, {"ok": ok, "max_rel_error": worst, "failures": failures}, ok
+
+
+def _verify_one(model, names, seed, dims):
+    """(quantity, relative error) pairs for one instance."""
+    from elman.explain import expr as E
+    from elman.explain.through_time import through_time
+
+    d = derive(model, seed=seed, dims=dims)
+    out = []
+    for n in (x for x in names if x in d.steps):
+        step = d.steps[n]
+        col = E.to_column(step.expr, model, True, wform=True)
+        out += [(n, step.error), (n, numeric.agree(E.evaluate(col, E.column_env(d.env, model, True)), step.value.T))]
+        if numeric.is_seed(model):
+            out.append((n, numeric.agree(numeric.seed_gradients(d.inputs)[n], step.fd)))
+    if "bptt" in names:
+        tt = through_time(d, T=3)
+        out += [(f"Σ_t {p}", e) for p, e in tt.errors.items()] + [(f"{s}(t)", e) for s, e in tt.state_errors.items()]
+    return out
 
 
 def transpose_answer(convention: str = "row") -> str:

@@ -58,7 +58,6 @@ def mdict(m):
 
 
 def equation_math(model, eq, timed=False) -> nt.M:
-    c = Ctx(model)
     r = lambda e: E.render(e, model, timed)  # noqa: E731
     lhs = r(E.Sym(eq.lhs))
     if eq.kind == "loss":
@@ -67,11 +66,19 @@ def equation_math(model, eq, timed=False) -> nt.M:
         return nt.seq(lhs, " = ", nt.fn(eq.func), "(", r(E.Sym(eq.args[0])), ")")
     out = nt.seq(lhs, " = ")
     for i, t in enumerate(eq.terms):
-        term = r(E.MatMul(E.Sym(t.factors[0]), E.Sym(t.factors[1]))) if len(t.factors) == 2 else c.q(t.factors[0])
-        if timed and len(t.factors) == 1:
-            term = r(E.Sym(t.factors[0]))
+        term = term_math(t, r)
         out = nt.seq(out, ("−" if t.sign < 0 else "") if i == 0 else (" − " if t.sign < 0 else " + "), term)
     return out
+
+
+def term_math(t, r) -> nt.M:
+    """One term of a sum as written, without its sign: 0.5 a W, a Wᵀ, a ⊙ b, 1."""
+    if t.op == "const":
+        return E.number(t.coef)
+    syms = [r(E.Sym(f)) for f in t.factors]
+    body = {"mul": lambda: nt.seq(syms[0], " ", syms[1]), "mulT": lambda: nt.seq(syms[0], " ", syms[1], "ᵀ"),
+            "had": lambda: nt.seq(syms[0], " ⊙ ", syms[1]), "plain": lambda: syms[0]}[t.op]()
+    return body if t.coef == 1 else nt.seq(E.number(t.coef), " ", body)
 
 
 def shape_line(e, model) -> nt.M:
@@ -201,7 +208,7 @@ def target_section(d, name, convention="row", seed_values=None):
     if convention == "column":
         dJc = nt.frac(J, E.sym_math(E.Sym(name, col=True), model)) if name in model.shapes else dJ
         main = nt.seq(dJc, " = ", col, nt.words("   (column vectors; a matrix W written W̃ = Wᵀ)"))
-    rshape = model.shapes.get(name) or ("1", model.shapes[name.split("_")[0]][1])
+    rshape = model.row_shape(name)
     shown = rshape[::-1] if convention == "column" else rshape
     blocks = [Heading(2, [dJ, f" — the gradient of J with respect to {name}"]),
               Para([main, ", ", nt.shape(shown), "."]),
