@@ -180,8 +180,9 @@ def plain_term(model, eq, term) -> Contrib:
         seq(frac(J, idx(c.q(b), "j")), " = ", sw, idx(c.adj(z), "j")),
     ]
     notes = [[c.q(b), " enters each ", idx(c.q(z), "j"), " once, with coefficient ", sw or "", "1, so its "
-              "gradient is ", c.render(expr), ". (With a batch of rows, the rows of ",
-              c.adj(z), " are summed: a bias is shared by every row.)"]]
+              "gradient is ", c.render(expr), "."]]
+    if b in model.params:
+        notes[0] += [" (With a batch of rows, the rows of ", c.adj(z), " are summed: a bias is shared by every row.)"]
     if const is not None:
         notes.append(["The number ", const, " in ", c.q(z), " depends on nothing: its derivative is 0 and it "
                       "leaves no trace in any gradient. What remains is the sign", " and the coefficient"
@@ -227,10 +228,13 @@ def hadamard(model, eq, term, a, b) -> Contrib:
 def fan_out(model, name, contribs) -> list:
     """Paragraph for a quantity used in several places: the terms are summed."""
     c = Ctx(model)
+    total = None
+    for k in contribs:
+        total = E.add(total, k.expr)
     where = [f"on line {k.eq.line} ({k.rule})" for k in contribs]
     where = ", ".join(where[:-1]) + " and " + where[-1]
     row = name in model.lookups
     return [c.q(name), (f" receives {len(contribs)} contributions: " if row else
                         f" is used in {len(contribs)} places: "), f"{where}. ",
             "Each place is a path from it to J; the multivariate chain rule adds the paths, one term each: ",
-            seq(frac(J, c.q(name)), " = "), nt.join([c.render(k.expr) for k in contribs], " + "), "."]
+            seq(frac(J, c.q(name)), " = "), c.render(total), "."]

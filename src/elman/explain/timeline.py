@@ -39,8 +39,7 @@ def _used_twice(d, s):
     n = len(users) + len(model.carried(s))
     return Para([_r(model, E.Sym(s)), f" is used {'twice' if n == 2 else f'{n} times'}: by ",
                  nt.join([_r(model, E.Sym(eq.lhs)) for eq in users], " and "), " at step t, and by step t+1, "
-                 "where it is that step's ", carried, ". The multivariate chain rule adds the paths, which gives "
-                 "the recurrence (run from t = T down to 1, with nothing coming back from after the window at t = T):"])
+                 "where it is that step's ", carried, "."])
 
 
 def _downstream(model, s):
@@ -54,22 +53,27 @@ def _downstream(model, s):
 
 def _own_path(d, tt, s):
     """What one state's carried term alone leaves out (the LSTM's "just f")."""
-    model = d.model
+    model, err = d.model, tt.own_path_only[s]
+    st = _r(model, E.Sym(s))
+    if err < numeric.TOL:
+        return Para(["Leaving out the other states' carried terms does not change dJ/d", s, "(t) (it still agrees "
+                     f"with finite differences, {err:.1e}): nothing that comes back from step t+1 into ", st,
+                     " passes through them."])
+    carried = [d.steps[i].expr for i in model.carried(s)]
+    parts = ["The carried term ", nt.join([E.render(e, model, timed=True, shift=1) for e in carried], " + "),
+             " is the path from ", st, " straight into step t+1"]
+    e = carried[0]
+    if len(carried) == 1 and isinstance(e, E.Had) and e.a == E.Sym(s, adj=True) and isinstance(e.b, E.Sym):
+        g = _r(model, e.b, shift=1)
+        parts += [": ∂", s, "(t+1)/∂", s, "(t), with everything else step t+1 reads held fixed, is diag(", g,
+                  "), the \"d", s, "(t+1)/d", s, "(t) = ", g, "\" of many derivations"]
     later = _downstream(model, s)
-    if not later:
-        return [Para(["Nothing else that step t+1 reads depends on ", _r(model, E.Sym(s)), " within step t, so its "
-                      "own carried term is its whole path into the future: with the other states' carried terms "
-                      f"left out, dJ/d{s}(t) still agrees with finite differences ({tt.own_path_only[s]:.1e})."])]
-    carried = [E.render(d.steps[i].expr, model, timed=True, shift=1) for i in model.carried(s)]
-    via = nt.join([_r(model, E.Sym(x)) for x in later], " and ")
-    return [Para(["The carried term ", nt.join(carried, " + "), " is the path from ", _r(model, E.Sym(s)),
-                  " straight into step t+1: the partial derivative of step t+1 with respect to ",
-                  _r(model, E.Sym(s)), " with everything else it reads held fixed (for an LSTM's cell, f(t+1): "
-                  "the \"dc(t+1)/dc(t) = f(t+1)\" of many derivations). It is not the whole dependence: ",
-                  _r(model, E.Sym(s)), " also reaches ", via, " within step t, which step t+1 reads too, and that "
-                  "path arrives through the first term of the recurrence. Keeping only ", _r(model, E.Sym(s)),
-                  "'s own carried term and dropping the others', dJ/d", s, "(t) is off from finite differences by "
-                  f"a relative {tt.own_path_only[s]:.2g}."])]
+    why = ([st, " also reaches ", nt.join([_r(model, E.Sym(x)) for x in later], " and "), " within step t, "
+            "which step t+1 reads too, and that path comes back through the first term of the recurrence"]
+           if later else ["what comes back from step t+1 also passes through the other states' carried terms"])
+    return Para(parts + [". It is a partial derivative, not the whole dependence: "] + why +
+                [". Keeping only ", st, "'s own carried term and dropping the other states', dJ/d", s,
+                 f"(t) is off from finite differences by a relative {err:.2g}."])
 
 
 def bptt_section(d, T=4, seed_model=False):
@@ -85,17 +89,17 @@ def bptt_section(d, T=4, seed_model=False):
                     ", before the first step, is given: truncation), and the loss is the sum ",
                     nt.seq(J, " = Σ_t ", J, "(t)"), ":"]),
               Display([equation_math(model, eq, timed=True) for eq in model.equations])]
-    for s in states:
-        blocks.append(_used_twice(d, s))
-    blocks += [Display([recurrence(d, s) for s in states] +
+    blocks += [_used_twice(d, s) for s in states]
+    blocks += [Para(["The multivariate chain rule adds the paths, which gives the recurrence", "s" if len(states) > 1
+                     else "", " (run from t = T down to 1, with nothing coming back from after the window at t = T):"]),
+               Display([recurrence(d, s) for s in states] +
                        [nt.seq(E.sym_math(E.Sym(n, adj=True), model, timed=True), " = ", _r(model, d.steps[n].expr))
                         for n in _after(d, states)]),
                Para(["Every one-step formula holds at each t with these totals, and a parameter's gradient is "
                      "the sum of its one-step formula over the window:"]),
                Display([nt.seq(nt.frac(J, c.q(p)), " = Σ_t ", _r(model, d.steps[p].expr)) for p in tt.params])]
     if len(states) > 1:
-        for s in states:
-            blocks += _own_path(d, tt, s)
+        blocks += [_own_path(d, tt, s) for s in states]
     if seed_model:
         blocks.append(Para(seed_notes.AT_T_SUM))
     wb, data = _witness(d, tt, seed_model)
