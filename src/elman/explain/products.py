@@ -178,16 +178,16 @@ def embedding_row(model, k, row) -> Contrib:
     L, x = model.lookups[row]
     e = k.eq.lhs
     expr = signed(k.term, E.Sym(e, adj=True))
-    Lvj, sw = idx(c.q(L), "vj"), sign_word(k.term)
+    Lvj, sw, xv = idx(c.q(L), "vj"), sign_word(k.term), c.q(x).text
     index = [
-        seq(idx(c.q(x), "v"), " = [v = x]   ", words(f"({x} is one-hot)")),
-        seq(idx(c.q(e), "j"), " = ", sw, "Σ_v ", idx(c.q(x), "v"), " ", Lvj, " = ", sw, idx(c.q(L), "xj"),
-            "   ", words(f"(row x of {L})")),
+        seq(idx(c.q(x), "v"), f" = [v = {xv}]   ", words(f"({x} is one-hot)")),
+        seq(idx(c.q(e), "j"), " = ", sw, "Σ_v ", idx(c.q(x), "v"), " ", Lvj, " = ", sw, idx(c.q(L), f"{xv}j"),
+            "   ", words(f"(row {xv} of {L})")),
         seq(frac(J, Lvj), " = ", sw, idx(c.q(x), "v"), " ", idx(c.adj(e), "j"),
-            " = ", sw, idx(c.adj(e), "j"), words(" for v = x, 0 for every other row")),
+            " = ", sw, idx(c.adj(e), "j"), words(f" for v = {xv}, 0 for every other row")),
     ]
     notes = [["This is the product rule with the one-hot column ", seq(c.q(x), "ᵀ"), ": ",
-              seq(frac(J, c.q(L)), " = ", c.render(k.expr)), " is zero except row x, which is ",
+              seq(frac(J, c.q(L)), " = ", c.render(k.expr)), f" is zero except row {xv}, which is ",
               c.render(expr), ". So the gradient of the looked-up row is ",
               seq(frac(J, c.q(row)), " = ", c.render(expr)),
               ", and a sequence adds, into each word's row, dJ/de of every position where that word occurs."]]
@@ -202,16 +202,17 @@ def row_of(model, k, row) -> Contrib:
     expr = E.MatMul(E.Sym(x), k.expr)
     d = c.dims(L)[1]
     other = model.is_onehot(k.via) and k.term.op == "mul"
-    index = [seq(frac(J, c.q(row)), " ∋ ", words("row x of "), c.render(k.expr), " = ", c.render(expr))]
+    xv = c.q(x).text
+    index = [seq(frac(J, c.q(row)), " ∋ ", words(f"row {xv} of "), c.render(k.expr), " = ", c.render(expr))]
     if other:
         what = [c.q(k.via), " looks up a row of ", c.q(L), " too (line ", str(k.eq.line), "). ",
                 seq(c.q(x), " ", c.q(k.via), "ᵀ"), " is 1 when the two words are the same and 0 otherwise, so "
-                "this term is ", c.adj(k.eq.lhs), " when both read row x and nothing when they differ: the "
+                "this term is ", c.adj(k.eq.lhs), f" when both read row {xv} and nothing when they differ: the "
                 "two reads of one row add."]
     else:
         what = [c.q(L), " is also used on line ", str(k.eq.line), " (", k.rule, "), and that use adds ",
                 c.render(k.expr), " to the whole matrix; the one-hot row ", c.q(x),
-                " times it picks out row x, the part that lands on the looked-up row."]
+                f" times it picks out row {xv}, the part that lands on the looked-up row."]
     notes = [what]
     shapes = [seq(c.render(expr), ": (", nt.shape(("1", c.dims(L)[0])), ")(", nt.shape(c.dims(L)), ") = ",
                   nt.shape(("1", d)), ", the shape of a row of ", c.q(L), " ✓")]

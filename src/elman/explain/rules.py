@@ -176,7 +176,8 @@ def plain_term(model, eq, term) -> Contrib:
     lead = (seq(const, " ") if const is not None and len(eq.terms) == 2 else nt.M("… ", r"\ldots "))
     index = [
         seq(idx(c.q(z), "j"), " = ", lead, "+ " if term.sign > 0 else "− ", coef, idx(c.q(b), "j")),
-        seq("∂", idx(c.q(z), "k"), "/∂", idx(c.q(b), "j"), " = ", sw, "1", words(" if k = j, else 0")),
+        seq("∂", idx(c.q(z), "k"), "/∂", idx(c.q(b), "j"), " = ", sw.rstrip() if coef else sw + "1",
+            words(" if k = j, else 0")),
         seq(frac(J, idx(c.q(b), "j")), " = ", sw, idx(c.adj(z), "j")),
     ]
     notes = [[c.q(b), " enters each ", idx(c.q(z), "j"), " once, with coefficient ", sw or "", "1, so its "
