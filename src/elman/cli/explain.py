@@ -7,14 +7,15 @@ def add_explain(sub):
     p = sub.add_parser("explain", help="derive and explain gradients: index notation, the transpose, shapes, a witness")
     p.add_argument("targets", nargs="*", default=["U"], metavar="TARGET",
                    help="U b2 h b1 L_x I H h_prev (the seed's quantities), all, or bptt (default U)")
-    p.add_argument("--format", choices=("text", "markdown", "latex", "html", "json"), default="text")
+    p.add_argument("--format", choices=("text", "markdown", "latex", "html", "json", "svg"), default="text",
+                   help="svg: the pictures, one file each, into the directory --out")
     p.add_argument("--convention", choices=("row", "column"), default="row",
                    help="write the summary formulas for row vectors (the seed's) or column vectors")
     p.add_argument("--verify", action="store_true",
                    help="derive again on 5 random instances of other sizes; exit 1 if any formula fails")
     p.add_argument("--model-file", metavar="F", default=None,
                    help="a model in the equation language (default: the seed's model; also mlp, tanh_rnn)")
-    p.add_argument("--out", metavar="FILE", help="write to FILE instead of standard output")
+    p.add_argument("--out", metavar="FILE", help="write to FILE instead of standard output (svg: a directory)")
     p.set_defaults(func=run_explain)
 
 
@@ -22,7 +23,11 @@ def run_explain(args) -> int:
     from elman.explain import explain
 
     result = explain(args.targets, model=args.model_file, convention=args.convention, verify=args.verify)
-    emit(result.render(args.format), args.out)
+    if args.format == "svg":
+        for path, svg in result.svg_files(args.out):
+            emit(svg, path)
+    else:
+        emit(result.render(args.format), args.out)
     return 0 if result.ok else 1
 
 

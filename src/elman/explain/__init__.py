@@ -14,12 +14,14 @@ formula), ``render_*`` (text, Markdown, LaTeX, HTML, JSON).
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from elman.errors import ElmanError
 from elman.explain import numeric, seed_notes
 from elman.explain.checker import check
-from elman.explain.document import Document, Heading, Para, Table
+from elman.explain.document import Document, Figure, Heading, Para, Table
 from elman.explain.engine import EngineError, derive
 from elman.explain.equations import load
 from elman.explain.notation import name
@@ -35,6 +37,8 @@ class Explanation:
         self.document, self.ok = document, ok
 
     def render(self, fmt: str = "text") -> str:
+        if fmt == "svg":
+            raise ElmanError("svg is one file per picture: use --out DIR (Explanation.svg_files)")
         if fmt not in FORMATS:
             raise ElmanError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
         from importlib import import_module
@@ -42,6 +46,20 @@ class Explanation:
 
     def text(self):
         return self.render("text")
+
+    @property
+    def figures(self):
+        return [b for b in self.document.blocks if isinstance(b, Figure)]
+
+    def svg_files(self, out_dir):
+        """(path, svg) for each picture, under ``out_dir`` (created)."""
+        if not out_dir:
+            raise ElmanError("--format svg writes one file per picture: give --out DIR")
+        out = Path(out_dir)
+        if out.exists() and not out.is_dir():
+            raise ElmanError(f"--out {out_dir} is a file; --format svg needs a directory")
+        out.mkdir(parents=True, exist_ok=True)
+        return [(out / f"{f.name}.svg", f.svg) for f in self.figures]
 
     def __str__(self):
         return self.text()

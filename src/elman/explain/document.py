@@ -47,6 +47,15 @@ class Table:
 
 
 @dataclass
+class Figure:
+    """A picture: ``svg`` is the whole SVG document, ``name`` its file name
+    without .svg (``--format svg --out DIR`` writes DIR/name.svg)."""
+    name: str
+    svg: str
+    caption: str
+
+
+@dataclass
 class Document:
     title: str
     blocks: list = field(default_factory=list)
@@ -197,6 +206,19 @@ def seed_section(d, name):
     return blocks, {"seed_formula": mdict(seed_text), "seed_numpy": seed_numpy, "verdict": v.verdict}
 
 
+def shape_figure(d, name, chain) -> Figure:
+    from elman.explain.pictures import shape_picture
+    c = Ctx(d.model)
+    rows = [(nt.frac(J, c.q(ct.target)).text, ct.expr) for k in chain for ct in d.steps[k].contribs]
+    key = f"shapes-{name}"
+    return Figure(key, shape_picture(d.model, key, rows),
+                  f"The products on the way to dJ/d{name}, drawn at the instance's sizes, one square per entry.")
+
+
+def figure_data(fig) -> dict:
+    return {"name": fig.name, "file": f"{fig.name}.svg", "caption": fig.caption, "svg": fig.svg}
+
+
 def target_section(d, name, convention="row", seed_values=None):
     """Blocks and data for dJ/d(name)."""
     model, c, step = d.model, Ctx(d.model), d.steps[name]
@@ -236,6 +258,9 @@ def target_section(d, name, convention="row", seed_values=None):
             blocks += [Para((label if i == 0 else []) + p) for i, p in enumerate(ct.notes)]
     blocks.append(Heading(3, ["4. The shape check"]))
     blocks.append(Display([m for k in chain for ct in d.steps[k].contribs for m in ct.shapes]))
+    fig = shape_figure(d, name, chain)
+    blocks.append(fig)
+    data["figures"] = [figure_data(fig)]
     blocks.append(Heading(3, ["5. Row vectors and column vectors"]))
     cb, data["column_convention"] = column_section(d, name)
     blocks += cb

@@ -16,7 +16,8 @@ from __future__ import annotations
 from elman.explain import expr as E
 from elman.explain import notation as nt
 from elman.explain import numeric, seed_notes
-from elman.explain.document import Display, Heading, Para, Table, equation_math, mdict
+from elman.explain.document import Display, Figure, Heading, Para, Table, equation_math, figure_data, mdict
+from elman.explain.pictures import unrolled_picture
 from elman.explain.rules import J, Ctx
 from elman.explain.through_time import through_time
 
@@ -102,7 +103,13 @@ def bptt_section(d, T=4, seed_model=False):
         blocks += [_own_path(d, tt, s) for s in states]
     if seed_model:
         blocks.append(Para(seed_notes.AT_T_SUM))
+    fig = Figure("unrolled", unrolled_picture(d), "The computation graph over three steps (parameters, shared by "
+                 "every step, left out). Grey arrows run forward; the dashed coloured paths are the terms of the "
+                 "recurrence" + ("s" if len(states) > 1 else "") + " above, the gradient flowing back into "
+                 + " and ".join(f"{nt.name(s).text}(t)" for s in states) + ", each numbered and listed with its formula.")
+    blocks.append(fig)
     wb, data = _witness(d, tt, seed_model)
+    data["figures"] = [figure_data(fig)]
     data["recurrence"] = mdict(recurrence(d, main))
     data["recurrences"] = {s: mdict(recurrence(d, s)) for s in states}
     return blocks + wb, data
