@@ -14,7 +14,8 @@ def add_explain(sub):
     p.add_argument("--verify", action="store_true",
                    help="derive again on 5 random instances of other sizes; exit 1 if any formula fails")
     p.add_argument("--model-file", metavar="F", default=None,
-                   help="a model in the equation language (default: the seed's model; also mlp, tanh_rnn)")
+                   help="a model in the equation language (default: the seed's model; also gru, lstm, tied, "
+                        "elman2, mlp, tanh_rnn)")
     p.add_argument("--out", metavar="FILE", help="write to FILE instead of standard output (svg: a directory)")
     p.set_defaults(func=run_explain)
 

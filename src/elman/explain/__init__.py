@@ -95,7 +95,8 @@ def _targets(d, requested):
 def explain(targets=("U",), model=None, convention: str = "row", verify: bool = False) -> Explanation:
     """The explanation of dJ/d(target) for each target ("all", "bptt", or a
     quantity's name); ``model`` is a path to a .eq file, a bundled model's
-    name ("seed", "mlp", "tanh_rnn"), a parsed model, or None for the seed."""
+    name ("seed", "gru", "lstm", "tied", "elman2", "mlp", "tanh_rnn"), a parsed
+    model, or None for the seed."""
     from elman.explain.document import target_section
     from elman.explain.timeline import bptt_section
 
@@ -163,13 +164,14 @@ def _verify_one(model, names, seed, dims):
     from elman.explain.through_time import through_time
 
     d = derive(model, seed=seed, dims=dims)
+    ref = numeric.seed_gradients(d.inputs) if numeric.is_seed(model) else {}
     out = []
     for n in (x for x in names if x in d.steps):
         step = d.steps[n]
         col = E.to_column(step.expr, model, True, wform=True)
         out += [(n, step.error), (n, numeric.agree(E.evaluate(col, E.column_env(d.env, model, True)), step.value.T))]
-        if numeric.is_seed(model):
-            out.append((n, numeric.agree(numeric.seed_gradients(d.inputs)[n], step.fd)))
+        if n in ref:
+            out.append((n, numeric.agree(ref[n], step.fd)))
     if "bptt" in names:
         tt = through_time(d, T=3)
         out += [(f"Σ_t {p}", e) for p, e in tt.errors.items()] + [(f"{s}(t)", e) for s, e in tt.state_errors.items()]

@@ -138,7 +138,8 @@ def _check_loss(path, equations):
     if len(losses) != 1:
         raise ModelError(f"{path}: need exactly one loss line, e.g. `J = cross_entropy(yhat, y)`; found {len(losses)}")
     if equations[-1] is not losses[0]:
-        raise ModelError(f"{path}:{equations[-1].line}: `{equations[-1].lhs}` comes after the loss; the loss must be last")
+        last = equations[-1]
+        raise ModelError(f"{path}:{last.line}: `{last.lhs}` comes after the loss; the loss must be last")
     for e in equations:
         if e.func == "softmax" and not any(x.kind == "loss" and x.args[0] == e.lhs for x in equations):
             raise ModelError(f"{path}:{e.line}: softmax is supported only as the input of cross_entropy")

@@ -127,8 +127,8 @@ def product_weight_t(model, eq, term) -> Contrib:
               seq(c.q(a), " (", nt.shape(("1", n)), ")"), "."],
              ["Transposing the matrix on the way forward transposes its gradient: for ",
               seq(c.q(z), " = ", c.q(a), " ", c.q(W), "ᵀ"), " the product rule gives the gradient of ",
-              seq(c.q(W), "ᵀ"), ", ", seq(c.q(a), "ᵀ ", c.adj(z)), ", and ", seq("(", c.q(a), "ᵀ ", c.adj(z), ")ᵀ = ",
-                                                                          c.adj(z), "ᵀ ", c.q(a)), " is the gradient of ",
+              seq(c.q(W), "ᵀ"), ", ", seq(c.q(a), "ᵀ ", c.adj(z)), ", and ",
+              seq("(", c.q(a), "ᵀ ", c.adj(z), ")ᵀ = ", c.adj(z), "ᵀ ", c.q(a)), " is the gradient of ",
               c.q(W), " itself. A matrix used both as it is and transposed (a tied embedding) gets one such "
               "term from each use, both of its shape, and they add."]]
     shapes = [seq(c.adj(z), "ᵀ ", c.q(a), ": (", nt.shape((m, "1")), ")(", nt.shape(("1", n)), ") = ",

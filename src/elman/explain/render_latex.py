@@ -33,7 +33,8 @@ def block(b) -> str:
         rows.insert(1, r"\hline")
         return "\\begin{center}\n\\begin{tabular}{" + cols + "}\n" + "\n".join(rows) + "\n\\end{tabular}\n\\end{center}"
     if isinstance(b, Figure):
-        return "\\emph{" + text_escape_tex(f"Picture {b.name}.svg (written by --format svg --out DIR): {b.caption}") + "}"
+        words = f"Picture {b.name}.svg (written by --format svg --out DIR): {b.caption}"
+        return "\\emph{" + text_escape_tex(words) + "}"
     raise TypeError(b)
 
 

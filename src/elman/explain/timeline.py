@@ -103,10 +103,11 @@ def bptt_section(d, T=4, seed_model=False):
         blocks += [_own_path(d, tt, s) for s in states]
     if seed_model:
         blocks.append(Para(seed_notes.AT_T_SUM))
+    into = " and ".join(f"{nt.name(s).text}(t)" for s in states)
     fig = Figure("unrolled", unrolled_picture(d), "The computation graph over three steps (parameters, shared by "
                  "every step, left out). Grey arrows run forward; the dashed coloured paths are the terms of the "
-                 "recurrence" + ("s" if len(states) > 1 else "") + " above, the gradient flowing back into "
-                 + " and ".join(f"{nt.name(s).text}(t)" for s in states) + ", each numbered and listed with its formula.")
+                 f"recurrence{'s' if len(states) > 1 else ''} above, the gradient flowing back into {into}, each "
+                 "numbered and listed with its formula.")
     blocks.append(fig)
     wb, data = _witness(d, tt, seed_model)
     data["figures"] = [figure_data(fig)]
