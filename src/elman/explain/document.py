@@ -219,6 +219,24 @@ def figure_data(fig) -> dict:
     return {"name": fig.name, "file": f"{fig.name}.svg", "caption": fig.caption, "svg": fig.svg}
 
 
+def chain_link(d, k):
+    """One link of the chain in index notation: each contribution to dJ/dk,
+    and their sum where k is used in several places."""
+    model, c, s = d.model, Ctx(d.model), d.steps[k]
+    blocks = []
+    for ct in s.contribs:
+        blocks += [Para([nt.seq(nt.frac(J, c.q(k)), " = ", E.render(ct.expr, model)),
+                         f"   ({ct.rule}, line {ct.eq.line}: ", equation_math(model, ct.eq), ")"]),
+                   Display(ct.index)]
+    if len(s.contribs) > 1:
+        blocks.append(Para(fan_out(model, k, s.contribs)))
+    return blocks, {"quantity": k, "formula": mdict(E.render(s.expr, model)),
+                    "rules": [ct.rule for ct in s.contribs], "lines": [ct.eq.line for ct in s.contribs],
+                    "index": [mdict(m) for ct in s.contribs for m in ct.index],
+                    "shape_check": [mdict(m) for ct in s.contribs for m in ct.shapes],
+                    "max_rel_error_at_derivation": s.error}
+
+
 def target_section(d, name, convention="row", seed_values=None):
     """Blocks and data for dJ/d(name)."""
     model, c, step = d.model, Ctx(d.model), d.steps[name]
@@ -239,18 +257,9 @@ def target_section(d, name, convention="row", seed_values=None):
     data = {"target": name, "formula": mdict(formula), "expanded": mdict(expanded), "column": mdict(col),
             "numpy": E.to_numpy(d.expanded(name)), "shape": nt.shape(rshape).text, "chain": []}
     for k in chain:
-        s = d.steps[k]
-        for ct in s.contribs:
-            blocks += [Para([nt.seq(nt.frac(J, c.q(k)), " = ", E.render(ct.expr, model)),
-                             f"   ({ct.rule}, line {ct.eq.line}: ", equation_math(model, ct.eq), ")"]),
-                       Display(ct.index)]
-        if len(s.contribs) > 1:
-            blocks.append(Para(fan_out(model, k, s.contribs)))
-        data["chain"].append({"quantity": k, "formula": mdict(E.render(s.expr, model)),
-                              "rules": [ct.rule for ct in s.contribs], "lines": [ct.eq.line for ct in s.contribs],
-                              "index": [mdict(m) for ct in s.contribs for m in ct.index],
-                              "shape_check": [mdict(m) for ct in s.contribs for m in ct.shapes],
-                              "max_rel_error_at_derivation": s.error})
+        cb, cd = chain_link(d, k)
+        blocks += cb
+        data["chain"].append(cd)
     blocks.append(Heading(3, ["3. From indices to matrices"]))
     for k in chain:
         for ct in d.steps[k].contribs:
