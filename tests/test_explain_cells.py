@@ -9,12 +9,9 @@ import pytest
 
 from elman.explain import engine, equations, numeric
 from elman.explain.through_time import through_time
+from helpers import sigmoid_ref as sig
 
 SHIPPED = ["gru", "lstm", "tied", "elman2"]
-
-
-def sig(z):
-    return 1.0 / (1.0 + anp.exp(-z))
 
 
 def xent(z, y):

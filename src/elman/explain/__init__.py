@@ -149,8 +149,8 @@ def verification(model, names, seeds=(1, 2, 3, 4, 5)):
     blocks = [Heading(2, ["Verification"]),
               Para([f"Each formula derived again on {len(seeds)} random instances of other sizes and compared "
                     "with finite differences; its column-vector form compared with the row form transposed"
-                    + ("; elman.core.model.step_gradients compared with finite differences" if numeric.is_seed(model)
-                       else "") + ("; through time, each parameter's sum and each state's recurrence at every "
+                    + ("; elman.core.model.step_gradients compared with finite differences"
+                       if numeric.is_seed(model) else "") + ("; through time, each parameter's sum and each state's recurrence at every "
                                    "step against finite differences of the unrolled loss" if "bptt" in names
                                    else "") + ". Largest relative error of all these, per quantity:"]),
               Table(["quantity", "instances", "max relative error", "result"], rows)]
