@@ -47,7 +47,7 @@ def _braces_balanced(tex):
     assert depth == 0
 
 
-@pytest.mark.parametrize("model", [None, "mlp", "tanh_rnn"])
+@pytest.mark.parametrize("model", [None, "mlp", "tanh_rnn", "gru", "lstm", "tied", "elman2"])
 def test_latex_is_a_standalone_document(model):
     tex = explain(["all"], model=model).render("latex")
     assert tex.startswith(r"\documentclass") and tex.rstrip().endswith(r"\end{document}")
