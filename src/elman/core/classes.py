@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from elman.core.layers import log_softmax_rows, logits_forward
-from elman.fast.output import output_backward, output_losses
+from elman.fast.output import output_backward, output_deltas, output_losses
 from elman.fast.threads import one_blas_thread
 
 
@@ -60,12 +60,15 @@ def word_classes(bounds, y):
     return np.searchsorted(bounds, y, side="right") - 1
 
 
-def class_output_losses(h, U, b2, Uc, bc, bounds, y):
+def class_output_losses(h, U, b2, Uc, bc, bounds, y, direct=None):
     """J_n = -log P(c_n | h_n) - log P(y_n | c_n, h_n) for each row (N,).
 
     Positions are grouped by the class of their target; each group is one
     output layer over its class's columns U[:, a:b] (Dh, b-a), so the (N,V)
-    logits are never formed. Returns (losses, cache).
+    logits are never formed. ``direct``: terms added to the logits
+    (``core.direct``), an object with ``add_classes(z, c, rows)`` and
+    ``add_words(z, c, rows)`` (c a slice of class or word ids, rows of h).
+    Returns (losses, cache).
     """
     c = word_classes(bounds, y)
     order = np.argsort(c, kind="stable")
@@ -73,19 +76,27 @@ def class_output_losses(h, U, b2, Uc, bc, bounds, y):
     cuts = np.flatnonzero(np.r_[True, cs[1:] != cs[:-1], True])
     groups = []
     with one_blas_thread():                     # every product here is small
-        losses, class_cache, _ = output_losses(h, Uc, bc, c)
+        losses, class_cache, _ = output_losses(h, Uc, bc, c, add=direct and direct.add_classes)
         for i, j in zip(cuts[:-1], cuts[1:]):
             rows = order[i:j]
             a, b = bounds[cs[i]], bounds[cs[i] + 1]
-            word_losses, cache, _ = output_losses(h[rows], U[:, a:b], b2[a:b], y[rows] - a)
+            add = direct and _shifted(direct.add_words, rows, a)
+            word_losses, cache, _ = output_losses(h[rows], U[:, a:b], b2[a:b], y[rows] - a, add=add)
             losses[rows] += word_losses
             groups.append((rows, a, b, cache))
     return losses, (h.shape, U.shape, class_cache, groups)
 
 
-def class_output_forward(h, U, b2, Uc, bc, bounds, y):
+def _shifted(add, rows, a):
+    """A class group's ``add`` hook: its rows and columns are a part of the whole."""
+    def shifted(z, c, r):
+        add(z, slice(a + c.start, a + c.stop), rows if r is None else rows[r])
+    return shifted
+
+
+def class_output_forward(h, U, b2, Uc, bc, bounds, y, direct=None):
     """loss = Σ_n J_n (natural log, summed in float64); returns (loss, cache)."""
-    losses, cache = class_output_losses(h, U, b2, Uc, bc, bounds, y)
+    losses, cache = class_output_losses(h, U, b2, Uc, bc, bounds, y, direct)
     return float(losses.sum(dtype=np.float64)), cache
 
 
@@ -111,13 +122,31 @@ def class_output_backward(dloss, cache):
     return dh, dU, db2, dUc, dbc
 
 
-def class_log_probs(h, U, b2, Uc, bc, bounds):
+def class_output_deltas(cache, dloss):
+    """After ``class_output_backward(dloss, cache)``: dJ/dz of both factors
+    as (kind, rows, c, dz): kind "classes" or "words", the rows of h (None:
+    all), c the slice of class or word ids, dz (rows, c) the logits' gradient."""
+    _, _, class_cache, groups = cache
+    parts, w = output_deltas(class_cache, dloss)
+    out = [("classes", None, c, D * w[:, None]) for c, D in parts]
+    for rows, a, _, word_cache in groups:
+        parts, w = output_deltas(word_cache, dloss)
+        out += [("words", rows, slice(a + c.start, a + c.stop), D * w[:, None]) for c, D in parts]
+    return out
+
+
+def class_log_probs(h, U, b2, Uc, bc, bounds, extra=None):
     """log P(w | h) for every word (B,V): the class log-probability plus the
-    log-softmax within each class, by segmented max and sum over the columns."""
+    log-softmax within each class, by segmented max and sum over the columns.
+    ``extra``: (B,V) and (B,K) terms added to the word and class logits."""
     h = np.atleast_2d(h)
     z = logits_forward(h, U, b2)
+    zc = logits_forward(h, Uc, bc)
+    if extra is not None:
+        z += extra[0]
+        zc += extra[1]
     starts, sizes = bounds[:-1], np.diff(bounds)
     z -= np.repeat(np.maximum.reduceat(z, starts, axis=1), sizes, axis=1)
     within = np.log(np.add.reduceat(np.exp(z), starts, axis=1))
-    z -= np.repeat(within - log_softmax_rows(logits_forward(h, Uc, bc)), sizes, axis=1)
+    z -= np.repeat(within - log_softmax_rows(zc), sizes, axis=1)
     return z
