@@ -96,7 +96,9 @@ def test_resume_after_sigkill_is_bit_for_bit(tmp_path, optimizer):
     assert _deterministic_metrics(out) == _deterministic_metrics(ref)
 
 
-@pytest.mark.parametrize("extra", [{}, {"classes": 5}, {"sampled": 7}, {"dropout": 0.25}])
+@pytest.mark.parametrize("extra", [{}, {"classes": 5}, {"sampled": 7}, {"dropout": 0.25}, {"direct": 0.0005},
+                                   {"direct": 0.0005, "direct_order": 4, "sampled": 7, "dropout": 0.25},
+                                   {"direct": 0.0005, "classes": 5}])
 def test_resume_in_process_from_every_kind_of_checkpoint(tmp_path, monkeypatch, extra):
     """A crash right after each checkpoint in turn (simulated in-process):
     every resume reaches the uninterrupted run's weights exactly."""
