@@ -6,7 +6,8 @@ from elman.cli.args import emit
 def add_explain(sub):
     p = sub.add_parser("explain", help="derive and explain gradients: index notation, the transpose, shapes, a witness")
     p.add_argument("targets", nargs="*", default=["U"], metavar="TARGET",
-                   help="U b2 h b1 L_x I H h_prev (the seed's quantities), all, or bptt (default U)")
+                   help="U b2 h b1 L_x I H h_prev (the seed's quantities), all, or bptt; D for the direct "
+                        "connections (default U)")
     p.add_argument("--format", choices=("text", "markdown", "latex", "html", "json", "svg"), default="text",
                    help="svg: the pictures, one file each, into the directory --out")
     p.add_argument("--convention", choices=("row", "column"), default="row",
@@ -22,8 +23,13 @@ def add_explain(sub):
 
 def run_explain(args) -> int:
     from elman.explain import explain
+    from elman.explain import direct
 
-    result = explain(args.targets, model=args.model_file, convention=args.convention, verify=args.verify)
+    rest = [t for t in args.targets if t not in direct.TARGETS]
+    result = explain(rest, model=args.model_file, convention=args.convention, verify=args.verify) \
+        if rest or not args.targets else None
+    if len(rest) < len(args.targets):       # the direct connections' section, built apart from the engine
+        result = direct.merged(result, *direct.explain_direct())
     if args.format == "svg":
         for path, svg in result.svg_files(args.out):
             emit(svg, path)
