@@ -100,3 +100,20 @@ def test_kernel_note_only_for_avx2_kernels_on_an_avx512_cpu():
     assert kernel_note("Haswell", avx512, "") and "because" not in kernel_note("Haswell", avx512, "")
     assert kernel_note("SkylakeX", avx512, "") is None
     assert kernel_note("Haswell", "flags : fpu sse2 avx2 fma", "Haswell") is None
+
+
+def test_bench_a_recipe_with_direct_connections_and_dropout(capsys):
+    """--direct and --dropout add one worker with every option given, beside today's full softmax."""
+    assert cli.main(["bench", "--V", "40", "--d", "3", "--Dh", "4", "--B", "2", "--T", "3", "--steps", "2",
+                     "--rounds", "2", "--sampled", "6", "--direct", "0.001", "--direct-order", "4",
+                     "--dropout", "0.25", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    impls = [r["impl"] for r in res["rows"] if r["mode"] == "train"]
+    assert impls == ["elman full", "elman sampled", "elman recipe"]
+    assert res["config"]["direct"] == 1000 and "recipe/full train words/s" in res["ratios"]
+    rows = {(r["impl"], r["mode"]): r for r in res["rows"]}
+    # direct connections start at zero: the recipe's model starts as the full softmax's
+    assert rows["elman recipe", "eval"]["loss0"] == rows["elman full", "eval"]["loss0"]
+    assert "direct M=1000 order 4 + dropout 0.25" in format_report(res)
+    assert cli.main(["bench", "--V", "40", "--direct", "0.00001"]) == 2
+    assert "fewer than the 40 words" in capsys.readouterr().err

@@ -93,10 +93,19 @@ def test_a_vocabulary_under_two_tokens(corpus, capsys):
 
 @pytest.mark.parametrize("flag,value", [("--hidden", 0), ("--embed", -3), ("--batch", 0), ("--bptt", 0),
                                         ("--epochs", 0), ("--lr", 0), ("--lr", -0.1), ("--lr", "nan"),
-                                        ("--clip", -1), ("--max-vocab", 0)])
+                                        ("--clip", -1), ("--max-vocab", 0), ("--direct", -1),
+                                        ("--direct", "inf"), ("--direct-order", 1), ("--direct-order", 21),
+                                        ("--direct-order", "x")])
 def test_non_positive_sizes_and_rates(corpus, capsys, flag, value):
     rc = _main(_train_args(corpus, **{flag: value}))
     _one_error_line(capsys, rc, flag)
+
+
+def test_direct_connections_too_small_or_without_a_size(corpus, capsys):
+    rc = _main(_train_args(corpus, **{"--direct": 0.000001}))
+    _one_error_line(capsys, rc, "--direct 1e-06 is 1 weights", "words of the vocabulary")
+    rc = _main(_train_args(corpus, **{"--direct-order": 4, "--direct": 0}))
+    _one_error_line(capsys, rc, "--direct-order", "--direct SIZE")
 
 
 def test_an_unwritable_output(corpus, capsys):
@@ -222,7 +231,7 @@ def test_tensors_that_are_not_a_model_on_resume_are_one_line(model, capsys):
     save_file(arrays, f)
     _rewrite_config(model / "last" / "config.json", lambda c: json.dumps({k: v for k, v in c.items() if k != "files"}))
     rc = _main(["train", "--out", model, "--resume", "--quiet"])
-    _one_error_line(capsys, rc, "model.safetensors", "class softmax tensors")
+    _one_error_line(capsys, rc, "model.safetensors", "output layer but the tensors are Uc")
 
 
 def test_an_internal_error_is_one_line_that_says_bug(model, capsys, monkeypatch):
@@ -238,3 +247,11 @@ def test_an_internal_error_is_one_line_that_says_bug(model, capsys, monkeypatch)
     monkeypatch.setenv("ELMAN_DEBUG", "1")
     with pytest.raises(ZeroDivisionError):
         _main(["eval", "--model", model, "--data", model.parent / "valid.txt"])
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe not utf-8\n", b"[" * 100_000 + b"\n", b"[1, 2]\n",
+                                     b'{"epoch": "one", "batch": 1, "batches": 2, "train_ppl": 3}\n'])
+def test_a_malformed_metrics_log_is_one_line(model, capsys, content):
+    pytest.importorskip("matplotlib")
+    (model / "metrics.jsonl").write_bytes(content)
+    _one_error_line(capsys, _main(["plot", model]), "metrics.jsonl")

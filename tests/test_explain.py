@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from elman.explain import engine, equations, explain, numeric, transpose_answer
+from elman.explain.through_time import through_time
 from elman.explain import expr as E
 from elman.core.gradcheck import step_loss
 from elman.core.model import step_gradients
@@ -77,8 +78,8 @@ def test_tanh_rnn_step_and_sequence_equal_autograd():
 
     _ag_check(d, lambda *a: step(*a, y)[1], ["h_prev", "x", "Wh", "Wx", "b", "Wy", "by"])
 
-    tt = engine.through_time(d, T=4)
-    steps = numeric.sequence(model, 4, 0, dict(model.dims))
+    tt = through_time(d, T=4)
+    steps = numeric.sequence(model, 4, d.seed, d.dims)
     names = ["Wh", "Wx", "b", "Wy", "by"]
 
     def total(*params):
@@ -112,7 +113,7 @@ def test_seed_formulas_equal_elmans_backward_and_its_forward():
 def test_seed_bptt_equals_elman_bptt():
     model = equations.load("seed")
     d = engine.derive(model)
-    tt = engine.through_time(d, T=5)
+    tt = through_time(d, T=5)
     ref = numeric.seed_bptt(numeric.sequence(model, 5, 0, dict(model.dims)))
     for n in ("L", "I", "H", "U", "b1", "b2"):
         assert np.allclose(ref[n].reshape(tt.values[n].shape), tt.values[n], rtol=1e-12, atol=1e-15), n

@@ -52,7 +52,7 @@ def test_verdicts(formula, wrt, model, convention, verdict, phrase):
     assert str(v).split()[0] == verdict
     flat = " ".join(v.explanation.split())
     assert phrase in flat, flat
-    assert flat.endswith(f"See `elman explain {wrt}`" + (f" --model-file {model}.eq." if model else "."))
+    assert flat.endswith(f"See `elman explain {wrt}" + (f" --model-file {model}.eq`." if model else "`."))
 
 
 def test_table_covers_every_verdict():

@@ -40,8 +40,11 @@ J = cross_entropy(yhat, y)
     d = engine.derive(m)
     assert len(d.steps["W"].contribs) == 2 and len(d.steps["x"].contribs) == 2
     assert d.steps["W"].error < 1e-6 and d.steps["x"].error < 1e-6
-    text = explain(["W", "x"], model=m).text()
-    assert "is used by 2 equations" in " ".join(text.split())
+    text = " ".join(explain(["W", "x"], model=m).text().split())
+    assert "W is used in 2 places: on line 7 (product, the matrix on the right) and on line 6" in text
+    # both terms shown, summed
+    assert "the multivariate chain rule adds the paths, one term each: dJ/dW = aᵀ δ2 + xᵀ δ1." in text
+    assert "dJ/dx = −δ2 + δ1 Wᵀ" in text
 
 
 BAD = [

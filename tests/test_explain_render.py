@@ -2,6 +2,7 @@
 standalone document; compiled when pdflatex is installed), JSON, Jupyter
 reprs, and HTML rendered by a real headless Chromium (KaTeX bundled in the
 page: math rendered, no raw TeX left visible, nothing fetched)."""
+import html
 import json
 import os
 import re
@@ -46,7 +47,7 @@ def _braces_balanced(tex):
     assert depth == 0
 
 
-@pytest.mark.parametrize("model", [None, "mlp", "tanh_rnn"])
+@pytest.mark.parametrize("model", [None, "mlp", "tanh_rnn", "gru", "lstm", "tied", "elman2"])
 def test_latex_is_a_standalone_document(model):
     tex = explain(["all"], model=model).render("latex")
     assert tex.startswith(r"\documentclass") and tex.rstrip().endswith(r"\end{document}")
@@ -135,18 +136,24 @@ def test_html_is_self_contained(everything):
     assert "url(fonts/" not in page and "@import" not in page
 
 
-@pytest.mark.parametrize("model", [None, "tanh_rnn"])
-def test_html_renders_in_headless_chromium(model, tmp_path):
+def _dump_dom(page, tmp_path, script=""):
+    """The DOM of ``page`` after headless Chromium has run its scripts (and
+    ``script``, appended to the page)."""
     exe = _chromium()
-    page = explain(["all"], model=model).render("html")
     f = tmp_path / "page.html"
-    f.write_text(page, encoding="utf-8")
+    f.write_text(page.replace("</body>", f"<script>{script}</script>\n</body>") if script else page, encoding="utf-8")
     r = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                         "--disable-component-update", "--disable-sync", "--no-first-run",
                         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000",
                         "--dump-dom", f.as_uri()], capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr[-2000:]
-    dom = r.stdout
+    return r.stdout
+
+
+@pytest.mark.parametrize("model", [None, "tanh_rnn", "lstm"])
+def test_html_renders_in_headless_chromium(model, tmp_path):
+    page = explain(["all"], model=model).render("html")
+    dom = _dump_dom(page, tmp_path)
     p = _Visible()
     p.feed(dom)
     n_math = page.count('class="math"')
@@ -157,6 +164,46 @@ def test_html_renders_in_headless_chromium(model, tmp_path):
     for raw in ("$$", "\\(", "\\[", "\\frac", "\\delta", "^{\\top}"):
         assert raw not in visible, raw
     assert "Where the gradients" in visible and "finite difference" in visible
+
+
+# Measures every picture as the browser lays it out: its size, and each label's box against the
+# picture's edges and against every other label.
+PROBE = """
+var out = [];
+document.querySelectorAll("figure.picture svg").forEach(function (svg) {
+  var vb = svg.viewBox.baseVal, r = svg.getBoundingClientRect(), outside = [], overlap = [], boxes = [];
+  svg.querySelectorAll("text").forEach(function (t) {
+    var b = t.getBBox();
+    if (b.x < -0.5 || b.y < -0.5 || b.x + b.width > vb.width + 0.5 || b.y + b.height > vb.height + 0.5)
+      outside.push(t.textContent);
+    boxes.forEach(function (o) {
+      var w = Math.min(b.x + b.width, o.b.x + o.b.width) - Math.max(b.x, o.b.x);
+      var h = Math.min(b.y + b.height, o.b.y + o.b.height) - Math.max(b.y, o.b.y);
+      if (w > 1 && h > 1) overlap.push(t.textContent + " / " + o.s);
+    });
+    boxes.push({b: b, s: t.textContent});
+  });
+  out.push({id: svg.closest("figure").id, w: r.width, h: r.height, texts: boxes.length,
+            outside: outside, overlap: overlap});
+});
+var pre = document.createElement("pre");
+pre.id = "probe";
+pre.textContent = JSON.stringify(out);
+document.body.appendChild(pre);
+"""
+
+
+@pytest.mark.parametrize("model,targets", [("gru", ["all"]), ("lstm", ["bptt", "c"]), ("tied", ["all"]),
+                                           ("elman2", ["bptt"]), (None, ["all"])])
+def test_pictures_render_in_headless_chromium(model, targets, tmp_path):
+    e = explain(targets, model=model)
+    dom = _dump_dom(e.render("html"), tmp_path, PROBE)
+    probe = json.loads(html.unescape(re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S)[1]))
+    assert [p["id"] for p in probe] == [f.name for f in e.figures] and probe
+    for p in probe:
+        assert p["w"] > 100 and p["h"] > 60 and p["texts"] >= 5, p
+        assert p["outside"] == [], (p["id"], p["outside"])
+        assert p["overlap"] == [], (p["id"], p["overlap"])
 
 
 # ----------------------------------------------------------------------- CLI

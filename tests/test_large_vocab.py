@@ -3,7 +3,7 @@ layer's column-sparse gradients and its eval unchanged from commit 5325e3d."""
 import numpy as np
 import pytest
 
-from elman.core import model
+from elman.core import model, params as params_module
 from elman.core.model import Params
 
 
@@ -24,7 +24,7 @@ def whole_draws(V, d, Dh, seed, dtype, classes=0):
 @pytest.mark.parametrize("block", [1, 7, 50, 1 << 20])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_init_in_blocks_draws_the_same_values(block, dtype, monkeypatch):
-    monkeypatch.setattr(model, "DRAW_BLOCK", block)
+    monkeypatch.setattr(params_module, "DRAW_BLOCK", block)
     V, d, Dh = 23, 5, 6
     p = Params.init(V, d, Dh, seed=11, dtype=dtype, classes=4, counts=np.arange(V, 0, -1))
     for name, want in whole_draws(V, d, Dh, 11, dtype, classes=4).items():
@@ -32,7 +32,7 @@ def test_init_in_blocks_draws_the_same_values(block, dtype, monkeypatch):
         assert got.dtype == want.dtype and np.array_equal(got, want), name
     assert not p.b1.any() and not p.b2.any() and not p.bc.any()
     # U and b2 are born in the stacked layout: no copy was made of them
-    assert model.stacked_bias(p.U, p.b2) is not None
+    assert params_module.stacked_bias(p.U, p.b2) is not None
 
 
 # -------------------------------------------- the class layer against commit 5325e3d

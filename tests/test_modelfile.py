@@ -44,7 +44,7 @@ def test_round_trip_is_exact(tmp_path, dtype):
     for k in p:
         assert q[k].dtype == p[k].dtype and np.array_equal(q[k], p[k])
     assert w.itos == v.itos and np.array_equal(w.counts, v.counts)
-    assert (cfg["format"], cfg["V"], cfg["d"], cfg["Dh"], cfg["dtype"]) == ("elman-1", V, d, Dh, dtype)
+    assert (cfg["format"], cfg["V"], cfg["d"], cfg["Dh"], cfg["dtype"]) == ("elman-2", V, d, Dh, dtype)
     assert cfg["hidden"] == Dh and cfg["best_valid_ppl"] is None
     assert sorted(os.listdir(tmp_path)) == ["config.json", "model.safetensors", "vocab.txt"]
 
@@ -69,7 +69,7 @@ def test_third_party_reader_needs_only_safetensors_and_json(tmp_path):
     W = load_file(str(tmp_path / "model.safetensors"))
     itos = (tmp_path / "vocab.txt").read_text("utf-8").split("\n")[:-1]
     cfg = json.loads((tmp_path / "config.json").read_text())
-    assert cfg["format"] == "elman-1" and len(itos) == cfg["V"] == W["U"].shape[1]
+    assert cfg["format"] == "elman-2" and len(itos) == cfg["V"] == W["U"].shape[1]
     assert np.array_equal(W["L"], params(2)["L"])
 
 

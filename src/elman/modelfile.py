@@ -5,8 +5,10 @@ A checkpoint is a directory holding
 
     model.safetensors      tensors L, I, H, U, b1, b2 (+ any extra arrays)
     vocab.txt              one token a line, id = 0-based line number
-    config.json            format "elman-1", V, d, Dh, level, the caller's
-                           settings, sha256 of the other files, train_state
+    config.json            format "elman-2", V, d, Dh, level, output ("full" or
+                           "classes"), direct ({"size", "order"}, with direct
+                           connections), the caller's settings, sha256 of
+                           the other files, train_state
     optimizer.safetensors  optional: optimizer arrays and the carried hidden state
 
 A training run directory DIR holds the best model as a checkpoint (DIR itself,
@@ -36,7 +38,11 @@ from elman.core.model import PARAM_NAMES, Params
 from elman.data import LEVELS, Vocab
 from elman.errors import ElmanError
 
-FORMAT = "elman-1"
+FORMAT = "elman-2"
+# Formats this elman reads: elman-1 (before the direct connections) had no
+# "output" or "direct" key and no tensors beyond the seed's and the classes'.
+READS = ("elman-1", "elman-2")
+OUTPUTS = {"full": (), "classes": ("Uc", "bc", "class_bounds")}
 MODEL_FILE = "model.safetensors"
 VOCAB_FILE = "vocab.txt"
 CONFIG_FILE = "config.json"
@@ -50,7 +56,7 @@ __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "save
            "checkpoint_dir", "read_safetensors", "FORMAT", "LAST"]
 REQUIRED_TENSORS = PARAM_NAMES
 # Keys save_checkpoint computes itself; a caller's value must agree.
-DERIVED_KEYS = ("format", "V", "d", "Dh", "dtype", "files", "vocab_counts")
+DERIVED_KEYS = ("format", "V", "d", "Dh", "dtype", "files", "vocab_counts", "output", "direct")
 
 
 # -- checksums ----------------------------------------------------------------------
@@ -161,7 +167,11 @@ def save_checkpoint(run_dir, params_dict: dict, vocab: Vocab, config: dict,
     V, d = L.shape
     Dh = np.asarray(params_dict["H"]).shape[0]
     _check_shapes({k: np.shape(v) for k, v in params_dict.items()}, V, d, Dh, len(vocab), "params_dict")
-    derived = {"format": FORMAT, "V": int(V), "d": int(d), "Dh": int(Dh), "dtype": str(L.dtype)}
+    derived = {"format": FORMAT, "V": int(V), "d": int(d), "Dh": int(Dh), "dtype": str(L.dtype),
+               "output": "classes" if "Uc" in params_dict else "full"}
+    if "D" in params_dict:
+        derived["direct"] = {"size": int(np.size(params_dict["D"])),
+                             "order": int(np.asarray(params_dict["direct_order"]).reshape(-1)[0])}
     for key, value in derived.items():
         if key in config and config[key] != value:
             raise ValueError(f"config[{key!r}] = {config[key]!r} but the parameters give {value!r}")
@@ -257,14 +267,40 @@ def _read_config(path: Path, data: bytes) -> dict:
         raise ElmanError(f"{path}: JSON nested too deeply to be an elman config") from None
     if not isinstance(cfg, dict) or "format" not in cfg:
         raise ElmanError(f"{path}: not an elman config (no \"format\" key)")
-    if cfg["format"] != FORMAT:
-        raise ElmanError(f"{path}: model format {cfg['format']!r} is not supported (this elman reads {FORMAT!r})")
+    if cfg["format"] not in READS:
+        raise ElmanError(f"{path}: model format {cfg['format']!r} is not supported (this elman reads "
+                         f"{' and '.join(map(repr, READS))})")
     if cfg.get("level", "word") not in LEVELS:
         raise ElmanError(f"{path}: unknown level {cfg['level']!r} (expected one of {', '.join(LEVELS)})")
     for key in ("V", "d", "Dh"):
         if not isinstance(cfg.get(key), int) or cfg[key] < 1:
             raise ElmanError(f"{path}: {key!r} missing or not a positive integer")
     return cfg
+
+
+def _check_layers(cfg: dict, params: dict, where) -> None:
+    """config.json's "output" and "direct" (elman-2) agree with the tensors."""
+    if cfg["format"] == "elman-1":
+        return
+    output = cfg.get("output")
+    if output not in OUTPUTS:
+        raise ElmanError(f"{where}: output layer {output!r} is not one this elman knows "
+                         f"({', '.join(OUTPUTS)})")
+    extra = [n for names in OUTPUTS.values() for n in names if n in params]
+    if sorted(extra) != sorted(OUTPUTS[output]):
+        raise ElmanError(f"{where}: the config says a {output} output layer but the tensors are "
+                         f"{', '.join(extra) or 'those of a full softmax'}")
+    direct = cfg.get("direct")
+    if direct is None:
+        if "D" in params:
+            raise ElmanError(f"{where}: tensor D (direct connections) but no \"direct\" in the config")
+        return
+    if not isinstance(direct, dict) or "D" not in params or np.size(params.get("direct_order", [])) != 1:
+        raise ElmanError(f"{where}: the config says direct connections but tensors D and direct_order (one "
+                         f"integer) are missing")
+    got = {"size": int(params["D"].size), "order": int(params["direct_order"].reshape(-1)[0])}
+    if {k: direct.get(k) for k in got} != got:
+        raise ElmanError(f"{where}: direct connections {got} in the tensors, {direct} in the config")
 
 
 def _verify(cfg: dict, cfg_path: Path, name: str, path: Path, data: bytes) -> None:
@@ -312,6 +348,7 @@ def _load(ckdir: Path, want_optimizer: bool):
         a = params[name]
         if a.dtype.kind != "f":
             raise ElmanError(f"{where[MODEL_FILE]}: tensor {name} has dtype {a.dtype}, expected floats")
+    _check_layers(cfg, params, f"{where[MODEL_FILE]} / {cfg_path}")
     try:
         text = blobs[VOCAB_FILE].decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -54,6 +54,9 @@ class Config:
     dtype: str = "float32"
     classes: int = 0            # 0: the full softmax
     sampled: int = 0            # S > 0: train with sampled softmax, S ids a window
+    direct: int = 0             # M > 0: direct connections of M weights (the "recipe" worker)
+    direct_order: int = 3
+    dropout: float = 0.0        # > 0: dropout in training (the "recipe" worker)
     seed: int = 0
     batches: int = 4            # distinct synthetic windows, cycled
 
@@ -118,7 +121,9 @@ class _ElmanRunner(_Runner):
     def __init__(self, cfg: Config, batches, counts):
         from elman.core.model import Params
         kw = dict(classes=cfg.classes, counts=counts) if cfg.classes else {}
-        self.p = Params.init(cfg.V, cfg.d, cfg.Dh, seed=cfg.seed, dtype=cfg.dtype, **kw)
+        self.p = Params.init(cfg.V, cfg.d, cfg.Dh, seed=cfg.seed, dtype=cfg.dtype, direct=cfg.direct,
+                             direct_order=cfg.direct_order, **kw)
+        self.dropout = cfg.dropout
         self.arrays = self.p.as_dict()
         self.h = np.zeros((cfg.B, cfg.Dh), dtype=cfg.dtype)
         self.h_eval = self.h.copy()
@@ -140,7 +145,9 @@ class _ElmanRunner(_Runner):
         from elman.core.model import bptt
         self.k += 1
         sampled = (self.sampler.draw(self.k), self.sampler.log_q) if self.sampler else None
-        loss, grads, self.h = bptt(self.p, x, y, self.h, sampled=sampled, sparse=True)   # as the trainer
+        dropout = (self.dropout, (0, self.k)) if self.dropout else None
+        loss, grads, self.h = bptt(self.p, x, y, self.h, sampled=sampled, sparse=True,   # as the trainer
+                                   dropout=dropout)
         self.opt.lr = lr
         self.opt.step(self.arrays, grads)
         return loss
@@ -261,12 +268,15 @@ def bench(cfg: Config, steps: int = 20, rounds: int = 5, vs_torch: bool = False)
     too; with ``vs_torch`` PyTorch. Returns a JSON-able dict (see
     ``format_report``)."""
     per = max(1, steps // rounds)
-    full = Config(**{**asdict(cfg), "classes": 0, "sampled": 0})
+    plain = {"direct": 0, "dropout": 0.0}
+    full = Config(**{**asdict(cfg), "classes": 0, "sampled": 0, **plain})
     workers = {"elman full": _Worker("elman", full)}
     if cfg.classes:
-        workers["elman classes"] = _Worker("elman", Config(**{**asdict(cfg), "sampled": 0}))
+        workers["elman classes"] = _Worker("elman", Config(**{**asdict(cfg), "sampled": 0, **plain}))
     if cfg.sampled:
-        workers["elman sampled"] = _Worker("elman", Config(**{**asdict(cfg), "classes": 0}))
+        workers["elman sampled"] = _Worker("elman", Config(**{**asdict(cfg), "classes": 0, **plain}))
+    if cfg.direct or cfg.dropout:       # every option given, together: a training recipe
+        workers["elman recipe"] = _Worker("elman", cfg)
     if vs_torch:
         workers["torch full"] = _Worker("torch", full)
     for w in workers.values():                      # warm up: caches, pools, page faults
@@ -314,12 +324,20 @@ def _ratios(result: dict, workers: dict) -> None:
         r["classes/full eval words/s"] = ratio("elman full", "elman classes", "eval")
     if "elman sampled" in workers:
         r["sampled/full train words/s"] = ratio("elman full", "elman sampled", "train")
+    if "elman recipe" in workers:
+        r["recipe/full train words/s"] = ratio("elman full", "elman recipe", "train")
+        r["recipe/full eval words/s"] = ratio("elman full", "elman recipe", "eval")
 
 
 def format_report(res: dict) -> str:
     c = res["config"]
     sampled = [f"sampled softmax, S={c['sampled']} (its eval: the full softmax)"] if c.get("sampled") else []
-    soft = ", ".join(["full softmax"] + ([f"{c['classes']} classes"] if c["classes"] else []) + sampled)
+    recipe = [] if not (c.get("direct") or c.get("dropout")) else [
+        "recipe: " + " + ".join(
+            ([f"{c['classes']} classes"] if c["classes"] else []) + ([f"sampled S={c['sampled']}"] if c["sampled"] else [])
+            + ([f"direct M={c['direct']} order {c['direct_order']}"] if c["direct"] else [])
+            + ([f"dropout {c['dropout']:g}"] if c["dropout"] else []))]
+    soft = ", ".join(["full softmax"] + ([f"{c['classes']} classes"] if c["classes"] else []) + sampled + recipe)
     lines = [f"elman bench: V={c['V']} d={c['d']} Dh={c['Dh']} B={c['B']} T={c['T']} {c['dtype']}, {soft}; "
              f"{res['cpus']} CPUs; {res['rounds']} rounds x {res['steps_per_round']} steps, medians",
              f"BLAS: {res['blas']}",

@@ -21,6 +21,8 @@ positive_int = _number(int, "an integer", lambda v: v > 0, "positive")
 positive_float = _number(float, "a number", lambda v: 0 < v < float("inf"), "a positive finite number")
 nonnegative_float = _number(float, "a number", lambda v: 0 <= v < float("inf"), "a non-negative finite number")
 rate = _number(float, "a number", lambda v: 0 <= v < 1, "a rate in [0, 1)")
+nonnegative_int = _number(int, "an integer", lambda v: v >= 0, "0 or more")
+ngram_order = _number(int, "an integer", lambda v: 2 <= v <= 20, "from 2 to 20")
 
 
 def add_sizes(p, V: int, d: int, Dh: int, B: int, T: int) -> None:

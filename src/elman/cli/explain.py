@@ -6,23 +6,35 @@ from elman.cli.args import emit
 def add_explain(sub):
     p = sub.add_parser("explain", help="derive and explain gradients: index notation, the transpose, shapes, a witness")
     p.add_argument("targets", nargs="*", default=["U"], metavar="TARGET",
-                   help="U b2 h b1 L_x I H h_prev (the seed's quantities), all, or bptt (default U)")
-    p.add_argument("--format", choices=("text", "markdown", "latex", "html", "json"), default="text")
+                   help="U b2 h b1 L_x I H h_prev (the seed's quantities), all, or bptt; D for the direct "
+                        "connections (default U)")
+    p.add_argument("--format", choices=("text", "markdown", "latex", "html", "json", "svg"), default="text",
+                   help="svg: the pictures, one file each, into the directory --out")
     p.add_argument("--convention", choices=("row", "column"), default="row",
                    help="write the summary formulas for row vectors (the seed's) or column vectors")
     p.add_argument("--verify", action="store_true",
                    help="derive again on 5 random instances of other sizes; exit 1 if any formula fails")
     p.add_argument("--model-file", metavar="F", default=None,
-                   help="a model in the equation language (default: the seed's model; also mlp, tanh_rnn)")
-    p.add_argument("--out", metavar="FILE", help="write to FILE instead of standard output")
+                   help="a model in the equation language (default: the seed's model; also gru, lstm, tied, "
+                        "elman2, mlp, tanh_rnn)")
+    p.add_argument("--out", metavar="FILE", help="write to FILE instead of standard output (svg: a directory)")
     p.set_defaults(func=run_explain)
 
 
 def run_explain(args) -> int:
     from elman.explain import explain
+    from elman.explain import direct
 
-    result = explain(args.targets, model=args.model_file, convention=args.convention, verify=args.verify)
-    emit(result.render(args.format), args.out)
+    rest = [t for t in args.targets if t not in direct.TARGETS]
+    result = explain(rest, model=args.model_file, convention=args.convention, verify=args.verify) \
+        if rest or not args.targets else None
+    if len(rest) < len(args.targets):       # the direct connections' section, built apart from the engine
+        result = direct.merged(result, *direct.explain_direct())
+    if args.format == "svg":
+        for path, svg in result.svg_files(args.out):
+            emit(svg, path)
+    else:
+        emit(result.render(args.format), args.out)
     return 0 if result.ok else 1
 
 

@@ -3,12 +3,23 @@ from __future__ import annotations
 
 from elman.cli.args import add_model_and_data, positive_float, positive_int
 
+DYNAMIC_LR = 0.1   # keep equal to elman.inference.dynamic.DEFAULT_LR (the CLI does not import it: speed)
+
+
+def add_dynamic(p, unit: str) -> None:
+    p.add_argument("--dynamic", type=positive_float, nargs="?", const=DYNAMIC_LR, metavar="LR",
+                   help=f"dynamic evaluation: after each {unit} is scored, one SGD step on it with rate LR "
+                        f"per token (default rate {DYNAMIC_LR:g}); the model file is not changed")
+
 def add_eval(sub):
     p = sub.add_parser("eval", help="perplexity and bits per token of a text",
                        description="The text is one stream: h0 = 0, <eos> before the first token, every "
                                    "token including each line's <eos> predicted, unknown words as <unk>.")
     add_model_and_data(p)
     p.add_argument("--json", action="store_true", help="print one JSON line")
+    add_dynamic(p, "segment of T tokens")
+    p.add_argument("--bptt", type=positive_int, metavar="T",
+                   help="with --dynamic: the segment length (default: the model's training --bptt)")
     p.set_defaults(func=run_eval)
 
 
@@ -17,13 +28,24 @@ def run_eval(args) -> int:
 
     from elman.inference import evaluate
 
+    from elman.errors import ElmanError
+
+    if args.bptt is not None and args.dynamic is None:
+        raise ElmanError("--bptt sets the segments of --dynamic; give --dynamic too")
     p, vocab, cfg = evaluate.load(args.model)
-    result = evaluate.perplexity(p, evaluate.read_ids(args.data, vocab, cfg, args.encoding), vocab.eos_id)
+    ids = evaluate.read_ids(args.data, vocab, cfg, args.encoding)
+    if args.dynamic is None:
+        result = evaluate.perplexity(p, ids, vocab.eos_id)
+        how = ""
+    else:
+        T = args.bptt or cfg.get("settings", {}).get("steps", 20)
+        result = evaluate.dynamic_perplexity(p, ids, vocab.eos_id, args.dynamic, T)
+        how = f"  dynamic lr {args.dynamic:g}, T {T}"
     if args.json:
         print(json.dumps(result))
     else:
         print(f"perplexity {result['perplexity']:.3f}  bits/token {result['bits_per_token']:.4f}  "
-              f"tokens {result['tokens']}  ({args.data})")
+              f"tokens {result['tokens']}{how}  ({args.data})")
     return 0
 
 
@@ -33,6 +55,7 @@ def add_score(sub):
                                    "each line from h0 = 0 after <eos>, as RNNLM's -test; a blank line "
                                    "scores an empty sentence), then 'total <sum>'.")
     add_model_and_data(p)
+    add_dynamic(p, "line")
     p.set_defaults(func=run_score)
 
 
@@ -41,7 +64,10 @@ def run_score(args) -> int:
 
     p, vocab, cfg = evaluate.load(args.model)
     lines = evaluate.read_line_ids(args.data, vocab, cfg, args.encoding)
-    scores = evaluate.line_log10_probs(p, lines, vocab.eos_id)
+    if args.dynamic is None:
+        scores = evaluate.line_log10_probs(p, lines, vocab.eos_id)
+    else:
+        scores = evaluate.dynamic_line_log10_probs(p, lines, args.dynamic)
     print("\n".join(f"{v:.6f}" for v in scores))
     print(f"total {scores.sum():.6f}")
     return 0

@@ -1,7 +1,7 @@
 """``elman gradcheck``, ``elman bench``, ``elman plot``, ``elman demo``."""
 from __future__ import annotations
 
-from elman.cli.args import add_sizes, positive_float, positive_int
+from elman.cli.args import add_sizes, ngram_order, nonnegative_float, positive_float, positive_int, rate
 from elman.errors import ElmanError
 
 def add_gradcheck(sub):
@@ -35,6 +35,11 @@ def add_bench(sub):
                    help="also bench a class-factorised softmax with K word classes")
     p.add_argument("--sampled", type=positive_int, default=0, metavar="S",
                    help="also bench sampled-softmax training with S ids a window")
+    p.add_argument("--direct", type=nonnegative_float, default=0.0, metavar="SIZE",
+                   help="also bench the recipe: every option given here together, with direct connections "
+                        "of SIZE million weights")
+    p.add_argument("--direct-order", type=ngram_order, default=3, metavar="N", help="their order (default 3)")
+    p.add_argument("--dropout", type=rate, default=0.0, metavar="P", help="the recipe's dropout rate")
     p.add_argument("--vs-torch", action="store_true", help="also run PyTorch eager autograd on the same model")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=run_bench)
@@ -52,8 +57,14 @@ def run_bench(args) -> int:
         raise ElmanError(f"--classes {args.classes} is more than the {args.V} words of --V")
     if args.vs_torch and importlib.util.find_spec("torch") is None:
         raise ElmanError("--vs-torch needs PyTorch: pip install 'elman[bench]' (torch==2.13.0)")
+    M = int(round(args.direct * 1e6))
+    if args.direct and M < max(args.V, args.classes):
+        raise ElmanError(f"--direct {args.direct:g} is {M} weights, fewer than the {args.V} words of --V")
+    if args.classes and args.sampled and (M or args.dropout):
+        raise ElmanError("the recipe (--direct, --dropout) takes --classes or --sampled, not both")
     cfg = Config(V=args.V, d=args.d, Dh=args.Dh, B=args.B, T=args.T, dtype=args.dtype,
-                 classes=args.classes, sampled=args.sampled, seed=args.seed)
+                 classes=args.classes, sampled=args.sampled, direct=M, direct_order=args.direct_order,
+                 dropout=args.dropout, seed=args.seed)
     res = bench(cfg, steps=args.steps, rounds=min(args.rounds, args.steps), vs_torch=args.vs_torch)
     print(json.dumps(res, indent=1) if args.json else format_report(res))
     return 0

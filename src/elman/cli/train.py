@@ -5,7 +5,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from elman.cli.args import nonnegative_float, positive_float, positive_int, rate
+from elman.cli.args import ngram_order, nonnegative_float, positive_float, positive_int, rate
 from elman.errors import ElmanError
 from elman.training.optim import DEFAULT_LR
 from elman.training.state import Settings, default
@@ -54,6 +54,12 @@ def add_train(sub):
                    help="train with sampled softmax: each window's loss over its targets and S ids drawn "
                         "from the unigram^0.75 distribution instead of all V words; the model and its "
                         "validation and test perplexities stay the exact full softmax's (default: off)")
+    p.add_argument("--direct", type=nonnegative_float, metavar="SIZE",
+                   help="direct connections (RNNME): SIZE million hashed n-gram weights added to the output "
+                        f"logits (4 bytes each, twice that with Adagrad's state) (default {default('direct'):g}: none)")
+    p.add_argument("--direct-order", type=ngram_order, metavar="N",
+                   help="n-gram order of the direct connections: features of the 1..N-1 preceding words "
+                        f"(default {default('direct_order')})")
     p.add_argument("--minutes", type=positive_float, metavar="M",
                    help="stop after M minutes of this session: the epoch in progress is cut short, "
                         "validated and kept if better (default: no limit)")
@@ -77,6 +83,8 @@ def run_train(args) -> int:
     from elman.training.train import Interrupted, train
 
     options = {k: getattr(args, k) for k in _FROM_OPTIONS}
+    if args.direct_order is not None and (args.direct == 0 or (args.direct is None and not default("direct"))):
+        raise ElmanError("--direct-order sets the order of direct connections; give --direct SIZE too")
     if args.resume:  # the saved run knows its files; any named here must match them
         options.update({k: str(Path(v).resolve()) for k in ("train", "valid", "test")
                         if (v := getattr(args, k)) is not None})

@@ -26,8 +26,8 @@ from __future__ import annotations
 import numpy as np
 
 from elman.core.layers import log_softmax_rows, logits_forward
-from elman.fast.grouped import Plan, grouped_backward, grouped_losses
-from elman.fast.output import output_backward, output_losses
+from elman.fast.grouped import Plan, grouped_backward, grouped_deltas, grouped_losses
+from elman.fast.output import output_backward, output_deltas, output_losses
 from elman.fast.threads import one_blas_thread
 
 
@@ -64,7 +64,7 @@ def word_classes(bounds, y):
     return np.searchsorted(bounds, y, side="right") - 1
 
 
-def class_output_losses(h, U, b2, Uc, bc, bounds, y):
+def class_output_losses(h, U, b2, Uc, bc, bounds, y, direct=None):
     """J_n = -log P(c_n | h_n) - log P(y_n | c_n, h_n) for each row (N,).
 
     The class factor is one output layer over the K classes; the word
@@ -72,19 +72,22 @@ def class_output_losses(h, U, b2, Uc, bc, bounds, y):
     (``fast.grouped``), each group an output layer over its class's columns
     U[:, a:b] (Dh, b-a), so the (N,V) logits are never formed and no work
     depends on V. Returns (losses, cache).
+    ``direct``: terms added to the logits (``core.direct``), an object with
+    ``add_classes(z, c, rows)`` and ``add_words(z, c, rows)`` (c a slice of
+    class or word ids, rows of h).
     """
     c = word_classes(bounds, y)
     plan = Plan(c, bounds)
     with one_blas_thread():                     # every product here is small
-        losses, class_cache, _ = output_losses(h, Uc, bc, c)
-    word_losses, word_cache = grouped_losses(h, U, b2, y, plan)
+        losses, class_cache, _ = output_losses(h, Uc, bc, c, add=direct and direct.add_classes)
+    word_losses, word_cache = grouped_losses(h, U, b2, y, plan, add=direct and direct.add_words)
     losses += word_losses
     return losses, (class_cache, word_cache)
 
 
-def class_output_forward(h, U, b2, Uc, bc, bounds, y):
+def class_output_forward(h, U, b2, Uc, bc, bounds, y, direct=None):
     """loss = Σ_n J_n (natural log, summed in float64); returns (loss, cache)."""
-    losses, cache = class_output_losses(h, U, b2, Uc, bc, bounds, y)
+    losses, cache = class_output_losses(h, U, b2, Uc, bc, bounds, y, direct)
     return float(losses.sum(dtype=np.float64)), cache
 
 
@@ -118,13 +121,28 @@ def class_output_backward(dloss, cache, overlap=None):
     return dh_class, plan.columns(), G[:Dh], G[Dh], dUc, dbc, done
 
 
-def class_log_probs(h, U, b2, Uc, bc, bounds):
+def class_output_deltas(cache, dloss):
+    """After ``class_output_backward(dloss, cache)``: dJ/dz of both factors
+    as (kind, rows, c, dz): kind "classes" or "words", the rows of h (None:
+    all), c the slice of class or word ids, dz (rows, c) the logits' gradient."""
+    class_cache, word_cache = cache
+    parts, w = output_deltas(class_cache, dloss)
+    out = [("classes", None, c, D * w[:, None]) for c, D in parts]
+    return out + [("words", rows, c, dz) for rows, c, dz in grouped_deltas(word_cache, dloss)]
+
+
+def class_log_probs(h, U, b2, Uc, bc, bounds, extra=None):
     """log P(w | h) for every word (B,V): the class log-probability plus the
-    log-softmax within each class, by segmented max and sum over the columns."""
+    log-softmax within each class, by segmented max and sum over the columns.
+    ``extra``: (B,V) and (B,K) terms added to the word and class logits."""
     h = np.atleast_2d(h)
     z = logits_forward(h, U, b2)
+    zc = logits_forward(h, Uc, bc)
+    if extra is not None:
+        z += extra[0]
+        zc += extra[1]
     starts, sizes = bounds[:-1], np.diff(bounds)
     z -= np.repeat(np.maximum.reduceat(z, starts, axis=1), sizes, axis=1)
     within = np.log(np.add.reduceat(np.exp(z), starts, axis=1))
-    z -= np.repeat(within - log_softmax_rows(logits_forward(h, Uc, bc)), sizes, axis=1)
+    z -= np.repeat(within - log_softmax_rows(zc), sizes, axis=1)
     return z

@@ -1,4 +1,5 @@
-"""The Elman RNN language model: parameters, one time step, and truncated BPTT.
+"""The Elman RNN language model: one time step, and truncated BPTT (the
+parameters are ``elman.core.params``).
 
 Everything here is composed of the forward/backward pairs of ``layers``
 (the output layer and the position-parallel products in their fast form
@@ -8,209 +9,22 @@ steps, so each formula has exactly one implementation.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-
 import numpy as np
 
+from elman.core import direct as dc
 from elman.core.classes import (
-    class_bounds, class_log_probs, class_output_backward, class_output_forward, class_output_losses,
+    class_log_probs, class_output_backward, class_output_deltas, class_output_forward, class_output_losses,
 )
 from elman.core.layers import (
     dropout_backward, dropout_forward, dropout_mask, embedding_backward, embedding_forward,
     embedding_row_sums, log_softmax_rows, logits_forward, rnn_step_backward, rnn_step_forward, sigmoid,
 )
-from elman.fast.output import output_backward, output_forward, output_losses, stacked_bias
+from elman.core.params import CLASS_NAMES, DIRECT_NAMES, PARAM_NAMES, Params
+from elman.fast.output import output_backward, output_deltas, output_forward, output_losses
 from elman.fast.recurrence import rnn_input_forward, rnn_params_backward
-from elman.fast.sampled import sampled_backward, sampled_losses
+from elman.fast.sampled import sampled_backward, sampled_deltas, sampled_losses
 from elman.fast.threads import one_blas_thread
 from elman.core.sparse import SparseGrad, densify
-
-PARAM_NAMES = ("L", "I", "H", "U", "b1", "b2")
-CLASS_NAMES = ("Uc", "bc", "class_bounds")
-
-
-@dataclass
-class Params:
-    """The model's parameters, named and shaped as in the seed.
-
-    L (V,d) embeddings, I (d,Dh) input weights, H (Dh,Dh) recurrent weights,
-    U (Dh,V) output weights, b1 (Dh,) hidden bias, b2 (V,) output bias.
-
-    Optional, for the class-factorised softmax (``elman.core.classes``; all
-    three or none): Uc (Dh,K) class weights, bc (K,) class biases,
-    class_bounds (K+1,) int64, class c = ids [bounds[c], bounds[c+1]).
-    None fields are left out of ``as_dict``.
-
-    U and b2 are views of one array, [U; b2] (Dh+1,V), b2 its last row (the
-    bias trick, ``fast.output.stacked_bias``), held in memory word by word:
-    the array is W = [U; b2]ᵀ (V,Dh+1) and U = W[:, :Dh]ᵀ, a (Dh,V) view
-    whose column for word w is one contiguous row of W. What reads a few
-    words' columns (sampled softmax's ids, a class's words, their updates)
-    then reads contiguous memory: at V = 800k, gathering 1,640 columns of a
-    row-major (Dh,V) U takes 30 ms (201 cache lines 3.2 MB apart for each),
-    of this layout 0.06 ms. Products take either layout alike (BLAS
-    transposes for free); the model file keeps the seed's U (Dh,V).
-    The constructor copies U and b2 there unless they already are, so a
-    Params does not share U or b2 with the arrays it was made from;
-    ``as_dict`` returns the views themselves.
-    """
-    L: np.ndarray
-    I: np.ndarray
-    H: np.ndarray
-    U: np.ndarray
-    b1: np.ndarray
-    b2: np.ndarray
-    Uc: np.ndarray | None = None
-    bc: np.ndarray | None = None
-    class_bounds: np.ndarray | None = None
-
-    def __post_init__(self):
-        # b2 is kept in memory as one more row of U, so that the logits
-        # h U + b2 are one product [h, 1]·[U; b2] (``fast.output.stacked_bias``).
-        # Updates in place keep it so; a new U or b2 is copied in here.
-        U, b2 = np.asarray(self.U), np.asarray(self.b2)
-        if U.ndim == 2 and b2.shape == U.shape[1:] and b2.dtype == U.dtype and stacked_bias(U, b2) is None:
-            self.U, self.b2 = word_major(U.shape[0], U.shape[1], U.dtype)
-            self.U[...], self.b2[...] = U, b2
-
-    @classmethod
-    def init(cls, V: int, d: int, Dh: int, seed: int = 0, dtype="float32",
-             classes: int = 0, counts=None) -> "Params":
-        """A small random start.
-
-        I, H, U: Glorot-uniform, bound sqrt(6/(fan_in+fan_out)), so the
-        pre-activations start with unit-order variance whatever the sizes
-        and the sigmoid is neither saturated (no gradient) nor linear.
-        L: uniform in ±0.1, as in Mikolov's RNNLM: small inputs that do not
-        dominate h(t-1) H at the start. b1, b2: zero; every unit and word
-        starts alike and the data sets them.
-        Drawn in float64 from ``numpy.random.default_rng(seed)``, then cast,
-        so float32 and float64 models of one seed start from the same values;
-        drawn in blocks of rows (``_uniform``), so at V = 800k no float64
-        copy of L or U is ever whole in memory, with the very same values.
-
-        ``classes`` K > 0: a class-factorised softmax over K frequency-binned
-        classes of the word ``counts`` (V,) (ids in descending count order;
-        ``elman.core.classes.class_bounds``); Uc Glorot-uniform, bc zero, drawn
-        after the rest, so the shared tensors equal the full model's.
-        """
-        dtype = np.dtype(dtype)
-        if dtype not in (np.float32, np.float64):
-            raise ValueError(f"dtype must be float32 or float64, not {dtype}")
-        rng = np.random.default_rng(seed)
-
-        def glorot(n_in, n_out, out=None):
-            bound = np.sqrt(6.0 / (n_in + n_out))
-            return _uniform(rng, -bound, bound, (n_in, n_out), dtype, out)
-
-        L = _uniform(rng, -0.1, 0.1, (V, d), dtype)
-        I, H = glorot(d, Dh), glorot(Dh, Dh)
-        U, b2 = word_major(Dh, V, dtype)           # the layout Params keeps (no copy after)
-        glorot(Dh, V, out=U)
-        b2[...] = 0
-        arrays = dict(L=L, I=I, H=H, U=U, b1=np.zeros(Dh, dtype), b2=b2)
-        if classes:
-            if counts is None or len(counts) != V:
-                raise ValueError(f"a {classes}-class softmax needs the {V} word counts")
-            arrays.update(Uc=glorot(Dh, classes), bc=np.zeros(classes, dtype),
-                          class_bounds=class_bounds(counts, classes))
-        return cls(**arrays)
-
-    # -- sizes and conversions
-    @property
-    def V(self) -> int:
-        return self.L.shape[0]
-
-    @property
-    def d(self) -> int:
-        return self.L.shape[1]
-
-    @property
-    def Dh(self) -> int:
-        return self.H.shape[0]
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self.L.dtype
-
-    @property
-    def classes(self) -> int:
-        """K for a class-factorised softmax, 0 for the full one."""
-        return 0 if self.Uc is None else self.Uc.shape[1]
-
-    def as_dict(self) -> dict:
-        """name -> array for every tensor (the arrays themselves, not copies)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
-
-    @classmethod
-    def from_dict(cls, arrays: dict) -> "Params":
-        missing = [n for n in PARAM_NAMES if n not in arrays]
-        if missing:
-            raise ValueError(f"missing tensors: {', '.join(missing)}")
-        have = [n for n in CLASS_NAMES if n in arrays]
-        if have and len(have) < len(CLASS_NAMES):
-            raise ValueError(f"class softmax tensors {', '.join(have)} without "
-                             f"{', '.join(n for n in CLASS_NAMES if n not in have)}")
-        p = cls(**{n: np.asarray(arrays[n]) for n in PARAM_NAMES + tuple(have)})
-        p.check_shapes()
-        return p
-
-    @staticmethod
-    def shapes(V: int, d: int, Dh: int) -> dict:
-        """The seed's shape of each tensor, by name (in PARAM_NAMES order)."""
-        return dict(L=(V, d), I=(d, Dh), H=(Dh, Dh), U=(Dh, V), b1=(Dh,), b2=(V,))
-
-    def check_shapes(self) -> None:
-        V, d, Dh = self.V, self.d, self.Dh
-        for name, shape in self.shapes(V, d, Dh).items():
-            got = getattr(self, name).shape
-            if got != shape:
-                raise ValueError(f"tensor {name} has shape {got}, expected {shape} "
-                                 f"(V={V}, d={d}, Dh={Dh})")
-        if self.classes:
-            cb = self.class_bounds
-            K = cb.size - 1                     # the bounds define K; Uc and bc must agree
-            for name, shape in dict(Uc=(Dh, K), bc=(K,), class_bounds=(K + 1,)).items():
-                if getattr(self, name).shape != shape:
-                    raise ValueError(f"tensor {name} has shape {getattr(self, name).shape}, "
-                                     f"expected {shape} (Dh={Dh}, K={K} classes)")
-            if cb.dtype.kind not in "iu" or cb[0] != 0 or cb[-1] != V or (np.diff(cb) <= 0).any():
-                raise ValueError(f"class_bounds must be increasing integers from 0 to V={V}")
-
-    def copy(self) -> "Params":
-        return type(self)(**{k: v.copy() for k, v in self.as_dict().items()})
-
-    def astype(self, dtype) -> "Params":
-        """The float tensors cast to ``dtype`` (class_bounds stay integers)."""
-        return type(self)(**{k: v.astype(dtype) if v.dtype.kind == "f" else v.copy()
-                             for k, v in self.as_dict().items()})
-
-
-def word_major(Dh: int, V: int, dtype):
-    """U (Dh,V) and b2 (V,), uninitialised, as the views of W (V,Dh+1) that
-    ``Params`` keeps: U = W[:, :Dh]ᵀ, b2 = W[:, Dh]."""
-    W = np.empty((V, Dh + 1), dtype)
-    return W[:, :Dh].T, W[:, Dh]
-
-
-# float64 draws held at once by ``_uniform``: 64 MB, whatever V is. Blocks of
-# several rows, because U's rows lie across W's: one row a pass would sweep
-# all of W (643 MB at V = 800k) for each of U's 200 rows.
-DRAW_BLOCK = 1 << 23
-
-
-def _uniform(rng, low, high, shape, dtype, out=None):
-    """``rng.uniform(low, high, shape).astype(dtype)`` with the same values,
-    drawn a block of rows at a time into ``out`` (or a new array): a
-    Generator's uniforms are one stream, low + (high - low)·u for each u in
-    order, so consecutive blocks continue it exactly (a test holds the two
-    equal), and only a block is ever float64."""
-    out = np.empty(shape, dtype) if out is None else out
-    rows = max(1, DRAW_BLOCK // max(1, shape[1]))
-    for i in range(0, shape[0], rows):
-        block = out[i:i + rows]
-        block[...] = rng.uniform(low, high, block.shape)
-    return out
 
 
 # --------------------------------------------------------------- one step
@@ -241,8 +55,9 @@ def step_gradients(p: Params, x: int, y: int, h_prev) -> dict:
     only: the full gradient of a sequence's loss sums such terms over t
     (see ``bptt``).
     """
-    if p.classes:
-        raise ValueError("step_gradients is the seed's full-softmax model; use bptt for a class softmax")
+    if p.classes or p.D is not None:
+        raise ValueError("step_gradients is the seed's full-softmax model; use bptt for a class softmax "
+                         "or direct connections")
     x_ids = np.array([x])
     e, e_cache = embedding_forward(x_ids, p.L)
     h, h_cache = rnn_step_forward(np.asarray(h_prev, dtype=p.dtype)[None, :],
@@ -294,8 +109,16 @@ def dropout_masks(p: Params, B: int, T: int, rate: float, seed):
     return (dropout_mask(rng, (B * T, p.d), rate, p.dtype), dropout_mask(rng, (B * T, p.Dh), rate, p.dtype))
 
 
+def features(p: Params, inputs, history=None):
+    """The direct features of a window (``core.direct.Features``), None without
+    direct connections; ``history`` (B, >= N-2): the words before it, -1 none."""
+    if p.D is None:
+        return None
+    return dc.Features(p.D, p.order, p.V, p.classes, dc.contexts(inputs, history, p.order))
+
+
 def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dropout=None,
-         scale: float = 1.0):
+         scale: float = 1.0, history=None):
     """Loss and exact gradients over B streams of T steps (truncated BPTT).
 
     inputs, targets: int arrays (B,T), targets[b,t] = inputs[b,t+1] in a
@@ -308,9 +131,7 @@ def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dro
     with the sampled-softmax loss of ``elman.core.sampled`` instead (the loss
     and gradients are then that loss's, exactly). ``sparse``: dJ/dL, and
     under ``sampled`` dJ/dU and dJ/db2, as ``SparseGrad`` (only the rows or
-    columns the window touched; what the trainer's optimizers take), and
-    under a class softmax dJ/dU and dJ/db2 as the columns of the classes
-    present.
+    columns the window touched; what the trainer's optimizers take).
     ``dropout`` = (rate, seed): inverted dropout (Zaremba et al. 2014) on
     the connections that are not recurrent, e(t) into the recurrence and
     h(t) into the output layer, with the masks of ``dropout_masks``; the
@@ -319,6 +140,8 @@ def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dro
     over positions, 1/(B·T)); the factor enters where dJ/dz2 is formed, on
     the (N,·) side of the output layer's products, not as one more pass over
     every gradient. The returned loss is the sum all the same.
+    ``history`` (B, >= N-2): with direct connections of order N, the words
+    of each stream before the window (-1: none; None: all none).
 
     Backward, in the seed's words: δ2 = yhat - y at every position (one
     product over all B·T rows gives dJ/dU and dJ/dh); then, from t = T down
@@ -330,6 +153,7 @@ def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dro
     if sampled is not None and p.classes:
         raise ValueError("sampled softmax trains the full-softmax model, not a class softmax")
     B, T = np.shape(inputs)
+    feats = features(p, inputs, history)
     e_mask, h_mask = dropout_masks(p, B, T, *dropout) if dropout else (None, None)
     x, e, hs, caches, y, h_all = _forward_positions(p, inputs, targets, h0, e_mask)
     if dropout:
@@ -355,27 +179,40 @@ def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dro
         return {"L": dL, "I": dI, "H": dH, "b1": db1}
 
     if sampled is not None:
-        losses, out_cache = sampled_losses(h_all, p.U, p.b2, y, *sampled)
+        samples = sampled[0]
+        extra = feats.sampled_terms(y, samples) if feats else None
+        losses, out_cache = sampled_losses(h_all, p.U, p.b2, y, *sampled, extra=extra)
         loss = float(losses.sum(dtype=np.float64))
+        # The recurrence's backward pass on one core, the sampled columns on the others.
         _, rows, ids, grads = sampled_backward(scale, out_cache, overlap=recurrence_backward)
         cols, sums = embedding_row_sums(rows, ids)
         grads.update(U=SparseGrad(cols, sums[:, :-1].T, p.U.shape, -1),
                      b2=SparseGrad(cols, sums[:, -1], p.b2.shape, -1))
+        if feats:
+            grads["D"] = feats.sampled_grad(y, samples, *sampled_deltas(out_cache, scale), sparse)
         if not sparse:
             grads = densify(grads)
     elif p.classes:
-        loss, out_cache = class_output_forward(h_all, p.U, p.b2, p.Uc, p.bc, p.class_bounds, y)
+        loss, out_cache = class_output_forward(h_all, p.U, p.b2, p.Uc, p.bc, p.class_bounds, y, feats)
         # The recurrence's backward pass on one core, U's columns on the others.
         _, cols, dU, db2, dUc, dbc, grads = class_output_backward(scale, out_cache, overlap=recurrence_backward)
         grads.update(U=SparseGrad(cols, dU, p.U.shape, -1), b2=SparseGrad(cols, db2, p.b2.shape, -1),
                      Uc=dUc, bc=dbc)
+        if feats:
+            grads["D"] = feats.class_grad(class_output_deltas(out_cache, scale), sparse)
         if not sparse:
             grads = densify(grads)
     else:
-        loss, out_cache = output_forward(h_all, p.U, p.b2, y)
-        # The recurrence's backward pass runs on one core while the others
-        # compute dJ/dU, which it does not need.
-        _, dU, db2, grads = output_backward(scale, out_cache, overlap=recurrence_backward)
+        loss, out_cache = output_forward(h_all, p.U, p.b2, y, add=feats and feats.add_words)
+
+        def overlap(dh_out):
+            # The recurrence's backward pass (and the direct connections')
+            # runs on one core while the others compute dJ/dU, which neither needs.
+            g = recurrence_backward(dh_out)
+            if feats:
+                g["D"] = feats.full_grad(*output_deltas(out_cache, scale), sparse)
+            return g
+        _, dU, db2, grads = output_backward(scale, out_cache, overlap=overlap)
         grads.update(U=dU, b2=db2)
     grads = {k: grads[k] for k in p.as_dict() if k in grads}     # the order of the parameters
     return loss, grads, hs[T].copy()
@@ -384,32 +221,44 @@ def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dro
 # ----------------------------------------------------- no-gradient helpers
 
 
-def forward_losses(p: Params, inputs, targets, h0):
+def forward_losses(p: Params, inputs, targets, h0, history=None):
     """Per-position losses -ln yhat[target], shape (B,T), and h_last; the
-    forward pass only (evaluation and scoring)."""
-    return next(window_losses(p, [(inputs, targets)], h0))
+    forward pass only (evaluation and scoring). ``history``: as ``bptt``'s."""
+    return next(window_losses(p, [(inputs, targets)], h0, history))
 
 
-def window_losses(p: Params, windows, h0):
+def window_losses(p: Params, windows, h0, history=None):
     """``forward_losses`` of consecutive windows, the state carried from one
     to the next: yields (losses (B,T), h_last) for each (inputs, targets)
-    of the iterable ``windows``.
+    of the iterable ``windows``. With direct connections the words before
+    each window are carried too (``history``: those before the first).
 
     Pipelined: the next window's recurrence, which is sequential and needs
     one core, runs while the other cores compute this window's output
     layer; the numbers are those of ``forward_losses`` window by window.
     """
+    carried = [history]
+
+    def fetch():
+        window = next(windows, None)
+        if window is None or p.D is None:
+            return window, None
+        ctx = dc.contexts(window[0], carried[0], p.order)
+        carried[0] = dc.next_history(ctx, p.order)
+        return window, dc.Features(p.D, p.order, p.V, p.classes, ctx)
+
     windows = iter(windows)
-    window = next(windows, None)
+    window, feats = fetch()
     ready = None if window is None else _forward_positions(p, *window, h0)
     while ready is not None:
         _, _, hs, _, y, h_all = ready
-        window = next(windows, None)
+        window, next_feats = fetch()
 
         def ahead(hs=hs, window=window):
             return None if window is None else _forward_positions(p, *window, hs[-1])
 
-        losses, ready = _bounded_losses(p, h_all, y, ahead)
+        losses, ready = _bounded_losses(p, h_all, y, ahead, feats)
+        feats = next_feats
         T, B = hs.shape[0] - 1, hs.shape[1]
         yield losses.reshape(T, B).T, hs[-1].copy()
 
@@ -421,7 +270,7 @@ def window_losses(p: Params, windows, h0):
 EVAL_LOGITS = 1 << 26
 
 
-def _bounded_losses(p: Params, h_all, y, ahead):
+def _bounded_losses(p: Params, h_all, y, ahead, feats=None):
     """The output layer's losses of every row, in blocks of rows of at most
     EVAL_LOGITS logits (a class softmax's rows count K plus its widest class);
     ``ahead()`` runs beside the first block. Returns (losses, ahead())."""
@@ -430,13 +279,28 @@ def _bounded_losses(p: Params, h_all, y, ahead):
     losses, ready = np.empty(len(y), p.dtype), None
     for i in range(0, max(len(y), 1), step):
         rows = slice(i, i + step)
+        part = feats and _RowsOf(feats, np.arange(len(y))[rows])
         if p.classes:
-            losses[rows], _ = class_output_losses(h_all[rows], p.U, p.b2, p.Uc, p.bc, p.class_bounds, y[rows])
+            losses[rows], _ = class_output_losses(h_all[rows], p.U, p.b2, p.Uc, p.bc, p.class_bounds, y[rows], part)
             ready = ahead() if i == 0 else ready
         else:
-            losses[rows], _, got = output_losses(h_all[rows], p.U, p.b2, y[rows], overlap=ahead if i == 0 else None)
+            losses[rows], _, got = output_losses(h_all[rows], p.U, p.b2, y[rows], overlap=ahead if i == 0 else None,
+                                                 add=part and part.add_words)
             ready = got if i == 0 else ready
     return losses, ready
+
+
+class _RowsOf:
+    """A window's direct features seen from a block of its rows (``idx``)."""
+
+    def __init__(self, feats, idx):
+        self.feats, self.idx = feats, idx
+
+    def add_words(self, z, c, rows=None):
+        self.feats.add_words(z, c, self.idx if rows is None else self.idx[rows])
+
+    def add_classes(self, z, c, rows=None):
+        self.feats.add_classes(z, c, self.idx if rows is None else self.idx[rows])
 
 
 def rnn_step(p: Params, x_ids, h_prev):
@@ -446,12 +310,23 @@ def rnn_step(p: Params, x_ids, h_prev):
     return h
 
 
-def output_probs(p: Params, h):
-    """yhat = softmax(h U + b2), (B,V); with classes, P(c(w)|h) P(w|c(w),h)."""
+def output_probs(p: Params, h, context=None):
+    """yhat = softmax(h U + b2), (B,V); with classes, P(c(w)|h) P(w|c(w),h).
+    With direct connections of order N, ``context`` (B, >= N-1): the words
+    up to and including the one just read (-1: none; None: only none)."""
+    h = np.atleast_2d(h)
+    extra = None
+    if p.D is not None:
+        last = None if context is None else np.asarray(context)[:, -1:]
+        extra = features(p, np.full((len(h), 1), -1) if last is None else last,
+                         None if context is None else np.asarray(context)[:, :-1]).dense_terms()
     if p.classes:
-        return np.exp(class_log_probs(h, p.U, p.b2, p.Uc, p.bc, p.class_bounds))
-    return np.exp(log_softmax_rows(logits_forward(np.atleast_2d(h), p.U, p.b2)))
+        return np.exp(class_log_probs(h, p.U, p.b2, p.Uc, p.bc, p.class_bounds, extra))
+    z = logits_forward(h, p.U, p.b2)
+    if extra is not None:
+        z += extra[0]
+    return np.exp(log_softmax_rows(z))
 
 
-__all__ = ["Params", "PARAM_NAMES", "CLASS_NAMES", "step_gradients", "bptt", "forward_losses",
+__all__ = ["Params", "PARAM_NAMES", "CLASS_NAMES", "DIRECT_NAMES", "features", "step_gradients", "bptt", "forward_losses",
            "window_losses", "dropout_masks", "rnn_step", "output_probs", "sigmoid"]

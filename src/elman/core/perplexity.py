@@ -30,7 +30,11 @@ def stream_losses(p, ids, eos_id: int, window: int = 256) -> np.ndarray:
 
 def perplexity(p, ids, eos_id: int) -> dict:
     """``{"perplexity", "tokens", "bits_per_token"}`` of ``ids`` as one stream."""
-    nats = float(stream_losses(p, ids, eos_id).sum())
-    n = len(ids)
-    mean = nats / n
+    return summary(stream_losses(p, ids, eos_id))
+
+
+def summary(losses) -> dict:
+    """``{"perplexity", "tokens", "bits_per_token"}`` of per-token losses in nats."""
+    n = len(losses)
+    mean = float(np.sum(losses)) / n
     return {"perplexity": math.exp(mean) if mean < 709 else math.inf, "tokens": n, "bits_per_token": mean / math.log(2.0)}

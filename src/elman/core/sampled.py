@@ -99,8 +99,10 @@ class Sampler:
 # -------------------------------------------------------- forward / backward
 
 
-def sampled_output_losses(h, U, b2, y, samples, log_q):
+def sampled_output_losses(h, U, b2, y, samples, log_q, extra=None):
     """J_n (N,) of the module docstring, in the dtype of h and U, and a cache.
+    ``extra`` = (zy (N,), zs (N,S)): terms added to the true and sampled
+    logits (``core.direct``'s n-gram weights of those columns).
 
         o_true = Σ_d h ⊙ U[:, y]ᵀ + b2[y]                   (N,)  row-wise dots
         O      = h · U[:, samples] + b2[samples] - log(S q[samples])   (N,S)
@@ -117,6 +119,9 @@ def sampled_output_losses(h, U, b2, y, samples, log_q):
     o_true = np.einsum("nd,dn->n", h, Uy) + b2[y]
     O = h @ Us
     O += b2[samples] - (np.log(S) + log_q[samples]).astype(dt)
+    if extra is not None:
+        o_true += extra[0]
+        O += extra[1]
     O[samples[None, :] == y[:, None]] = -np.inf
     m = np.maximum(o_true, O.max(axis=1))
     O -= m[:, None]
@@ -128,10 +133,18 @@ def sampled_output_losses(h, U, b2, y, samples, log_q):
     return losses, (h, Uy, Us, y, samples, E, rest, s)
 
 
-def sampled_output_forward(h, U, b2, y, samples, log_q):
+def sampled_output_forward(h, U, b2, y, samples, log_q, extra=None):
     """loss = Σ_n J_n as a Python float (summed in float64), and the cache."""
-    losses, cache = sampled_output_losses(h, U, b2, y, samples, log_q)
+    losses, cache = sampled_output_losses(h, U, b2, y, samples, log_q, extra)
     return float(losses.sum(dtype=np.float64)), cache
+
+
+def sampled_deltas(dloss, cache):
+    """(dJ/do_true (N,), dJ/dO (N,S)) of dloss · Σ_n J_n: the gradients of
+    the true and sampled logits (see ``sampled_output_backward``)."""
+    _, _, _, _, _, E, rest, s = cache
+    w = np.asarray(dloss, dtype=E.dtype) / s
+    return -rest * w, E * w[:, None]
 
 
 def sampled_output_backward(dloss, cache):
@@ -153,10 +166,9 @@ def sampled_output_backward(dloss, cache):
     (C,), every other column zero (``elman.sparse.SparseGrad`` holds them so).
     """
     h, Uy, Us, y, samples, E, rest, s = cache
-    (N, Dh), dt = h.shape, E.dtype
-    w = np.asarray(dloss, dtype=dt) / s
-    dtrue = -rest * w
-    dO = E * w[:, None]
+    N, Dh = h.shape
+    dt = E.dtype
+    dtrue, dO = sampled_deltas(dloss, cache)
     dh = dtrue[:, None] * Uy.T + dO @ Us.T
     h1 = np.empty((N, Dh + 1), dtype=dt)
     h1[:, :Dh], h1[:, Dh] = h, 1

@@ -50,3 +50,13 @@ def iter_batches(streams: np.ndarray, T: int, start: int = 0) -> Iterator[tuple[
         i = k * T
         t = min(T, n - 1 - i)
         yield k, streams[:, i:i + t], streams[:, i + 1:i + 1 + t]
+
+
+def preceding(streams: np.ndarray, i: int, n: int) -> np.ndarray:
+    """(B, n): the n ids of each stream before column i, -1 where the stream
+    has none (before its start): what direct connections read before a window."""
+    out = np.full((streams.shape[0], n), -1, dtype=np.int64)
+    if n:
+        got = streams[:, max(i - n, 0):i]
+        out[:, n - got.shape[1]:] = got
+    return out

@@ -130,8 +130,8 @@ def _complete(out_dir: Path) -> dict | None:
             if len(data) != entry["bytes"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
                 return None
         return manifest
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return None  # anything unreadable is rebuilt
 
 
 def build_kjv_corpus(out_dir=None, force: bool = False) -> dict[str, Path]:

@@ -14,12 +14,14 @@ formula), ``render_*`` (text, Markdown, LaTeX, HTML, JSON).
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from elman.errors import ElmanError
 from elman.explain import numeric, seed_notes
 from elman.explain.checker import check
-from elman.explain.document import Document, Heading, Para, Table
+from elman.explain.document import Document, Figure, Heading, Para, Table
 from elman.explain.engine import EngineError, derive
 from elman.explain.equations import load
 from elman.explain.notation import name
@@ -35,6 +37,8 @@ class Explanation:
         self.document, self.ok = document, ok
 
     def render(self, fmt: str = "text") -> str:
+        if fmt == "svg":
+            raise ElmanError("svg is one file per picture: use --out DIR (Explanation.svg_files)")
         if fmt not in FORMATS:
             raise ElmanError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
         from importlib import import_module
@@ -42,6 +46,20 @@ class Explanation:
 
     def text(self):
         return self.render("text")
+
+    @property
+    def figures(self):
+        return [b for b in self.document.blocks if isinstance(b, Figure)]
+
+    def svg_files(self, out_dir):
+        """(path, svg) for each picture, under ``out_dir`` (created)."""
+        if not out_dir:
+            raise ElmanError("--format svg writes one file per picture: give --out DIR")
+        out = Path(out_dir)
+        if out.exists() and not out.is_dir():
+            raise ElmanError(f"--out {out_dir} is a file; --format svg needs a directory")
+        out.mkdir(parents=True, exist_ok=True)
+        return [(out / f"{f.name}.svg", f.svg) for f in self.figures]
 
     def __str__(self):
         return self.text()
@@ -77,7 +95,8 @@ def _targets(d, requested):
 def explain(targets=("U",), model=None, convention: str = "row", verify: bool = False) -> Explanation:
     """The explanation of dJ/d(target) for each target ("all", "bptt", or a
     quantity's name); ``model`` is a path to a .eq file, a bundled model's
-    name ("seed", "mlp", "tanh_rnn"), a parsed model, or None for the seed."""
+    name ("seed", "gru", "lstm", "tied", "elman2", "mlp", "tanh_rnn"), a parsed
+    model, or None for the seed."""
     from elman.explain.document import target_section
     from elman.explain.timeline import bptt_section
 
@@ -114,35 +133,49 @@ def _intro(model, convention, seed):
 
 def verification(model, names, seeds=(1, 2, 3, 4, 5)):
     """Derive again on instances of other random sizes: every formula, its
-    column-vector form and (for the seed) elman's backward pass."""
-    from elman.explain import expr as E
-
+    column-vector form, (for the seed) elman's backward pass, and with
+    ``bptt`` every through-time sum and state recurrence."""
     rng = np.random.default_rng(7)
     worst, failures = {}, []
     for s in seeds:
         dims = {k: int(v) for k, v in zip(model.dims, rng.permutation(np.arange(2, 2 + len(model.dims))) + 1)}
         try:
-            d = derive(model, seed=s, dims=dims)
+            for n, err in _verify_one(model, names, s, dims):
+                worst[n] = max(worst.get(n, 0.0), err)
         except EngineError as exc:
             failures.append(str(exc))
-            continue
-        for n in (x for x in names if x in d.steps):
-            step = d.steps[n]
-            col = E.to_column(step.expr, model, True, wform=True)
-            errs = [step.error, numeric.agree(E.evaluate(col, E.column_env(d.env, model, True)), step.value.T)]
-            if numeric.is_seed(model):
-                errs.append(numeric.agree(numeric.seed_gradients(d.inputs)[n], step.fd))
-            worst[n] = max(worst.get(n, 0.0), *errs)
     ok = not failures and all(v < numeric.TOL for v in worst.values())
     rows = [[n, str(len(seeds)), f"{v:.1e}", "pass" if v < numeric.TOL else "FAIL"] for n, v in worst.items()]
     blocks = [Heading(2, ["Verification"]),
               Para([f"Each formula derived again on {len(seeds)} random instances of other sizes and compared "
                     "with finite differences; its column-vector form compared with the row form transposed"
-                    + ("; elman.core.model.step_gradients compared with finite differences" if numeric.is_seed(model)
-                       else "") + ". Largest relative error of all these, per quantity:"]),
+                    + ("; elman.core.model.step_gradients compared with finite differences"
+                       if numeric.is_seed(model) else "") + ("; through time, each parameter's sum and each state's recurrence at every "
+                                   "step against finite differences of the unrolled loss" if "bptt" in names
+                                   else "") + ". Largest relative error of all these, per quantity:"]),
               Table(["quantity", "instances", "max relative error", "result"], rows)]
     blocks += [Para([f"FAILED: {f}"]) for f in failures]
     return blocks, {"ok": ok, "max_rel_error": worst, "failures": failures}, ok
+
+
+def _verify_one(model, names, seed, dims):
+    """(quantity, relative error) pairs for one instance."""
+    from elman.explain import expr as E
+    from elman.explain.through_time import through_time
+
+    d = derive(model, seed=seed, dims=dims)
+    ref = numeric.seed_gradients(d.inputs) if numeric.is_seed(model) else {}
+    out = []
+    for n in (x for x in names if x in d.steps):
+        step = d.steps[n]
+        col = E.to_column(step.expr, model, True, wform=True)
+        out += [(n, step.error), (n, numeric.agree(E.evaluate(col, E.column_env(d.env, model, True)), step.value.T))]
+        if n in ref:
+            out.append((n, numeric.agree(ref[n], step.fd)))
+    if "bptt" in names:
+        tt = through_time(d, T=3)
+        out += [(f"Σ_t {p}", e) for p, e in tt.errors.items()] + [(f"{s}(t)", e) for s, e in tt.state_errors.items()]
+    return out
 
 
 def transpose_answer(convention: str = "row") -> str:

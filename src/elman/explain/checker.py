@@ -13,8 +13,9 @@ itself checked against finite differences. The verdict is the first of:
     wrong            none of these
 
 Names available to a formula: every quantity of the model (x, h_prev, e,
-z1, h, z2, yhat, y, L, I, H, U, b1, b2 for the seed), the adjoints delta1 =
-dJ/dz1, delta2 = dJ/dz2 (dJ_d<name> for the others, e.g. dJ_dh). In the
+z1, h, z2, yhat, y, L, I, H, U, b1, b2 for the seed) and the adjoint of
+each as dJ_d<name> (dJ_dh, dJ_dz1), those of z1, z2 also as delta1 =
+dJ/dz1, delta2 = dJ/dz2. In the
 row convention every vector is a 1×n row; in the column convention every
 vector is an n×1 column and every matrix is the transpose of the row
 convention's (z = W a + b, W = Uᵀ), so the gradient is transposed too.
@@ -60,14 +61,16 @@ class Verdict:
 
 
 def namespace(d, convention):
-    """The formula's names on one instance: values, and adjoints of the
-    computed quantities as delta1, delta2, dJ_dh ..."""
+    """The formula's names on one instance: every quantity of the model,
+    and every adjoint as dJ_d<name> (dJ_dh, dJ_dU, dJ_dh_prev), those of
+    z1, z2 ... also as delta1, delta2 ..."""
     env = E.column_env(d.env, d.model, wform=True) if convention == "column" else d.env
     out = {}
     for k, v in env.items():
         if k.startswith("d:"):
             n = k[2:]
-            if n in d.model.shapes and n not in d.model.decls:
+            if n in d.model.shapes:
+                out[f"dJ_d{n}"] = v
                 out[E.numpy_name(n, True)] = v
         elif k != d.model.loss:
             out[k] = v
@@ -120,6 +123,20 @@ class _Case:
         return "×".join(self.names.get(n, str(n)) for n in s) if len(s) else "a scalar"
 
 
+def _sign_hint(case):
+    """Where a minus sign comes from on the way to the target."""
+    from elman.explain.document import equation_math
+    d0 = case.ds[0]
+    flips = [e for n in d0.chain(case.wrt) for e in [case.model.definition(n)]
+             if e is not None and any(t.op == "const" for t in e.terms)]
+    if flips:
+        eq = flips[0]
+        return (f"The chain passes through {equation_math(case.model, eq).text} (line {eq.line}): the number has "
+                "no derivative and only the minus sign survives, so a difference written the other way round "
+                "(a − b for b − a) flips the sign. ")
+    return "Check the sign of each factor; at the output dJ/dz = ŷ − y. "
+
+
 def check(source: str, wrt: str, model=None, convention: str = "row") -> Verdict:
     model = model if model is not None and not isinstance(model, str) else load(model)
     if convention not in ("row", "column"):
@@ -128,7 +145,7 @@ def check(source: str, wrt: str, model=None, convention: str = "row") -> Verdict
     expected = E.to_numpy(case.form(case.row_expr))
     short = E.to_numpy(case.form(case.short_expr))
     target = f"dJ/d{wrt}"
-    see = f"See `elman explain {wrt}`" + (f" --model-file {model.path}" if model.name != "seed" else "") + "."
+    see = f"See `elman explain {wrt}" + (f" --model-file {model.path}" if model.name != "seed" else "") + "`."
     right = f"{target} = {short}" + (f" = {expected}" if short != expected else "")
 
     def verdict(v, text, **detail):
@@ -164,8 +181,7 @@ def check(source: str, wrt: str, model=None, convention: str = "row") -> Verdict
     if ok(lambda t: -t):
         cause = ("The usual cause, and the seed's: y − ŷ where ŷ − y belongs. y − ŷ is the gradient of the "
                  "log-likelihood log ŷ_y, i.e. −dJ/dz, so a descent step along it would raise the loss. "
-                 if "y-yhat" in source.replace(" ", "") else "Check the sign of each factor; at the output "
-                 "dJ/dz = ŷ − y. ")
+                 if "y-yhat" in source.replace(" ", "") else _sign_hint(case))
         return verdict("sign-flipped", f"{prefix} `{source}` equals −{target}: right structure, opposite sign. "
                        f"{cause}{right}.")
     for s, word in ((1, ""), (-1, " and sign-flipped")):

@@ -47,6 +47,15 @@ class Table:
 
 
 @dataclass
+class Figure:
+    """A picture: ``svg`` is the whole SVG document, ``name`` its file name
+    without .svg (``--format svg --out DIR`` writes DIR/name.svg)."""
+    name: str
+    svg: str
+    caption: str
+
+
+@dataclass
 class Document:
     title: str
     blocks: list = field(default_factory=list)
@@ -58,7 +67,6 @@ def mdict(m):
 
 
 def equation_math(model, eq, timed=False) -> nt.M:
-    c = Ctx(model)
     r = lambda e: E.render(e, model, timed)  # noqa: E731
     lhs = r(E.Sym(eq.lhs))
     if eq.kind == "loss":
@@ -67,11 +75,19 @@ def equation_math(model, eq, timed=False) -> nt.M:
         return nt.seq(lhs, " = ", nt.fn(eq.func), "(", r(E.Sym(eq.args[0])), ")")
     out = nt.seq(lhs, " = ")
     for i, t in enumerate(eq.terms):
-        term = r(E.MatMul(E.Sym(t.factors[0]), E.Sym(t.factors[1]))) if len(t.factors) == 2 else c.q(t.factors[0])
-        if timed and len(t.factors) == 1:
-            term = r(E.Sym(t.factors[0]))
+        term = term_math(t, r)
         out = nt.seq(out, ("−" if t.sign < 0 else "") if i == 0 else (" − " if t.sign < 0 else " + "), term)
     return out
+
+
+def term_math(t, r) -> nt.M:
+    """One term of a sum as written, without its sign: 0.5 a W, a Wᵀ, a ⊙ b, 1."""
+    if t.op == "const":
+        return E.number(t.coef)
+    syms = [r(E.Sym(f)) for f in t.factors]
+    body = {"mul": lambda: nt.seq(syms[0], " ", syms[1]), "mulT": lambda: nt.seq(syms[0], " ", syms[1], "ᵀ"),
+            "had": lambda: nt.seq(syms[0], " ⊙ ", syms[1]), "plain": lambda: syms[0]}[t.op]()
+    return body if t.coef == 1 else nt.seq(E.number(t.coef), " ", body)
 
 
 def shape_line(e, model) -> nt.M:
@@ -190,6 +206,37 @@ def seed_section(d, name):
     return blocks, {"seed_formula": mdict(seed_text), "seed_numpy": seed_numpy, "verdict": v.verdict}
 
 
+def shape_figure(d, name, chain) -> Figure:
+    from elman.explain.pictures import shape_picture
+    c = Ctx(d.model)
+    rows = [(nt.frac(J, c.q(ct.target)).text, ct.expr) for k in chain for ct in d.steps[k].contribs]
+    key = f"shapes-{name}"
+    return Figure(key, shape_picture(d.model, key, rows),
+                  f"The products on the way to dJ/d{name}, drawn at the instance's sizes, one square per entry.")
+
+
+def figure_data(fig) -> dict:
+    return {"name": fig.name, "file": f"{fig.name}.svg", "caption": fig.caption, "svg": fig.svg}
+
+
+def chain_link(d, k):
+    """One link of the chain in index notation: each contribution to dJ/dk,
+    and their sum where k is used in several places."""
+    model, c, s = d.model, Ctx(d.model), d.steps[k]
+    blocks = []
+    for ct in s.contribs:
+        blocks += [Para([nt.seq(nt.frac(J, c.q(k)), " = ", E.render(ct.expr, model)),
+                         f"   ({ct.rule}, line {ct.eq.line}: ", equation_math(model, ct.eq), ")"]),
+                   Display(ct.index)]
+    if len(s.contribs) > 1:
+        blocks.append(Para(fan_out(model, k, s.contribs)))
+    return blocks, {"quantity": k, "formula": mdict(E.render(s.expr, model)),
+                    "rules": [ct.rule for ct in s.contribs], "lines": [ct.eq.line for ct in s.contribs],
+                    "index": [mdict(m) for ct in s.contribs for m in ct.index],
+                    "shape_check": [mdict(m) for ct in s.contribs for m in ct.shapes],
+                    "max_rel_error_at_derivation": s.error}
+
+
 def target_section(d, name, convention="row", seed_values=None):
     """Blocks and data for dJ/d(name)."""
     model, c, step = d.model, Ctx(d.model), d.steps[name]
@@ -201,7 +248,7 @@ def target_section(d, name, convention="row", seed_values=None):
     if convention == "column":
         dJc = nt.frac(J, E.sym_math(E.Sym(name, col=True), model)) if name in model.shapes else dJ
         main = nt.seq(dJc, " = ", col, nt.words("   (column vectors; a matrix W written W̃ = Wᵀ)"))
-    rshape = model.shapes.get(name) or ("1", model.shapes[name.split("_")[0]][1])
+    rshape = model.row_shape(name)
     shown = rshape[::-1] if convention == "column" else rshape
     blocks = [Heading(2, [dJ, f" — the gradient of J with respect to {name}"]),
               Para([main, ", ", nt.shape(shown), "."]),
@@ -210,18 +257,9 @@ def target_section(d, name, convention="row", seed_values=None):
     data = {"target": name, "formula": mdict(formula), "expanded": mdict(expanded), "column": mdict(col),
             "numpy": E.to_numpy(d.expanded(name)), "shape": nt.shape(rshape).text, "chain": []}
     for k in chain:
-        s = d.steps[k]
-        for ct in s.contribs:
-            blocks += [Para([nt.seq(nt.frac(J, c.q(k)), " = ", E.render(ct.expr, model)),
-                             f"   ({ct.rule}, line {ct.eq.line}: ", equation_math(model, ct.eq), ")"]),
-                       Display(ct.index)]
-        if len(s.contribs) > 1:
-            blocks.append(Para(fan_out(model, k, s.contribs)))
-        data["chain"].append({"quantity": k, "formula": mdict(E.render(s.expr, model)),
-                              "rules": [ct.rule for ct in s.contribs], "lines": [ct.eq.line for ct in s.contribs],
-                              "index": [mdict(m) for ct in s.contribs for m in ct.index],
-                              "shape_check": [mdict(m) for ct in s.contribs for m in ct.shapes],
-                              "max_rel_error_at_derivation": s.error})
+        cb, cd = chain_link(d, k)
+        blocks += cb
+        data["chain"].append(cd)
     blocks.append(Heading(3, ["3. From indices to matrices"]))
     for k in chain:
         for ct in d.steps[k].contribs:
@@ -229,6 +267,9 @@ def target_section(d, name, convention="row", seed_values=None):
             blocks += [Para((label if i == 0 else []) + p) for i, p in enumerate(ct.notes)]
     blocks.append(Heading(3, ["4. The shape check"]))
     blocks.append(Display([m for k in chain for ct in d.steps[k].contribs for m in ct.shapes]))
+    fig = shape_figure(d, name, chain)
+    blocks.append(fig)
+    data["figures"] = [figure_data(fig)]
     blocks.append(Heading(3, ["5. Row vectors and column vectors"]))
     cb, data["column_convention"] = column_section(d, name)
     blocks += cb

@@ -10,9 +10,8 @@ the contributions, evaluates the formula on a random float64 instance and
 compares it with central finite differences of J. Parameters and inputs
 are completed at the end. A formula that fails its check stops the engine.
 
-``through_time`` extends the one-step result to a sequence (BPTT) for a
-model with ``recur``: dJ/dh(t) gains the term that h(t) sends back through
-step t+1, and every parameter gradient becomes a sum over t.
+``through_time.py`` extends the one-step result to a sequence (BPTT) for a
+model with ``recur``.
 """
 from __future__ import annotations
 
@@ -22,11 +21,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from elman.explain import expr as E
+from elman.errors import ElmanError
 from elman.explain import numeric, rules
+from elman.explain.products import lookup_rows
 
 
-class EngineError(AssertionError):
-    """A derived formula disagreed with finite differences: a bug here."""
+class EngineError(ElmanError):
+    """A derived formula disagreed with finite differences (a bug here, or a
+    construct the engine gets wrong): one line naming the file, the line and
+    the quantity."""
 
 
 @dataclass
@@ -44,6 +47,8 @@ class Derivation:
     model: object
     env: dict              # the instance: every forward quantity, and adjoints as d:name
     inputs: dict           # the instance's declared quantities only
+    dims: dict             # the instance's sizes
+    seed: int
     steps: dict = field(default_factory=dict)   # name -> Step, in the order derived
 
     def expanded(self, name):
@@ -68,33 +73,21 @@ class Derivation:
 
 def derive(model, seed=0, dims=None) -> Derivation:
     inputs = numeric.instance(model, seed, dims)
-    d = Derivation(model, numeric.forward(model, inputs), inputs)
+    d = Derivation(model, numeric.forward(model, inputs), inputs, dims or dict(model.dims), seed)
     pending = defaultdict(list)
     loss_eq = model.equations[-1]
     softmax_eq = model.definition(loss_eq.args[0])
     pending[softmax_eq.args[0]].append(rules.softmax_xent(model, loss_eq, softmax_eq))
-    rows = []
     for eq in reversed(model.equations[:-1]):
         if eq is softmax_eq:
             continue
         _finish(d, eq.lhs, pending.pop(eq.lhs))
-        if eq.kind == "func":
-            pending[eq.args[0]].append(rules.elementwise(model, eq))
-            continue
-        for term in eq.terms:
-            if len(term.factors) == 2:
-                a, W = term.factors
-                pending[W].append(rules.product_weight(model, eq, term))
-                if model.is_onehot(a):
-                    rows.append(rules.embedding_row(model, eq, term))
-                else:
-                    pending[a].append(rules.product_input(model, eq, term))
-            elif not model.is_onehot(term.factors[0]):
-                pending[term.factors[0]].append(rules.plain_term(model, eq, term))
+        for c in rules.contributions(model, eq):
+            pending[c.target].append(c)
     for name in list(pending):
         _finish(d, name, pending.pop(name))
-    for row in rows:
-        _finish(d, row.target, [row])
+    for row, (L, _) in model.lookups.items():
+        _finish(d, row, lookup_rows(model, row, d.steps[L].contribs))
     return d
 
 
@@ -107,8 +100,8 @@ def _finish(d, name, contribs):
     fd = _finite_difference(d, name)
     err = numeric.agree(value, fd)
     if not err < numeric.TOL:
-        raise EngineError(f"dJ/d{name} = {E.to_numpy(expr)} fails its numerical check "
-                          f"(max relative error {err:.2e} against finite differences)")
+        raise EngineError(f"{d.model.path}:{d.model.line_of(name)}: dJ/d{name} = {E.to_numpy(expr)} fails its "
+                          f"numerical check (max relative error {err:.2e} against finite differences)")
     d.env[E.key(name, True)] = value
     d.steps[name] = Step(name, expr, contribs, value, fd, err)
 
@@ -116,63 +109,6 @@ def _finish(d, name, contribs):
 def _finite_difference(d, name):
     if name in d.model.shapes:
         return numeric.finite_difference(d.model, d.inputs, name)
-    L, x = name.split("_", 1)          # an embedding row L_x: row x of dJ/dL
+    L, x = d.model.lookups[name]          # an embedding row L_x: row x of dJ/dL
     full = numeric.finite_difference(d.model, d.inputs, L)
     return full[[numeric.onehot_index(d.inputs[x])]]
-
-
-# ------------------------------------------------------------ through time
-
-@dataclass
-class ThroughTime:
-    """Back-propagation through time for a model with ``recur``."""
-    state: str             # h
-    carried: str           # h_prev: the input that is h one step back
-    total: object          # dJ/dh(t) = local + Shift(dJ/dh_prev)
-    params: list           # names whose full gradient is Σ_t of the step formula
-    T: int
-    values: dict           # name -> Σ_t formula (with carried terms)
-    local_only: dict       # name -> Σ_t formula without the carried term ("at (t)")
-    fd: dict               # name -> finite differences of Σ_t J(t)
-    errors: dict
-    steps_env: list        # per-step values (forward and adjoints)
-
-
-def through_time(d: Derivation, T=3, seed=0) -> ThroughTime:
-    model = d.model
-    if not model.recur:
-        raise EngineError("the model has no recur line")
-    carried, state = next(iter(model.recur.items()))
-    total = E.Add(d.steps[state].expr, E.Shift(d.steps[carried].expr))
-    params = [n for n in d.steps if n in model.params] + [n for n in d.steps if n not in model.shapes]
-    steps = numeric.sequence(model, T, seed, {k: v for k, v in model.dims.items()})
-    _, fwd = numeric.unroll(model, steps)
-
-    def backward(with_carry):
-        envs = [dict(v) for v in fwd]
-        for t in range(T - 1, -1, -1):
-            later = envs[t + 1] if t + 1 < T and with_carry else None
-            for name, step in d.steps.items():
-                e = total if name == state else step.expr
-                envs[t][E.key(name, True)] = E.evaluate(e, envs[t], later)
-        sums = {}
-        for n in params:
-            rows = [env[E.key(n, True)] for env in envs]
-            if n not in model.shapes:          # embedding row: add into the word's row of L
-                L, x = n.split("_", 1)
-                acc = np.zeros(steps[0][L].shape)
-                for env, r in zip(envs, rows):
-                    acc[numeric.onehot_index(env[x])] += r[0]
-                sums[L] = acc
-            else:
-                sums[n] = sum(rows)
-        return sums, envs
-
-    values, envs = backward(True)
-    local, _ = backward(False)
-    fd = {n: numeric.sequence_finite_difference(model, steps, n) for n in values}
-    errors = {n: numeric.agree(values[n], fd[n]) for n in values}
-    bad = {n: e for n, e in errors.items() if not e < numeric.TOL}
-    if bad:
-        raise EngineError(f"through-time gradients fail their numerical check: {bad}")
-    return ThroughTime(state, carried, total, list(values), T, values, local, fd, errors, envs)

@@ -45,6 +45,13 @@ class Had:
 
 
 @dataclass(frozen=True)
+class Scale:
+    """A number times ``a`` (0.5 a), from a coefficient in the model file."""
+    c: float
+    a: object
+
+
+@dataclass(frozen=True)
 class Add:
     a: object
     b: object
@@ -81,19 +88,23 @@ class Shift:
     a: object
 
 
-NODES = (T, MatMul, Had, Add, Neg, OneMinus, Step, Deriv, Shift)
+NODES = (T, MatMul, Had, Scale, Add, Neg, OneMinus, Step, Deriv, Shift)
+
+
+def _sub_exprs(e):
+    """(field, value) of the fields that hold expressions (not f, not c)."""
+    return [(f, getattr(e, f)) for f in e.__dataclass_fields__ if isinstance(getattr(e, f), (Sym,) + NODES)]
 
 
 def children(e):
-    return [getattr(e, f) for f in e.__dataclass_fields__ if f not in ("f",)] if isinstance(e, NODES) else []
+    return [v for _, v in _sub_exprs(e)] if isinstance(e, NODES) else []
 
 
 def rebuild(e, fn):
     """Apply ``fn`` to every child (bottom-up helper)."""
     if not isinstance(e, NODES):
         return e
-    kw = {f: fn(getattr(e, f)) for f in e.__dataclass_fields__ if f != "f"}
-    return replace(e, **kw)
+    return replace(e, **{f: fn(v) for f, v in _sub_exprs(e)})
 
 
 def add(a, b):
@@ -151,6 +162,8 @@ def evaluate(e, env, later=None):
         return ev(e.a) * ev(e.b)
     if isinstance(e, Add):
         return ev(e.a) + ev(e.b)
+    if isinstance(e, Scale):
+        return e.c * ev(e.a)
     if isinstance(e, Neg):
         return -ev(e.a)
     if isinstance(e, OneMinus):
@@ -223,7 +236,7 @@ def column_env(env, model, wform=False):
 
 # ------------------------------------------------------------- rendering
 
-_PREC = {Add: 1, Neg: 1, Had: 2, MatMul: 3}
+_PREC = {Add: 1, Neg: 1, Had: 2, Scale: 2, MatMul: 3}
 
 
 def prec(e):
@@ -278,6 +291,8 @@ def render(e, model, timed=False, shift=0) -> nt.M:
         if isinstance(e.b, Neg):
             return nt.seq(wrap(e.a, 1), " − ", wrap(e.b.a, 2))
         return nt.seq(wrap(e.a, 1), " + ", wrap(e.b, 1))
+    if isinstance(e, Scale):
+        return nt.seq(number(e.c), " ", wrap(e.a, 3))
     if isinstance(e, Neg):
         return nt.seq("−", wrap(e.a, 2))
     if isinstance(e, OneMinus):
@@ -316,6 +331,8 @@ def to_numpy(e) -> str:
         if isinstance(e.b, Neg):
             return f"{wrap(e.a, 1)} - {wrap(e.b.a, 2)}"
         return f"{wrap(e.a, 1)} + {wrap(e.b, 1)}"
+    if isinstance(e, Scale):
+        return f"{e.c:g} * {wrap(e.a, 4)}"
     if isinstance(e, Neg):
         return f"-{wrap(e.a, 2)}"
     if isinstance(e, OneMinus):
@@ -327,10 +344,15 @@ def to_numpy(e) -> str:
     raise TypeError(e)
 
 
+def number(c) -> nt.M:
+    """A coefficient as written: 0.5, 2, 1e-3."""
+    return nt.op(f"{c:g}".replace("-", "−"))
+
+
 def shape_of(e, model):
     """Symbolic (rows, cols) of an expression."""
     if isinstance(e, Sym):
-        s = model.shapes[e.name] if e.name in model.shapes else ("1", model.shapes[e.name.split("_")[0]][1])
+        s = model.row_shape(e.name)
         return s[::-1] if e.col else s       # col leaves exist only where the convention flips them
     if isinstance(e, T):
         return shape_of(e.a, model)[::-1]

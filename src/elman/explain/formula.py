@@ -24,8 +24,12 @@ def _sigmoid_prime(z):
     return s * (1.0 - s)
 
 
+def _tanh_prime(z):
+    return 1.0 - np.tanh(np.asarray(z, dtype=np.float64)) ** 2
+
+
 FUNCTIONS = {
-    "sigmoid": sigmoid, "sigmoid_prime": _sigmoid_prime, "tanh": np.tanh,
+    "sigmoid": sigmoid, "sigmoid_prime": _sigmoid_prime, "tanh": np.tanh, "tanh_prime": _tanh_prime,
     "relu": lambda z: np.maximum(z, 0.0), "exp": np.exp, "log": np.log,
     "softmax": lambda z: np.exp(log_softmax_rows(np.atleast_2d(z))),
     "outer": np.outer, "transpose": np.transpose, "ones_like": np.ones_like,

@@ -65,11 +65,7 @@ def forward(model, env, override=None):
         if eq.lhs in override:
             out[eq.lhs] = override[eq.lhs]
         elif eq.kind == "affine":
-            total = 0.0
-            for t in eq.terms:
-                v = out[t.factors[0]] @ out[t.factors[1]] if len(t.factors) == 2 else out[t.factors[0]]
-                total = total + t.sign * v
-            out[eq.lhs] = total
+            out[eq.lhs] = sum(t.sign * t.coef * _term(t, out) for t in eq.terms)
         elif eq.kind == "func":
             out[eq.lhs] = FUNCS[eq.func](out[eq.args[0]])
         else:
@@ -77,6 +73,17 @@ def forward(model, env, override=None):
             z = out[model.definition(eq.args[0]).args[0]]
             out[eq.lhs] = float(-(log_softmax_rows(z) * out[eq.args[1]]).sum())
     return out
+
+
+def _term(t, out):
+    """One term's value without its sign and coefficient (a number: 1)."""
+    if t.op == "const":
+        return 1.0
+    a = out[t.factors[0]]
+    if t.op == "plain":
+        return a
+    b = out[t.factors[1]]
+    return {"mul": lambda: a @ b, "mulT": lambda: a @ b.T, "had": lambda: a * b}[t.op]()
 
 
 def loss(model, env, override=None) -> float:
@@ -114,12 +121,14 @@ def sequence(model, T=3, seed=0, dims=None):
     return steps
 
 
-def unroll(model, steps, override=None):
-    """Forward over the steps. Returns (total J, list of step values)."""
+def unroll(model, steps, override=None, at=None):
+    """Forward over the steps. Returns (total J, list of step values).
+    ``override``: declared quantities (parameters) for every step; ``at``:
+    (t, {name: value}), a quantity taken as given at step t only."""
     values, carried = [], {}
-    for env in steps:
+    for t, env in enumerate(steps):
         env = {**env, **carried, **{k: v for k, v in (override or {}).items() if k in env and k not in model.recur}}
-        out = forward(model, env)
+        out = forward(model, env, at[1] if at is not None and at[0] == t else None)
         values.append(out)
         carried = {inp: out[state] for inp, state in model.recur.items()}
     return sum(v[model.loss] for v in values), values
@@ -129,6 +138,12 @@ def sequence_finite_difference(model, steps, name):
     """d(Σ_t J(t))/d(param) by central differences."""
     arr = steps[0][name].copy()
     return central_difference(lambda: unroll(model, steps, {name: arr})[0], arr)
+
+
+def sequence_state_fd(model, steps, name, t):
+    """d(Σ_t J(t))/d(name at step t): the quantity perturbed at that step only."""
+    arr = unroll(model, steps)[1][t][name].copy()
+    return central_difference(lambda: unroll(model, steps, at=(t, {name: arr}))[0], arr)
 
 
 # ------------------------------------------------------- the seed's own code

@@ -1,6 +1,6 @@
 """One self-contained HTML page: KaTeX (MIT, bundled in ``katex/``) inlined
 as a script and a style sheet, its fonts inlined as data: URIs, so the page
-renders the math offline.
+renders the math offline; the pictures are inline SVG.
 
 Each formula is written as its plain-text form inside an element that
 carries the TeX in ``data-tex``; the script replaces the text by KaTeX's
@@ -14,7 +14,7 @@ import html
 import re
 from pathlib import Path
 
-from elman.explain.document import Display, Heading, Para, Table
+from elman.explain.document import Display, Figure, Heading, Para, Table
 from elman.explain.notation import M
 
 KATEX = Path(__file__).parent / "katex"
@@ -29,6 +29,9 @@ table { border-collapse: collapse; margin: 0.8rem 0 0.8rem 1.5rem; font-variant-
 th, td { padding: 0.15rem 0.8rem; text-align: right; border-bottom: 1px solid #ddd; }
 th:first-child, td:first-child { text-align: left; }
 code { font-size: 0.92em; }
+figure.picture { margin: 1rem 0 1rem 1.5rem; }
+figure.picture .svg { overflow-x: auto; }
+figure.picture figcaption { font-size: 0.9em; color: #555; max-width: 48rem; }
 """
 
 SCRIPT = """
@@ -78,6 +81,9 @@ def block(b) -> str:
         head = "".join(f"<th>{inline([c])}</th>" for c in b.header)
         rows = "".join("<tr>" + "".join(f"<td>{inline([c])}</td>" for c in r) + "</tr>" for r in b.rows)
         return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+    if isinstance(b, Figure):
+        return (f'<figure class="picture" id="{b.name}"><div class="svg">{b.svg}</div>'
+                f"<figcaption>{html.escape(b.caption)}</figcaption></figure>")
     raise TypeError(b)
 
 

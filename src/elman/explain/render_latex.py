@@ -1,7 +1,7 @@
 """A standalone LaTeX document (pdflatex; amsmath and amssymb only)."""
 from __future__ import annotations
 
-from elman.explain.document import Display, Heading, Para, Table
+from elman.explain.document import Display, Figure, Heading, Para, Table
 from elman.explain.notation import M, text_escape_tex
 
 PREAMBLE = r"""\documentclass[11pt]{article}
@@ -32,6 +32,9 @@ def block(b) -> str:
         rows = [" & ".join(inline([c]) for c in r) + r" \\" for r in [b.header] + b.rows]
         rows.insert(1, r"\hline")
         return "\\begin{center}\n\\begin{tabular}{" + cols + "}\n" + "\n".join(rows) + "\n\\end{tabular}\n\\end{center}"
+    if isinstance(b, Figure):
+        words = f"Picture {b.name}.svg (written by --format svg --out DIR): {b.caption}"
+        return "\\emph{" + text_escape_tex(words) + "}"
     raise TypeError(b)
 
 

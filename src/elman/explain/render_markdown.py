@@ -1,8 +1,11 @@
 """Markdown with TeX math ($...$ inline, $$...$$ display), as GitHub,
-Jupyter and most Markdown viewers render it."""
+Jupyter and most Markdown viewers render it; pictures as SVG images in
+data: URIs, so the file stands alone."""
 from __future__ import annotations
 
-from elman.explain.document import Display, Heading, Para, Table
+import base64
+
+from elman.explain.document import Display, Figure, Heading, Para, Table
 from elman.explain.notation import M
 
 
@@ -33,6 +36,9 @@ def block(b) -> str:
         lines = ["| " + " | ".join(inline([c]) for c in r) + " |" for r in rows]
         lines.insert(1, "|" + "|".join(" --- " for _ in b.header) + "|")
         return "\n".join(lines)
+    if isinstance(b, Figure):
+        data = base64.b64encode(b.svg.encode("utf-8")).decode("ascii")
+        return f"![{b.name}](data:image/svg+xml;base64,{data})\n\n*{inline([b.caption])}*"
     raise TypeError(b)
 
 

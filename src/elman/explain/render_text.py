@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import textwrap
 
-from elman.explain.document import Display, Heading, Para, Table
+from elman.explain.document import Display, Figure, Heading, Para, Table
 from elman.explain.notation import M
 
 WIDTH = 78
@@ -29,6 +29,9 @@ def block(b) -> str:
                  for r in cells]
         lines.insert(1, "  ".join("-" * w for w in widths))
         return "\n".join("    " + ln.rstrip() for ln in lines)
+    if isinstance(b, Figure):
+        return textwrap.fill(f"[Picture {b.name}.svg: {b.caption} Written by --format svg --out DIR; "
+                             "drawn in the --format html page.]", WIDTH, break_on_hyphens=False)
     raise TypeError(b)
 
 

@@ -4,15 +4,20 @@ Each rule looks at one forward equation and one quantity it uses, and
 returns a ``Contrib``: that equation's contribution to dJ/d(quantity) as a
 formula over the adjoint of the equation's left-hand side, plus the
 derivation in index notation, the step from indices to matrices, and the
-shape check. The engine (``engine.py``) applies the rules in reverse order.
+shape check. The engine (``engine.py``) applies the rules in reverse order;
+``contributions`` says which rules an equation calls for.
 
     rule                   forward               contribution
     softmax_xent           J = -log softmax(z)_y  dJ/dz = ŷ - y
     elementwise            h = f(z)               dJ/dz = dJ/dh ⊙ f'(z)
-    product_weight         z = a W + ...          dJ/dW = aᵀ δ
+    hadamard               z = a ⊙ b + ...        dJ/da = δ ⊙ b
+    plain_term             z = ... ± c b (+ 1)    dJ/db = ± c δ
+    product_weight         z = a W + ...          dJ/dW = aᵀ δ          (products.py)
     product_input          z = a W + ...          dJ/da = δ Wᵀ
-    plain_term             z = ... + b            dJ/db = δ
+    product_weight_t       z = a Wᵀ + ...         dJ/dW = δᵀ a
+    product_input_t        z = a Wᵀ + ...         dJ/da = δ W
     embedding_row          e = x L, x one-hot     dJ/dL_x = dJ/de
+    row_of                 any other use of L     dJ/dL_x += x (that use's dJ/dL)
 """
 from __future__ import annotations
 
@@ -36,6 +41,8 @@ class Contrib:
     notes: list            # paragraphs: lists of str and M
     shapes: list           # the shape check, and what the other products would give
     column: list = field(default_factory=list)   # rule-specific column-convention lines
+    via: str = ""          # a product's left factor (a lookup's one-hot input)
+    term: object = None    # the term of ``eq`` differentiated
 
 
 class Ctx:
@@ -45,27 +52,56 @@ class Ctx:
         self.model = model
 
     def q(self, n):
+        if n in self.model.lookups:
+            W, x = (nt.name(k) for k in self.model.lookups[n])
+            base = W.tex if len(W.tex) == 1 else "{" + W.tex + "}"
+            return nt.M(f"{W.text}_{x.text}", base + "_{" + x.tex + "}")
         return nt.name(n, prev=self.model.prev_of(n))
 
     def adj(self, n):
         return E.sym_math(E.Sym(n, adj=True), self.model)
 
     def shape(self, n):
-        return nt.shape(self.model.shapes[n])
+        return nt.shape(self.model.row_shape(n))
 
     def dims(self, n):
-        return self.model.shapes[n]
+        return self.model.row_shape(n)
 
     def render(self, e):
         return E.render(e, self.model)
 
 
-def _signed(sign, e):
-    return e if sign > 0 else E.Neg(e)
+def signed(term, e):
+    """A term's sign and coefficient applied to a contribution."""
+    e = e if term.coef == 1 else E.Scale(term.coef, e)
+    return e if term.sign > 0 else E.Neg(e)
 
 
-def _sign_word(sign):
-    return "" if sign > 0 else "−"
+def sign_word(term):
+    """How a term's factor reads in index notation: "", "−", "0.5 ", "−2 "."""
+    c = "" if term.coef == 1 else E.number(term.coef).text + " "
+    return ("" if term.sign > 0 else "−") + c
+
+
+def contributions(model, eq) -> list:
+    """What one equation hands back to each quantity it uses (none to a
+    number, nor to a one-hot input: that is data, its matrix learns)."""
+    from elman.explain import products as P
+    if eq.kind == "func":
+        return [elementwise(model, eq)]
+    out = []
+    for term in eq.terms:
+        if term.op == "had":
+            a, b = term.factors
+            out += [hadamard(model, eq, term, a, b), hadamard(model, eq, term, b, a)]
+        elif term.op in ("mul", "mulT"):
+            t = term.op == "mulT"
+            out.append((P.product_weight_t if t else P.product_weight)(model, eq, term))
+            if not model.is_onehot(term.factors[0]):
+                out.append((P.product_input_t if t else P.product_input)(model, eq, term))
+        elif term.op == "plain" and not model.is_onehot(term.factors[0]):
+            out.append(plain_term(model, eq, term))
+    return out
 
 
 def softmax_xent(model, loss_eq, softmax_eq) -> Contrib:
@@ -125,130 +161,81 @@ def elementwise(model, eq) -> Contrib:
     return Contrib(z, f"element-wise {f}", eq, expr, index, notes, shapes)
 
 
-def product_weight(model, eq, term) -> Contrib:
-    c = Ctx(model)
-    a, W = term.factors
-    z, s = eq.lhs, term.sign
-    d = E.Sym(z, adj=True)
-    expr = _signed(s, E.MatMul(E.T(E.Sym(a)), d))
-    n, m = c.dims(W)
-    Wij, ai, dj = idx(c.q(W), "ij"), idx(c.q(a), "i"), idx(c.adj(z), "j")
-    zk = idx(c.q(z), "k")
-    sw = _sign_word(s)
-    index = [
-        seq(idx(c.q(z), "j"), " = ", sw, "Σ_i ", ai, " ", Wij, " + ", words(f"(terms without {W})")),
-        seq("∂", zk, "/∂", Wij, " = ", sw, ai, words(" if k = j, else 0")),
-        seq(frac(J, Wij), " = Σ_k ", idx(c.adj(z), "k"), " ∂", zk, "/∂", Wij, " = ", sw, dj, " ", ai),
-    ]
-    outer = seq("(", c.q(a), "ᵀ ", c.adj(z), ")_ij = ", ai, " ", dj)
-    notes = [[Wij, " touches only ", idx(c.q(z), "j"), ", and only through ", ai,
-              ", so the sum over k has a single term: one product per weight. A matrix whose (i, j) entry is ",
-              seq(ai, " ", dj), " is the outer product of ", c.q(a), " and ", c.adj(z), ": ", outer,
-              ", the column ", seq(c.q(a), "ᵀ (", nt.shape((n, "1")), ")"), " times the row ",
-              seq(c.adj(z), " (", nt.shape(("1", m)), ")"), "."],
-             ["That is where the transpose comes from: ", c.q(a), " is a row vector, and its index i must run "
-              "down the rows of the gradient, as i does in ", Wij, "; the one product of ", c.q(a), " and ",
-              c.adj(z), " that puts i on the rows and j on the columns is ", seq(c.q(a), "ᵀ ", c.adj(z)), "."]]
-    if model.is_onehot(a):
-        notes.append([c.q(a), " is one-hot, so this outer product is zero except row ", c.q(a),
-                      " of ", c.q(W), " (see ", f"{W}_{a}", ")."])
-    shapes = [seq(c.q(a), "ᵀ ", c.adj(z), ": (", nt.shape((n, "1")), ")(", nt.shape(("1", m)), ") = ",
-                  nt.shape((n, m)), ", the shape of ", c.q(W), " ✓"),
-              seq(words("   without the transpose, "), c.q(a), " ", c.adj(z), ": (", nt.shape(("1", n)), ")(",
-                  nt.shape(("1", m)), words(") does not conform")),
-              seq(words("   in the other order, "), c.adj(z), "ᵀ ", c.q(a), ": (", nt.shape((m, "1")), ")(",
-                  nt.shape(("1", n)), ") = ", nt.shape((m, n)), words(", the transpose of what is wanted"))]
-    Wc, ac, dc = E.Sym(W, col=True), E.Sym(a, col=True), E.Sym(z, adj=True, col=True)
-    tW = E.sym_math(Wc, model)
-    rest = words(" + ...") if len(eq.terms) > 1 else nt.M("", "")
-    column = [
-        seq(words("column vectors, "), c.q(W), words(" as it is: "), c.q(z), " = ", sw, c.q(W), "ᵀ ", c.q(a), rest,
-            ",   ", idx(c.q(z), "j"), " = ", sw, "Σ_i ", Wij, " ", ai),
-        seq("    ", frac(J, c.q(W)), " = ", sw, E.render(E.MatMul(ac, E.T(dc)), model), ": (", nt.shape((n, "1")),
-            ")(", nt.shape(("1", m)), ") = ", nt.shape((n, m)), words(", the same matrix as "),
-            sw, c.q(a), "ᵀ ", c.adj(z)),
-        seq(words("column vectors, "), tW, " = ", c.q(W), "ᵀ (", nt.shape((m, n)), "): ", c.q(z), " = ", sw, tW, " ",
-            c.q(a), rest, ",   ", idx(c.q(z), "j"), " = ", sw, "Σ_i ", idx(tW, "ji"), " ", ai),
-        seq("    ", frac(J, idx(tW, "ji")), " = ", sw, dj, " ", ai, words(", so "), frac(J, tW), " = ", sw,
-            E.render(E.MatMul(dc, E.T(ac)), model), ": (", nt.shape((m, "1")), ")(", nt.shape(("1", n)), ") = ",
-            nt.shape((m, n)), words(", the shape of "), tW),
-        seq("    ", frac(J, tW), " = ", sw, E.render(E.MatMul(dc, E.T(ac)), model), " = (", c.q(a), "ᵀ ", c.adj(z),
-            ")ᵀ = (", frac(J, c.q(W)), ")ᵀ", words(": the row answer, transposed")),
-    ]
-    return Contrib(W, "product, the matrix on the right", eq, expr, index, notes, shapes, column)
-
-
-def product_input(model, eq, term) -> Contrib:
-    c = Ctx(model)
-    a, W = term.factors
-    z, s = eq.lhs, term.sign
-    expr = _signed(s, E.MatMul(E.Sym(z, adj=True), E.T(E.Sym(W))))
-    n, m = c.dims(W)
-    Wij, ai, dj = idx(c.q(W), "ij"), idx(c.q(a), "i"), idx(c.adj(z), "j")
-    sw = _sign_word(s)
-    index = [
-        seq(idx(c.q(z), "j"), " = ", sw, "Σ_i ", ai, " ", Wij, " + ", words(f"(terms without {a})")),
-        seq("∂", idx(c.q(z), "j"), "/∂", ai, " = ", sw, Wij),
-        seq(frac(J, ai), " = Σ_j ", dj, " ∂", idx(c.q(z), "j"), "/∂", ai, " = ", sw, "Σ_j ", dj, " ", Wij,
-            " = ", sw, "Σ_j ", dj, " ", idx(seq(c.q(W), "ᵀ"), "ji")),
-    ]
-    notes = [["Here the sum does not collapse: ", ai, " reaches every ", idx(c.q(z), "j"), " through ", Wij,
-              ". A sum over j of ", dj, " ", Wij, " is the row ", c.adj(z), " times a matrix, summed over the "
-              "matrix's second index j; a row times a matrix sums over the matrix's first index, so the "
-              "matrix is transposed: ", seq(c.render(expr), ", with ", words("entry i "), "Σ_j ", dj, " ",
-                                             idx(seq(c.q(W), "ᵀ"), "ji")), "."]]
-    shapes = [seq(c.adj(z), " ", c.q(W), "ᵀ: (", nt.shape(("1", m)), ")(", nt.shape((m, n)), ") = ",
-                  nt.shape(("1", n)), ", the shape of ", c.q(a), " ✓"),
-              seq(words("   in the other order, "), c.q(W), "ᵀ ", c.adj(z), ": (", nt.shape((m, n)), ")(",
-                  nt.shape(("1", m)), words(") does not conform"))]
-    return Contrib(a, "product, the row vector on the left", eq, expr, index, notes, shapes)
+def _const_text(eq):
+    """The numbers added in an equation, as written: "1", "1 + 0.5"."""
+    cs = [t for t in eq.terms if t.op == "const"]
+    return nt.join([E.number(-t.coef if t.sign < 0 else t.coef) for t in cs], " + ") if cs else None
 
 
 def plain_term(model, eq, term) -> Contrib:
     c = Ctx(model)
-    b, z, s = term.factors[0], eq.lhs, term.sign
-    expr = _signed(s, E.Sym(z, adj=True))
-    sw = _sign_word(s)
+    b, z = term.factors[0], eq.lhs
+    expr = signed(term, E.Sym(z, adj=True))
+    sw, const = sign_word(term), _const_text(eq)
+    coef = sw.lstrip("−")
+    lead = (seq(const, " ") if const is not None and len(eq.terms) == 2 else nt.M("… ", r"\ldots "))
     index = [
-        seq(idx(c.q(z), "j"), " = … ", "+" if s > 0 else "−", " ", idx(c.q(b), "j")),
-        seq("∂", idx(c.q(z), "k"), "/∂", idx(c.q(b), "j"), " = ", sw, "1", words(" if k = j, else 0")),
+        seq(idx(c.q(z), "j"), " = ", lead, "+ " if term.sign > 0 else "− ", coef, idx(c.q(b), "j")),
+        seq("∂", idx(c.q(z), "k"), "/∂", idx(c.q(b), "j"), " = ", sw.rstrip() if coef else sw + "1",
+            words(" if k = j, else 0")),
         seq(frac(J, idx(c.q(b), "j")), " = ", sw, idx(c.adj(z), "j")),
     ]
     notes = [[c.q(b), " enters each ", idx(c.q(z), "j"), " once, with coefficient ", sw or "", "1, so its "
-              "gradient is ", c.render(expr), " itself. (With a batch of rows, the rows of ",
-              c.adj(z), " are summed: the bias is shared by every row.)"]]
+              "gradient is ", c.render(expr), "."]]
+    if b in model.params:
+        notes[0] += [" (With a batch of rows, the rows of ", c.adj(z), " are summed: a bias is shared by every row.)"]
+    if const is not None:
+        notes.append(["The number ", const, " in ", c.q(z), " depends on nothing: its derivative is 0 and it "
+                      "leaves no trace in any gradient. What remains is the sign", " and the coefficient"
+                      if coef else "", " of ", c.q(b), ": ", seq(frac(J, c.q(b)), " = ", c.render(expr)),
+                      ". This is where the minus sign of a gate's (1 − z) comes from."
+                      if term.sign < 0 else "."])
     shapes = [seq(c.render(expr), ": ", c.shape(z), ", the shape of ", c.q(b), " ✓")]
-    return Contrib(b, "sum: a bias or a term added", eq, expr, index, notes, shapes)
+    return Contrib(b, "sum: a term added", eq, expr, index, notes, shapes, term=term)
 
 
-def embedding_row(model, eq, term) -> Contrib:
+def hadamard(model, eq, term, a, b) -> Contrib:
+    """z = a ⊙ b (+ ...): dJ/da = δ ⊙ b, a diagonal Jacobian."""
     c = Ctx(model)
-    x, L = term.factors
-    e = eq.lhs
-    expr = E.Sym(e, adj=True)
-    Lvj = idx(c.q(L), "vj")
+    z, sw = eq.lhs, sign_word(term)
+    expr = signed(term, E.Had(E.Sym(z, adj=True), E.Sym(b)))
+    zk, aj, bj, dj = idx(c.q(z), "k"), idx(c.q(a), "j"), idx(c.q(b), "j"), idx(c.adj(z), "j")
+    pair = (c.q(a), c.q(b)) if term.factors == (a, b) else (c.q(b), c.q(a))
     index = [
-        seq(idx(c.q(x), "v"), " = [v = x]   ", words(f"({x} is one-hot)")),
-        seq(idx(c.q(e), "j"), " = Σ_v ", idx(c.q(x), "v"), " ", Lvj, " = ", idx(c.q(L), "xj"),
-            "   ", words(f"(row x of {L})")),
-        seq(frac(J, Lvj), " = ", idx(c.q(x), "v"), " ", idx(c.adj(e), "j"),
-            " = ", idx(c.adj(e), "j"), words(" for v = x, 0 for every other row")),
+        seq(zk, " = ", sw, idx(pair[0], "k"), " ", idx(pair[1], "k"), " + ", words("(terms without this product)")),
+        seq("∂", zk, "/∂", aj, " = ", sw, bj, words(" if k = j, else 0")),
+        seq(frac(J, aj), " = Σ_k ", idx(c.adj(z), "k"), " ∂", zk, "/∂", aj, " = ", sw, dj, " ", bj),
     ]
-    notes = [["This is the product rule with the one-hot column ", seq(c.q(x), "ᵀ"), ": ",
-              seq(frac(J, c.q(L)), " = ", c.q(x), "ᵀ ", c.adj(e)), " is zero except row x, which is ",
-              c.adj(e), ". So the gradient of the looked-up row is ",
-              seq(frac(J, nt.name(f"{L}_{x}")), " = ", c.adj(e)),
-              ", and a sequence adds, into each word's row, dJ/de of every position where that word occurs."]]
-    d = c.dims(L)[1]
-    shapes = [seq(c.adj(e), ": ", nt.shape(("1", d)), ", the shape of a row of ", c.q(L), " ✓")]
-    return Contrib(f"{L}_{x}", "embedding lookup (one-hot product)", eq, expr, index, notes, shapes)
+    n = c.dims(a)[1]
+    diag = seq("diag(", c.q(b), ")")
+    notes = [["Entry j of ", c.q(a), " meets only entry j of ", c.q(b), " and reaches only ", idx(c.q(z), "j"),
+              ", so the Jacobian ∂", c.q(z), "/∂", c.q(a), " is the diagonal matrix ", sw, diag,
+              " and the sum over k keeps one term. A row times a diagonal matrix multiplies entry by entry: ",
+              seq(c.adj(z), " ", diag, " = ", c.adj(z), " ⊙ ", c.q(b)), ". It is not a matrix product with ",
+              c.q(b), ": nothing is summed, nothing is transposed, and the result keeps the shape of ",
+              c.q(a), "."]]
+    if a == b:
+        notes.append([c.q(a), " is both factors here, so this rule contributes twice, once for each; the "
+                      "two contributions are summed."])
+    shapes = [seq(c.render(expr), ": (", nt.shape(("1", n)), ") ⊙ (", nt.shape(("1", n)), ") = ",
+                  nt.shape(("1", n)), ", the shape of ", c.q(a), " ✓"),
+              seq(words("   as a matrix product, "), c.adj(z), " ", diag, ": (", nt.shape(("1", n)), ")(",
+                  nt.shape((n, n)), ") = ", nt.shape(("1", n)), words(", the same numbers")),
+              seq(words("   not "), c.adj(z), " ", c.q(b), "ᵀ: (", nt.shape(("1", n)), ")(", nt.shape((n, "1")),
+                  ") = 1×1", words(", a single number"))]
+    return Contrib(a, "element-wise (Hadamard) product", eq, expr, index, notes, shapes, via=b, term=term)
 
 
 def fan_out(model, name, contribs) -> list:
-    """Paragraph for a quantity used by several equations."""
+    """Paragraph for a quantity used in several places: the terms are summed."""
     c = Ctx(model)
-    parts = [c.q(name), f" is used by {len(contribs)} equations (lines ",
-             ", ".join(str(k.eq.line) for k in contribs), "); the multivariate chain rule adds their "
-             "contributions: ", seq(frac(J, c.q(name)), " = "),
-             nt.join([c.render(k.expr) for k in contribs], " + "), "."]
-    return parts
+    total = None
+    for k in contribs:
+        total = E.add(total, k.expr)
+    where = [f"on line {k.eq.line} ({k.rule})" for k in contribs]
+    where = ", ".join(where[:-1]) + " and " + where[-1]
+    row = name in model.lookups
+    return [c.q(name), (f" receives {len(contribs)} contributions: " if row else
+                        f" is used in {len(contribs)} places: "), f"{where}. ",
+            "Each place is a path from it to J; the multivariate chain rule adds the paths, one term each: ",
+            seq(frac(J, c.q(name)), " = "), c.render(total), "."]

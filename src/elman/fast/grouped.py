@@ -74,13 +74,15 @@ def _tasks(plan, cost):
     return [r for r in np.split(np.arange(plan.groups), edges) if len(r)]
 
 
-def grouped_losses(h, U, b2, y, plan: Plan):
+def grouped_losses(h, U, b2, y, plan: Plan, add=None):
     """J_r = -log softmax(h_r [U; b2][:, a:b])[y_r - a] for each row r, with
     [a, b) the columns of its group; (N,) in the rows' own order, and a cache.
 
     As in ``fast.output``: E = exp(z - m) unnormalised, m = 0 in float32
     (rows whose sum shows an overflow or underflow redone with the max
-    shift), m = the row max in float64."""
+    shift), m = the row max in float64. ``add(z, c, rows)``: adds a term
+    into a group's logits z, columns ``c`` (a slice of ids) of the rows
+    ``rows`` of h, before any exp (``core.direct``'s n-gram weights)."""
     N, Dh = h.shape
     dtype = np.result_type(h, U)
     Ub = stacked_bias(U, b2)
@@ -105,6 +107,8 @@ def grouped_losses(h, U, b2, y, plan: Plan):
             else:
                 np.matmul(hs[i:j], U[:, a:b], out=z)
                 z += b2[a:b]
+            if add is not None:
+                add(z, slice(int(a), int(b)), o[i:j])
 
     def sums(task):
         for g in task:
@@ -123,7 +127,7 @@ def grouped_losses(h, U, b2, y, plan: Plan):
     with one_blas_thread():
         parallel_for(lambda i: sums(tasks[i]), len(tasks))
     for r in np.flatnonzero(~((s > _TINY_SUM) & (s < np.inf))):
-        _redo_row(r, hs, U, b2, Ub, plan, flat, s, m)
+        _redo_row(r, hs, U, b2, Ub, plan, flat, s, m, add)
     losses = np.subtract(m, zy, out=zy)
     losses += np.log(s)
     out = np.empty(N, dtype)
@@ -131,11 +135,13 @@ def grouped_losses(h, U, b2, y, plan: Plan):
     return out, (hs, U, yl, plan, flat, Z, s)
 
 
-def _redo_row(r, hs, U, b2, Ub, plan, flat, s, m):
+def _redo_row(r, hs, U, b2, Ub, plan, flat, s, m, add):
     """One sorted row again with the max shift (its m = 0 sum over- or underflowed)."""
     g = np.searchsorted(plan.cuts, r, side="right") - 1
     a, b = plan.a[g], plan.b[g]
     z = hs[r] @ Ub[:, a:b] if Ub is not None else hs[r] @ U[:, a:b] + b2[a:b]
+    if add is not None:
+        add(z[None], slice(int(a), int(b)), plan.order[r:r + 1])
     m[r] = z.max()
     z -= m[r]
     np.exp(z, out=z)
@@ -190,3 +196,13 @@ def grouped_backward(dloss, cache, overlap=None):
     with one_blas_thread():
         done = parallel_for(lambda i: dU_task(tasks[i]), len(tasks), first=overlap and (lambda: overlap(dh)))
     return dh, G, done
+
+
+def grouped_deltas(cache, dloss):
+    """After ``grouped_backward(dloss, cache)``: dJ/dz of each group as
+    [(rows of h, slice of ids, dz (n_g, w_g))] (the cached E holds
+    D = E - s·y by then; dz = D/s·dloss)."""
+    hs, U, yl, plan, D, Dg, s = cache
+    w = dloss / s
+    return [(plan.order[i:j], slice(int(a), int(b)), Dg[g] * w[i:j, None])
+            for g, (i, j, a, b) in enumerate(zip(plan.cuts[:-1], plan.cuts[1:], plan.a, plan.b))]

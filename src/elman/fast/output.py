@@ -28,7 +28,7 @@ def stacked_bias(U, b2):
     return np.lib.stride_tricks.as_strided(U, shape=(Dh + 1, V), strides=U.strides, writeable=False)
 
 
-def output_losses(h, U, b2, y, overlap=None):
+def output_losses(h, U, b2, y, overlap=None, add=None):
     """J_n = -log yhat[n, y_n] for each row (N,), yhat = softmax(h U + b2).
 
     h (N,Dh), y (N,) target ids. Returns (losses, cache). The cache holds
@@ -57,7 +57,10 @@ def output_losses(h, U, b2, y, overlap=None):
 
     ``overlap``: a function of no arguments run on one core while the
     others do the chunks (``model.window_losses`` passes the next window's
-    recurrence). Returns (losses, cache, overlap() or None).
+    recurrence). ``add(z, c, rows)``: adds a term of the logits into the
+    block z, columns ``c`` (a slice) of rows ``rows`` (None: all), before
+    any exp (``core.direct``'s n-gram weights). Returns (losses, cache,
+    overlap() or None).
     """
     N, V = len(y), U.shape[1]
     dtype = np.result_type(h, U)
@@ -85,6 +88,8 @@ def output_losses(h, U, b2, y, overlap=None):
         else:
             np.matmul(h, U[:, c], out=z)
             z += b2[c]
+        if add is not None:
+            add(z, c, None)
         mine = hits[i]
         zy[mine] = z[mine, y[mine] - c.start]
         if shift:
@@ -108,6 +113,8 @@ def output_losses(h, U, b2, y, overlap=None):
     redo = np.flatnonzero(~((s > _TINY_SUM) & (s < np.inf)))
     if len(redo):
         z = h[redo] @ U + b2
+        if add is not None:
+            add(z, slice(0, V), redo)
         m[redo] = z.max(axis=1)
         z -= m[redo, None]
         np.exp(z, out=z)
@@ -125,13 +132,13 @@ def output_losses(h, U, b2, y, overlap=None):
 _TINY_SUM = 1e-20
 
 
-def output_forward(h, U, b2, y):
+def output_forward(h, U, b2, y, add=None):
     """yhat = softmax(h U + b2); loss = Σ_n -log yhat[n, y_n]  (natural log).
 
     Returns (loss, cache) with the cache of ``output_losses``; the sum is
     taken in float64.
     """
-    losses, cache, _ = output_losses(h, U, b2, y)
+    losses, cache, _ = output_losses(h, U, b2, y, add=add)
     return float(losses.sum(dtype=np.float64)), cache
 
 
@@ -189,3 +196,11 @@ def output_backward(dloss, cache, overlap=None):
     dh *= w[:, None]
     done = parallel_for(dU_chunk, len(cols), first=overlap and (lambda: overlap(dh)))
     return dh, G[:Dh], G[Dh], done
+
+
+def output_deltas(cache, dloss):
+    """After ``output_backward(dloss, cache)``: dJ/dz2 by column chunks, as
+    [(c, D_c)] and w (N,) with dJ/dz2[:, c] = D_c ⊙ w (row n times w_n).
+    (The cached E holds D = E - s ⊙ y by then; the division stays deferred.)"""
+    _, _, _, cols, _, D, s = cache
+    return list(zip(cols, D)), dloss / s

@@ -34,8 +34,10 @@ def _rows(U, b2, ids):
     return out
 
 
-def sampled_losses(h, U, b2, y, samples, log_q):
-    """J_n (N,) as ``core.sampled.sampled_output_losses``, and a cache."""
+def sampled_losses(h, U, b2, y, samples, log_q, extra=None):
+    """J_n (N,) as ``core.sampled.sampled_output_losses``, and a cache;
+    ``extra`` = (zy (N,), zs (N,S)): terms added to the true and sampled
+    logits (``core.direct``'s n-gram weights of those columns)."""
     y, samples = np.asarray(y), np.asarray(samples)
     (N, Dh), S = h.shape, samples.size
     dt = np.result_type(h, U, b2)
@@ -44,6 +46,8 @@ def sampled_losses(h, U, b2, y, samples, log_q):
     Wy, Ws = _rows(U, b2, y), _rows(U, b2, samples)
     Ws[:, Dh] -= (np.log(S) + log_q[samples]).astype(dt)
     o_true = np.einsum("nd,nd->n", h1, Wy)
+    if extra is not None:
+        o_true += extra[0]
     E, m, rest = np.empty((N, S), dt), np.empty(N, dt), np.empty(N, dt)
     ones = np.ones(S, dt)
     blocks = chunks(N, 32)
@@ -52,6 +56,8 @@ def sampled_losses(h, U, b2, y, samples, log_q):
         r = blocks[i]
         O = E[r]
         np.matmul(h1[r], Ws.T, out=O)
+        if extra is not None:
+            O += extra[1][r]
         O[y[r, None] == samples[None, :]] = -np.inf          # accidental hits
         np.maximum(o_true[r], O.max(axis=1), out=m[r])
         O -= m[r, None]
@@ -99,3 +105,10 @@ def sampled_backward(dloss, cache, overlap=None):
     with one_blas_thread():
         done = parallel_for(dW_block, len(cuts), first=overlap and (lambda: overlap(dh)))
     return dh, rows, np.concatenate([y, samples]), done
+
+
+def sampled_deltas(cache, dloss):
+    """After ``sampled_backward(dloss, cache)``: (dJ/do_true (N,), dJ/dO (N,S)),
+    the gradients of the true and sampled logits (the cached E holds dJ/dO)."""
+    _, _, _, _, _, E, rest, s = cache
+    return -rest * (np.asarray(dloss, dtype=E.dtype) / s), E

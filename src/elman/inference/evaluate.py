@@ -22,7 +22,7 @@ import numpy as np
 from elman import data, modelfile
 from elman.errors import ElmanError
 from elman.core.model import Params, forward_losses, output_probs, rnn_step
-from elman.core.perplexity import perplexity, stream_losses  # noqa: F401  (eval's own functions)
+from elman.core.perplexity import perplexity, stream_losses, summary  # noqa: F401  (eval's own functions)
 
 LN10 = math.log(10.0)
 
@@ -74,6 +74,19 @@ def line_log10_probs(p, lines, eos_id: int, batch: int = 64) -> np.ndarray:
     return scores
 
 
+def dynamic_perplexity(p, ids, eos_id: int, lr: float, T: int) -> dict:
+    """``perplexity``'s dict for dynamic evaluation (``inference.dynamic``), with
+    ``"dynamic": {"lr", "bptt"}``."""
+    from elman.inference.dynamic import stream_losses
+    return {**summary(stream_losses(p, ids, eos_id, lr, T)), "dynamic": {"lr": lr, "bptt": T}}
+
+
+def dynamic_line_log10_probs(p, lines, lr: float) -> np.ndarray:
+    """``line_log10_probs`` with dynamic evaluation: the lines in order, one step on each after it."""
+    from elman.inference.dynamic import line_losses
+    return np.array([-losses.sum() / LN10 for losses in line_losses(p, lines, lr)])
+
+
 def sample(p, prime_ids, eos_id: int, n: int, temperature: float = 1.0, seed: int = 0) -> list:
     """Draw ``n`` word ids after ``<eos>`` and ``prime_ids``.
 
@@ -82,11 +95,13 @@ def sample(p, prime_ids, eos_id: int, n: int, temperature: float = 1.0, seed: in
     """
     rng = np.random.default_rng(seed)
     h = np.zeros((1, p.Dh), dtype=p.dtype)
-    for x in [eos_id, *prime_ids]:
+    read = [-1] * max(p.order - 1, 0) + [eos_id, *prime_ids]     # direct connections read the last N-1
+    for x in read[-len(prime_ids) - 1:]:
         h = rnn_step(p, np.array([x]), h)
     out = []
     for _ in range(n):
-        yhat = output_probs(p, h)[0].astype(np.float64)
+        context = np.array([read[len(read) - p.order + 1:]]) if p.order else None
+        yhat = output_probs(p, h, context)[0].astype(np.float64)
         if temperature != 1.0:
             with np.errstate(divide="ignore"):
                 logits = np.log(yhat) / temperature
@@ -94,6 +109,7 @@ def sample(p, prime_ids, eos_id: int, n: int, temperature: float = 1.0, seed: in
         cdf = np.cumsum(yhat)
         x = int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), len(cdf) - 1))
         out.append(x)
+        read.append(x)
         h = rnn_step(p, np.array([x]), h)
     return out
 

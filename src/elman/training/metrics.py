@@ -39,18 +39,37 @@ class MetricsLog:
         self.lines += 1
 
 
+# The fields a plotted record needs, and their types.
+_PLOTTED = {"epoch": (int, float), "batch": (int, float), "batches": (int, float), "train_ppl": (int, float)}
+
+
 def read_metrics(directory) -> list:
+    """The records of DIR/metrics.jsonl; a line that is not a JSON object is one ElmanError."""
     path = Path(directory) / FILENAME
     if not path.is_file():
         raise ElmanError(f"{path}: no training log here (elman train writes one into --out)")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ElmanError(f"{path}: not UTF-8 (byte offset {exc.start})") from None
+    except OSError as exc:
+        raise ElmanError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     records = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for n, line in enumerate(text.splitlines(), start=1):
         if line.strip():
             try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise ElmanError(f"{path}:{n}: not a JSON line") from None
+                record = json.loads(line)
+            except (ValueError, RecursionError):
+                record = None
+            if not isinstance(record, dict):
+                raise ElmanError(f"{path}:{n}: not a JSON object line")
+            records.append(record)
     return records
+
+
+def _plottable(r: dict) -> bool:
+    return all(isinstance(r.get(k), t) and not isinstance(r.get(k), bool) for k, t in _PLOTTED.items()) \
+        and r["batches"] > 0 and (r.get("valid_ppl") is None or isinstance(r["valid_ppl"], (int, float)))
 
 
 def plot_learning_curve(directory, out=None) -> Path:
@@ -61,7 +80,7 @@ def plot_learning_curve(directory, out=None) -> Path:
         import matplotlib.pyplot as plt
     except ImportError:
         raise ElmanError("plotting needs matplotlib: pip install 'elman[plot]'") from None
-    records = [r for r in read_metrics(directory) if "train_ppl" in r]
+    records = [r for r in read_metrics(directory) if _plottable(r)]
     if not records:
         raise ElmanError(f"{Path(directory) / FILENAME}: no training records to plot yet")
     out = Path(out) if out else Path(directory) / "learning-curve.png"

@@ -41,6 +41,8 @@ class Settings:
     classes: int = 0                  # K > 0: class-factorised softmax, K frequency-binned classes
     sampled: int = 0                  # S > 0: train with sampled softmax, S ids a window (unigram^0.75)
     dropout: float = 0.0              # rate of dropout on e into the recurrence and h into the output
+    direct: float = 0.0               # direct connections: millions of hashed n-gram weights (0: none)
+    direct_order: int = 3             # their order N: contexts of 1..N-1 preceding words
     checkpoint_every: int = 0         # also checkpoint every N windows (0: epochs only)
     log_every: int = 100              # a metrics line every N windows
 
@@ -50,7 +52,17 @@ class Settings:
 
     @classmethod
     def from_saved(cls, saved: dict) -> "Settings":
-        return cls(**_renamed(saved, "settings"))
+        return cls(**{**LEGACY_VALUES, **_renamed(saved, "settings")})
+
+    @property
+    def direct_size(self) -> int:
+        """M, the number of direct-connection weights (``direct`` is in millions)."""
+        return int(round(self.direct * 1e6))
+
+
+# What a run saved before a setting existed did: a field its config.json
+# lacks takes this value, not today's default (which may be a newer recipe).
+LEGACY_VALUES = {"direct": 0.0, "direct_order": 3}
 
 
 def default(name: str):

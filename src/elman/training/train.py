@@ -139,7 +139,11 @@ def _start(out: Path, s: Settings) -> tuple[Run, np.ndarray]:
         raise ElmanError(f"--classes {s.classes} is more than the {len(vocab)} words of the vocabulary")
     if s.classes and s.sampled:
         raise ElmanError("--sampled trains the full-softmax model; it does not go with --classes")
-    p = Params.init(len(vocab), s.embed, s.hidden, seed=s.seed, classes=s.classes, counts=vocab.counts)
+    if s.direct and s.direct_size < max(len(vocab), s.classes):
+        raise ElmanError(f"--direct {s.direct:g} is {s.direct_size} weights, fewer than the {len(vocab)} words "
+                         f"of the vocabulary: each n-gram feature needs a window of that many")
+    p = Params.init(len(vocab), s.embed, s.hidden, seed=s.seed, classes=s.classes, counts=vocab.counts,
+                    direct=s.direct_size, direct_order=s.direct_order)
     run = Run(out, s, p, vocab, make_optimizer(s.optimizer, p.as_dict(), s.lr, s.clip),
               Schedule(lr=s.lr, min_improvement=s.min_improvement),
               Progress(rng=np.random.default_rng(s.seed).bit_generator.state),
@@ -160,7 +164,8 @@ def _announce(run: Run, corpus: Corpus, say) -> None:
         f"tokens of {s.train}: {s.streams} streams x {s.steps} steps, {corpus.windows(s.steps)} windows an "
         f"epoch, {s.optimizer} lr {run.opt.lr:g}"
         + (f"; sampled softmax, {s.sampled} ids a window (train ppl* is the sampled loss's)" if s.sampled else "")
-        + (f"; dropout {s.dropout:g}" if s.dropout else ""))
+        + (f"; dropout {s.dropout:g}" if s.dropout else "")
+        + (f"; direct connections: {s.direct_size} weights, order {s.direct_order}" if s.direct else ""))
 
 
 class _Clock:
@@ -196,8 +201,9 @@ def _train_epoch(run: Run, corpus: Corpus, clock: _Clock, ctrl_c: _CtrlC, quiet:
             # Masks, like samples, depend on (seed, update number) only.
             dropout = (s.dropout, (s.seed, opt.t)) if s.dropout else None
             # Gradients of the mean loss over the B*T positions.
+            history = data.preceding(corpus.streams, k * s.steps, max(p.order - 2, 0)) if p.order else None
             loss, grads, h = bptt(p, x, y, run.h, sampled=sampled, sparse=True, dropout=dropout,
-                                  scale=1.0 / x.size)
+                                  scale=1.0 / x.size, history=history)
             try:
                 if not math.isfinite(loss):
                     raise FloatingPointError(f"the loss is {loss}")

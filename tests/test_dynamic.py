@@ -1,0 +1,174 @@
+"""Dynamic evaluation (elman.inference.dynamic): against an independent
+loop (HIPS autograd's gradient of an independent forward pass, one SGD step
+a segment), no look-ahead, the model file untouched, every kind of model,
+and the command line."""
+import hashlib
+import json
+import math
+
+import autograd
+import numpy as np
+import pytest
+
+from elman import Params, cli
+from elman.core.model import features
+from elman.core.perplexity import stream_losses as static_losses
+from elman.inference import dynamic
+from elman.inference.evaluate import line_log10_probs
+from helpers import ag_direct_loss, write_corpus
+
+V, EOS = 11, 0
+
+
+def model(direct=0, classes=0, seed=3):
+    counts = np.arange(3 * V, 2 * V, -1)
+    p = Params.init(V, 4, 6, seed=seed, dtype="float64", classes=classes, counts=counts,
+                    direct=direct, direct_order=3)
+    rng = np.random.default_rng(seed + 1)
+    for a in p.as_dict().values():
+        if a.dtype.kind == "f":
+            a += rng.normal(scale=0.5, size=a.shape)
+    return p
+
+
+def reference(p, ids, lr, T):
+    """The definition, written out: score a segment token by token with the
+    weights as they are (autograd's forward pass, not elman's), then
+    w <- w - lr * autograd's gradient of the segment's summed loss."""
+    a = {k: v.copy() for k, v in p.as_dict().items() if v.dtype.kind == "f"}
+    x = np.r_[EOS, ids[:-1]]
+    h, hist, out = np.zeros((1, p.Dh)), np.array([[-1]]), []
+    for s in range(0, len(ids), T):
+        xs, ys = x[None, s:s + T], ids[None, s:s + T]
+        f = features(p, xs, hist)                   # the hashed offsets: ids only, no weights
+        O = f.O.reshape(xs.shape[1], 1, -1)
+        Oc = None if f.Oc is None else f.Oc.reshape(xs.shape[1], 1, -1)
+        h_start = h
+        for t in range(xs.shape[1]):
+            one = (O[t:t + 1], None if Oc is None else Oc[t:t + 1], p.class_bounds)
+            out.append(ag_direct_loss(a, *one, xs[:, t:t + 1], ys[:, t:t + 1], h))
+            h = 1.0 / (1.0 + np.exp(-(h @ a["H"] + a["L"][xs[:, t]] @ a["I"] + a["b1"])))
+        g = autograd.grad(ag_direct_loss)(a, O, Oc, p.class_bounds, xs, ys, h_start)
+        a = {k: v - lr * g[k] for k, v in a.items()}
+        hist = xs[:, -1:]
+    return np.array(out).ravel()
+
+
+@pytest.mark.parametrize("classes", [0, 3])
+@pytest.mark.parametrize("T", [1, 4, 7])
+def test_stream_equals_the_definition(classes, T):
+    p = model(direct=40, classes=classes)
+    ids = np.random.default_rng(T).integers(0, V, 23)
+    got = dynamic.stream_losses(p, ids, EOS, lr=0.3, T=T)
+    np.testing.assert_allclose(got, reference(p, ids, 0.3, T), rtol=1e-10)
+    static = static_losses(p, ids, EOS)
+    np.testing.assert_allclose(got[:T], static[:T], rtol=1e-12)   # the first segment: nothing learnt yet
+    assert np.abs(got[T:] - static[T:]).max() > 1e-3       # then the weights have moved
+
+
+@pytest.mark.parametrize("direct,classes", [(0, 0), (40, 0), (40, 3)])
+def test_no_look_ahead(direct, classes):
+    """The losses of the first k tokens do not change when the text after them does."""
+    p = model(direct=direct, classes=classes)
+    rng = np.random.default_rng(0)
+    prefix = rng.integers(0, V, 13)
+    a = dynamic.stream_losses(p, np.r_[prefix, rng.integers(0, V, 20)], EOS, lr=0.5, T=5)
+    b = dynamic.stream_losses(p, np.r_[prefix, rng.integers(0, V, 9)], EOS, lr=0.5, T=5)
+    assert np.array_equal(a[:13], b[:13])
+    assert not np.allclose(a[13:22], b[13:22])
+
+
+def test_the_callers_weights_do_not_change():
+    p = model(direct=40)
+    before = {k: v.copy() for k, v in p.as_dict().items()}
+    dynamic.stream_losses(p, np.arange(30) % V, EOS, lr=1.0, T=5)
+    dynamic.line_losses(p, [np.array([3, 4, EOS])] * 3, lr=1.0)
+    assert all(np.array_equal(v, p.as_dict()[k]) for k, v in before.items())
+
+
+def test_a_tiny_rate_is_static_evaluation_and_repetition_is_learnt():
+    p = model(direct=40)
+    ids = np.tile(np.random.default_rng(1).integers(0, V, 30), 4)
+    static = static_losses(p, ids, EOS)
+    np.testing.assert_allclose(dynamic.stream_losses(p, ids, EOS, lr=1e-12, T=5), static, rtol=1e-9)
+    learnt = dynamic.stream_losses(p, ids, EOS, lr=0.3, T=5)
+    assert learnt[90:].mean() < 0.8 * static[90:].mean()   # the fourth repetition is easier
+
+
+def test_lines_in_order_each_scored_before_its_step():
+    p = model(direct=40)
+    rng = np.random.default_rng(2)
+    lines = [np.r_[rng.integers(1, V, n), EOS] for n in (4, 0, 6, 3)]
+    got = dynamic.line_losses(p, lines, lr=0.4)
+    static = line_log10_probs(p, lines, EOS)
+    assert got[0].sum() / -math.log(10) == pytest.approx(static[0], rel=1e-12)
+    q = p.copy()
+    for line, losses in zip(lines, got):                   # each line: the stream loop on it alone
+        np.testing.assert_allclose(losses, dynamic.stream_losses(q, line, EOS, lr=0.4, T=len(line)),
+                                   rtol=1e-12)
+        dynamic.sgd_step(q.as_dict(), _grads(q, line), 0.4)
+
+
+def _grads(p, line):
+    from elman.core.model import bptt
+    x = np.r_[EOS, line[:-1]][None, :]
+    return bptt(p, x, line[None, :], np.zeros((1, p.Dh)))[1]
+
+
+# ------------------------------------------------------------------ the command line
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Tiny models trained with the full, class and sampled softmax (direct connections on)."""
+    d = tmp_path_factory.mktemp("dyn")
+    tr, va = write_corpus(d, lines=150)
+    out = {}
+    for kind, extra in [("full", []), ("classes", ["--classes", "3"]), ("sampled", ["--sampled", "5"])]:
+        run = d / kind
+        assert cli.main(["train", "--train", tr, "--valid", va, "--out", str(run), "--hidden", "8", "--embed", "6",
+                         "--batch", "4", "--bptt", "5", "--epochs", "1", "--direct", "0.0005", "--quiet",
+                         *extra]) == 0
+        out[kind] = run
+    return d, out
+
+
+def _digest(run):
+    return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(run.rglob("*")) if f.is_file()}
+
+
+@pytest.mark.parametrize("kind", ["full", "classes", "sampled"])
+def test_eval_and_score_dynamic_leave_the_model_alone(runs, kind, capsys):
+    d, out = runs
+    run, data = out[kind], str(d / "valid.txt")
+    before = _digest(run)
+    assert cli.main(["eval", "--model", str(run), "--data", data, "--json"]) == 0
+    static = json.loads(capsys.readouterr().out)
+    assert cli.main(["eval", "--model", str(run), "--data", data, "--json", "--dynamic", "--bptt", "7"]) == 0
+    dyn = json.loads(capsys.readouterr().out)
+    assert dyn["dynamic"] == {"lr": dynamic.DEFAULT_LR, "bptt": 7} and math.isfinite(dyn["perplexity"])
+    assert dyn["perplexity"] != static["perplexity"] and dyn["tokens"] == static["tokens"]
+    assert cli.main(["score", "--model", str(run), "--data", data, "--dynamic", "0.05"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1].startswith("total ") and len(lines) == 31
+    assert _digest(run) == before
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--dynamic", "0"], "positive"), (["--dynamic", "-1"], "positive"), (["--dynamic", "x"], "not a number"),
+    (["--bptt", "5"], "give --dynamic too"), (["--dynamic", "--bptt", "0"], "positive"),
+])
+def test_bad_dynamic_options_are_one_line(runs, args, message, capsys):
+    d, out = runs
+    code = cli.main(["eval", "--model", str(out["full"]), "--data", str(d / "valid.txt"), *args]) \
+        if "--bptt" in args and "--dynamic" not in args else None
+    if code is None:
+        with pytest.raises(SystemExit) as exc:
+            cli.main(["eval", "--model", str(out["full"]), "--data", str(d / "valid.txt"), *args])
+        code = exc.value.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_cli_default_rate_is_the_librarys():
+    from elman.cli.inference import DYNAMIC_LR
+    assert DYNAMIC_LR == dynamic.DEFAULT_LR
