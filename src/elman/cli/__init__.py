@@ -57,7 +57,8 @@ def main(argv=None) -> int:
     try:
         return int(args.func(args) or 0)
     except ElmanError as exc:
-        print(f"elman: error: {exc}", file=sys.stderr)
+        if not getattr(exc, "silent", False):  # one MPI process (rank 0) speaks for all that failed alike
+            print(f"elman: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("elman: interrupted", file=sys.stderr)

@@ -73,7 +73,8 @@ def add_train(sub):
 
 
 # The Settings fields an option may set (train, valid, test are resolved apart).
-_FROM_OPTIONS = [f.name for f in fields(Settings) if f.name not in ("train", "valid", "test")]
+# (``processes`` is not an option: it is the number of MPI processes running.)
+_FROM_OPTIONS = [f.name for f in fields(Settings) if f.name not in ("train", "valid", "test", "processes")]
 
 
 def run_train(args) -> int:
@@ -95,6 +96,7 @@ def run_train(args) -> int:
         train(args.out, options, resume=args.resume, force=args.force, quiet=args.quiet,
               time_budget=None if args.minutes is None else 60 * args.minutes)
     except Interrupted as exc:
-        print(exc, file=sys.stderr)
+        if not getattr(exc, "silent", False):    # under MPI, rank 0 says it for all
+            print(exc, file=sys.stderr)
         return 130
     return 0

@@ -101,12 +101,23 @@ def _forward_positions(p: Params, inputs, targets, h0, e_mask=None):
     return x, e, hs, caches, y, hs[1:].reshape(len(y), -1)
 
 
-def dropout_masks(p: Params, B: int, T: int, rate: float, seed):
+def dropout_masks(p: Params, B: int, T: int, rate: float, seed, streams=None):
     """The masks ``bptt`` applies for ``dropout=(rate, seed)``: for e(t)
     (B*T,d) and for h(t) as the output layer sees it (B*T,Dh), rows
-    time-major (t*B + b), drawn from ``numpy.random.default_rng(seed)``."""
+    time-major (t*B + b), drawn from ``numpy.random.default_rng(seed)``.
+
+    ``streams`` = (first, total): these B streams are streams first..first+B-1
+    of a batch of ``total`` (one process's share of a data-parallel batch):
+    the masks are drawn for all ``total`` and these streams' rows kept, so
+    the processes together apply the one-process masks."""
+    first, total = (0, B) if streams is None else streams
+    if not 0 <= first <= total - B:
+        raise ValueError(f"streams {first}..{first + B - 1} are not among the {total} of the batch")
     rng = np.random.default_rng(seed)
-    return (dropout_mask(rng, (B * T, p.d), rate, p.dtype), dropout_mask(rng, (B * T, p.Dh), rate, p.dtype))
+    masks = (dropout_mask(rng, (total * T, p.d), rate, p.dtype), dropout_mask(rng, (total * T, p.Dh), rate, p.dtype))
+    if total == B:
+        return masks
+    return tuple(np.ascontiguousarray(m.reshape(T, total, -1)[:, first:first + B]).reshape(B * T, -1) for m in masks)
 
 
 def features(p: Params, inputs, history=None):
@@ -132,10 +143,11 @@ def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dro
     and gradients are then that loss's, exactly). ``sparse``: dJ/dL, and
     under ``sampled`` dJ/dU and dJ/db2, as ``SparseGrad`` (only the rows or
     columns the window touched; what the trainer's optimizers take).
-    ``dropout`` = (rate, seed): inverted dropout (Zaremba et al. 2014) on
-    the connections that are not recurrent, e(t) into the recurrence and
-    h(t) into the output layer, with the masks of ``dropout_masks``; the
-    same seed, the same masks (and a deterministic loss to check).
+    ``dropout`` = (rate, seed) or (rate, seed, streams): inverted dropout
+    (Zaremba et al. 2014) on the connections that are not recurrent, e(t)
+    into the recurrence and h(t) into the output layer, with the masks of
+    ``dropout_masks``; the same seed, the same masks (and a deterministic
+    loss to check).
     ``scale``: the gradients are those of scale·loss (the trainer's mean
     over positions, 1/(B·T)); the factor enters where dJ/dz2 is formed, on
     the (N,·) side of the output layer's products, not as one more pass over
