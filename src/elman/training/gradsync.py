@@ -114,7 +114,7 @@ def _bcast_floats(world, model: CostModel) -> dict:
 def _as_rows(g: SparseGrad) -> np.ndarray:
     """(C, width): one row per id, whatever the axis (columns of U become rows)."""
     v = g.values if g.axis == 0 else np.moveaxis(g.values, -1, 0)
-    return np.ascontiguousarray(v).reshape(len(g.index), -1)
+    return np.ascontiguousarray(v).reshape(len(g.index), int(np.prod(g.shape)) // g.shape[g.axis])
 
 
 def _from_rows(index, rows, like: SparseGrad) -> SparseGrad:

@@ -145,12 +145,17 @@ class Run:
                           f"({self.last_saved}); try a smaller --lr")
 
     def interrupted(self) -> Interrupted:
+        launch = f"mpiexec -n {self.comm.size} " if self.comm.size > 1 else ""
         return self.comm.mark(Interrupted(f"elman: interrupted; saved a checkpoint in {self.out} "
-                                          f"({self.last_saved}); continue with: elman train --out {self.out} "
-                                          f"--resume"))
+                                          f"({self.last_saved}); continue with: {launch}elman train --out "
+                                          f"{self.out} --resume"))
 
     def log(self, nb: int, wps: float, valid_ppl=None, **extra) -> None:
         prog = self.prog
+        stats = self.comm.stats()
+        if stats:       # N processes: the gradient exchange per update, averaged over this session
+            extra["exchange"] = {"seconds": round(stats["seconds"], 6), "allreduce_bytes": round(stats["allreduce_bytes"]),
+                                 "allgather_bytes": round(stats["allgather_bytes"])}
         self.metrics.write(epoch=prog.epoch, batch=prog.windows_done, batches=nb,
                            train_ppl=prog.train_ppl, valid_ppl=valid_ppl,
                            lr=self.opt.lr, words_per_s=round(wps, 1), elapsed=round(prog.elapsed, 3), **extra)

@@ -99,6 +99,8 @@ def train(out, options: dict, resume: bool = False, force: bool = False, quiet: 
     with comm.guard():
         comm.check_same({**options, "out": str(out), "resume": resume, "force": force, "minutes": time_budget})
         options["processes"] = comm.size
+        if not resume:
+            comm.part(Settings(**options).streams)      # N must divide B: said before any work
         held = comm.agree(lambda: rundir.lock(out, create=not resume) if comm.writer else None)
         try:
             return _train(_open(out, options, resume, force, comm), quiet, time_budget)
@@ -138,7 +140,6 @@ def _open(out: Path, options: dict, resume: bool, force: bool, comm) -> tuple[Ru
         run = comm.writer_first(lambda: rundir.restore(out, options, write=comm.writer))
         train_ids = comm.writer_first(lambda: _read_ids(run.settings.train, run.vocab, run.settings))
     else:
-        comm.part(Settings(**options).streams)      # N must divide B: said before any work
         comm.agree(lambda: rundir.claim(out, force) if comm.writer else None)
         run, train_ids = comm.writer_first(lambda: _start(out, Settings(**options)))
     run.comm = comm
