@@ -41,6 +41,9 @@ def add_bench(sub):
     p.add_argument("--direct-order", type=ngram_order, default=3, metavar="N", help="their order (default 3)")
     p.add_argument("--dropout", type=rate, default=0.0, metavar="P", help="the recipe's dropout rate")
     p.add_argument("--vs-torch", action="store_true", help="also run PyTorch eager autograd on the same model")
+    p.add_argument("--processes", type=positive_int, metavar="N",
+                   help="instead: N MPI processes x 1 thread against 1 process x N threads, training on the "
+                        "same B streams, and the predicted words/s of N machines (needs elman[mpi])")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=run_bench)
 
@@ -65,8 +68,28 @@ def run_bench(args) -> int:
     cfg = Config(V=args.V, d=args.d, Dh=args.Dh, B=args.B, T=args.T, dtype=args.dtype,
                  classes=args.classes, sampled=args.sampled, direct=M, direct_order=args.direct_order,
                  dropout=args.dropout, seed=args.seed)
+    if args.processes:
+        return _bench_processes(args, cfg)
     res = bench(cfg, steps=args.steps, rounds=min(args.rounds, args.steps), vs_torch=args.vs_torch)
     print(json.dumps(res, indent=1) if args.json else format_report(res))
+    return 0
+
+
+def _bench_processes(args, cfg) -> int:
+    import importlib.util
+    import json
+
+    from elman.bench import parallel
+
+    if args.classes or args.vs_torch or args.direct or args.dropout:
+        raise ElmanError("--processes compares processes with threads on the full or sampled softmax; "
+                         "drop --classes, --direct, --dropout and --vs-torch")
+    if args.B % args.processes:
+        raise ElmanError(f"--B {args.B}: {args.processes} processes cannot share {args.B} streams equally")
+    if importlib.util.find_spec("mpi4py") is None:
+        raise ElmanError("--processes needs mpi4py and mpiexec: pip install 'elman[mpi]'")
+    res = parallel.bench(cfg, args.processes, steps=args.steps, rounds=min(args.rounds, args.steps))
+    print(json.dumps(res, indent=1) if args.json else parallel.format_report(res))
     return 0
 
 

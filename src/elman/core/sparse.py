@@ -55,8 +55,40 @@ class SparseGrad:
         self.put(out, self.values)
         return out
 
+    @property
+    def width(self) -> int:
+        """Entries per id: a row of L, a column of U (Dh), 1 for b2."""
+        return int(np.prod(self.shape)) // self.shape[self.axis]
+
+    def rows(self) -> np.ndarray:
+        """(C, width): one row per id whatever the axis (U's columns become rows)."""
+        v = self.values if self.axis == 0 else np.moveaxis(self.values, -1, 0)
+        return np.ascontiguousarray(v).reshape(len(self.index), self.width)
+
+    def with_rows(self, index, rows) -> "SparseGrad":
+        """A gradient of this one's shape and axis holding ``rows`` at ``index``."""
+        if self.axis == 0:
+            values = rows.reshape((len(index),) + self.shape[1:])
+        else:
+            values = np.ascontiguousarray(np.moveaxis(rows.reshape((len(index),) + self.shape[:-1]), 0, -1))
+        return SparseGrad(index, values, self.shape, self.axis)
+
     def __repr__(self):
         return f"SparseGrad({len(self.index)} of {self.shape} along axis {self.axis})"
+
+
+def sum_sparse(parts: list, like: SparseGrad) -> SparseGrad:
+    """The sum of several processes' ``(ids, rows)`` of one gradient, shaped
+    like ``like``: ids sorted, each id's rows added in the order of ``parts``
+    (so every process that sums the same parts gets the same bits)."""
+    ids = np.concatenate([i for i, _ in parts])
+    rows = np.concatenate([r for _, r in parts])
+    if len(ids) == 0:
+        return like.with_rows(ids, rows)
+    order = np.argsort(ids, kind="stable")
+    ids, rows = ids[order], rows[order]
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    return like.with_rows(ids[starts], np.add.reduceat(rows, starts, axis=0))
 
 
 def densify(grads: dict) -> dict:

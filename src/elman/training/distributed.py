@@ -276,7 +276,7 @@ class MPIComm:
         self.sync.calibrate(state)
 
     def cost_state(self):
-        return self.sync.cost.state() if self.sync.cost else None
+        return self.sync.state()
 
     def stats(self):
         return self.sync.stats()

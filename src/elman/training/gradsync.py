@@ -21,6 +21,10 @@ rows are an eighth of the dense tensor, but at a tiny V the dense tensor is
 smaller than its ids. The model is measured on the job's own processes at
 the start of a run (``CostModel.measure``) and kept in the checkpoint, so a
 resumed run with the same number of processes makes the same choices.
+
+That is the exchange between machines. When every process of the job is on
+one machine, 2 and 3 are one write into shared memory and one barrier
+instead (``nodesync``: robust to busy cores); the sums are the same.
 """
 from __future__ import annotations
 
@@ -29,11 +33,13 @@ import time
 
 import numpy as np
 
-from elman.core.sparse import SparseGrad
+from elman.core.sparse import SparseGrad, sum_sparse
 from elman.errors import ElmanError
+from elman.training.nodesync import NodeExchange
 
-# ELMAN_SPARSE_REDUCE=gather|dense overrides the cost model (tests, measurements).
-OVERRIDE = "ELMAN_SPARSE_REDUCE"
+# ELMAN_SPARSE_REDUCE=gather|dense overrides the cost model (tests, measurements);
+# ELMAN_EXCHANGE=mpi uses MPI's collectives on one machine too (nodesync otherwise).
+OVERRIDE, TRANSPORT = "ELMAN_SPARSE_REDUCE", "ELMAN_EXCHANGE"
 
 
 class CostModel:
@@ -111,33 +117,6 @@ def _bcast_floats(world, model: CostModel) -> dict:
             "processes": int(flat[5])}
 
 
-def _as_rows(g: SparseGrad) -> np.ndarray:
-    """(C, width): one row per id, whatever the axis (columns of U become rows)."""
-    v = g.values if g.axis == 0 else np.moveaxis(g.values, -1, 0)
-    return np.ascontiguousarray(v).reshape(len(g.index), int(np.prod(g.shape)) // g.shape[g.axis])
-
-
-def _from_rows(index, rows, like: SparseGrad) -> SparseGrad:
-    if like.axis == 0:
-        values = rows.reshape((len(index),) + like.shape[1:])
-    else:
-        values = np.ascontiguousarray(np.moveaxis(rows.reshape((len(index),) + like.shape[:-1]), 0, -1))
-    return SparseGrad(index, values, like.shape, like.axis)
-
-
-def sum_sparse(parts: list, like: SparseGrad) -> SparseGrad:
-    """The sum of the processes' (ids, rows), in rank order: ids sorted, each
-    id's rows added in the order of the processes (the same bits everywhere)."""
-    ids = np.concatenate([i for i, _ in parts])
-    rows = np.concatenate([r for _, r in parts])
-    if len(ids) == 0:
-        return _from_rows(ids, rows, like)
-    order = np.argsort(ids, kind="stable")
-    ids, rows = ids[order], rows[order]
-    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
-    return _from_rows(ids[starts], np.add.reduceat(rows, starts, axis=0), like)
-
-
 class GradSync:
     """The per-update exchange of one MPI job (see the module's docstring)."""
 
@@ -145,16 +124,32 @@ class GradSync:
         self.world, self.MPI = world, MPI
         self.size = world.Get_size()
         self.cost = cost
+        node = world.Split_type(MPI.COMM_TYPE_SHARED)
+        if node.Get_size() == self.size and os.environ.get(TRANSPORT) != "mpi":
+            self.node = NodeExchange(node, MPI)         # one machine: shared memory (nodesync)
+        else:
+            self.node = None
+            node.Free()
         self.buffer = np.empty(0, np.float32)
         self.updates, self.seconds, self.reduced_bytes, self.gathered_bytes = 0, 0.0, 0, 0
+        self.offered = np.zeros(3)  # sums over updates: dense-only bytes, sparse (ids, rows) a process, their dense size
         self.gathered = {}          # name -> updates in which it was all-gathered
 
     def calibrate(self, state=None) -> None:
-        """Use the saved cost model when it was measured on as many processes, else measure."""
-        if state and state.get("processes") == self.size:
-            self.cost = CostModel.from_state(state)
+        """Use the saved cost model when it was measured on as many processes, else
+        measure (on one machine there is no choice to make: shared memory)."""
+        if self.node is not None:
+            return
+        if state and state.get("processes") == self.size and "allreduce" in state:
+            self.cost = CostModel.from_state({k: v for k, v in state.items() if k != "exchange"})
         else:
             self.cost = CostModel.measure(self.world, self.MPI)
+
+    def state(self) -> dict:
+        """What the checkpoint keeps: the exchange used, and its cost model."""
+        if self.node is not None:
+            return {"exchange": "shared memory", "processes": self.size}
+        return {"exchange": "mpi", **(self.cost.state() if self.cost else {"processes": self.size})}
 
     def _meta(self, loss: float, flags, sparse: dict):
         mine = np.array([loss, *map(float, flags), *(len(g.index) for g in sparse.values())], np.float64)
@@ -192,7 +187,7 @@ class GradSync:
     def _gathered(self, sparse: dict, counts: np.ndarray) -> dict:
         """All-gather the (ids, rows) of ``sparse`` in one message; sum them."""
         names = list(sparse)
-        rows = {k: _as_rows(g) for k, g in sparse.items()}
+        rows = {k: g.rows() for k, g in sparse.items()}
         mine = b"".join(np.asarray(sparse[k].index, np.int64).tobytes() + rows[k].tobytes() for k in names)
         widths = [rows[k].shape[1] * rows[k].itemsize + 8 for k in names]
         per_rank = (counts * np.array(widths, np.int64)).sum(axis=1)
@@ -216,18 +211,30 @@ class GradSync:
         t0 = time.perf_counter()
         sparse = {k: g for k, g in grads.items() if isinstance(g, SparseGrad)}
         loss, flags, counts = self._meta(loss, flags, sparse)
+        if self.node is not None:
+            summed, dense_read, sparse_read = self.node.exchange(grads, counts)
+            self.reduced_bytes += dense_read // self.size
+            self.gathered_bytes += sparse_read
+            self.offered += (dense_read // self.size, sparse_read / self.size,
+                             sum(g.width * g.values.dtype.itemsize * g.shape[g.axis] for g in sparse.values()))
+            return self._done(t0, summed, grads, loss, flags)
         if sparse and self.cost is None:
             raise ElmanError("internal: the gradient exchange was not calibrated")
-        row = {k: int(np.prod(g.shape)) // g.shape[g.axis] * g.values.dtype.itemsize for k, g in sparse.items()}
+        row = {k: g.width * g.values.dtype.itemsize for k, g in sparse.items()}
         dense_bytes = {k: row[k] * g.shape[g.axis] for k, g in sparse.items()}
         gathered_bytes = {k: int(counts[:, j].sum()) * (row[k] + 8) for j, k in enumerate(sparse)}
         gather = self.cost.gather(dense_bytes, gathered_bytes) if sparse else set()
+        self.offered += (sum(g.nbytes for g in grads.values() if not isinstance(g, SparseGrad)),
+                         sum(gathered_bytes.values()) / self.size, sum(dense_bytes.values()))
         summed = self._packed(grads, {k for k in sparse if k not in gather})
         if gather:
             cols = [j for j, k in enumerate(sparse) if k in gather]
             summed.update(self._gathered({k: sparse[k] for k in sparse if k in gather}, counts[:, cols]))
             for k in gather:
                 self.gathered[k] = self.gathered.get(k, 0) + 1
+        return self._done(t0, summed, grads, loss, flags)
+
+    def _done(self, t0, summed, grads, loss, flags):
         self.updates += 1
         self.seconds += time.perf_counter() - t0
         return {k: summed[k] for k in grads}, loss, flags
@@ -235,8 +242,13 @@ class GradSync:
     def stats(self) -> dict:
         """Per update, averaged over this session: bytes this process put
         into the all-reduce, bytes it received from the all-gather, seconds
-        in the exchange (waiting for slower processes included)."""
+        in the exchange (waiting for slower processes included); and what a
+        model of other machines needs (``bench.parallel``): the bytes of the
+        dense gradients, the (ids, rows) of the sparse ones of one process,
+        and the sparse ones' size as dense tensors."""
         n = max(self.updates, 1)
+        dense, sparse, sparse_dense = self.offered / n
         return {"updates": self.updates, "allreduce_bytes": self.reduced_bytes / n,
                 "allgather_bytes": self.gathered_bytes / n, "seconds": self.seconds / n,
+                "dense_bytes": dense, "sparse_bytes": sparse, "sparse_dense_bytes": sparse_dense,
                 "gathered": {k: v / n for k, v in self.gathered.items()}}
