@@ -75,6 +75,24 @@ def set_threads(n: int) -> None:
         _blas().limit(limits=THREADS)       # kept until changed: BLAS's own default is every core
 
 
+@contextlib.contextmanager
+def using(n: int):
+    """``set_threads(n)`` for a while, then back (an MPI rank evaluating
+    while the others wait: with the threads, and so the column chunks and
+    the sums, that ``elman eval`` would use)."""
+    before = THREADS
+    set_threads(n)
+    try:
+        yield
+    finally:
+        set_threads(before)
+
+
+def default_threads() -> int:
+    """What a process of its own would use: ELMAN_THREADS, else its cores."""
+    return _threads()
+
+
 def one_blas_thread():
     """A context in which numpy's BLAS runs on the calling thread only, for
     loops of small products. A no-op without threadpoolctl or on one core."""

@@ -211,11 +211,15 @@ class MPIComm:
         return self.agree(lambda: mine if self.writer else fn())
 
     def on_writer(self, fn):
-        """``fn()`` on rank 0 only, its JSON-able result given to every process."""
+        """``fn()`` on rank 0 only, its JSON-able result given to every process.
+        Rank 0 runs it with the threads of a process of its own: validation then
+        cuts the vocabulary into the chunks, and adds the partial sums in the
+        order, of ``elman eval`` on this machine, so the numbers are the same."""
         out = None
         if self.writer:
             try:
-                out = {"ok": fn()}
+                with threads.using(threads.default_threads()):     # the others sleep meanwhile
+                    out = {"ok": fn()}
             except ElmanError as exc:
                 out = {"error": str(exc)}
             self.world.Ibarrier().Wait()
