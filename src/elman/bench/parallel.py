@@ -66,7 +66,7 @@ def worker(cfg: Config) -> None:
         if n == 0:
             return
         step(k)                                         # untimed: wakes clocks and caches
-        before = comm.stats() or {"updates": 0, "seconds": 0.0}
+        before = comm.stats() or {"updates": 0, "seconds": 0.0, "waited": 0.0}
         t0 = time.perf_counter()
         for i in range(n):
             step(k + 1 + i)
@@ -76,8 +76,10 @@ def worker(cfg: Config) -> None:
         if comm.writer:
             sizes = {k: after.get(k, 0) for k in ("allreduce_bytes", "allgather_bytes", "dense_bytes",
                                                    "sparse_bytes", "sparse_dense_bytes")}
-            sys.stdout.write(json.dumps({"seconds": seconds, "exchange_s": after["seconds"] * after["updates"]
-                                         - before["seconds"] * before["updates"], **sizes}) + "\n")
+            spent = {key: after[key] * after["updates"] - before[key] * before["updates"]
+                     for key in ("seconds", "waited")}
+            sys.stdout.write(json.dumps({"seconds": seconds, "exchange_s": spent["seconds"],
+                                         "waited_s": spent["waited"], **sizes}) + "\n")
             sys.stdout.flush()
 
 
@@ -123,12 +125,13 @@ def bench(cfg: Config, processes: int, steps: int = 20, rounds: int = 5) -> dict
 
     res = {"config": asdict(cfg), "processes": processes, "rounds": rounds, "steps_per_round": per,
            "one_update_s": med(one, "seconds"), "many_update_s": med(many, "seconds"),
-           "exchange_s": med(many, "exchange_s"),
+           "exchange_s": med(many, "exchange_s"), "waited_s": med(many, "waited_s"),
            **{k: v for k, v in many.rounds[-1].items() if k.endswith("_bytes")},
            "ratio": float(np.median([a["seconds"] / b["seconds"] for a, b in zip(one.rounds[1:], many.rounds[1:])]))}
     res["one_words_s"], res["many_words_s"] = words / res["one_update_s"], words / res["many_update_s"]
-    res["model"] = model(res["one_update_s"], words, res["dense_bytes"], res["sparse_bytes"],
-                         res["sparse_dense_bytes"])
+    sizes = (res["dense_bytes"], res["sparse_bytes"], res["sparse_dense_bytes"])
+    res["model"] = model(res["one_update_s"], words, *sizes)
+    res["exchange_dominates_below_B"] = dominant_batch(res["one_update_s"], cfg.B, *sizes)
     return res
 
 
@@ -159,6 +162,20 @@ def model(compute_s: float, words: int, dense: float, sparse: float, sparse_dens
     return rows
 
 
+def dominant_batch(compute_s: float, B: int, dense: float, sparse: float, sparse_dense: float, N: int = 64) -> dict:
+    """Per network: the streams a machine below which the exchange takes longer
+    than the compute, on N machines. Compute scales with B (measured at B),
+    the dense bytes do not, a process's sparse rows grow with B (at most)."""
+    out = {}
+    for name, bandwidth, latency in NETWORKS:
+        def exchange(b):
+            s = sparse * b / B
+            return min(exchange_seconds(N, dense, s, bandwidth, latency),
+                       exchange_seconds(N, dense + sparse_dense, 0.0, bandwidth, latency))
+        out[name] = next((b for b in range(1, 100 * B) if compute_s * b / B >= exchange(b)), None)
+    return out
+
+
 def format_report(res: dict) -> str:
     c, n = res["config"], res["processes"]
     return "\n".join([
@@ -167,13 +184,16 @@ def format_report(res: dict) -> str:
         f"{res['steps_per_round']} updates, medians",
         f"1 process x {n} threads: {res['one_words_s']:8.0f} words/s  ({res['one_update_s'] * 1e3:.1f} ms an update)",
         f"{n} processes x 1 thread: {res['many_words_s']:8.0f} words/s  ({res['many_update_s'] * 1e3:.1f} ms an "
-        f"update, {res['exchange_s'] * 1e3:.2f} ms of it in the exchange)",
+        f"update; the exchange {res['exchange_s'] * 1e3:.2f} ms, of which {res['waited_s'] * 1e3:.2f} ms "
+        f"waiting for the slower process)",
         f"{n}x1 / 1x{n}: {res['ratio']:.3f} (median of per-round ratios)",
         f"per update and process: all-reduce {res['allreduce_bytes'] / 1e6:.3f} MB, all-gather (received) "
         f"{res['allgather_bytes'] / 1e6:.3f} MB",
         f"model, N machines like this one, B={c['B']} streams each, words/s = N*B*T / (compute + exchange(N)):",
         "  N  " + "".join(f"{name:>14}" for name, _, _ in NETWORKS),
-        *(f"{row['N']:3d}  " + "".join(f"{row[name]:14.0f}" for name, _, _ in NETWORKS) for row in res["model"])])
+        *(f"{row['N']:3d}  " + "".join(f"{row[name]:14.0f}" for name, _, _ in NETWORKS) for row in res["model"]),
+        "on 64 machines the exchange takes longer than the compute below B = " + ", ".join(
+            f"{b} streams a machine ({name})" for name, b in res["exchange_dominates_below_B"].items())])
 
 
 if __name__ == "__main__":

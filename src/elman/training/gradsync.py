@@ -131,7 +131,7 @@ class GradSync:
             self.node = None
             node.Free()
         self.buffer = np.empty(0, np.float32)
-        self.updates, self.seconds, self.reduced_bytes, self.gathered_bytes = 0, 0.0, 0, 0
+        self.updates, self.seconds, self.waited, self.reduced_bytes, self.gathered_bytes = 0, 0.0, 0.0, 0, 0
         self.offered = np.zeros(3)  # sums over updates: dense-only bytes, sparse (ids, rows) a process, their dense size
         self.gathered = {}          # name -> updates in which it was all-gathered
 
@@ -211,6 +211,7 @@ class GradSync:
         t0 = time.perf_counter()
         sparse = {k: g for k, g in grads.items() if isinstance(g, SparseGrad)}
         loss, flags, counts = self._meta(loss, flags, sparse)
+        self.waited += time.perf_counter() - t0     # mostly waiting for the slowest process
         if self.node is not None:
             summed, dense_read, sparse_read = self.node.exchange(grads, counts)
             self.reduced_bytes += dense_read // self.size
@@ -242,13 +243,14 @@ class GradSync:
     def stats(self) -> dict:
         """Per update, averaged over this session: bytes this process put
         into the all-reduce, bytes it received from the all-gather, seconds
-        in the exchange (waiting for slower processes included); and what a
+        in the exchange, of which ``waited`` in its first step, where every
+        process waits for the slowest to arrive; and what a
         model of other machines needs (``bench.parallel``): the bytes of the
         dense gradients, the (ids, rows) of the sparse ones of one process,
         and the sparse ones' size as dense tensors."""
         n = max(self.updates, 1)
         dense, sparse, sparse_dense = self.offered / n
         return {"updates": self.updates, "allreduce_bytes": self.reduced_bytes / n,
-                "allgather_bytes": self.gathered_bytes / n, "seconds": self.seconds / n,
+                "allgather_bytes": self.gathered_bytes / n, "seconds": self.seconds / n, "waited": self.waited / n,
                 "dense_bytes": dense, "sparse_bytes": sparse, "sparse_dense_bytes": sparse_dense,
                 "gathered": {k: v / n for k, v in self.gathered.items()}}

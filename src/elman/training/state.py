@@ -154,7 +154,8 @@ class Run:
         prog = self.prog
         stats = self.comm.stats()
         if stats:       # N processes: the gradient exchange per update, averaged over this session
-            extra["exchange"] = {"seconds": round(stats["seconds"], 6), "allreduce_bytes": round(stats["allreduce_bytes"]),
+            extra["exchange"] = {"seconds": round(stats["seconds"], 6), "waited": round(stats["waited"], 6),
+                                 "allreduce_bytes": round(stats["allreduce_bytes"]),
                                  "allgather_bytes": round(stats["allgather_bytes"])}
         self.metrics.write(epoch=prog.epoch, batch=prog.windows_done, batches=nb,
                            train_ppl=prog.train_ppl, valid_ppl=valid_ppl,
