@@ -215,3 +215,16 @@ def test_threads_per_process(tmp_path):
     cores = len(os.sched_getaffinity(0))
     assert threads() == [max(1, cores // 2)] * 2       # not bound to cores: the machine's shared out
     assert threads(ELMAN_THREADS="3") == [3, 3]
+
+
+def test_bench_processes_runs_both_jobs_and_models_the_cluster():
+    """Not a speed test: the bench's jobs run the trainer's update and report what the model needs."""
+    r = _run(0, "bench", "--processes", "2", "--V", "300", "--d", "8", "--Dh", "8", "--B", "4", "--T", "5",
+             "--steps", "2", "--rounds", "1", "--json")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["dense_bytes"] == 4 * (8 * 8 + 8 * 8 + 8 + 8 * 300 + 300)     # I, H, b1, U, b2 (L is sparse)
+    assert 0 < res["sparse_bytes"] <= 2 * 5 * (8 * 4 + 8) and res["sparse_dense_bytes"] == 4 * 300 * 8
+    assert [row["N"] for row in res["model"]] == [1, 2, 4, 8, 16, 32, 64]
+    assert res["model"][0]["10 Gbit/s"] == res["one_words_s"]
+    assert res["model"][-1]["100 Gbit/s"] > res["model"][-1]["10 Gbit/s"] > res["one_words_s"]
