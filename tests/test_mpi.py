@@ -29,7 +29,8 @@ if not HAVE_MPI and not os.environ.get("CI"):  # CI installs the mpi extra: ther
     pytest.skip("needs the mpi extra (pip install 'elman[mpi]')", allow_module_level=True)
 
 ARGS = ["--hidden", "12", "--embed", "10", "--batch", "4", "--bptt", "6", "--epochs", "2",
-        "--sampled", "5", "--dropout", "0.2", "--checkpoint-every", "10", "--log-every", "50"]
+        "--sampled", "5", "--dropout", "0.2", "--direct", "0.01", "--direct-order", "3",
+        "--checkpoint-every", "10", "--log-every", "50"]
 BOUND = 1e-4   # max|difference| / max|value| per tensor; measured: below 2e-6 (README, "Many processes")
 
 
@@ -114,9 +115,9 @@ def test_validation_is_elman_eval_to_the_last_digit(tmp_path):
 
 def test_the_dense_path_and_the_class_softmax(corpus, tmp_path):
     """MPI's all-reduce (as between machines) with the sparse gradients
-    densified into it, and a class softmax's dense U."""
+    densified into it, and a class softmax's dense U and direct connections."""
     _, files = corpus
-    args = [*files, *ARGS[:8], "--epochs", "1", "--classes", "3", "--dropout", "0.2"]
+    args = [*files, *ARGS[:8], "--epochs", "1", "--classes", "3", "--dropout", "0.2", "--direct", "0.01"]
     assert _run(0, "train", *args, "--out", tmp_path / "a", "--quiet").returncode == 0
     r = _run(2, "train", *args, "--out", tmp_path / "b", "--quiet", env=_env(ELMAN_EXCHANGE="mpi", ELMAN_SPARSE_REDUCE="dense"))
     assert r.returncode == 0, r.stderr
