@@ -5,6 +5,7 @@ fsync the directory so the rename itself survives a power cut.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -59,3 +60,32 @@ def json_bytes(obj) -> bytes:
 
 def atomic_write_json(path, obj) -> None:
     atomic_write_bytes(path, json_bytes(obj))
+
+
+@contextlib.contextmanager
+def atomic_text_stream(path):
+    """A text file written as it goes (``--per-token``) that appears whole or
+    not at all: lines go into a temporary file beside ``path``, which
+    replaces it only when the ``with`` block ends without an exception."""
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise ElmanError(f"{path}: cannot write it ({exc.strerror or exc})") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            yield f
+            _finish(f, tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    fsync_dir(path.parent)
+
+
+def _finish(f, tmp: str, path: Path) -> None:
+    try:
+        f.flush()
+        os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise ElmanError(f"{path}: cannot write it ({exc.strerror or exc})") from None

@@ -23,6 +23,7 @@ COMMANDS = [
     inference.add_eval,
     inference.add_score,
     inference.add_generate,
+    inference.add_export,
     tools.add_plot,
     tools.add_demo,
     explain.add_explain,

@@ -38,7 +38,7 @@ def add_sizes(p, V: int, d: int, Dh: int, B: int, T: int) -> None:
 def add_model_and_data(p, data=True) -> None:
     p.add_argument("--model", required=True, metavar="DIR", help="model directory written by elman train")
     if data:
-        p.add_argument("--data", required=True, metavar="FILE", help="text, one sentence a line")
+        p.add_argument("--data", required=True, metavar="FILE", help="text, one sentence a line ('-': standard input)")
         p.add_argument("--encoding", help="text encoding (default: the model's training encoding)")
 
 

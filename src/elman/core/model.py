@@ -232,11 +232,15 @@ def forward_losses(p: Params, inputs, targets, h0, history=None):
     return next(window_losses(p, [(inputs, targets)], h0, history))
 
 
-def window_losses(p: Params, windows, h0, history=None):
+def window_losses(p: Params, windows, h0, history=None, states: bool = False):
     """``forward_losses`` of consecutive windows, the state carried from one
     to the next: yields (losses (B,T), h_last) for each (inputs, targets)
     of the iterable ``windows``. With direct connections the words before
     each window are carried too (``history``: those before the first).
+
+    A window may have fewer streams than the one before: its B' rows
+    continue the first B' streams (scoring drops lines that have ended).
+    ``states``: yield every step's state, (T,B,Dh), instead of h_last.
 
     Pipelined: the next window's recurrence, which is sequential and needs
     one core, runs while the other cores compute this window's output
@@ -248,7 +252,10 @@ def window_losses(p: Params, windows, h0, history=None):
         window = next(windows, None)
         if window is None or p.D is None:
             return window, None
-        ctx = dc.contexts(window[0], carried[0], p.order)
+        before = carried[0]
+        if before is not None:                   # a window of fewer streams continues the first ones
+            before = before[:np.shape(window[0])[0]]
+        ctx = dc.contexts(window[0], before, p.order)
         carried[0] = dc.next_history(ctx, p.order)
         return window, dc.Features(p.D, p.order, p.V, p.classes, ctx)
 
@@ -260,7 +267,7 @@ def window_losses(p: Params, windows, h0, history=None):
         window, next_feats = fetch()
 
         def ahead(hs=hs, window=window):
-            return None if window is None else _forward_positions(p, *window, hs[-1])
+            return None if window is None else _forward_positions(p, *window, hs[-1][:np.shape(window[0])[0]])
 
         if p.classes:
             losses, _ = class_output_losses(h_all, p.U, p.b2, p.Uc, p.bc, p.class_bounds, y, feats)
@@ -269,7 +276,7 @@ def window_losses(p: Params, windows, h0, history=None):
             losses, _, ready = output_losses(h_all, p.U, p.b2, y, overlap=ahead, add=feats and feats.add_words)
         feats = next_feats
         T, B = hs.shape[0] - 1, hs.shape[1]
-        yield losses.reshape(T, B).T, hs[-1].copy()
+        yield losses.reshape(T, B).T, (hs[1:] if states else hs[-1].copy())
 
 
 def rnn_step(p: Params, x_ids, h_prev):
