@@ -136,11 +136,16 @@ class LmProbFile:
         for number, text in enumerate(iter_lines(self.path), 1):
             yield number, _parse_lm_prob(text, f"{self.path}: line {number}")
 
-    def check(self, tokens: int) -> None:
+    def check(self, lines, tokens: int) -> None:
+        """Walk the text's ``lines`` and the file together: a bad value, a
+        token that is not the text's, or a count that differs is refused now."""
         n = sum(1 for _ in self._iter())
         if n != tokens:
             raise ElmanError(f"{self.path}: {n} lines, but the text has {tokens} predicted tokens "
                              "(each line's tokens and its <eos>): one probability a token")
+        for line in lines:
+            self.line(line)
+        self._lines = None                      # the scoring pass reads it again from the start
 
     def line(self, line) -> np.ndarray:
         """ln P_other of each of ``line``'s predicted tokens (its tokens, then ``<eos>``)."""

@@ -74,5 +74,5 @@ class NgramModel:
         scores = self.model.full_scores(" ".join(line.tokens), bos=True, eos=True)
         return np.fromiter((s[0] for s in scores), np.float64, len(line.tokens) + 1) * LN10
 
-    def check(self, tokens: int) -> None:
+    def check(self, lines, tokens: int) -> None:
         """Nothing to check ahead: the model scores any text."""

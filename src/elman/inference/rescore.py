@@ -83,7 +83,7 @@ class Scorer:
         """λ by EM on the --heldout text, read and run as the data is; said on stderr."""
         a = self.args
         held = other if a.ngram else interpolate.LmProbFile(a.heldout_lm_prob)
-        held.check(self.lines(a.heldout, check=True))
+        held.check(self.lines(a.heldout), self.lines(a.heldout, check=True))
         pairs = [(r, o) for _, r, o, _ in self.scored(a.heldout, held, 1.0)]
         lam, steps = interpolate.fit_lambda(np.concatenate([r for r, _ in pairs]),
                                             np.concatenate([o for _, o in pairs]))
@@ -105,7 +105,7 @@ def run(p, vocab, cfg, args, command: str, out=None) -> dict:
         tokens = s.lines(data, check=True) if data != STDIN else None
         other = interpolate.other_source(args.ngram, args.lm_prob)
         if other is not None and tokens is not None:
-            other.check(tokens)
+            other.check(s.lines(data), tokens)
         lam = s.fit_lambda(other) if args.lam == "auto" else args.lam
         totals = interpolate.Totals(lam if other is not None else None)
         per_token = stack.enter_context(atomic_text_stream(args.per_token) if args.per_token else nullcontext())
