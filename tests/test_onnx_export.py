@@ -1,8 +1,11 @@
 """elman export --onnx: onnxruntime's log-probabilities against elman's."""
 import json
+import os
 import sys
 
 import numpy as np
+import onnx                     # the export extra: make test installs it, so these tests always run
+import onnxruntime as ort
 import pytest
 
 from helpers import random_model
@@ -10,9 +13,6 @@ from elman import cli
 from elman.core.model import output_probs, rnn_step, window_losses
 from elman.data import Vocab
 from elman.modelfile import save_checkpoint
-
-import onnx                     # the export extra: make test installs it, so these tests always run
-import onnxruntime as ort
 
 V = 13
 
@@ -73,6 +73,9 @@ def test_the_vocabulary_travels_beside_it_with_the_special_ids_in_the_metadata(t
     assert vocab == (tmp_path / "m" / "vocab.txt").read_text().split("\n")[:-1]
     assert vocab[int(meta["eos_id"])] == "<eos>" and vocab[int(meta["unk_id"])] == "<unk>"
     assert int(meta["vocab_size"]) == V and meta["vocab_file"] == "vocab.txt"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "lm.onnx").stat().st_mode & 0o777 == 0o666 & ~umask    # a file to deploy, not a private one
     graph = onnx.load(str(tmp_path / "lm.onnx")).graph
     assert {n.op_type for n in graph.node} >= {"Gather", "RNN", "MatMul", "LogSoftmax"}
     rnn = next(n for n in graph.node if n.op_type == "RNN")

@@ -27,11 +27,20 @@ def fsync_dir(path) -> None:
         os.close(fd)
 
 
+def _new_file_mode() -> int:
+    """The mode open() would give a new file (0666 less the umask): mkstemp's
+    own 0600 would make every written file private to its owner."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path, data: bytes) -> None:
     path = Path(path)
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.fchmod(fd, _new_file_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -70,6 +79,7 @@ def atomic_text_stream(path):
     path = Path(path)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.fchmod(fd, _new_file_mode())
     except OSError as exc:
         raise ElmanError(f"{path}: cannot write it ({exc.strerror or exc})") from None
     try:

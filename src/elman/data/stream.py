@@ -10,7 +10,6 @@ the line; the newline that ends the last line does not start another.
 from __future__ import annotations
 
 import codecs
-import errno
 import os
 import shutil
 import sys
@@ -18,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from elman.data.corpus import read_error
 from elman.errors import ElmanError
 
 CHUNK = 1 << 20
@@ -30,16 +30,8 @@ def _open_binary(path):
         return sys.stdin.buffer, False
     try:
         return open(path, "rb"), True
-    except FileNotFoundError:
-        raise ElmanError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ElmanError(f"{path}: is a directory, expected a text file") from None
-    except PermissionError:
-        raise ElmanError(f"{path}: cannot read it (permission denied)") from None
     except OSError as exc:
-        if exc.errno == errno.EISDIR:
-            raise ElmanError(f"{path}: is a directory, expected a text file") from None
-        raise ElmanError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+        raise read_error(path, exc) from None
 
 
 def _decoder(path, encoding: str):

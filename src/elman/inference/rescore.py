@@ -48,6 +48,8 @@ def check_options(args, level: str) -> None:
     if args.ngram and level != "word":
         raise ElmanError(f"--ngram scores words, and this model reads {level}s; give the other model's "
                          "per-token probabilities with --lm-prob instead")
+    if STDIN in (args.heldout, args.heldout_lm_prob, args.lm_prob):
+        raise ElmanError("--heldout, --heldout-lm-prob and --lm-prob want files (only --data may be '-')")
     if getattr(args, "per_token", None) == STDIN:
         raise ElmanError("--per-token wants a file name (standard output has the scores)")
 
