@@ -17,10 +17,10 @@ from elman.modelfile import save_checkpoint
 V = 13
 
 
-def _save(run_dir, classes=0, extra=None, config=None):
-    p = random_model(V=V, d=5, Dh=7, dtype="float32", classes=classes)
+def _save(run_dir, classes=0, extra=None, direct=0):
+    p = random_model(V=V, d=5, Dh=7, dtype="float32", classes=classes, direct=direct)
     vocab = Vocab(["<eos>", "<unk>"] + [f"w{i}" for i in range(V - 2)], counts=np.arange(3 * V, 2 * V, -1))
-    save_checkpoint(run_dir, {**p.as_dict(), **(extra or {})}, vocab, {"level": "word", **(config or {})})
+    save_checkpoint(run_dir, {**p.as_dict(), **(extra or {})}, vocab, {"level": "word"})
     return p
 
 
@@ -82,15 +82,14 @@ def test_the_vocabulary_travels_beside_it_with_the_special_ids_in_the_metadata(t
     assert [a.strings for a in rnn.attribute if a.name == "activations"] == [[b"Sigmoid"]]
 
 
-@pytest.mark.parametrize("extra, config, needle", [
-    ({"D": np.zeros((V, 4), np.float32)}, None, "D"),
-    (None, {"direct": {"size": 1000, "order": 3}}, "direct connections"),
-    (None, {"output": "hs"}, "'hs'"),
+@pytest.mark.parametrize("direct, extra, needle", [
+    (40, None, "D, direct_order"),                            # direct connections (issue 13's tensors)
+    (0, {"hs_nodes": np.zeros((V, 4), np.float32)}, "hs_nodes"),   # any tensor the graph does not know
 ])
-def test_parts_the_graph_cannot_express_are_refused_in_one_line(tmp_path, capsys, extra, config, needle):
-    _save(tmp_path / "m", extra=extra, config=config)
+def test_parts_the_graph_cannot_express_are_refused_in_one_line(tmp_path, capsys, direct, extra, needle):
+    _save(tmp_path / "m", direct=direct, extra=extra)
     rc, out, err = _export(capsys, tmp_path / "m", tmp_path / "lm.onnx")
-    assert rc == 2 and len(err.strip().splitlines()) == 1 and needle in err and "not exported" in err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and needle in err and "not exported" in err, err
     assert not (tmp_path / "lm.onnx").exists() and not (tmp_path / "vocab.txt").exists()
 
 

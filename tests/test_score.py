@@ -54,9 +54,12 @@ def test_a_decoding_error_names_the_byte_offset_and_line(tmp_path):
 
 # -- the engines against the token-by-token computation ----------------------------------
 
-@pytest.mark.parametrize("classes", [0, 4])
-def test_the_stream_equals_eval_and_hands_back_each_line(classes):
-    p = random_model(classes=classes)
+KINDS = {"full": {}, "classes": {"classes": 4}, "direct": {"direct": 40}, "classes+direct": {"classes": 4, "direct": 40}}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_stream_equals_eval_and_hands_back_each_line(kind):
+    p = random_model(**KINDS[kind])
     rng = np.random.default_rng(0)
     lines = _lines([(None, rng.integers(1, 13, n)) for n in (3, 0, 40, 1, 7, 300, 2)])
     want = stream_losses(p, np.concatenate([x.ids for x in lines]), EOS_ID)
@@ -66,8 +69,9 @@ def test_the_stream_equals_eval_and_hands_back_each_line(classes):
         np.testing.assert_allclose(np.concatenate([g for _, g in got]), want, rtol=1e-12)
 
 
-def test_a_long_line_in_windows_equals_one_pass():
-    p = random_model()
+@pytest.mark.parametrize("kind", ["full", "direct"])
+def test_a_long_line_in_windows_equals_one_pass(kind):
+    p = random_model(**KINDS[kind])
     ids = np.r_[np.random.default_rng(1).integers(1, 13, 3000), EOS_ID]
     one_pass = stream_losses(p, ids, EOS_ID, window=len(ids))
     for window in (256, 999):
@@ -76,18 +80,19 @@ def test_a_long_line_in_windows_equals_one_pass():
     np.testing.assert_allclose(one_pass[:50], direct_losses(p, ids[:50])[0], rtol=1e-12)
 
 
-@pytest.mark.parametrize("classes", [0, 4])
-def test_nbest_hypotheses_start_from_their_utterance_state(classes):
-    p = random_model(classes=classes)
+@pytest.mark.parametrize("kind", KINDS)
+def test_nbest_hypotheses_start_from_their_utterance_state(kind):
+    p = random_model(**KINDS[kind])
     spec = [("u1", [1, 2]), ("u1", [3]), ("u1", [1, 2]), ("u2", [4, 5, 6]), ("u2", [7]), ("u3", [8]),
             ("u4", [9, 10]), ("u4", [9, 10])]
     lines = _lines(spec)
     # RNNLM's -nbest: S(u+1) is the state after u's first hypothesis; S(1) = 0.
-    S, starts, prev = np.zeros((1, p.Dh)), {}, None
-    for line in lines:
+    S, starts, prev, read = np.zeros((1, p.Dh)), {}, None, []
+    for line in lines:                                  # read: the words before (direct connections)
         if line.uid != prev:
-            starts[line.uid], prev = S, line.uid
-            S = direct_losses(p, line.ids, h=S)[1]
+            starts[line.uid], prev = (S, list(read)), line.uid
+            S = direct_losses(p, line.ids, h=S, before=read)[1]
+            read += [EOS_ID] + list(line.ids[:-1])
     for group_tokens in (1, 1 << 16):           # utterances scored in one group or one by one
         score.GROUP = group_tokens
         try:
@@ -96,7 +101,8 @@ def test_nbest_hypotheses_start_from_their_utterance_state(classes):
         finally:
             score.GROUP = 1 << 16
         for (line, g), (_, i) in zip(got, indep):
-            np.testing.assert_allclose(g, direct_losses(p, line.ids, h=starts[line.uid])[0], rtol=1e-10)
+            S, read = starts[line.uid]
+            np.testing.assert_allclose(g, direct_losses(p, line.ids, h=S, before=read)[0], rtol=1e-10)
             np.testing.assert_allclose(i, direct_losses(p, line.ids)[0], rtol=1e-12)
         assert np.array_equal(got[0][1], got[2][1]) and np.array_equal(got[6][1], got[7][1])
         assert not np.allclose(got[3][1], indep[3][1])         # u2 did start from another state
@@ -217,3 +223,16 @@ def test_a_line_of_200000_tokens_in_bounded_memory(tmp_path):
     p, vocab, _ = load(tmp_path / "m")
     ids = vocab.encode(long.split() + ["<eos>"])
     assert float(out[50]) == pytest.approx(-stream_losses(p, ids, vocab.eos_id).sum() / math.log(10), rel=1e-6)
+
+
+def test_score_dynamic_learns_line_by_line_and_refuses_nbest_and_carry(model, tmp_path, capsys):
+    f = tmp_path / "t.txt"
+    f.write_text("a b c\nd e\na b c\n")
+    static = [float(x) for x in _score(capsys, "--model", model, "--data", f)[:3]]
+    learnt = [float(x) for x in _score(capsys, "--model", model, "--data", f, "--dynamic", "0.5")[:3]]
+    assert learnt[0] == pytest.approx(static[0], abs=1e-6)      # nothing learnt before the first line
+    assert learnt[2] > static[2]                                 # the repeated line, after a step on it
+    for extra in (["--nbest"], ["--carry"]):
+        rc = cli.main(["score", "--model", str(model), "--data", str(f), "--dynamic", *extra])
+        err = capsys.readouterr()
+        assert rc == 2 and err.out == "" and len(err.err.strip().splitlines()) == 1 and extra[0] in err.err

@@ -12,6 +12,7 @@ a temporary file first, so that the count can be checked.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import sys
@@ -63,6 +64,10 @@ class Scorer:
         self.encoding = args.encoding or cfg.get("encoding", "utf-8")
         self.nbest = command == "score" and args.nbest
         self.carry = command == "eval" or args.carry
+        self.dynamic = getattr(args, "dynamic", None) if command == "score" else None
+        if self.dynamic is not None and (self.nbest or self.carry):
+            raise ElmanError("score --dynamic learns from each line in turn, each from h0 = 0: it does not "
+                             "take --nbest or --carry (hypotheses would teach the model each other)")
         check_options(args, self.level)
 
     def lines(self, path, check: bool = False):
@@ -71,9 +76,17 @@ class Scorer:
             return nbest.check_lines(path, self.vocab, self.level, self.encoding, self.nbest, keep_blank)
         return nbest.read_lines(path, self.vocab, self.level, self.encoding, self.nbest, keep_blank)
 
+    def losses(self, path):
+        """(line, -ln P_rnn of each target) for each line of ``path``, in order."""
+        if self.dynamic is None:
+            return score.line_losses(self.p, self.lines(path), self.vocab.eos_id, self.carry, self.nbest)
+        from elman.inference.dynamic import iter_line_losses
+        lines, ids = itertools.tee(self.lines(path))
+        return zip(lines, iter_line_losses(self.p, (line.ids for line in ids), self.dynamic))
+
     def scored(self, path, other=None, lam=None):
         """(line, ln P_rnn, ln P_other or None, ln P) for each line of ``path``."""
-        for line, losses in score.line_losses(self.p, self.lines(path), self.vocab.eos_id, self.carry, self.nbest):
+        for line, losses in self.losses(path):
             ln_rnn = -losses
             if other is None:
                 yield line, ln_rnn, None, ln_rnn

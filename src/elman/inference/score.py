@@ -49,9 +49,10 @@ def _groups(lines: Iterable, tokens: int = GROUP) -> Iterator[list]:
 
 # -- one stream ------------------------------------------------------------------
 
-def stream(p, lines: Iterable, eos_id: int, window: int = WINDOW, h0=None, states: bool = False):
+def stream(p, lines: Iterable, eos_id: int, window: int = WINDOW, h0=None, states: bool = False, history=None):
     """Yield (line, losses) for each line in order, -ln P of each target
-    (float64), the lines read as one stream from ``h0`` (default 0).
+    (float64), the lines read as one stream from ``h0`` (default 0; with
+    direct connections ``history``, the words before, default none).
     ``states``: yield (line, losses, S) with S the state after the line's
     last word (the one its ``<eos>`` is read with)."""
     spans = deque()           # per window: [(entry, start in line, count)]
@@ -77,7 +78,8 @@ def stream(p, lines: Iterable, eos_id: int, window: int = WINDOW, h0=None, state
             yield np.concatenate(xs)[None], np.concatenate(ys)[None]
 
     h0 = np.zeros((1, p.Dh), p.dtype) if h0 is None else np.asarray(h0, p.dtype).reshape(1, -1)
-    for losses, hs in window_losses(p, windows(), h0, states=states):
+    history = None if history is None else np.asarray(history).reshape(1, -1)
+    for losses, hs in window_losses(p, windows(), h0, history, states=states):
         col = 0
         for entry, at, take in spans.popleft():
             entry[1][at:at + take] = losses[0, col:col + take]
@@ -92,10 +94,12 @@ def stream(p, lines: Iterable, eos_id: int, window: int = WINDOW, h0=None, state
 
 # -- batched lines from their own start states ------------------------------------
 
-def batched(p, rows: list, eos_id: int, h0=None, positions: int = POSITIONS, window: int = WINDOW) -> list:
+def batched(p, rows: list, eos_id: int, h0=None, positions: int = POSITIONS, window: int = WINDOW,
+            history=None) -> list:
     """-ln P of each target (float64 arrays) of each id array in ``rows``
     (each ending in ``<eos>``), row i from the state h0[i] (default 0)
-    after ``<eos>``. The longest rows go first; each batch holds as many
+    after ``<eos>`` (and with direct connections after the words
+    history[i], default none). The longest rows go first; each batch holds as many
     rows as fit ``positions`` at its width (at most ``window`` columns,
     then the next window with the state carried, rows that have ended
     dropped), so a long line never widens the batch of short ones."""
@@ -107,12 +111,13 @@ def batched(p, rows: list, eos_id: int, h0=None, positions: int = POSITIONS, win
         chunk = order[start:start + max(1, positions // width)]
         start += len(chunk)
         h = np.zeros((len(chunk), p.Dh), p.dtype) if h0 is None else np.asarray(h0, p.dtype)[chunk]
-        for i, losses in zip(chunk, _run(p, [rows[i] for i in chunk], eos_id, h, window)):
+        before = None if history is None else np.asarray(history)[chunk]
+        for i, losses in zip(chunk, _run(p, [rows[i] for i in chunk], eos_id, h, window, before)):
             out[i] = losses
     return out
 
 
-def _run(p, rows: list, eos_id: int, h, window: int) -> list:
+def _run(p, rows: list, eos_id: int, h, window: int, history=None) -> list:
     """The rows (longest first) in windows of ``window`` columns, the state
     carried, each window holding only the rows still running."""
     lengths = np.array([len(r) for r in rows])
@@ -131,7 +136,7 @@ def _run(p, rows: list, eos_id: int, h, window: int) -> list:
                 x[r, :end - t0] = row[t0 - 1:end - 1] if t0 else np.r_[eos_id, row[:end - 1]]
             yield x, y
 
-    for t0, (losses, _) in zip(range(0, lengths[0], window), window_losses(p, windows(), h)):
+    for t0, (losses, _) in zip(range(0, lengths[0], window), window_losses(p, windows(), h, history)):
         for r in range(losses.shape[0]):
             end = min(t0 + losses.shape[1], lengths[r])
             out[r][t0:end] = losses[r, :end - t0]
@@ -152,13 +157,17 @@ def line_losses(p, lines: Iterable, eos_id: int, carry: bool = False, nbest: boo
         yield from stream(p, lines, eos_id)
         return
     chain = np.zeros(p.Dh, p.dtype)         # carry: the start of the next utterance
+    words = _words_before(p, None, None, eos_id)     # and the words before it (direct connections)
     for group in (_utterance_groups(lines) if nbest else _groups(lines)):
         utterance = _utterances(group)
         if carry:
             firsts = [line for i, line in enumerate(group) if i == 0 or utterance[i] != utterance[i - 1]]
-            after = [s for _, _, s in stream(p, firsts, eos_id, h0=chain, states=True)]
-            starts, chain = [chain] + after[:-1], after[-1]
-        index, rows, h0 = {}, [], []
+            after = [s for _, _, s in stream(p, firsts, eos_id, h0=chain, states=True, history=words)]
+            before = [words]
+            for line in firsts:
+                before.append(_words_before(p, before[-1], line.ids, eos_id))
+            starts, chain, words = [chain] + after[:-1], after[-1], before[-1]
+        index, rows, h0, history = {}, [], [], []
         for line, u in zip(group, utterance):
             key = (u, line.ids.tobytes()) if carry else line.ids.tobytes()
             if key not in index:
@@ -166,9 +175,25 @@ def line_losses(p, lines: Iterable, eos_id: int, carry: bool = False, nbest: boo
                 rows.append(line.ids)
                 if carry:
                     h0.append(starts[u])
-        losses = batched(p, rows, eos_id, np.array(h0) if carry else None)
+                    history.append(before[u])
+        with_words = carry and p.D is not None
+        losses = batched(p, rows, eos_id, np.array(h0) if carry else None,
+                         history=np.array(history) if with_words else None)
         for line, u in zip(group, utterance):
             yield line, losses[index[(u, line.ids.tobytes()) if carry else line.ids.tobytes()]]
+
+
+def _words_before(p, before, ids, eos_id: int):
+    """With direct connections of order N: the N-2 words read before the
+    next line, after ``before`` and then a line (read as ``<eos>`` and its
+    ids but the last); -1 for none. None without direct connections."""
+    if p.D is None:
+        return None
+    n = max(p.order - 2, 0)
+    seq = np.full(n, -1, np.int64) if before is None else before
+    if ids is not None:
+        seq = np.concatenate([seq, [eos_id], ids[:-1]])
+    return seq[len(seq) - n:]
 
 
 def _utterances(group: list) -> list:
