@@ -68,7 +68,7 @@ def test_gathered_sparse_gradients_sum_like_dense_ones(axis):
         values = rng.standard_normal((len(ids), 4) if axis == 0 else (4, len(ids)))
         g = SparseGrad(np.array(ids, np.int64), values, shape, axis)
         dense += g.dense()
-        parts.append((g.index, g.rows()))
+        parts.append((g.index, g.values))
     s = sum_sparse(parts, g)
     assert list(s.index) == [0, 1, 4, 7, 8]
     assert np.array_equal(s.dense(), dense)

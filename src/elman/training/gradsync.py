@@ -185,11 +185,11 @@ class GradSync:
         return out
 
     def _gathered(self, sparse: dict, counts: np.ndarray) -> dict:
-        """All-gather the (ids, rows) of ``sparse`` in one message; sum them."""
+        """All-gather the (ids, values) of ``sparse`` in one message; sum them."""
         names = list(sparse)
-        rows = {k: g.rows() for k, g in sparse.items()}
-        mine = b"".join(np.asarray(sparse[k].index, np.int64).tobytes() + rows[k].tobytes() for k in names)
-        widths = [rows[k].shape[1] * rows[k].itemsize + 8 for k in names]
+        mine = b"".join(np.asarray(sparse[k].index, np.int64).tobytes()
+                        + np.ascontiguousarray(sparse[k].values).tobytes() for k in names)
+        widths = [sparse[k].width * sparse[k].values.dtype.itemsize + 8 for k in names]
         per_rank = (counts * np.array(widths, np.int64)).sum(axis=1)
         recv = np.empty(int(per_rank.sum()), np.uint8)
         displs = np.r_[0, np.cumsum(per_rank)[:-1]]
@@ -198,11 +198,11 @@ class GradSync:
         parts, at = {k: [] for k in names}, 0
         for r in range(self.size):
             for j, k in enumerate(names):
-                c, w = int(counts[r, j]), rows[k].shape[1]
+                g, c = sparse[k], int(counts[r, j])
                 ids = recv[at:at + 8 * c].view(np.int64)
                 at += 8 * c
-                n = c * w * rows[k].itemsize
-                parts[k].append((ids, recv[at:at + n].view(rows[k].dtype).reshape(c, w)))
+                n = c * g.width * g.values.dtype.itemsize
+                parts[k].append((ids, recv[at:at + n].view(g.values.dtype).reshape(g.shape_of(c))))
                 at += n
         return {k: sum_sparse(parts[k], sparse[k]) for k in names}
 

@@ -9,7 +9,7 @@ cores and 23-130 ms (median, 90th percentile) at a load of 8 on 2 cores.
 
 Here each process writes its gradients once into its own region of one
 MPI shared-memory window (dense tensors, then each sparse one as ids and
-rows), one barrier, and then every process reads all the regions and sums
+values), one barrier, and then every process reads all the regions and sums
 them itself, in rank order: one synchronisation instead of hundreds, the
 same sums on every process, and a sparse gradient costs only its rows.
 The barrier before each write is the all-gather of the update's sizes
@@ -77,9 +77,8 @@ class NodeExchange:
                 np.copyto(mine[at:at + g.nbytes].view(g.dtype).reshape(g.shape), g)
             else:
                 mine[at:at + 8 * c].view(np.int64)[:] = g.index
-                rows = g.rows()
                 start = at + _up8(8 * c)
-                mine[start:start + rows.nbytes].view(rows.dtype).reshape(rows.shape)[...] = rows
+                mine[start:start + g.values.nbytes].view(g.values.dtype).reshape(g.values.shape)[...] = g.values
         self.win.Sync()                 # our writes visible, then wait for everyone's
         self.node.Barrier()
         self.win.Sync()
@@ -103,9 +102,10 @@ class NodeExchange:
                 for r in range(self.size):
                     at, c, w = spans[r][k]
                     start = at + _up8(8 * c)
-                    rows = self.regions[r][start:start + c * w * g.values.dtype.itemsize]
-                    parts.append((self.regions[r][at:at + 8 * c].view(np.int64), rows.view(g.values.dtype).reshape(c, w)))
-                    sparse_read += rows.nbytes + 8 * c
+                    values = self.regions[r][start:start + c * w * g.values.dtype.itemsize]
+                    parts.append((self.regions[r][at:at + 8 * c].view(np.int64),
+                                  values.view(g.values.dtype).reshape(g.shape_of(c))))
+                    sparse_read += values.nbytes + 8 * c
                 out[k] = sum_sparse(parts, g)
         return out, dense_read, sparse_read
 
