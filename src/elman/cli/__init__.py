@@ -29,6 +29,7 @@ COMMANDS = [
     explain.add_explain,
     explain.add_check,
     tools.add_bench,
+    tools.add_cache,
 ]
 
 # Exit statuses: 2 a usage or input error (one line), 130 interrupted, 70 a bug.

@@ -1,7 +1,7 @@
 """``elman eval``, ``elman score``, ``elman generate``."""
 from __future__ import annotations
 
-from elman.cli.args import add_model_and_data, positive_float, positive_int
+from elman.cli.args import add_cache_dir, add_model_and_data, positive_float, positive_int, say
 
 DYNAMIC_LR = 0.1   # keep equal to elman.inference.dynamic.DEFAULT_LR (the CLI does not import it: speed)
 
@@ -40,6 +40,7 @@ def add_eval(sub):
     add_dynamic(p, "segment of T tokens")
     p.add_argument("--bptt", type=positive_int, metavar="T",
                    help="with --dynamic: the segment length (default: the model's training --bptt)")
+    add_cache_dir(p)
     p.set_defaults(func=run_eval)
 
 
@@ -60,7 +61,7 @@ def run_eval(args) -> int:
         from elman.inference import rescore
         rescore.run(p, vocab, cfg, args, "eval")
         return 0
-    ids = evaluate.read_ids(args.data, vocab, cfg, args.encoding)
+    ids = evaluate.read_ids(args.data, vocab, cfg, args.encoding, cache_dir=args.cache_dir, say=say)
     if args.dynamic is None:
         result = evaluate.perplexity(p, ids, vocab.eos_id)
         how = ""

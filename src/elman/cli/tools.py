@@ -1,7 +1,7 @@
 """``elman gradcheck``, ``elman bench``, ``elman plot``, ``elman demo``."""
 from __future__ import annotations
 
-from elman.cli.args import add_sizes, ngram_order, nonnegative_float, positive_float, positive_int, rate
+from elman.cli.args import add_cache_dir, add_sizes, ngram_order, nonnegative_float, positive_float, positive_int, rate
 from elman.errors import ElmanError
 
 def add_gradcheck(sub):
@@ -118,3 +118,37 @@ def run_demo(args) -> int:
     from elman.demo import demo
 
     return demo(args.out, minutes=args.minutes)
+
+
+def add_cache(sub):
+    p = sub.add_parser("cache", help="list or clear the token-id cache",
+                       description="Corpus files are tokenised once into the token-id cache; list its entries "
+                                   "or clear them (only files elman wrote, and none a running build holds).")
+    p.add_argument("action", choices=("list", "clear"))
+    add_cache_dir(p)
+    p.set_defaults(func=run_cache)
+
+
+def run_cache(args) -> int:
+    from pathlib import Path
+
+    from elman.data import cache
+
+    root = Path(args.cache_dir) if args.cache_dir else cache.default_dir()
+    try:
+        if args.action == "clear":
+            removed, freed, busy = cache.clear(root)
+            print(f"removed {removed} files ({freed / 1e6:.1f} MB) from {root}"
+                  + (f"; kept {len(busy)} sources a running build holds" if busy else ""))
+            return 0
+        rows = cache.list_entries(root)
+    except OSError as exc:
+        raise ElmanError(f"{root}: cannot {args.action} the token-id cache ({exc.strerror or exc})") from None
+    print(f"{root}: {len(rows)} entries, {sum(r['bytes'] for r in rows) / 1e6:.1f} MB")
+    for r in rows:
+        src = r.get("source", {})
+        what = (f"{r['kind']:6s} {r['items']:>13,} {'tokens' if r['kind'] == 'ids' else 'types':6s}"
+                if "problem" not in r else f"unusable: {r['problem']}")
+        print(f"  {Path(r['file']).name}  {r['bytes'] / 1e6:9.1f} MB  {what}  {src.get('level', '')} "
+              f"{src.get('path', '')}")
+    return 0

@@ -72,7 +72,7 @@ def line_tokens(line: str, level: str = "word") -> list[str]:
 
 def read_lines(path, level: str = "word", encoding: str = "utf-8") -> list[list[str]]:
     """Each non-blank line's tokens (without ``<eos>``), for per-sentence scoring."""
-    _check_level(level)
+    check_level(level)
     text = read_text(path, encoding)
     lines = [toks for toks in (line_tokens(ln, level) for ln in text_lines(text)) if toks]
     if not lines:
@@ -89,7 +89,7 @@ def read_tokens(path, level: str = "word", encoding: str = "utf-8") -> list[str]
     return tokens
 
 
-def _check_level(level: str) -> None:
+def check_level(level: str) -> None:
     if level not in LEVELS:
         raise ElmanError(f"unknown level {level!r}: use one of {', '.join(LEVELS)}")
 

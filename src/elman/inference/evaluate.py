@@ -16,8 +16,9 @@ from __future__ import annotations
 import numpy as np
 
 from elman import data, modelfile
+from elman.core import perplexity as _perplexity
 from elman.core.model import output_probs, rnn_step
-from elman.core.perplexity import perplexity, stream_losses, summary  # noqa: F401  (eval's own functions)
+from elman.core.perplexity import stream_losses, summary  # noqa: F401  (eval's own functions)
 
 
 def load(model_dir):
@@ -25,10 +26,17 @@ def load(model_dir):
     return modelfile.load_params(model_dir)
 
 
-def read_ids(path, vocab, cfg: dict, encoding: str | None = None) -> np.ndarray:
-    """The ids of a text file read as the model was trained (level, encoding)."""
-    tokens = data.read_tokens(path, cfg.get("level", "word"), encoding or cfg.get("encoding", "utf-8"))
-    return vocab.encode(tokens)
+def read_ids(path, vocab, cfg: dict, encoding: str | None = None, cache_dir=None, say=None) -> data.TokenIds:
+    """The ids of a text file read as the model was trained (level, encoding),
+    through the token-id cache."""
+    return data.corpus_ids(path, cfg.get("level", "word"), encoding or cfg.get("encoding", "utf-8"), vocab=vocab,
+                           cache_dir=cache_dir, say=say)[1]
+
+
+def perplexity(p, ids, eos_id: int) -> dict:
+    """``core.perplexity.perplexity`` of ``ids``; the pages of a memory-mapped
+    ``TokenIds`` are handed back as they are read."""
+    return _perplexity.perplexity(p, ids, eos_id, release=getattr(ids, "release", None))
 
 
 def dynamic_perplexity(p, ids, eos_id: int, lr: float, T: int) -> dict:

@@ -73,18 +73,19 @@ def _say(message: str) -> None:
 
 @dataclass
 class Corpus:
-    """The run's text as ids: training streams (B, n), validation and test ids."""
-    streams: np.ndarray
+    """The run's text as ids (``data.TokenIds``, memory-mapped from the
+    token-id cache): this process's training streams, validation and test."""
+    streams: data.Streams
     tokens: int
-    valid: np.ndarray
-    test: np.ndarray | None
+    valid: data.TokenIds
+    test: data.TokenIds | None
 
     def windows(self, T: int) -> int:
-        return data.num_batches(self.streams, T)
+        return self.streams.num_windows(T)
 
 
 def train(out, options: dict, resume: bool = False, force: bool = False, quiet: bool = False,
-          time_budget: float | None = None, comm=None) -> dict:
+          time_budget: float | None = None, comm=None, cache_dir=None) -> dict:
     """Train a model into directory ``out``; returns a summary dict.
 
     ``options``: values for :class:`Settings` fields (None or absent: the
@@ -92,6 +93,7 @@ def train(out, options: dict, resume: bool = False, force: bool = False, quiet: 
     after which the current epoch is cut short, validated, and training ends.
     ``comm``: the processes training together (``training.distributed``;
     default ``connect()``: all of an MPI job under mpiexec, else this one).
+    ``cache_dir``: the token-id cache (default ``data.cache.default_dir()``).
     """
     out = Path(out)
     comm = comm or distributed.connect()
@@ -103,7 +105,8 @@ def train(out, options: dict, resume: bool = False, force: bool = False, quiet: 
             comm.part(Settings(**options).streams)      # N must divide B: said before any work
         held = comm.agree(lambda: rundir.lock(out, create=not resume) if comm.writer else None)
         try:
-            return _train(_open(out, options, resume, force, comm), quiet, time_budget)
+            ids = _Reader(cache_dir, _say if comm.writer and not quiet else (lambda m: None))
+            return _train(_open(out, options, resume, force, comm, ids), quiet, time_budget)
         finally:
             if held:
                 held.release()
@@ -133,17 +136,18 @@ def _train(opened, quiet: bool, time_budget: float | None) -> dict:
 
 # -- starting ---------------------------------------------------------------------
 
-def _open(out: Path, options: dict, resume: bool, force: bool, comm) -> tuple[Run, Corpus]:
+def _open(out: Path, options: dict, resume: bool, force: bool, comm, ids: "_Reader") -> tuple[Run, Corpus]:
     """Start or restore the run on every process (rank 0 first: it alone may
-    repair or replace what DIR holds) and read its data."""
+    repair or replace what DIR holds, and it builds the token-id cache that
+    the others then read) and read its data."""
     if resume:
         run = comm.writer_first(lambda: rundir.restore(out, options, write=comm.writer))
-        train_ids = comm.writer_first(lambda: _read_ids(run.settings.train, run.vocab, run.settings))
+        train_ids = comm.writer_first(lambda: ids(run.settings.train, run.settings, run.vocab)[1])
     else:
         comm.agree(lambda: rundir.claim(out, force) if comm.writer else None)
-        run, train_ids = comm.writer_first(lambda: _start(out, Settings(**options)))
+        run, train_ids = comm.writer_first(lambda: _start(out, Settings(**options), ids))
     run.comm = comm
-    corpus = comm.agree(lambda: _read_corpus(run, train_ids, comm.part(run.settings.streams)))
+    corpus = comm.agree(lambda: _read_corpus(run, train_ids, ids, comm.part(run.settings.streams)))
     if force and not resume:  # only now that the new run's input is known to be good
         comm.agree(lambda: modelfile.remove_checkpoints(out) if comm.writer else None)
     comm.calibrate(run.comm_state)
@@ -153,20 +157,24 @@ def _open(out: Path, options: dict, resume: bool, force: bool, comm) -> tuple[Ru
     return run, corpus
 
 
-def _read_ids(path, vocab, s: Settings) -> np.ndarray:
-    return vocab.encode(data.read_tokens(path, s.level, s.encoding))
+class _Reader:
+    """Token ids of the run's files, through the token-id cache."""
+
+    def __init__(self, cache_dir, say):
+        self.cache_dir, self.say = cache_dir, say
+
+    def __call__(self, path, s: Settings, vocab=None) -> tuple[data.Vocab, data.TokenIds]:
+        return data.corpus_ids(path, s.level, s.encoding, vocab=vocab, max_vocab=s.max_vocab,
+                               min_count=s.min_count, cache_dir=self.cache_dir, say=self.say)
 
 
-def _start(out: Path, s: Settings) -> tuple[Run, np.ndarray]:
+def _start(out: Path, s: Settings, ids: _Reader) -> tuple[Run, data.TokenIds]:
     """A new run: the vocabulary from the training text, a fresh model."""
-    tokens = data.read_tokens(s.train, s.level, s.encoding)
-    vocab = data.Vocab.build(tokens, s.max_vocab, s.min_count)
-    train_ids = vocab.encode(tokens)
-    del tokens
-    if s.classes > len(vocab):
-        raise ElmanError(f"--classes {s.classes} is more than the {len(vocab)} words of the vocabulary")
     if s.classes and s.sampled:
         raise ElmanError("--sampled trains the full-softmax model; it does not go with --classes")
+    vocab, train_ids = ids(s.train, s)
+    if s.classes > len(vocab):
+        raise ElmanError(f"--classes {s.classes} is more than the {len(vocab)} words of the vocabulary")
     if s.direct and s.direct_size < max(len(vocab), s.classes):
         raise ElmanError(f"--direct {s.direct:g} is {s.direct_size} weights, fewer than the {len(vocab)} words "
                          f"of the vocabulary: each n-gram feature needs a window of that many")
@@ -179,12 +187,12 @@ def _start(out: Path, s: Settings) -> tuple[Run, np.ndarray]:
     return run, train_ids
 
 
-def _read_corpus(run: Run, train_ids: np.ndarray, part: slice) -> Corpus:
+def _read_corpus(run: Run, train_ids: data.TokenIds, ids: _Reader, part: slice) -> Corpus:
     """The corpus with this process's streams (``part`` of the B) only."""
     s = run.settings
-    data.check_enough(train_ids, s.streams, s.steps, s.train)
-    return Corpus(data.batchify(train_ids, s.streams)[part], len(train_ids), _read_ids(s.valid, run.vocab, s),
-                  _read_ids(s.test, run.vocab, s) if s.test else None)
+    data.check_enough(train_ids.ids, s.streams, s.steps, s.train)
+    return Corpus(data.Streams(train_ids.ids, s.streams, train_ids.release, part), len(train_ids),
+                  ids(s.valid, s, run.vocab)[1], ids(s.test, s, run.vocab)[1] if s.test else None)
 
 
 def _announce(run: Run, corpus: Corpus, say) -> None:
@@ -228,13 +236,13 @@ def _train_epoch(run: Run, corpus: Corpus, clock: _Clock, ctrl_c: _CtrlC, quiet:
                file=sys.stderr, leave=False, dynamic_ncols=True, disable=quiet or not sys.stderr.isatty())
     t0, tokens0 = time.monotonic(), prog.tokens
     with bar:
-        for k, x, y in data.iter_batches(corpus.streams, s.steps, start=prog.windows_done):
+        for k, x, y in corpus.streams.windows(s.steps, start=prog.windows_done):
             sampled = (sampler.draw(opt.t), sampler.log_q) if sampler else None
             # Masks, like samples, depend on (seed, update number) only; each
             # process applies its streams' rows of the one-process masks.
             dropout = (s.dropout, (s.seed, opt.t), (part.start, s.streams)) if s.dropout else None
             # The words before the window in this process's streams (direct connections).
-            history = data.preceding(corpus.streams, k * s.steps, max(p.order - 2, 0)) if p.order else None
+            history = data.preceding(corpus.streams.rows, k * s.steps, max(p.order - 2, 0)) if p.order else None
             # Gradients of the mean loss over the B*T positions of all processes, summed over them.
             positions = s.streams * x.shape[1]
             loss, grads, h = bptt(p, x, y, run.h[part], sampled=sampled, sparse=True, dropout=dropout,
@@ -276,7 +284,8 @@ def _end_epoch(run: Run, corpus: Corpus, clock: _Clock, wps: float, say) -> None
     s, prog, sched, opt = run.settings, run.prog, run.sched, run.opt
     params = run.params.as_dict()
     # The whole validation text as one stream, on rank 0: exactly `elman eval`'s number.
-    valid = run.comm.on_writer(lambda: perplexity(run.params, corpus.valid, run.vocab.eos_id))
+    valid = run.comm.on_writer(lambda: perplexity(run.params, corpus.valid.ids, run.vocab.eos_id,
+                                                  release=corpus.valid.release))
     if not math.isfinite(valid["perplexity"]):
         raise run.diverged(prog.windows_done, f"the validation perplexity is {valid['perplexity']}")
     decision = sched.update(prog.epoch, math.log(valid["perplexity"]))
@@ -302,7 +311,8 @@ def _end_epoch(run: Run, corpus: Corpus, clock: _Clock, wps: float, say) -> None
 def _finish(run: Run, corpus: Corpus, say) -> dict:
     test = None
     if corpus.test is not None:
-        test = run.comm.on_writer(lambda: perplexity(run.params, corpus.test, run.vocab.eos_id))
+        test = run.comm.on_writer(lambda: perplexity(run.params, corpus.test.ids, run.vocab.eos_id,
+                                                     release=corpus.test.release))
         run.metrics.write(test_ppl=test["perplexity"], test_tokens=test["tokens"])
         say(f"test perplexity {test['perplexity']:.2f} ({test['tokens']} tokens of {run.settings.test})")
     say(f"elman: best validation perplexity {math.exp(run.sched.best):.2f} (epoch {run.sched.best_epoch}); "
