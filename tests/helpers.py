@@ -3,13 +3,14 @@
 An independent forward pass for autograd, a small learnable corpus and the
 small training sizes, and a checkpoint writer for the crash tests.
 """
+from collections import Counter
 from pathlib import Path
 
 import autograd.numpy as anp
 import numpy as np
 
 from elman.core.model import PARAM_NAMES
-from elman.data import EOS, Vocab
+from elman.data import EOS, UNK, Vocab, read_tokens
 from elman.modelfile import save_checkpoint
 
 
@@ -201,3 +202,30 @@ def write_arpa(path, model: dict) -> None:
         lines.append("")
     lines.append("\\end\\")
     Path(path).write_text("\n".join(lines) + "\n")
+
+
+# -- the in-memory reading of corpora before the token-id cache (commit 5325e3d) ----------
+
+def legacy_vocab(tokens, max_vocab=None, min_count=1) -> Vocab:
+    """``Vocab.build`` as it was before the streaming count, verbatim: the
+    reference the streaming vocabulary must equal."""
+    counter = Counter(tokens)  # insertion order = first occurrence
+    first = {tok: i for i, tok in enumerate(counter)}
+    words = [t for t, c in counter.most_common() if c >= min_count and t not in (EOS, UNK)]
+    if max_vocab is not None:
+        words = words[:max_vocab - 2]
+    kept = set(words)
+    unk = counter.get(UNK, 0) + sum(c for t, c in counter.items() if t not in kept and t not in (EOS, UNK))
+    final = {t: counter[t] for t in words}
+    final[EOS] = counter.get(EOS, 0)
+    final[UNK] = unk
+    absent = len(first)  # specials missing from the data sort after the rest
+    order = sorted(final, key=lambda t: (-final[t], first.get(t, absent), t))
+    return Vocab(order, [final[t] for t in order])
+
+
+def legacy_ids(path, vocab, level="word", encoding="utf-8") -> np.ndarray:
+    """A file's ids as training read them before the cache: every token in a
+    Python list, then int64 ids."""
+    get, unk = vocab.stoi.get, vocab.unk_id
+    return np.array([get(t, unk) for t in read_tokens(path, level, encoding)], dtype=np.int64)

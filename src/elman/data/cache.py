@@ -188,7 +188,7 @@ class Store:
         path = self.root / name
         try:
             return path, cachefile.verify(path)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
         except (OSError, Corrupt, ValueError, KeyError, TypeError) as exc:
             why = exc.strerror if isinstance(exc, OSError) else str(exc) or type(exc).__name__

@@ -33,7 +33,7 @@ def corpus_ids(path, level: str = "word", encoding: str = "utf-8", vocab: Vocab 
     ``min_count``, the rules of ``Vocab.from_counts``) and the file read
     under that. ``cache_dir`` defaults to ``cache.default_dir()``; ``say``
     gets one line saying where the ids came from or went."""
-    say = say or (lambda message: None)
+    say = (lambda message: None) if say is None else say
     if vocab is None:  # bad options fail before any work
         Vocab.from_counts([], [], max_vocab, min_count)
     src = Source.open(path, level, encoding)
