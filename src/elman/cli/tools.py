@@ -45,6 +45,13 @@ def add_bench(sub):
                    help="instead: N MPI processes x 1 thread against 1 process x N threads, training on the "
                         "same B streams, and the predicted words/s of N machines (needs elman[mpi])")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--corpus", metavar="SIZES",
+                   help="instead: corpora of these token counts (e.g. 10M,100M), synthetic; cache build speed, "
+                        "time to the first training batch cold and warm, peak memory")
+    p.add_argument("--corpus-dir", metavar="DIR", help="where --corpus makes its corpora and caches "
+                                                      "(default: elman-corpus-bench in the temporary directory)")
+    p.add_argument("--compare-src", metavar="DIR", help="with --corpus: also run the elman whose source tree "
+                                                        "(the directory holding elman/) is DIR")
     p.set_defaults(func=run_bench)
 
 
@@ -54,6 +61,8 @@ def run_bench(args) -> int:
 
     from elman.bench.speed import Config, bench, format_report
 
+    if args.corpus:
+        return _bench_corpus(args)
     if args.V < 2:
         raise ElmanError("--V must be at least 2")
     if args.classes > args.V:
@@ -90,6 +99,25 @@ def _bench_processes(args, cfg) -> int:
         raise ElmanError("--processes needs mpi4py and mpiexec: pip install 'elman[mpi]'")
     res = parallel.bench(cfg, args.processes, steps=args.steps, rounds=min(args.rounds, args.steps))
     print(json.dumps(res, indent=1) if args.json else parallel.format_report(res))
+    return 0
+
+
+def _bench_corpus(args) -> int:
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from elman.bench import corpus
+
+    try:
+        sizes = [corpus.parse_size(x) for x in args.corpus.split(",")]
+    except ValueError as exc:
+        raise ElmanError(f"--corpus: {exc}") from None
+    if args.compare_src and not (Path(args.compare_src) / "elman").is_dir():
+        raise ElmanError(f"--compare-src {args.compare_src}: no elman package there (give the src directory)")
+    root = args.corpus_dir or Path(tempfile.gettempdir()) / "elman-corpus-bench"
+    res = corpus.bench_corpus(sizes, root, args.compare_src)
+    print(json.dumps(res, indent=1) if args.json else corpus.format_report(res))
     return 0
 
 
