@@ -89,7 +89,7 @@ def synthetic_corpus(path: Path, tokens: int, seed: int = 0) -> Path:
     with open(tmp, "w") as f:
         done = 0
         while done < tokens:
-            n = min(1 << 20, tokens - done)
+            n = min(1 << 20, max(1, round((tokens - done) * 22.5 / 23.5)))  # words; lines average 22.5 + <eos>
             ws = words[np.minimum(np.searchsorted(cdf, rng.random(n) * cdf[-1]), TYPES - 1)].tolist()
             ends = np.cumsum(rng.integers(5, 41, n // 5 + 2))
             cuts = [0, *ends[ends < n].tolist(), n]

@@ -151,7 +151,7 @@ class TokenIds:
 
     def release(self, start: int, stop: int) -> None:
         """Drop the resident pages wholly inside ids [start, stop)."""
-        if self._mm is None or stop <= start:
+        if self._mm is None or stop <= start or not hasattr(mmap, "MADV_DONTNEED"):
             return
         size, page = self.ids.itemsize, mmap.PAGESIZE
         a = -(-(self._offset + start * size) // page) * page

@@ -29,6 +29,7 @@ import signal
 from array import array
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from itertools import count
 from pathlib import Path
@@ -274,6 +275,9 @@ def _ordered_map(fn, jobs, workers: int):
                     yield pending.pop(0).result()
             while pending:
                 yield pending.pop(0).result()
+        except BrokenProcessPool:
+            raise ElmanError(f"a tokeniser process died while reading {jobs[0][0]} (killed, or out of "
+                             f"memory?); nothing was cached; run again") from None
         finally:
             for future in pending:
                 future.cancel()
