@@ -285,3 +285,21 @@ def test_training_on_the_cache_gives_the_in_memory_weights_bit_for_bit(tmp_path,
             continue
         ta, tb = read_safetensors(a), read_safetensors(b)
         assert sorted(ta) == sorted(tb) and all(np.array_equal(ta[k], tb[k]) for k in ta), f
+
+
+def test_eval_reads_a_pipe_as_it_reads_the_file(tmp_path):
+    tr, va = corpus(tmp_path, lines=400), corpus(tmp_path, lines=60, name="v.txt", seed=2)
+    train_module.train(tmp_path / "m", dict(train=str(tr), valid=str(va), hidden=8, embed=8, streams=4, steps=5,
+                                            epochs=1), quiet=True, cache_dir=tmp_path / "c")
+    env = {**os.environ, "PYTHONPATH": SRC}
+    args = [sys.executable, "-m", "elman", "eval", "--model", str(tmp_path / "m"), "--json", "--cache-dir",
+            str(tmp_path / "c2")]
+    from_file = subprocess.run(args + ["--data", str(va)], capture_output=True, text=True, env=env)
+    piped = subprocess.run(args + ["--data", "/dev/stdin"], input=va.read_text(), capture_output=True, text=True,
+                           env=env)
+    assert piped.returncode == 0 and piped.stdout == from_file.stdout and "/dev/stdin" in piped.stderr
+    bad = subprocess.run(args + ["--data", "/dev/stdin"], input="a b\n\udcff\n".encode("utf-8", "surrogateescape"),
+                         capture_output=True, env=env)
+    assert bad.returncode == 2 and bad.stderr.decode().strip().endswith(
+        "elman: error: /dev/stdin: not valid utf-8: byte 0xff at offset 4 (line 2); pass --encoding if the file "
+        "uses another one")

@@ -15,7 +15,9 @@ exits there:
 Time to the first batch is wall time from starting the process (the
 interpreter and its imports included) to the end of the first window's
 update; peak RSS is the process's high-water mark at that moment
-(``ru_maxrss``); the tokeniser's worker processes report theirs apart.
+(``ru_maxrss``), and CPU time its user + system seconds; the tokeniser's
+worker processes report theirs apart (on a busy machine the CPU seconds
+say more than the wall time).
 A last run sweeps one whole epoch of training windows (no model) from the
 cache, with and without handing back the pages behind it, to show what the
 memory map costs over an epoch.
@@ -45,9 +47,11 @@ from elman.training import train as T
 real = T.bptt
 def first(*a, **k):
     out = real(*a, **k)
-    rss = lambda who: resource.getrusage(who).ru_maxrss * 1024
-    print("FIRST " + json.dumps({"at": time.time(), "rss": rss(resource.RUSAGE_SELF),
-                                 "workers_rss": rss(resource.RUSAGE_CHILDREN)}), flush=True)
+    use = resource.getrusage
+    cpu = lambda u: u.ru_utime + u.ru_stime
+    me, kids = use(resource.RUSAGE_SELF), use(resource.RUSAGE_CHILDREN)
+    print("FIRST " + json.dumps({"at": time.time(), "rss": me.ru_maxrss * 1024, "workers_rss": kids.ru_maxrss * 1024,
+                                 "cpu": cpu(me), "workers_cpu": cpu(kids)}), flush=True)
     os._exit(0)
 T.bptt = first
 sys.exit(cli.main(sys.argv[1:]))
@@ -119,6 +123,7 @@ def first_batch(train: Path, valid: Path, out: Path, src: str, cache_dir: Path |
     report, err, t0 = _run(DRIVER, args, src)
     built = re.search(r"token ids of .*?: ([\d,]+) tokenised in [\d.]+ s \(([\d.]+)M tokens/s\)", err)
     return {"seconds": report["at"] - t0, "rss_mb": report["rss"] / 1e6, "workers_rss_mb": report["workers_rss"] / 1e6,
+            "cpu_s": report["cpu"], "workers_cpu_s": report["workers_cpu"],
             "build_mtok_s": float(built.group(2)) if built else None}
 
 
@@ -150,8 +155,8 @@ def bench_corpus(sizes: list[int], root, compare_src: str | None = None) -> dict
 def format_report(res: dict) -> str:
     lines = [f"elman bench --corpus: {res['cpus']} CPUs, load average at start {res['load'][0]:.1f}; "
              f"train d=Dh=200, V<=10k, B=32, T=20; first batch = process start to the first update",
-             f"{'tokens':>12} {'code':>8} {'build Mtok/s':>13} {'1st batch s':>12} {'peak RSS MB':>12} "
-             f"{'workers MB':>11} {'epoch sweep RSS MB (released / kept)':>38}"]
+             f"{'tokens':>12} {'code':>8} {'build Mtok/s':>13} {'1st batch s':>12} {'CPU s (+workers)':>17} "
+             f"{'peak RSS MB':>12} {'workers MB':>11} {'epoch sweep RSS MB (released / kept)':>38}"]
     for r in res["rows"]:
         sweep = (f"{r['sweep_release']['rss'] / 1e6:8.0f} / {r['sweep_keep']['rss'] / 1e6:.0f} "
                  f"({r['sweep_release']['seconds']:.1f} s)")
@@ -159,8 +164,9 @@ def format_report(res: dict) -> str:
             if run is None:
                 continue
             build = f"{run['build_mtok_s']:.1f}" if run.get("build_mtok_s") else "-"
-            lines.append(f"{r['tokens']:>12,} {name:>8} {build:>13} {run['seconds']:>12.1f} {run['rss_mb']:>12.0f} "
-                         f"{run['workers_rss_mb']:>11.0f} {sweep if name == 'warm' else '':>38}")
+            cpu = f"{run['cpu_s']:.1f} + {run['workers_cpu_s']:.1f}"
+            lines.append(f"{r['tokens']:>12,} {name:>8} {build:>13} {run['seconds']:>12.1f} {cpu:>17} "
+                         f"{run['rss_mb']:>12.0f} {run['workers_rss_mb']:>11.0f} {sweep if name == 'warm' else '':>38}")
         lines.append(f"{'':>12} corpus {r['bytes'] / 1e6:.0f} MB, cache {r['cache_bytes'] / 1e6:.0f} MB "
                      f"({r['cache_bytes'] / r['tokens']:.2f} bytes/token)")
     return "\n".join(lines)

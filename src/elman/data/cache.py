@@ -26,6 +26,7 @@ import json
 import mmap
 import os
 import re
+import stat
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +59,9 @@ def id_dtype(V: int):
 
 @dataclass
 class Source:
+    """A corpus file: ``path`` what is read, ``name`` what messages call it."""
     path: Path
+    name: str
     level: str
     codec: str
     size: int
@@ -66,20 +69,21 @@ class Source:
     digest: str
 
     @classmethod
-    def open(cls, path, level: str, encoding: str) -> "Source":
+    def open(cls, path, level: str, encoding: str, name=None) -> "Source":
         path = Path(path)
+        name = str(path) if name is None else str(name)
         check_level(level)
-        codec = codec_name(encoding, path)
-        stat = _stat(path)
+        codec = codec_name(encoding, name)
+        stat = _stat(path, name)
         if stat[2] == 0:
-            raise ElmanError(f"{path}: empty or whitespace-only file, no text to read")
+            raise ElmanError(f"{name}: empty or whitespace-only file, no text to read")
         try:
             digest = cachefile.file_digest(path)
         except OSError as exc:
-            raise read_error(path, exc) from None
+            raise read_error(name, exc) from None
         except Corrupt:
-            raise _changed(path) from None
-        src = cls(path, level, codec, stat[2], stat, digest)
+            raise _changed(name) from None
+        src = cls(path, name, level, codec, stat[2], stat, digest)
         src.check_unchanged()
         return src
 
@@ -90,22 +94,32 @@ class Source:
         return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:32]
 
     def check_unchanged(self) -> None:
-        if _stat(self.path) != self.stat:
-            raise _changed(self.path)
+        if _stat(self.path, self.name) != self.stat:
+            raise _changed(self.name)
 
     def describe(self) -> dict:
-        return {"path": str(self.path.resolve())[-1500:], "bytes": self.size, "level": self.level,
+        name = str(Path(self.name).resolve()) if Path(self.name) == self.path else self.name
+        return {"path": name[-1500:], "bytes": self.size, "level": self.level,
                 "encoding": self.codec, "tokeniser": TOKENISER_VERSION, "content_sha256": self.digest}
 
 
-def _stat(path: Path) -> tuple:
+def _stat(path: Path, name: str) -> tuple:
     try:
         st = os.stat(path)
     except OSError as exc:
-        raise read_error(path, exc) from None
-    if not os.path.isfile(path):
-        raise ElmanError(f"{path}: is a directory, expected a text file")
+        raise read_error(name, exc) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ElmanError(f"{name}: is a directory, expected a text file")
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def is_stream(path) -> bool:
+    """A pipe, socket or terminal: readable once, with no size to check."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False  # Source.open says what is wrong with it
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)
 
 
 def _changed(path) -> ElmanError:
@@ -227,7 +241,7 @@ class Store:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                self.say(f"elman: waiting for another process that builds the token ids of {src.path}")
+                self.say(f"elman: waiting for another process that builds the token ids of {src.name}")
                 fcntl.flock(f, fcntl.LOCK_EX)
             for stale in self.root.glob(f".{src.key}*.tmp"):  # their builders are gone: we hold the lock
                 stale.unlink(missing_ok=True)
@@ -238,9 +252,9 @@ class Store:
         if self.problem is None:
             return True
         if self.explicit:
-            raise ElmanError(f"--cache-dir {self.root}: {self.problem}; cannot cache the token ids of {src.path}")
+            raise ElmanError(f"--cache-dir {self.root}: {self.problem}; cannot cache the token ids of {src.name}")
         self.say(f"elman: the token-id cache {self.root} cannot be used ({self.problem}); reading "
-                 f"{src.path} into memory instead (--cache-dir DIR chooses another)")
+                 f"{src.name} into memory instead (--cache-dir DIR chooses another)")
         return False
 
     def failed(self, exc: OSError) -> ElmanError:

@@ -12,14 +12,17 @@ in memory, never the corpus.
 """
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from elman.data import cachefile
-from elman.data.cache import Source, Store, TokenIds, id_dtype, vocab_key
+from elman.data.cache import Source, Store, TokenIds, id_dtype, is_stream, vocab_key
+from elman.data.corpus import read_error
 from elman.data.tokenise import PART_BYTES, tokenise_file
 from elman.data.vocab import Vocab
 from elman.errors import ElmanError
@@ -27,16 +30,23 @@ from elman.errors import ElmanError
 
 def corpus_ids(path, level: str = "word", encoding: str = "utf-8", vocab: Vocab | None = None,
                max_vocab: int | None = None, min_count: int = 1, cache_dir=None, say=None,
-               workers: int | None = None, part_bytes: int = PART_BYTES) -> tuple[Vocab, TokenIds]:
+               workers: int | None = None, part_bytes: int = PART_BYTES, name=None) -> tuple[Vocab, TokenIds]:
     """``(vocab, ids)`` of a corpus file: with ``vocab`` given, the file read
     under it; without, the vocabulary counted from this file (``max_vocab``,
     ``min_count``, the rules of ``Vocab.from_counts``) and the file read
     under that. ``cache_dir`` defaults to ``cache.default_dir()``; ``say``
-    gets one line saying where the ids came from or went."""
+    gets one line saying where the ids came from or went.
+
+    A pipe (``--data /dev/stdin``) is first copied to a temporary file, a
+    buffer at a time, since it can be read only once."""
     say = (lambda message: None) if say is None else say
     if vocab is None:  # bad options fail before any work
         Vocab.from_counts([], [], max_vocab, min_count)
-    src = Source.open(path, level, encoding)
+    if is_stream(path):
+        with _spooled(path) as copy:
+            return corpus_ids(copy, level, encoding, vocab, max_vocab, min_count, cache_dir, say, workers,
+                              part_bytes, name=path)
+    src = Source.open(path, level, encoding, name)
     store = Store.open(cache_dir, say)
     build = _Build(src, store, workers, part_bytes, say)
     if vocab is None:
@@ -52,7 +62,7 @@ def corpus_ids(path, level: str = "word", encoding: str = "utf-8", vocab: Vocab 
         with store.lock(src):
             ids = store.ids(src, vocab) or build.ids(vocab)
     else:
-        say(f"elman: token ids of {src.path}: {len(ids):,} from the cache, {ids.where}")
+        say(f"elman: token ids of {src.name}: {len(ids):,} from the cache, {ids.where}")
     return vocab, ids
 
 
@@ -66,7 +76,7 @@ class _Build:
 
     def parts(self):
         src = self.src
-        return tokenise_file(src.path, src.codec, src.level, src.size, self.workers, self.part_bytes)
+        return tokenise_file(src.path, src.codec, src.level, src.size, self.workers, self.part_bytes, src.name)
 
     def ids(self, vocab: Vocab) -> TokenIds:
         """The file's ids under a known vocabulary."""
@@ -105,7 +115,7 @@ class _Build:
         """Refuse a changed or empty file before anything is kept."""
         self.src.check_unchanged()
         if n == 0:
-            raise ElmanError(f"{self.src.path}: empty or whitespace-only file, no text to read")
+            raise ElmanError(f"{self.src.name}: empty or whitespace-only file, no text to read")
 
     def _counts(self, tokens: list, counts: np.ndarray) -> None:
         text = ("\n".join(tokens) + "\n").encode("utf-8", "surrogatepass")
@@ -140,9 +150,22 @@ class _Build:
 
     def _said(self, ids: TokenIds, where: str) -> TokenIds:
         dt = max(time.monotonic() - self.started, 1e-9)
-        self.say(f"elman: token ids of {self.src.path}: {len(ids):,} tokenised in {dt:.1f} s "
+        self.say(f"elman: token ids of {self.src.name}: {len(ids):,} tokenised in {dt:.1f} s "
                  f"({len(ids) / dt / 1e6:.1f}M tokens/s), {where}")
         return ids
+
+
+@contextmanager
+def _spooled(path):
+    """A temporary copy of a pipe's text (in the system's temporary directory)."""
+    with tempfile.NamedTemporaryFile(prefix="elman-spool.", suffix=".txt") as copy:
+        try:
+            with open(path, "rb") as stream:
+                shutil.copyfileobj(stream, copy, 1 << 20)
+            copy.flush()
+        except OSError as exc:
+            raise read_error(path, exc) from None
+        yield copy.name
 
 
 def _table(vocab: Vocab, keys: list, dtype) -> np.ndarray:

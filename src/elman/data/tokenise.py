@@ -115,13 +115,14 @@ def _open(path):
 
 
 def tokenise_part(job) -> Part:
-    """Read and tokenise ``job = (path, start, stop, codec, level)``."""
-    path, start, stop, codec, level = job
+    """Read and tokenise ``job = (path, start, stop, codec, level, name)``
+    (``name``: the file as messages call it)."""
+    path, start, stop, codec, level, name = job
     with _open(path) as f:
         f.seek(start)
         data = f.read(stop - start)
     if len(data) != stop - start:
-        raise ElmanError(f"{path}: the file changed while it was being read (it is shorter than "
+        raise ElmanError(f"{name}: the file changed while it was being read (it is shorter than "
                          f"{stop} bytes now); read it again when nothing writes to it")
     if level == "word" and codec in ("utf-8", "ascii") and data.isascii() \
             and not any(c in data for c in _ASCII_WS_OTHER):
@@ -131,7 +132,7 @@ def tokenise_part(job) -> Part:
                            b"\n", b" ", EOS.encode())
         keys = [k.decode("ascii") for k in keys]
     else:
-        text = _decode(path, data, start, codec)
+        text = _decode(path, data, start, codec, name)
         if "\r" in text:
             text = text.replace("\r\n", "\n").replace("\r", "\n")
         keys, ids = (_words(text, "\n", " ", EOS) if level == "word" else _chars(text))
@@ -139,7 +140,7 @@ def tokenise_part(job) -> Part:
     return Part(keys, np.bincount(ids, minlength=len(keys)).astype(np.int64), ids)
 
 
-def _decode(path, data: bytes, start: int, codec: str) -> str:
+def _decode(path, data: bytes, start: int, codec: str, name) -> str:
     if codec == "utf-8-sig" and start > 0:
         codec = "utf-8"  # the signature can only be at the start of the file
     try:
@@ -147,7 +148,7 @@ def _decode(path, data: bytes, start: int, codec: str) -> str:
     except UnicodeDecodeError as exc:
         offset = start + exc.start
         raise ElmanError(
-            f"{path}: not valid {codec}: byte 0x{data[exc.start]:02x} at offset {offset} "
+            f"{name}: not valid {codec}: byte 0x{data[exc.start]:02x} at offset {offset} "
             f"(line {_line_number(path, offset)}); pass --encoding if the file uses another one") from None
     return text[1:] if start == 0 and text.startswith("\ufeff") else text
 
@@ -242,10 +243,12 @@ def default_workers() -> int:
 
 
 def tokenise_file(path, codec: str, level: str, size: int, workers: int | None = None,
-                  part_bytes: int = PART_BYTES) -> Iterator[Part]:
-    """The parts of ``path`` tokenised, in file order, ``workers`` at a time."""
+                  part_bytes: int = PART_BYTES, name=None) -> Iterator[Part]:
+    """The parts of ``path`` tokenised, in file order, ``workers`` at a time
+    (``name``: what messages call the file, by default its path)."""
     check_level(level)
-    jobs = [(str(path), a, b, codec, level) for a, b in part_bounds(path, size, codec, part_bytes)]
+    name = str(path) if name is None else str(name)
+    jobs = [(str(path), a, b, codec, level, name) for a, b in part_bounds(path, size, codec, part_bytes)]
     workers = min(workers or default_workers(), len(jobs))
     if workers <= 1:
         yield from map(tokenise_part, jobs)
@@ -276,7 +279,7 @@ def _ordered_map(fn, jobs, workers: int):
             while pending:
                 yield pending.pop(0).result()
         except BrokenProcessPool:
-            raise ElmanError(f"a tokeniser process died while reading {jobs[0][0]} (killed, or out of "
+            raise ElmanError(f"a tokeniser process died while reading {jobs[0][5]} (killed, or out of "
                              f"memory?); nothing was cached; run again") from None
         finally:
             for future in pending:
