@@ -262,7 +262,8 @@ def test_eval_and_train_take_the_cache_dir(tmp_path, capsys):
     assert err.count("\n") == 1 and "from the cache" in err and str(d) in err
 
 
-@pytest.mark.parametrize("extra", [{}, {"sampled": 7, "dropout": 0.2, "optimizer": "adam"}])
+@pytest.mark.parametrize("extra", [{}, {"sampled": 7, "dropout": 0.2, "optimizer": "adam"},
+                                   {"direct": 0.001, "direct_order": 3, "classes": 4}])
 def test_training_on_the_cache_gives_the_in_memory_weights_bit_for_bit(tmp_path, monkeypatch, extra):
     tr, va = corpus(tmp_path, lines=500), corpus(tmp_path, lines=60, name="v.txt", seed=5)
     opts = dict(train=str(tr), valid=str(va), test=str(va), hidden=12, embed=10, streams=4, steps=6, epochs=2,
