@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-GENERATOR = 1             # bump when the synthetic text changes
+GENERATOR = 2             # bump when the synthetic text changes
 TYPES = 50_000            # distinct words of the synthetic language
 MODEL = ["--hidden", "200", "--embed", "200", "--max-vocab", "10000", "--batch", "32", "--bptt", "20"]
 
@@ -84,9 +84,10 @@ def synthetic_corpus(path: Path, tokens: int, seed: int = 0) -> Path:
     side = path.with_suffix(".json")
     if path.exists() and side.exists() and json.loads(side.read_text()) == meta:
         return path
+    language = np.random.default_rng(0)  # one language for every seed: a validation file shares its words
+    lengths = language.integers(2, 10, TYPES)
+    letters = language.integers(97, 123, lengths.sum()).astype(np.uint8).tobytes().decode()
     rng = np.random.default_rng(seed)
-    lengths = rng.integers(2, 10, TYPES)
-    letters = rng.integers(97, 123, lengths.sum()).astype(np.uint8).tobytes().decode()
     words = np.array([letters[a - n:a] for a, n in zip(np.cumsum(lengths), lengths)], dtype=object)
     cdf = np.cumsum(1.0 / np.arange(1, TYPES + 1) ** 1.05)
     tmp = path.with_suffix(".tmp")
