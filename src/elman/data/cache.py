@@ -65,7 +65,7 @@ class Source:
     level: str
     codec: str
     size: int
-    stat: tuple
+    sig: tuple        # what os.stat says of it: (device, inode, size, mtime, ctime)
     digest: str
 
     @classmethod
@@ -74,8 +74,8 @@ class Source:
         name = str(path) if name is None else str(name)
         check_level(level)
         codec = codec_name(encoding, name)
-        stat = _stat(path, name)
-        if stat[2] == 0:
+        sig = _stat(path, name)
+        if sig[2] == 0:
             raise ElmanError(f"{name}: empty or whitespace-only file, no text to read")
         try:
             digest = cachefile.file_digest(path)
@@ -83,7 +83,7 @@ class Source:
             raise read_error(name, exc) from None
         except Corrupt:
             raise _changed(name) from None
-        src = cls(path, name, level, codec, stat[2], stat, digest)
+        src = cls(path, name, level, codec, sig[2], sig, digest)
         src.check_unchanged()
         return src
 
@@ -94,7 +94,7 @@ class Source:
         return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:32]
 
     def check_unchanged(self) -> None:
-        if _stat(self.path, self.name) != self.stat:
+        if _stat(self.path, self.name) != self.sig:
             raise _changed(self.name)
 
     def describe(self) -> dict:
@@ -111,15 +111,6 @@ def _stat(path: Path, name: str) -> tuple:
     if stat.S_ISDIR(st.st_mode):
         raise ElmanError(f"{name}: is a directory, expected a text file")
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
-
-
-def is_stream(path) -> bool:
-    """A pipe, socket or terminal: readable once, with no size to check."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return False  # Source.open says what is wrong with it
-    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)
 
 
 def _changed(path) -> ElmanError:

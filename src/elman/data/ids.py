@@ -12,17 +12,15 @@ in memory, never the corpus.
 """
 from __future__ import annotations
 
-import shutil
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from elman.data import cachefile
-from elman.data.cache import Source, Store, TokenIds, id_dtype, is_stream, vocab_key
-from elman.data.corpus import read_error
+from elman.data import stream
+from elman.data.cache import Source, Store, TokenIds, id_dtype, vocab_key
 from elman.data.tokenise import PART_BYTES, tokenise_file
 from elman.data.vocab import Vocab
 from elman.errors import ElmanError
@@ -37,15 +35,18 @@ def corpus_ids(path, level: str = "word", encoding: str = "utf-8", vocab: Vocab 
     under that. ``cache_dir`` defaults to ``cache.default_dir()``; ``say``
     gets one line saying where the ids came from or went.
 
-    A pipe (``--data /dev/stdin``) is first copied to a temporary file, a
-    buffer at a time, since it can be read only once."""
+    Standard input or a pipe (``/dev/stdin``) is first copied to a temporary
+    file (``stream.spool``), since it can be read only once."""
     say = (lambda message: None) if say is None else say
     if vocab is None:  # bad options fail before any work
         Vocab.from_counts([], [], max_vocab, min_count)
-    if is_stream(path):
-        with _spooled(path) as copy:
+    if stream.is_stream(path):
+        copy, cleanup = stream.spool(path)
+        try:
             return corpus_ids(copy, level, encoding, vocab, max_vocab, min_count, cache_dir, say, workers,
-                              part_bytes, name=path)
+                              part_bytes, name="standard input" if str(path) == stream.STDIN else path)
+        finally:
+            cleanup()
     src = Source.open(path, level, encoding, name)
     store = Store.open(cache_dir, say)
     build = _Build(src, store, workers, part_bytes, say)
@@ -153,19 +154,6 @@ class _Build:
         self.say(f"elman: token ids of {self.src.name}: {len(ids):,} tokenised in {dt:.1f} s "
                  f"({len(ids) / dt / 1e6:.1f}M tokens/s), {where}")
         return ids
-
-
-@contextmanager
-def _spooled(path):
-    """A temporary copy of a pipe's text (in the system's temporary directory)."""
-    with tempfile.NamedTemporaryFile(prefix="elman-spool.", suffix=".txt") as copy:
-        try:
-            with open(path, "rb") as stream:
-                shutil.copyfileobj(stream, copy, 1 << 20)
-            copy.flush()
-        except OSError as exc:
-            raise read_error(path, exc) from None
-        yield copy.name
 
 
 def _table(vocab: Vocab, keys: list, dtype) -> np.ndarray:

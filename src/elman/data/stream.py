@@ -12,6 +12,7 @@ from __future__ import annotations
 import codecs
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -89,18 +90,39 @@ def _decode(decoder, data: bytes, name, encoding: str, offset: int, newlines: in
                          "uses another one") from None
 
 
+def is_stream(path) -> bool:
+    """Standard input ("-"), a pipe, socket or terminal: readable once."""
+    if str(path) == STDIN:
+        return True
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False  # whoever opens it says what is wrong with it
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)
+
+
 def spool(path) -> tuple[str, callable]:
     """A regular file holding the text of ``path``: ``path`` itself, or for
-    standard input a temporary copy (for a command that must read its input
-    twice, e.g. to count tokens before writing the first score). Returns
-    (file name, cleanup function)."""
-    if str(path) != STDIN:
+    standard input or a pipe (``/dev/stdin``, a FIFO) a temporary copy (for a
+    command that must read its input twice, e.g. to count tokens before
+    writing the first score, or to cache its token ids). Returns (file name,
+    cleanup function)."""
+    if not is_stream(path):
         return str(path), lambda: None
     fd, name = tempfile.mkstemp(prefix="elman-stdin-", suffix=".txt")
     try:
-        with os.fdopen(fd, "wb") as out:
-            shutil.copyfileobj(sys.stdin.buffer, out, CHUNK)
+        source, close = _open_binary(path)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                shutil.copyfileobj(source, out, CHUNK)
+        finally:
+            if close:
+                source.close()
     except OSError as exc:
         os.unlink(name)
-        raise ElmanError(f"cannot keep standard input in a temporary file ({exc.strerror or exc})") from None
+        what = "standard input" if str(path) == STDIN else path
+        raise ElmanError(f"cannot keep {what} in a temporary file ({exc.strerror or exc})") from None
+    except BaseException:
+        os.unlink(name)
+        raise
     return name, lambda: Path(name).unlink(missing_ok=True)
