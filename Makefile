@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test,demo,plot]'
+	$(BIN)/python -m pip install -q -e '.[test,demo,plot,mpi,kenlm,export]'
 	touch $(STAMP)
 
 test: $(STAMP)

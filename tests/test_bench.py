@@ -117,3 +117,28 @@ def test_bench_a_recipe_with_direct_connections_and_dropout(capsys):
     assert "direct M=1000 order 4 + dropout 0.25" in format_report(res)
     assert cli.main(["bench", "--V", "40", "--direct", "0.00001"]) == 2
     assert "fewer than the 40 words" in capsys.readouterr().err
+
+
+def test_corpus_bench_runs_cold_then_warm_and_reports(tmp_path):
+    from elman.bench import corpus
+
+    assert corpus.parse_size("10M") == 10_000_000 and corpus.parse_size("2.5k") == 2500
+    with pytest.raises(ValueError):
+        corpus.parse_size("ten")
+    res = corpus.bench_corpus([30_000], tmp_path)
+    [row] = res["rows"]
+    text = (tmp_path / "train-30000.txt").read_text()
+    tokens = len(text.split()) + text.count("\n")
+    assert abs(tokens - 30_000) < 300 and row["bytes"] == len(text)
+    assert row["cold"]["build_mtok_s"] > 0 and row["warm"]["build_mtok_s"] is None   # warm: from the cache
+    assert row["cold"]["seconds"] > 0 and row["warm"]["seconds"] > 0 and row["warm"]["rss_mb"] > 0
+    valid = (tmp_path / "valid-2000.txt").read_text()
+    types = set(text.split()) | {"<eos>"}
+    listing = sum(len(t) + 1 for t in types)
+    counts_entry = 4096 + listing + -listing % 8 + 8 * len(types)
+    ids_entries = 2 * 4096 + 2 * tokens + 2 * (len(valid.split()) + valid.count("\n"))   # uint16
+    assert row["cache_bytes"] == ids_entries + counts_entry
+    assert row["sweep_release"]["rss"] > 0 and "bytes/token" in corpus.format_report(res)
+    before = (tmp_path / "train-30000.txt").stat().st_mtime_ns
+    corpus.synthetic_corpus(tmp_path / "train-30000.txt", 30_000)                   # made once, then reused
+    assert (tmp_path / "train-30000.txt").stat().st_mtime_ns == before

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from elman import cli
-from elman.inference.evaluate import (detokenize, line_log10_probs, load, perplexity, read_line_ids, sample,
-                            stream_losses)
+from elman.inference.evaluate import detokenize, load, perplexity, sample, stream_losses
+from elman.inference.score import batched
 from elman.core.model import Params, output_probs, rnn_step
 from elman.training.train import train
 
@@ -66,17 +66,18 @@ def test_line_scores_equal_the_per_line_computation(classes):
     p = _model(classes=classes)
     rng = np.random.default_rng(5)
     lines = [np.r_[rng.integers(1, V, n), EOS] for n in (3, 0, 7, 1, 3, 12, 5, 2)]
-    want = [_direct_losses(p, line).sum() / -math.log(10) for line in lines]
-    for batch in (1, 3, 64):  # padding and sorting must not change a score
-        np.testing.assert_allclose(line_log10_probs(p, lines, EOS, batch=batch), want, rtol=1e-12)
+    want = [_direct_losses(p, line) for line in lines]
+    for positions, window in ((1, 1), (3, 2), (20, 5), (2048, 256)):  # batches, padding, windows: the same numbers
+        for got, w in zip(batched(p, lines, EOS, positions=positions, window=window), want):
+            np.testing.assert_allclose(got, w, rtol=1e-12)
 
 
 def test_a_line_score_does_not_depend_on_its_neighbours():
     p = _model()
     line = np.array([4, 5, 6, EOS])
-    alone = line_log10_probs(p, [line], EOS)[0]
-    with_others = line_log10_probs(p, [np.array([7] * 20 + [EOS]), line, np.array([EOS])], EOS)[1]
-    assert with_others == pytest.approx(alone, rel=1e-12)
+    alone = batched(p, [line], EOS)[0]
+    with_others = batched(p, [np.array([7] * 20 + [EOS]), line, np.array([EOS])], EOS)[1]
+    np.testing.assert_allclose(with_others, alone, rtol=1e-12)
 
 
 def test_sampling_is_deterministic_for_a_seed():
@@ -160,9 +161,9 @@ def test_score_one_line_per_input_line_then_the_total(trained, capsys, tmp_path)
     assert all(s < 0 for s in scores)
     assert float(out[-1].split()[1]) == pytest.approx(sum(scores), abs=1e-5)
     p, vocab, cfg = load(trained / "m")
-    lines = read_line_ids(f, vocab, cfg)
-    assert [len(x) for x in lines] == [4, 1, 3]  # the blank line is an empty sentence: just <eos>
-    want = _direct_losses(p, lines[2], prev=vocab.eos_id).sum() / -math.log(10)
+    assert scores[1] == pytest.approx(math.log10(output_probs(p, rnn_step(p, [vocab.eos_id], np.zeros((1, p.Dh))))
+                                                 [0, vocab.eos_id]), abs=2e-6)  # a blank line: just <eos>
+    want = _direct_losses(p, vocab.encode("zebra the <eos>".split()), prev=vocab.eos_id).sum() / -math.log(10)
     assert scores[2] == pytest.approx(want, abs=2e-6)
 
 

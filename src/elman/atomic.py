@@ -5,6 +5,7 @@ fsync the directory so the rename itself survives a power cut.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -26,11 +27,20 @@ def fsync_dir(path) -> None:
         os.close(fd)
 
 
+def _new_file_mode() -> int:
+    """The mode open() would give a new file (0666 less the umask): mkstemp's
+    own 0600 would make every written file private to its owner."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path, data: bytes) -> None:
     path = Path(path)
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.fchmod(fd, _new_file_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -59,3 +69,33 @@ def json_bytes(obj) -> bytes:
 
 def atomic_write_json(path, obj) -> None:
     atomic_write_bytes(path, json_bytes(obj))
+
+
+@contextlib.contextmanager
+def atomic_text_stream(path):
+    """A text file written as it goes (``--per-token``) that appears whole or
+    not at all: lines go into a temporary file beside ``path``, which
+    replaces it only when the ``with`` block ends without an exception."""
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.fchmod(fd, _new_file_mode())
+    except OSError as exc:
+        raise ElmanError(f"{path}: cannot write it ({exc.strerror or exc})") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            yield f
+            _finish(f, tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    fsync_dir(path.parent)
+
+
+def _finish(f, tmp: str, path: Path) -> None:
+    try:
+        f.flush()
+        os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise ElmanError(f"{path}: cannot write it ({exc.strerror or exc})") from None

@@ -245,12 +245,16 @@ def read_safetensors(path, data: bytes | None = None) -> dict[str, np.ndarray]:
     path = Path(path)
     if data is None:
         data = _read(path)
-    if data[:1] == b"\x80" or data[:2] in (b"PK",):
-        raise ElmanError(f"{path}: not a safetensors file (it looks like a pickle or a zip, "
-                         "which elman never loads: they can run code)")
     try:
+        # Parsing a safetensors file runs nothing; only its failure needs a
+        # closer look. (A safetensors file starts with its header's length,
+        # and a length of 128 + 256k starts with 0x80, the byte that also
+        # starts a pickle: the signature alone would refuse good files.)
         arrays = load(data)
     except Exception as exc:  # the Rust parser raises its own error types
+        if data[:1] == b"\x80" or data[:2] in (b"PK",):
+            raise ElmanError(f"{path}: not a safetensors file (it looks like a pickle or a zip, "
+                             "which elman never loads: they can run code)") from None
         reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
         raise ElmanError(f"{path}: not a valid safetensors file (truncated or foreign: {reason})") from None
     return arrays

@@ -23,11 +23,13 @@ COMMANDS = [
     inference.add_eval,
     inference.add_score,
     inference.add_generate,
+    inference.add_export,
     tools.add_plot,
     tools.add_demo,
     explain.add_explain,
     explain.add_check,
     tools.add_bench,
+    tools.add_cache,
 ]
 
 # Exit statuses: 2 a usage or input error (one line), 130 interrupted, 70 a bug.
@@ -57,7 +59,8 @@ def main(argv=None) -> int:
     try:
         return int(args.func(args) or 0)
     except ElmanError as exc:
-        print(f"elman: error: {exc}", file=sys.stderr)
+        if not getattr(exc, "silent", False):  # one MPI process (rank 0) speaks for all that failed alike
+            print(f"elman: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("elman: interrupted", file=sys.stderr)

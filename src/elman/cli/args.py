@@ -38,8 +38,19 @@ def add_sizes(p, V: int, d: int, Dh: int, B: int, T: int) -> None:
 def add_model_and_data(p, data=True) -> None:
     p.add_argument("--model", required=True, metavar="DIR", help="model directory written by elman train")
     if data:
-        p.add_argument("--data", required=True, metavar="FILE", help="text, one sentence a line")
+        p.add_argument("--data", required=True, metavar="FILE", help="text, one sentence a line ('-': standard input)")
         p.add_argument("--encoding", help="text encoding (default: the model's training encoding)")
+
+
+def add_cache_dir(p) -> None:
+    p.add_argument("--cache-dir", metavar="DIR",
+                   help="the token-id cache (default $XDG_CACHE_HOME/elman/ids or ~/.cache/elman/ids)")
+
+
+def say(message: str) -> None:
+    """One line for the user on stderr (stdout stays the command's output)."""
+    import sys
+    print(message, file=sys.stderr, flush=True)
 
 
 def emit(text: str, out) -> None:

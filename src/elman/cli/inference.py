@@ -1,7 +1,7 @@
 """``elman eval``, ``elman score``, ``elman generate``."""
 from __future__ import annotations
 
-from elman.cli.args import add_model_and_data, positive_float, positive_int
+from elman.cli.args import add_cache_dir, add_model_and_data, positive_float, positive_int, say
 
 DYNAMIC_LR = 0.1   # keep equal to elman.inference.dynamic.DEFAULT_LR (the CLI does not import it: speed)
 
@@ -11,15 +11,36 @@ def add_dynamic(p, unit: str) -> None:
                    help=f"dynamic evaluation: after each {unit} is scored, one SGD step on it with rate LR "
                         f"per token (default rate {DYNAMIC_LR:g}); the model file is not changed")
 
+
+def _add_rescoring(p) -> None:
+    """--per-token, --ngram/--lm-prob, --lambda, --heldout(-lm-prob), --json: eval's and score's alike."""
+    from elman.inference.interpolate import parse_lambda
+    p.add_argument("--per-token", metavar="FILE",
+                   help="write each predicted token and its log10 probability (token<TAB>log10 P), in order")
+    other = p.add_mutually_exclusive_group()
+    other.add_argument("--ngram", metavar="LM", help="interpolate with this n-gram model (ARPA or KenLM "
+                                                     "binary; pip install 'elman[kenlm]')")
+    other.add_argument("--lm-prob", metavar="FILE", help="interpolate with another model's per-token "
+                                                         "probabilities (one a line, RNNLM's -lm-prob format, "
+                                                         "or a --per-token file)")
+    p.add_argument("--lambda", dest="lam", type=parse_lambda, metavar="L",
+                   help="weight of elman: P = L*P_elman + (1-L)*P_other, L in [0, 1], or auto (EM on --heldout)")
+    p.add_argument("--heldout", metavar="FILE", help="text to fit --lambda auto on (read as --data is)")
+    p.add_argument("--heldout-lm-prob", metavar="FILE", help="with --lm-prob: the other model's "
+                                                             "probabilities of the --heldout text")
+    p.add_argument("--json", action="store_true", help="JSON lines for machines")
+
+
 def add_eval(sub):
     p = sub.add_parser("eval", help="perplexity and bits per token of a text",
                        description="The text is one stream: h0 = 0, <eos> before the first token, every "
                                    "token including each line's <eos> predicted, unknown words as <unk>.")
     add_model_and_data(p)
-    p.add_argument("--json", action="store_true", help="print one JSON line")
+    _add_rescoring(p)
     add_dynamic(p, "segment of T tokens")
     p.add_argument("--bptt", type=positive_int, metavar="T",
                    help="with --dynamic: the segment length (default: the model's training --bptt)")
+    add_cache_dir(p)
     p.set_defaults(func=run_eval)
 
 
@@ -33,7 +54,14 @@ def run_eval(args) -> int:
     if args.bptt is not None and args.dynamic is None:
         raise ElmanError("--bptt sets the segments of --dynamic; give --dynamic too")
     p, vocab, cfg = evaluate.load(args.model)
-    ids = evaluate.read_ids(args.data, vocab, cfg, args.encoding)
+    if args.per_token or args.ngram or args.lm_prob or args.lam is not None or args.data == "-":
+        if args.dynamic is not None:
+            raise ElmanError("eval --dynamic reads a file and prints the perplexity only: it does not take "
+                             "--per-token, --ngram, --lm-prob or --data - (elman score --dynamic does)")
+        from elman.inference import rescore
+        rescore.run(p, vocab, cfg, args, "eval")
+        return 0
+    ids = evaluate.read_ids(args.data, vocab, cfg, args.encoding, cache_dir=args.cache_dir, say=say)
     if args.dynamic is None:
         result = evaluate.perplexity(p, ids, vocab.eos_id)
         how = ""
@@ -51,25 +79,31 @@ def run_eval(args) -> int:
 
 def add_score(sub):
     p = sub.add_parser("score", help="log10 probability of each line (n-best rescoring)",
-                       description="One log10 probability per line of the file (its tokens and its <eos>, "
-                                   "each line from h0 = 0 after <eos>, as RNNLM's -test; a blank line "
-                                   "scores an empty sentence), then 'total <sum>'.")
+                       description="One log10 probability per input line, written as it is done (its tokens "
+                                   "and its <eos>; a blank line scores an empty sentence), then 'total <sum>'. "
+                                   "Each line starts from h0 = 0 after <eos> (--independent, the default); "
+                                   "--carry reads the lines as one stream, as RNNLM's -test does. --data - "
+                                   "reads standard input.")
     add_model_and_data(p)
+    p.add_argument("--nbest", action="store_true",
+                   help="each line is 'ID hypothesis': the id is not scored, hypotheses with one id start "
+                        "from the same state")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--independent", action="store_true",
+                      help="every line (hypothesis) from h0 = 0 (the default)")
+    mode.add_argument("--carry", action="store_true",
+                      help="carry the state: from line to line, or with --nbest from the first hypothesis "
+                           "of an utterance to every hypothesis of the next (RNNLM's default)")
+    _add_rescoring(p)
     add_dynamic(p, "line")
     p.set_defaults(func=run_score)
 
 
 def run_score(args) -> int:
-    from elman.inference import evaluate
+    from elman.inference import evaluate, rescore
 
     p, vocab, cfg = evaluate.load(args.model)
-    lines = evaluate.read_line_ids(args.data, vocab, cfg, args.encoding)
-    if args.dynamic is None:
-        scores = evaluate.line_log10_probs(p, lines, vocab.eos_id)
-    else:
-        scores = evaluate.dynamic_line_log10_probs(p, lines, args.dynamic)
-    print("\n".join(f"{v:.6f}" for v in scores))
-    print(f"total {scores.sum():.6f}")
+    rescore.run(p, vocab, cfg, args, "score")
     return 0
 
 
@@ -93,4 +127,23 @@ def run_generate(args) -> int:
     prime = line_tokens(args.prime, level)
     ids = evaluate.sample(p, vocab.encode(prime), vocab.eos_id, args.words, args.temperature, args.seed)
     print(evaluate.detokenize(prime + vocab.decode(ids), level))
+    return 0
+
+
+def add_export(sub):
+    p = sub.add_parser("export", help="the model as an ONNX graph (pip install 'elman[export]')",
+                       description="Write an ONNX graph (inputs ids int64 [B,T] and h0 float32 [B,Dh]; outputs "
+                                   "log_probs float32 [B,T,V], natural log, and h [B,Dh]) and vocab.txt beside "
+                                   "it; the <unk> and <eos> ids are in the graph's metadata.")
+    add_model_and_data(p, data=False)
+    p.add_argument("--onnx", required=True, metavar="FILE.onnx", help="the graph to write")
+    p.set_defaults(func=run_export)
+
+
+def run_export(args) -> int:
+    from elman.inference import onnx_export
+
+    meta = onnx_export.export(args.model, args.onnx)
+    print(f"wrote {args.onnx} ({meta['output']} softmax, V={meta['vocab_size']}, Dh={meta['hidden_size']}) "
+          f"and vocab.txt beside it (<eos> id {meta['eos_id']}, <unk> id {meta['unk_id']})")
     return 0

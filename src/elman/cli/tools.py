@@ -1,7 +1,7 @@
 """``elman gradcheck``, ``elman bench``, ``elman plot``, ``elman demo``."""
 from __future__ import annotations
 
-from elman.cli.args import add_sizes, ngram_order, nonnegative_float, positive_float, positive_int, rate
+from elman.cli.args import add_cache_dir, add_sizes, ngram_order, nonnegative_float, positive_float, positive_int, rate
 from elman.errors import ElmanError
 
 def add_gradcheck(sub):
@@ -41,7 +41,17 @@ def add_bench(sub):
     p.add_argument("--direct-order", type=ngram_order, default=3, metavar="N", help="their order (default 3)")
     p.add_argument("--dropout", type=rate, default=0.0, metavar="P", help="the recipe's dropout rate")
     p.add_argument("--vs-torch", action="store_true", help="also run PyTorch eager autograd on the same model")
+    p.add_argument("--processes", type=positive_int, metavar="N",
+                   help="instead: N MPI processes x 1 thread against 1 process x N threads, training on the "
+                        "same B streams, and the predicted words/s of N machines (needs elman[mpi])")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--corpus", metavar="SIZES",
+                   help="instead: corpora of these token counts (e.g. 10M,100M), synthetic; cache build speed, "
+                        "time to the first training batch cold and warm, peak memory")
+    p.add_argument("--corpus-dir", metavar="DIR", help="where --corpus makes its corpora and caches "
+                                                      "(default: elman-corpus-bench in the temporary directory)")
+    p.add_argument("--compare-src", metavar="DIR", help="with --corpus: also run the elman whose source tree "
+                                                        "(the directory holding elman/) is DIR")
     p.set_defaults(func=run_bench)
 
 
@@ -51,6 +61,8 @@ def run_bench(args) -> int:
 
     from elman.bench.speed import Config, bench, format_report
 
+    if args.corpus:
+        return _bench_corpus(args)
     if args.V < 2:
         raise ElmanError("--V must be at least 2")
     if args.classes > args.V:
@@ -65,8 +77,47 @@ def run_bench(args) -> int:
     cfg = Config(V=args.V, d=args.d, Dh=args.Dh, B=args.B, T=args.T, dtype=args.dtype,
                  classes=args.classes, sampled=args.sampled, direct=M, direct_order=args.direct_order,
                  dropout=args.dropout, seed=args.seed)
+    if args.processes:
+        return _bench_processes(args, cfg)
     res = bench(cfg, steps=args.steps, rounds=min(args.rounds, args.steps), vs_torch=args.vs_torch)
     print(json.dumps(res, indent=1) if args.json else format_report(res))
+    return 0
+
+
+def _bench_processes(args, cfg) -> int:
+    import importlib.util
+    import json
+
+    from elman.bench import parallel
+
+    if args.classes or args.vs_torch or args.direct or args.dropout:
+        raise ElmanError("--processes compares processes with threads on the full or sampled softmax; "
+                         "drop --classes, --direct, --dropout and --vs-torch")
+    if args.B % args.processes:
+        raise ElmanError(f"--B {args.B}: {args.processes} processes cannot share {args.B} streams equally")
+    if importlib.util.find_spec("mpi4py") is None:
+        raise ElmanError("--processes needs mpi4py and mpiexec: pip install 'elman[mpi]'")
+    res = parallel.bench(cfg, args.processes, steps=args.steps, rounds=min(args.rounds, args.steps))
+    print(json.dumps(res, indent=1) if args.json else parallel.format_report(res))
+    return 0
+
+
+def _bench_corpus(args) -> int:
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from elman.bench import corpus
+
+    try:
+        sizes = [corpus.parse_size(x) for x in args.corpus.split(",")]
+    except ValueError as exc:
+        raise ElmanError(f"--corpus: {exc}") from None
+    if args.compare_src and not (Path(args.compare_src) / "elman").is_dir():
+        raise ElmanError(f"--compare-src {args.compare_src}: no elman package there (give the src directory)")
+    root = args.corpus_dir or Path(tempfile.gettempdir()) / "elman-corpus-bench"
+    res = corpus.bench_corpus(sizes, root, args.compare_src)
+    print(json.dumps(res, indent=1) if args.json else corpus.format_report(res))
     return 0
 
 
@@ -95,3 +146,37 @@ def run_demo(args) -> int:
     from elman.demo import demo
 
     return demo(args.out, minutes=args.minutes)
+
+
+def add_cache(sub):
+    p = sub.add_parser("cache", help="list or clear the token-id cache",
+                       description="Corpus files are tokenised once into the token-id cache; list its entries "
+                                   "or clear them (only files elman wrote, and none a running build holds).")
+    p.add_argument("action", choices=("list", "clear"))
+    add_cache_dir(p)
+    p.set_defaults(func=run_cache)
+
+
+def run_cache(args) -> int:
+    from pathlib import Path
+
+    from elman.data import cache
+
+    root = Path(args.cache_dir) if args.cache_dir else cache.default_dir()
+    try:
+        if args.action == "clear":
+            removed, freed, busy = cache.clear(root)
+            print(f"removed {removed} files ({freed / 1e6:.1f} MB) from {root}"
+                  + (f"; kept {len(busy)} sources a running build holds" if busy else ""))
+            return 0
+        rows = cache.list_entries(root)
+    except OSError as exc:
+        raise ElmanError(f"{root}: cannot {args.action} the token-id cache ({exc.strerror or exc})") from None
+    print(f"{root}: {len(rows)} entries, {sum(r['bytes'] for r in rows) / 1e6:.1f} MB")
+    for r in rows:
+        src = r.get("source", {})
+        what = (f"{r['kind']:6s} {r['items']:>13,} {'tokens' if r['kind'] == 'ids' else 'types':6s}"
+                if "problem" not in r else f"unusable: {r['problem']}")
+        print(f"  {Path(r['file']).name}  {r['bytes'] / 1e6:9.1f} MB  {what}  {src.get('level', '')} "
+              f"{src.get('path', '')}")
+    return 0

@@ -5,7 +5,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from elman.cli.args import ngram_order, nonnegative_float, positive_float, positive_int, rate
+from elman.cli.args import add_cache_dir, ngram_order, nonnegative_float, positive_float, positive_int, rate
 from elman.errors import ElmanError
 from elman.training.optim import DEFAULT_LR
 from elman.training.state import Settings, default
@@ -71,11 +71,13 @@ def add_train(sub):
     again.add_argument("--resume", action="store_true", help="continue the run saved in DIR/last")
     again.add_argument("--force", action="store_true", help="replace a model already in DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    add_cache_dir(p)
     p.set_defaults(func=run_train)
 
 
 # The Settings fields an option may set (train, valid, test are resolved apart).
-_FROM_OPTIONS = [f.name for f in fields(Settings) if f.name not in ("train", "valid", "test")]
+# (``processes`` is not an option: it is the number of MPI processes running.)
+_FROM_OPTIONS = [f.name for f in fields(Settings) if f.name not in ("train", "valid", "test", "processes")]
 
 
 def run_train(args) -> int:
@@ -95,8 +97,9 @@ def run_train(args) -> int:
         options.update(zip(("train", "valid", "test"), (str(Path(f).resolve()) if f else None for f in files)))
     try:
         train(args.out, options, resume=args.resume, force=args.force, quiet=args.quiet,
-              time_budget=None if args.minutes is None else 60 * args.minutes)
+              time_budget=None if args.minutes is None else 60 * args.minutes, cache_dir=args.cache_dir)
     except Interrupted as exc:
-        print(exc, file=sys.stderr)
+        if not getattr(exc, "silent", False):    # under MPI, rank 0 says it for all
+            print(exc, file=sys.stderr)
         return 130
     return 0

@@ -101,12 +101,23 @@ def _forward_positions(p: Params, inputs, targets, h0, e_mask=None):
     return x, e, hs, caches, y, hs[1:].reshape(len(y), -1)
 
 
-def dropout_masks(p: Params, B: int, T: int, rate: float, seed):
+def dropout_masks(p: Params, B: int, T: int, rate: float, seed, streams=None):
     """The masks ``bptt`` applies for ``dropout=(rate, seed)``: for e(t)
     (B*T,d) and for h(t) as the output layer sees it (B*T,Dh), rows
-    time-major (t*B + b), drawn from ``numpy.random.default_rng(seed)``."""
+    time-major (t*B + b), drawn from ``numpy.random.default_rng(seed)``.
+
+    ``streams`` = (first, total): these B streams are streams first..first+B-1
+    of a batch of ``total`` (one process's share of a data-parallel batch):
+    the masks are drawn for all ``total`` and these streams' rows kept, so
+    the processes together apply the one-process masks."""
+    first, total = (0, B) if streams is None else streams
+    if not 0 <= first <= total - B:
+        raise ValueError(f"streams {first}..{first + B - 1} are not among the {total} of the batch")
     rng = np.random.default_rng(seed)
-    return (dropout_mask(rng, (B * T, p.d), rate, p.dtype), dropout_mask(rng, (B * T, p.Dh), rate, p.dtype))
+    masks = (dropout_mask(rng, (total * T, p.d), rate, p.dtype), dropout_mask(rng, (total * T, p.Dh), rate, p.dtype))
+    if total == B:
+        return masks
+    return tuple(np.ascontiguousarray(m.reshape(T, total, -1)[:, first:first + B]).reshape(B * T, -1) for m in masks)
 
 
 def features(p: Params, inputs, history=None):
@@ -132,10 +143,11 @@ def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dro
     and gradients are then that loss's, exactly). ``sparse``: dJ/dL, and
     under ``sampled`` dJ/dU and dJ/db2, as ``SparseGrad`` (only the rows or
     columns the window touched; what the trainer's optimizers take).
-    ``dropout`` = (rate, seed): inverted dropout (Zaremba et al. 2014) on
-    the connections that are not recurrent, e(t) into the recurrence and
-    h(t) into the output layer, with the masks of ``dropout_masks``; the
-    same seed, the same masks (and a deterministic loss to check).
+    ``dropout`` = (rate, seed) or (rate, seed, streams): inverted dropout
+    (Zaremba et al. 2014) on the connections that are not recurrent, e(t)
+    into the recurrence and h(t) into the output layer, with the masks of
+    ``dropout_masks``; the same seed, the same masks (and a deterministic
+    loss to check).
     ``scale``: the gradients are those of scale·loss (the trainer's mean
     over positions, 1/(B·T)); the factor enters where dJ/dz2 is formed, on
     the (N,·) side of the output layer's products, not as one more pass over
@@ -227,11 +239,15 @@ def forward_losses(p: Params, inputs, targets, h0, history=None):
     return next(window_losses(p, [(inputs, targets)], h0, history))
 
 
-def window_losses(p: Params, windows, h0, history=None):
+def window_losses(p: Params, windows, h0, history=None, states: bool = False):
     """``forward_losses`` of consecutive windows, the state carried from one
     to the next: yields (losses (B,T), h_last) for each (inputs, targets)
     of the iterable ``windows``. With direct connections the words before
     each window are carried too (``history``: those before the first).
+
+    A window may have fewer streams than the one before: its B' rows
+    continue the first B' streams (scoring drops lines that have ended).
+    ``states``: yield every step's state, (T,B,Dh), instead of h_last.
 
     Pipelined: the next window's recurrence, which is sequential and needs
     one core, runs while the other cores compute this window's output
@@ -243,7 +259,10 @@ def window_losses(p: Params, windows, h0, history=None):
         window = next(windows, None)
         if window is None or p.D is None:
             return window, None
-        ctx = dc.contexts(window[0], carried[0], p.order)
+        before = carried[0]
+        if before is not None:                   # a window of fewer streams continues the first ones
+            before = before[:np.shape(window[0])[0]]
+        ctx = dc.contexts(window[0], before, p.order)
         carried[0] = dc.next_history(ctx, p.order)
         return window, dc.Features(p.D, p.order, p.V, p.classes, ctx)
 
@@ -255,12 +274,12 @@ def window_losses(p: Params, windows, h0, history=None):
         window, next_feats = fetch()
 
         def ahead(hs=hs, window=window):
-            return None if window is None else _forward_positions(p, *window, hs[-1])
+            return None if window is None else _forward_positions(p, *window, hs[-1][:np.shape(window[0])[0]])
 
         losses, ready = _bounded_losses(p, h_all, y, ahead, feats)
         feats = next_feats
         T, B = hs.shape[0] - 1, hs.shape[1]
-        yield losses.reshape(T, B).T, hs[-1].copy()
+        yield losses.reshape(T, B).T, (hs[1:] if states else hs[-1].copy())
 
 
 # Output units times rows that evaluation computes at once: 2^26 logits, 256 MB

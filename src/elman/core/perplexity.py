@@ -6,35 +6,63 @@ The text is one stream: h0 = 0, the word before the first token is
 run in windows of ``window`` steps with the state carried across them, the
 same computation as one token at a time; it is *not* split into B parallel
 streams, since each would restart from h0 = 0 and see less context.
+
+Memory does not grow with the text: ``ids`` may be a memory map of any
+length, read one window at a time (int64 copies of ``window`` ids), and the
+output layer holds the logits of one window, ``window`` × V floats, plus
+the next window's recurrence in flight. The per-token losses are summed
+exactly (``math.fsum``), so the figure does not depend on the windowing.
 """
 from __future__ import annotations
 
 import math
+from itertools import chain
 
 import numpy as np
 
 from elman.core.model import window_losses
 
+WINDOW = 256            # positions per window: eval's logits are WINDOW × V floats
+RELEASE_EVERY = 1 << 16  # ids between calls of ``release``
 
-def stream_losses(p, ids, eos_id: int, window: int = 256) -> np.ndarray:
+
+def stream_windows(ids, eos_id: int, window: int = WINDOW, release=None):
+    """``(inputs, targets)`` (1, <=window) int64 windows of ``ids`` read as
+    one stream; ``release(0, s)``, when given, is told every so often that
+    ids before s will not be read again."""
+    for s in range(0, len(ids), window):
+        y = np.asarray(ids[s:s + window], dtype=np.int64)
+        x = np.concatenate([[eos_id] if s == 0 else np.asarray(ids[s - 1:s], dtype=np.int64), y[:-1]])
+        if release is not None and s and s % RELEASE_EVERY < window:
+            release(0, s - 1)
+        yield x[None, :], y[None, :]
+
+
+def stream_window_losses(p, ids, eos_id: int, window: int = WINDOW, release=None):
+    """-ln P(token) of each window of ``ids`` as one stream: float64 (w,) arrays, in order."""
+    h0 = np.zeros((1, p.Dh), dtype=p.dtype)
+    for losses, _ in window_losses(p, stream_windows(ids, eos_id, window, release), h0):
+        yield np.asarray(losses[0], dtype=np.float64)
+
+
+def stream_losses(p, ids, eos_id: int, window: int = WINDOW) -> np.ndarray:
     """-ln P(token) for every token of ``ids`` read as one stream, float64 (N,)."""
-    ids = np.asarray(ids, dtype=np.int64)
-    x = np.concatenate([[eos_id], ids[:-1]])
-    losses = np.empty(len(ids))
-    starts = range(0, len(ids), window)
-    windows = ((x[None, s:s + window], ids[None, s:s + window]) for s in starts)
-    for s, (out, _) in zip(starts, window_losses(p, windows, np.zeros((1, p.Dh), dtype=p.dtype))):
-        losses[s:s + window] = out[0]
-    return losses
+    parts = list(stream_window_losses(p, ids, eos_id, window))
+    return np.concatenate(parts) if parts else np.zeros(0)
 
 
-def perplexity(p, ids, eos_id: int) -> dict:
+def perplexity(p, ids, eos_id: int, release=None) -> dict:
     """``{"perplexity", "tokens", "bits_per_token"}`` of ``ids`` as one stream."""
-    return summary(stream_losses(p, ids, eos_id))
+    losses = stream_window_losses(p, ids, eos_id, release=release)
+    return _result(math.fsum(chain.from_iterable(part.tolist() for part in losses)), len(ids))
 
 
 def summary(losses) -> dict:
-    """``{"perplexity", "tokens", "bits_per_token"}`` of per-token losses in nats."""
-    n = len(losses)
-    mean = float(np.sum(losses)) / n
+    """``{"perplexity", "tokens", "bits_per_token"}`` of per-token losses in
+    nats, summed exactly as ``perplexity`` sums them."""
+    return _result(math.fsum(np.asarray(losses, dtype=np.float64).ravel().tolist()), len(losses))
+
+
+def _result(nats: float, n: int) -> dict:
+    mean = nats / n
     return {"perplexity": math.exp(mean) if mean < 709 else math.inf, "tokens": n, "bits_per_token": mean / math.log(2.0)}

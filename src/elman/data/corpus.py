@@ -24,21 +24,24 @@ CORPUS_FILES = ("train.txt", "valid.txt", "test.txt")
 
 # -- reading text ---------------------------------------------------------------
 
+def read_error(path, exc: OSError) -> ElmanError:
+    """The one-line error for a text file that cannot be opened or read."""
+    if isinstance(exc, FileNotFoundError):
+        return ElmanError(f"{path}: no such file")
+    if isinstance(exc, IsADirectoryError) or exc.errno == errno.EISDIR:
+        return ElmanError(f"{path}: is a directory, expected a text file")
+    if isinstance(exc, PermissionError):
+        return ElmanError(f"{path}: cannot read it (permission denied)")
+    return ElmanError(f"{path}: cannot read it ({exc.strerror or exc})")
+
+
 def read_text(path, encoding: str = "utf-8") -> str:
     """The decoded text of ``path``; every failure is one ElmanError naming it."""
     path = Path(path)
     try:
         data = path.read_bytes()
-    except FileNotFoundError:
-        raise ElmanError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ElmanError(f"{path}: is a directory, expected a text file") from None
-    except PermissionError:
-        raise ElmanError(f"{path}: cannot read it (permission denied)") from None
     except OSError as exc:
-        if exc.errno == errno.EISDIR:
-            raise ElmanError(f"{path}: is a directory, expected a text file") from None
-        raise ElmanError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+        raise read_error(path, exc) from None
     try:
         text = data.decode(encoding)
     except LookupError:
@@ -69,7 +72,7 @@ def line_tokens(line: str, level: str = "word") -> list[str]:
 
 def read_lines(path, level: str = "word", encoding: str = "utf-8") -> list[list[str]]:
     """Each non-blank line's tokens (without ``<eos>``), for per-sentence scoring."""
-    _check_level(level)
+    check_level(level)
     text = read_text(path, encoding)
     lines = [toks for toks in (line_tokens(ln, level) for ln in text_lines(text)) if toks]
     if not lines:
@@ -86,7 +89,7 @@ def read_tokens(path, level: str = "word", encoding: str = "utf-8") -> list[str]
     return tokens
 
 
-def _check_level(level: str) -> None:
+def check_level(level: str) -> None:
     if level not in LEVELS:
         raise ElmanError(f"unknown level {level!r}: use one of {', '.join(LEVELS)}")
 

@@ -33,6 +33,7 @@ from collections import Counter
 from pathlib import Path
 
 from elman.atomic import atomic_write_json, atomic_write_text
+from elman.data.cache import cache_home
 from elman.data.corpus import CORPUS_FILES as FILES, EOS, UNK
 from elman.errors import ElmanError
 
@@ -48,8 +49,7 @@ _TOKEN = re.compile(r"[a-z]+(?:-[a-z]+)*|'s(?![a-z])|--|\d+|\S")
 
 def default_corpus_dir() -> Path:
     """Where the demo keeps its corpus: $XDG_CACHE_HOME/elman/<recipe>."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "elman" / RECIPE
+    return cache_home() / RECIPE
 
 
 def _database() -> Path:

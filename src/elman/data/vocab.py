@@ -40,29 +40,49 @@ class Vocab:
 
     @classmethod
     def build(cls, tokens: Iterable[str], max_vocab: int | None = None, min_count: int = 1) -> "Vocab":
-        """The vocabulary of a training stream.
+        """The vocabulary of a training stream (see ``from_counts``)."""
+        counter = Counter(tokens)  # insertion order = first occurrence
+        return cls.from_counts(list(counter), list(counter.values()), max_vocab, min_count)
+
+    @classmethod
+    def from_counts(cls, tokens: Sequence[str], counts, max_vocab: int | None = None,
+                    min_count: int = 1) -> "Vocab":
+        """The vocabulary of a training stream given as its distinct ``tokens``
+        in order of first occurrence and their ``counts``: what a streaming
+        count of a corpus of any size gives.
 
         Keeps tokens seen at least ``min_count`` times, at most ``max_vocab``
         entries in all (``<eos>`` and ``<unk>`` included); the rest become
-        ``<unk>``, whose count absorbs theirs.
+        ``<unk>``, whose count absorbs theirs. Ids by descending count, ties
+        by first occurrence; a special absent from the data sorts after
+        every token of its count (``<eos>`` before ``<unk>``).
         """
         if max_vocab is not None and max_vocab < 2:
             raise ElmanError(f"--max-vocab must be at least 2 (<eos> and <unk>), got {max_vocab}")
         if min_count < 1:
             raise ElmanError(f"--min-count must be at least 1, got {min_count}")
-        counter = Counter(tokens)  # insertion order = first occurrence
-        first = {tok: i for i, tok in enumerate(counter)}
-        words = [t for t, c in counter.most_common() if c >= min_count and t not in (EOS, UNK)]
+        tokens = list(tokens)
+        counts = np.asarray(counts, dtype=np.int64).reshape(-1)
+        if len(tokens) != len(counts):
+            raise ValueError(f"{len(tokens)} tokens and {len(counts)} counts")
+        n = len(tokens)
+        first = {t: i for i, t in enumerate(tokens) if t in (EOS, UNK)}
+        words = np.ones(n, dtype=bool)
+        words[list(first.values())] = False
+        words = np.flatnonzero(words & (counts >= min_count))
+        words = words[np.argsort(-counts[words], kind="stable")]  # count descending, ties: first seen
         if max_vocab is not None:
             words = words[:max_vocab - 2]
-        kept = set(words)
-        unk = counter.get(UNK, 0) + sum(c for t, c in counter.items() if t not in kept and t not in (EOS, UNK))
-        final = {t: counter[t] for t in words}
-        final[EOS] = counter.get(EOS, 0)
-        final[UNK] = unk
-        absent = len(first)  # specials missing from the data sort after the rest
-        order = sorted(final, key=lambda t: (-final[t], first.get(t, absent), t))
-        return cls(order, [final[t] for t in order])
+        eos = int(counts[first[EOS]]) if EOS in first else 0
+        unk = int(counts.sum() - counts[words].sum()) - eos
+        # The specials take their place by (count, first occurrence); one
+        # absent from the data comes after every token of its count, <eos>
+        # before <unk>.
+        key_count = np.concatenate([-counts[words], [-eos, -unk]])
+        key_first = np.concatenate([words, [first.get(EOS, n), first.get(UNK, n + 1)]])
+        order = np.lexsort((key_first, key_count))
+        itos = [tokens[i] for i in words.tolist()] + [EOS, UNK]
+        return cls([itos[i] for i in order.tolist()], (-key_count)[order])
 
     def __len__(self) -> int:
         return len(self.itos)

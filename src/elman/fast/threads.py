@@ -31,11 +31,21 @@ _BLAS = [None]                  # threadpoolctl's BLAS controllers, found on fir
 _POOL = [None, None]            # (pid, executor): a forked child makes its own
 
 
-def _threads() -> int:
+def cores() -> int:
+    """The cores this process may run on (its affinity: what MPI or taskset bound it to)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:      # not Linux
         return os.cpu_count() or 1
+
+
+def _threads() -> int:
+    """ELMAN_THREADS when set (a positive integer), else every core this process may use."""
+    try:
+        wanted = int(os.environ.get("ELMAN_THREADS", ""))
+    except ValueError:
+        wanted = 0
+    return wanted if wanted > 0 else cores()
 
 
 THREADS = _threads()
@@ -46,15 +56,47 @@ def _blas():
         try:
             from threadpoolctl import ThreadpoolController
             _BLAS[0] = ThreadpoolController().select(user_api="blas")
+            if THREADS < cores():           # ELMAN_THREADS: BLAS keeps to it too
+                _BLAS[0].limit(limits=THREADS)
         except ImportError:
             _BLAS[0] = False
     return _BLAS[0]
 
 
+def set_threads(n: int) -> None:
+    """Use ``n`` threads from now on: elman's own and BLAS's (one MPI rank of
+    several on a machine takes its share of the cores, not all of them)."""
+    global THREADS
+    THREADS = max(1, int(n))
+    if _POOL[1] is not None:
+        _POOL[1].shutdown(wait=False)
+    _POOL[:] = [None, None]                 # the next parallel_for makes a pool of the new size
+    if _blas():
+        _blas().limit(limits=THREADS)       # kept until changed: BLAS's own default is every core
+
+
+@contextlib.contextmanager
+def using(n: int):
+    """``set_threads(n)`` for a while, then back (an MPI rank evaluating
+    while the others wait: with the threads, and so the column chunks and
+    the sums, that ``elman eval`` would use)."""
+    before = THREADS
+    set_threads(n)
+    try:
+        yield
+    finally:
+        set_threads(before)
+
+
+def default_threads() -> int:
+    """What a process of its own would use: ELMAN_THREADS, else its cores."""
+    return _threads()
+
+
 def one_blas_thread():
     """A context in which numpy's BLAS runs on the calling thread only, for
     loops of small products. A no-op without threadpoolctl or on one core."""
-    if THREADS == 1 or not _blas():
+    if not _blas() or THREADS == 1:         # _blas() first: it applies ELMAN_THREADS to BLAS
         return contextlib.nullcontext()
     return _blas().limit(limits=1)
 

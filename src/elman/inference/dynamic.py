@@ -70,17 +70,20 @@ def line_losses(p, lines, lr: float) -> list:
     """-ln P of each token of each line (a list of arrays, each line an id
     array ending in ``<eos>``), the lines in order, each from h0 = 0 with
     ``<eos>`` before it, one step on each line after it is scored."""
+    return list(iter_line_losses(p, lines, lr))
+
+
+def iter_line_losses(p, lines, lr: float):
+    """``line_losses`` one line at a time, for lines read as they come (``elman score``)."""
     p = p.copy()
     params = p.as_dict()
     eos = None
-    out = []
     for line in lines:
         line = np.asarray(line, dtype=np.int64)
         eos = line[-1] if eos is None else eos       # every line ends in <eos>
         x = np.concatenate([[eos], line[:-1]])[None, :]
         h0 = np.zeros((1, p.Dh), dtype=p.dtype)
         losses, _ = forward_losses(p, x, line[None, :], h0)
-        out.append(losses[0].astype(np.float64))
+        yield losses[0].astype(np.float64)
         _, grads, _ = bptt(p, x, line[None, :], h0, sparse=True)
         sgd_step(params, grads, lr)
-    return out

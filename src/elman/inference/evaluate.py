@@ -1,4 +1,4 @@
-"""Perplexity of a text, log-probability of each line, and sampling.
+"""Perplexity of a text, and sampling.
 
 Conventions (the README's "Evaluating, scoring, sampling" repeats them):
 
@@ -8,23 +8,17 @@ Conventions (the README's "Evaluating, scoring, sampling" repeats them):
   of ``window`` steps with the state carried across them, which is the same
   computation as one token at a time; it is *not* split into B parallel
   streams, since each would restart from h0 = 0 and see less context.
-* ``line_log10_probs``: each line on its own, from h0 = 0 after ``<eos>``,
-  scoring its words and its ``<eos>`` (RNNLM's ``-test`` for n-best lists).
-  Lines are padded and run together for speed; the recurrence is causal, so
-  what follows a line's end cannot change its score.
+* per-line scores (``elman score``) are ``score`` and ``rescore``'s: lines
+  read as they come, each from h0 = 0 or carried, in bounded memory.
 """
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
 from elman import data, modelfile
-from elman.errors import ElmanError
-from elman.core.model import Params, forward_losses, output_probs, rnn_step
-from elman.core.perplexity import perplexity, stream_losses, summary  # noqa: F401  (eval's own functions)
-
-LN10 = math.log(10.0)
+from elman.core import perplexity as _perplexity
+from elman.core.model import output_probs, rnn_step
+from elman.core.perplexity import stream_losses, summary  # noqa: F401  (eval's own functions)
 
 
 def load(model_dir):
@@ -32,46 +26,17 @@ def load(model_dir):
     return modelfile.load_params(model_dir)
 
 
-def read_ids(path, vocab, cfg: dict, encoding: str | None = None) -> np.ndarray:
-    """The ids of a text file read as the model was trained (level, encoding)."""
-    tokens = data.read_tokens(path, cfg.get("level", "word"), encoding or cfg.get("encoding", "utf-8"))
-    return vocab.encode(tokens)
+def read_ids(path, vocab, cfg: dict, encoding: str | None = None, cache_dir=None, say=None) -> data.TokenIds:
+    """The ids of a text file read as the model was trained (level, encoding),
+    through the token-id cache."""
+    return data.corpus_ids(path, cfg.get("level", "word"), encoding or cfg.get("encoding", "utf-8"), vocab=vocab,
+                           cache_dir=cache_dir, say=say)[1]
 
 
-def read_line_ids(path, vocab, cfg: dict, encoding: str | None = None) -> list:
-    """One id array per line of the file, each ending in ``<eos>``.
-
-    Unlike training and ``perplexity``, a blank line is kept (as just
-    ``<eos>``, an empty sentence) so that scores stay aligned with the lines
-    of an n-best list."""
-    level = cfg.get("level", "word")
-    text = data.read_text(path, encoding or cfg.get("encoding", "utf-8"))
-    lines = data.text_lines(text)
-    if lines and lines[-1] == "":
-        lines.pop()  # the newline ending the last line does not start another
-    if not any(line.strip() for line in lines):
-        raise ElmanError(f"{path}: empty or whitespace-only file, no text to score")
-    return [vocab.encode(data.line_tokens(line, level) + [data.EOS]) for line in lines]
-
-
-def line_log10_probs(p, lines, eos_id: int, batch: int = 64) -> np.ndarray:
-    """log10 P(line) for each line (an id array ending in ``<eos>``), each
-    from h0 = 0 with ``<eos>`` as the word before it."""
-    scores = np.empty(len(lines))
-    # Sorted by length so that a batch wastes little work on padding.
-    order = sorted(range(len(lines)), key=lambda i: len(lines[i]))
-    for s in range(0, len(order), batch):
-        chunk = order[s:s + batch]
-        width = len(lines[chunk[-1]])
-        y = np.full((len(chunk), width), eos_id, dtype=np.int64)
-        mask = np.zeros((len(chunk), width), dtype=bool)
-        for row, i in enumerate(chunk):
-            y[row, :len(lines[i])] = lines[i]
-            mask[row, :len(lines[i])] = True
-        x = np.concatenate([np.full((len(chunk), 1), eos_id), y[:, :-1]], axis=1)
-        losses, _ = forward_losses(p, x, y, np.zeros((len(chunk), p.Dh), dtype=p.dtype))
-        scores[chunk] = -np.where(mask, losses, 0.0).sum(axis=1, dtype=np.float64) / LN10
-    return scores
+def perplexity(p, ids, eos_id: int) -> dict:
+    """``core.perplexity.perplexity`` of ``ids``; the pages of a memory-mapped
+    ``TokenIds`` are handed back as they are read."""
+    return _perplexity.perplexity(p, ids, eos_id, release=getattr(ids, "release", None))
 
 
 def dynamic_perplexity(p, ids, eos_id: int, lr: float, T: int) -> dict:
@@ -79,12 +44,6 @@ def dynamic_perplexity(p, ids, eos_id: int, lr: float, T: int) -> dict:
     ``"dynamic": {"lr", "bptt"}``."""
     from elman.inference.dynamic import stream_losses
     return {**summary(stream_losses(p, ids, eos_id, lr, T)), "dynamic": {"lr": lr, "bptt": T}}
-
-
-def dynamic_line_log10_probs(p, lines, lr: float) -> np.ndarray:
-    """``line_log10_probs`` with dynamic evaluation: the lines in order, one step on each after it."""
-    from elman.inference.dynamic import line_losses
-    return np.array([-losses.sum() / LN10 for losses in line_losses(p, lines, lr)])
 
 
 def sample(p, prime_ids, eos_id: int, n: int, temperature: float = 1.0, seed: int = 0) -> list:

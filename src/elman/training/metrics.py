@@ -25,17 +25,21 @@ class MetricsLog:
     written after the checkpoint describe work that is about to be redone.
     """
 
-    def __init__(self, directory, keep: int | None = None):
+    def __init__(self, directory, keep: int | None = None, write: bool = True):
         self.path = Path(directory) / FILENAME
-        lines = []
-        if keep and self.path.exists():
-            lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)[:keep]
-        self.path.write_text("".join(lines), encoding="utf-8")
-        self.lines = len(lines)
+        self.writes = write         # False on the processes of an MPI run other than rank 0
+        self.lines = 0
+        if write:
+            lines = []
+            if keep and self.path.exists():
+                lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)[:keep]
+            self.path.write_text("".join(lines), encoding="utf-8")
+            self.lines = len(lines)
 
     def write(self, **record) -> None:
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, allow_nan=False) + "\n")
+        if self.writes:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record, allow_nan=False) + "\n")
         self.lines += 1
 
 

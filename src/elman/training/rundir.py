@@ -1,14 +1,19 @@
-"""The run directory: claiming it, checkpointing a run into it, and
-restoring a run from it (``elman train --resume``).
+"""The run directory: locking and claiming it, checkpointing a run into it,
+and restoring a run from it (``elman train --resume``).
 
 DIR holds the best model (what ``elman eval --model DIR`` reads) and
 ``DIR/last`` the latest training state; ``elman.modelfile`` writes both
-crash-safely.
+crash-safely. One run writes a DIR at a time: ``lock`` holds an exclusive
+``flock`` on ``DIR/.lock`` from before the first look at DIR to the end.
 """
 from __future__ import annotations
 
+import fcntl
+import json
 import math
 import os
+import socket
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -19,6 +24,66 @@ from elman.errors import ElmanError
 from elman.training.optim import make_optimizer
 from elman.training.schedule import Schedule
 from elman.training.state import RESUMABLE, Progress, Run, Settings
+
+
+LOCK_FILE = ".lock"
+
+
+class DirLock:
+    """The run's hold on its directory: the kernel drops it when the process
+    ends, however it ends (SIGKILL included), so a dead run never leaves a
+    stale lock. The lock is on a file, not on the directory itself, because
+    NFS honours ``flock`` (as a POSIX lock, across hosts) only on a file open
+    for writing; the file stays after the run, since removing it would let
+    two later runs lock two different files of one name."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _nothing_to_resume(out: Path) -> ElmanError:
+    return ElmanError(f"{out}: no training state to resume ({out / modelfile.LAST} is missing); "
+                      f"start a new run without --resume")
+
+
+def lock(out: Path, create: bool) -> DirLock:
+    """Hold DIR for this run, or refuse in one line naming the holder's host and pid."""
+    if out.exists() and not out.is_dir():
+        raise ElmanError(f"{out}: exists and is not a directory (--out names the model directory)")
+    if not create and not out.is_dir():
+        raise _nothing_to_resume(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise ElmanError(f"{out}: cannot create the output directory or its lock "
+                         f"({exc.strerror or exc})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = _holder(fd)
+        os.close(fd)
+        raise ElmanError(f"{out}: another elman train is writing to it ({holder}); wait for it to end, "
+                         f"or train into another --out") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps({"host": socket.gethostname(), "pid": os.getpid()}).encode() + b"\n", 0)
+    return DirLock(fd)
+
+
+def _holder(fd: int) -> str:
+    """'host H, pid P' from the lock file (the holder writes it right after locking)."""
+    for _ in range(20):
+        try:
+            who = json.loads(os.pread(fd, 4096, 0))
+            return f"host {who['host']}, pid {who['pid']}"
+        except (ValueError, KeyError, TypeError, OSError):
+            time.sleep(0.05)        # locked a moment ago, not written yet
+    return "host and pid not recorded"
 
 
 def claim(out: Path, force: bool) -> None:
@@ -48,18 +113,25 @@ def save(run: Run) -> None:
     This order keeps one fact true whatever instant a SIGKILL strikes: when
     ``last`` is inside an epoch, DIR holds the best model as of that epoch's
     start; when ``last`` is at a boundary, its own weights are the best.
+
+    Under MPI every process calls this (the hidden state is gathered from
+    all of them); rank 0 writes.
     """
-    prog, sched = run.prog, run.sched
+    prog, sched, comm = run.prog, run.sched, run.comm
     bad = [k for k, v in run.params.as_dict().items() if not np.isfinite(v).all()]
     if bad:
         raise run.diverged(prog.windows_done, f"tensor {bad[0]} holds NaN or infinite values")
-    prog.metrics_lines = run.metrics.lines
-    train_state = {"progress": asdict(prog), "schedule": sched.state(), "optimizer": run.opt.state_scalars()}
-    modelfile.save_checkpoint(run.out, run.params.as_dict(), run.vocab, _config(run.settings),
-                              train_state=train_state, optimizer_arrays={"h": run.h, **run.opt.state_arrays()},
-                              slot="last")
-    if prog.windows_done == 0 and sched.best is not None:
-        save_best(run)
+    run.h = comm.gather_streams(run.h)
+    comm.check_params(run.params.as_dict(), f"at epoch {prog.epoch}, batch {prog.windows_done}")
+    if comm.writer:
+        prog.metrics_lines = run.metrics.lines
+        train_state = {"progress": asdict(prog), "schedule": sched.state(), "optimizer": run.opt.state_scalars(),
+                       **({"comm": comm.cost_state()} if comm.cost_state() else {})}
+        modelfile.save_checkpoint(run.out, run.params.as_dict(), run.vocab, _config(run.settings),
+                                  train_state=train_state, slot="last",
+                                  optimizer_arrays={"h": run.h, **run.opt.state_arrays()})
+        if prog.windows_done == 0 and sched.best is not None:
+            save_best(run)
     run.last_saved = f"epoch {prog.epoch}, batch {prog.windows_done}"
 
 
@@ -89,11 +161,11 @@ def _check_unchanged(out: Path, saved: Settings, options: dict) -> None:
                              f"was started with; drop it to resume, or use --force to start over")
 
 
-def restore(out: Path, options: dict) -> Run:
-    """Everything a resumed run needs from ``out``, checked against ``options``."""
+def restore(out: Path, options: dict, write: bool = True) -> Run:
+    """Everything a resumed run needs from ``out``, checked against ``options``
+    (``write``: this process may repair DIR, i.e. it is the run's writer)."""
     if not (out / modelfile.LAST).is_dir():
-        raise ElmanError(f"{out}: no training state to resume ({out / modelfile.LAST} is missing); "
-                         f"start a new run without --resume")
+        raise _nothing_to_resume(out)
     _, _, cfg, opt_arrays = modelfile.load_checkpoint(out, "last")
     p, vocab, _ = modelfile.load_params(out, "last")
     saved, prog, sched, h, opt_state = _saved_state(out, cfg, opt_arrays)
@@ -104,11 +176,11 @@ def restore(out: Path, options: dict) -> Run:
         opt.load_state(opt_arrays, opt_state)
     except (KeyError, TypeError, ValueError) as exc:
         raise ElmanError(f"{out / modelfile.LAST}: the optimizer state does not fit the model ({exc})") from None
-    run = Run(out, s, p, vocab, opt, sched, prog, h=h,
+    run = Run(out, s, p, vocab, opt, sched, prog, h=h, comm_state=cfg["train_state"].get("comm"),
               last_saved=f"epoch {prog.epoch}, batch {prog.windows_done}")
     if prog.windows_done == 0 or sched.best is None:
         run.best = p.copy().as_dict()
-        if sched.best is not None and _best_epoch_on_disk(out) != sched.best_epoch:
+        if write and sched.best is not None and _best_epoch_on_disk(out) != sched.best_epoch:
             save_best(run)  # killed between saving last and best
     else:
         best_arrays, _, best_cfg = modelfile.load_model(out, "best")

@@ -12,6 +12,7 @@ import numpy as np
 from elman.core.model import Params
 from elman.data import Vocab
 from elman.errors import ElmanError
+from elman.training.distributed import Local
 from elman.training.metrics import MetricsLog
 from elman.training.optim import DEFAULT_LR
 from elman.training.schedule import Schedule
@@ -45,6 +46,7 @@ class Settings:
     direct_order: int = 3             # their order N: contexts of 1..N-1 preceding words
     checkpoint_every: int = 0         # also checkpoint every N windows (0: epochs only)
     log_every: int = 100              # a metrics line every N windows
+    processes: int = 1                # N: MPI processes sharing the B streams (data parallel)
 
     def __post_init__(self):
         if self.lr is None:
@@ -72,7 +74,8 @@ def default(name: str):
 
 # Options a resumed run may change: they do not alter the arithmetic of the
 # epochs already done, only how long it goes on and what it records.
-RESUMABLE = ("epochs", "checkpoint_every", "log_every", "test")
+# The number of processes changes only the order of float additions.
+RESUMABLE = ("epochs", "checkpoint_every", "log_every", "test", "processes")
 
 
 @dataclass
@@ -127,18 +130,33 @@ class Run:
     best: dict = None           # the best weights so far (the schedule restores them)
     metrics: MetricsLog = None
     last_saved: str = "none yet"
+    comm: object = None         # training.distributed: Local, or MPIComm for N processes
+    comm_state: dict = None     # the saved cost model of the gradient exchange (training.gradsync)
+
+    def __post_init__(self):
+        if self.comm is None:
+            self.comm = Local()
 
     def diverged(self, k: int, why) -> ElmanError:
-        return ElmanError(f"training diverged at epoch {self.prog.epoch}, batch {k}: {why} (learning rate "
+        # Every process meets a divergence at the same update (the loss and
+        # gradients are sums over all of them): rank 0 alone says so.
+        return self.comm.fail(f"training diverged at epoch {self.prog.epoch}, batch {k}: {why} (learning rate "
                           f"{self.opt.lr:g}); stopped and kept the last good checkpoint in {self.out} "
                           f"({self.last_saved}); try a smaller --lr")
 
     def interrupted(self) -> Interrupted:
-        return Interrupted(f"elman: interrupted; saved a checkpoint in {self.out} ({self.last_saved}); "
-                           f"continue with: elman train --out {self.out} --resume")
+        launch = f"mpiexec -n {self.comm.size} " if self.comm.size > 1 else ""
+        return self.comm.mark(Interrupted(f"elman: interrupted; saved a checkpoint in {self.out} "
+                                          f"({self.last_saved}); continue with: {launch}elman train --out "
+                                          f"{self.out} --resume"))
 
     def log(self, nb: int, wps: float, valid_ppl=None, **extra) -> None:
         prog = self.prog
+        stats = self.comm.stats()
+        if stats:       # N processes: the gradient exchange per update, averaged over this session
+            extra["exchange"] = {"seconds": round(stats["seconds"], 6), "waited": round(stats["waited"], 6),
+                                 "allreduce_bytes": round(stats["allreduce_bytes"]),
+                                 "allgather_bytes": round(stats["allgather_bytes"])}
         self.metrics.write(epoch=prog.epoch, batch=prog.windows_done, batches=nb,
                            train_ppl=prog.train_ppl, valid_ppl=valid_ppl,
                            lr=self.opt.lr, words_per_s=round(wps, 1), elapsed=round(prog.elapsed, 3), **extra)

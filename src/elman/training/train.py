@@ -36,7 +36,8 @@ from elman.core.model import Params, bptt
 from elman.core.perplexity import perplexity
 from elman.errors import ElmanError
 from elman.core.sampled import Sampler, unigram_proposal
-from elman.training import rundir
+from elman.fast import threads
+from elman.training import distributed, rundir
 from elman.training.metrics import MetricsLog
 from elman.training.optim import make_optimizer
 from elman.training.schedule import Schedule
@@ -72,40 +73,50 @@ def _say(message: str) -> None:
 
 @dataclass
 class Corpus:
-    """The run's text as ids: training streams (B, n), validation and test ids."""
-    streams: np.ndarray
+    """The run's text as ids (``data.TokenIds``, memory-mapped from the
+    token-id cache): this process's training streams, validation and test."""
+    streams: data.Streams
     tokens: int
-    valid: np.ndarray
-    test: np.ndarray | None
+    valid: data.TokenIds
+    test: data.TokenIds | None
 
     def windows(self, T: int) -> int:
-        return data.num_batches(self.streams, T)
+        return self.streams.num_windows(T)
 
 
 def train(out, options: dict, resume: bool = False, force: bool = False, quiet: bool = False,
-          time_budget: float | None = None) -> dict:
+          time_budget: float | None = None, comm=None, cache_dir=None) -> dict:
     """Train a model into directory ``out``; returns a summary dict.
 
     ``options``: values for :class:`Settings` fields (None or absent: the
     default, or on ``resume`` the saved value). ``time_budget``: seconds
     after which the current epoch is cut short, validated, and training ends.
+    ``comm``: the processes training together (``training.distributed``;
+    default ``connect()``: all of an MPI job under mpiexec, else this one).
+    ``cache_dir``: the token-id cache (default ``data.cache.default_dir()``).
     """
     out = Path(out)
-    say = (lambda m: None) if quiet else _say
+    comm = comm or distributed.connect()
     options = {k: v for k, v in options.items() if v is not None}
-    if resume:
-        run = rundir.restore(out, options)
-        train_ids = _read_ids(run.settings.train, run.vocab, run.settings)
-    else:
-        rundir.claim(out, force)
-        run, train_ids = _start(out, Settings(**options))
-    corpus = _read_corpus(run, train_ids)
-    if force and not resume:
-        modelfile.remove_checkpoints(out)  # only now that the new run's input is known to be good
-    run.metrics = MetricsLog(out, keep=run.prog.metrics_lines if resume else None)
-    if not resume:
-        rundir.save(run)  # claims DIR at once, and gives a diverging run a checkpoint to keep
-    prog, s = run.prog, run.settings
+    with comm.guard():
+        comm.check_same({**options, "out": str(out), "resume": resume, "force": force, "minutes": time_budget})
+        options["processes"] = comm.size
+        if not resume:
+            comm.part(Settings(**options).streams)      # N must divide B: said before any work
+        held = comm.agree(lambda: rundir.lock(out, create=not resume) if comm.writer else None)
+        try:
+            ids = _Reader(cache_dir, _say if comm.writer and not quiet else (lambda m: None))
+            return _train(_open(out, options, resume, force, comm, ids), quiet, time_budget)
+        finally:
+            if held:
+                held.release()
+
+
+def _train(opened, quiet: bool, time_budget: float | None) -> dict:
+    """The epochs, then the test, on every process; rank 0 alone speaks."""
+    run, corpus = opened
+    say = _say if run.comm.writer and not quiet else (lambda m: None)
+    prog, s, out = run.prog, run.settings, run.out
     if prog.stopped == "schedule" or (prog.stopped and prog.epoch > s.epochs):
         say(f"elman: training in {out} already finished ({prog.stopped}); nothing to do")
         return run.summary()
@@ -116,29 +127,54 @@ def train(out, options: dict, resume: bool = False, force: bool = False, quiet: 
     # overflow warnings would only add noise.
     with _CtrlC(say) as ctrl_c, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         while prog.epoch <= s.epochs and prog.stopped is None:
-            wps = _train_epoch(run, corpus, clock, ctrl_c, quiet)
+            wps = _train_epoch(run, corpus, clock, ctrl_c, quiet or not run.comm.writer)
             _end_epoch(run, corpus, clock, wps, say)
-            if ctrl_c.requested:
+            if run.comm.anyone(ctrl_c.requested):
                 raise run.interrupted()
     return _finish(run, corpus, say)
 
 
 # -- starting ---------------------------------------------------------------------
 
-def _read_ids(path, vocab, s: Settings) -> np.ndarray:
-    return vocab.encode(data.read_tokens(path, s.level, s.encoding))
+def _open(out: Path, options: dict, resume: bool, force: bool, comm, ids: "_Reader") -> tuple[Run, Corpus]:
+    """Start or restore the run on every process (rank 0 first: it alone may
+    repair or replace what DIR holds, and it builds the token-id cache that
+    the others then read) and read its data."""
+    if resume:
+        run = comm.writer_first(lambda: rundir.restore(out, options, write=comm.writer))
+        train_ids = comm.writer_first(lambda: ids(run.settings.train, run.settings, run.vocab)[1])
+    else:
+        comm.agree(lambda: rundir.claim(out, force) if comm.writer else None)
+        run, train_ids = comm.writer_first(lambda: _start(out, Settings(**options), ids))
+    run.comm = comm
+    corpus = comm.agree(lambda: _read_corpus(run, train_ids, ids, comm.part(run.settings.streams)))
+    if force and not resume:  # only now that the new run's input is known to be good
+        comm.agree(lambda: modelfile.remove_checkpoints(out) if comm.writer else None)
+    comm.calibrate(run.comm_state)
+    run.metrics = MetricsLog(out, keep=run.prog.metrics_lines if resume else None, write=comm.writer)
+    if not resume:
+        rundir.save(run)  # claims DIR at once, and gives a diverging run a checkpoint to keep
+    return run, corpus
 
 
-def _start(out: Path, s: Settings) -> tuple[Run, np.ndarray]:
+class _Reader:
+    """Token ids of the run's files, through the token-id cache."""
+
+    def __init__(self, cache_dir, say):
+        self.cache_dir, self.say = cache_dir, say
+
+    def __call__(self, path, s: Settings, vocab=None) -> tuple[data.Vocab, data.TokenIds]:
+        return data.corpus_ids(path, s.level, s.encoding, vocab=vocab, max_vocab=s.max_vocab,
+                               min_count=s.min_count, cache_dir=self.cache_dir, say=self.say)
+
+
+def _start(out: Path, s: Settings, ids: _Reader) -> tuple[Run, data.TokenIds]:
     """A new run: the vocabulary from the training text, a fresh model."""
-    tokens = data.read_tokens(s.train, s.level, s.encoding)
-    vocab = data.Vocab.build(tokens, s.max_vocab, s.min_count)
-    train_ids = vocab.encode(tokens)
-    del tokens
-    if s.classes > len(vocab):
-        raise ElmanError(f"--classes {s.classes} is more than the {len(vocab)} words of the vocabulary")
     if s.classes and s.sampled:
         raise ElmanError("--sampled trains the full-softmax model; it does not go with --classes")
+    vocab, train_ids = ids(s.train, s)
+    if s.classes > len(vocab):
+        raise ElmanError(f"--classes {s.classes} is more than the {len(vocab)} words of the vocabulary")
     if s.direct and s.direct_size < max(len(vocab), s.classes):
         raise ElmanError(f"--direct {s.direct:g} is {s.direct_size} weights, fewer than the {len(vocab)} words "
                          f"of the vocabulary: each n-gram feature needs a window of that many")
@@ -151,11 +187,12 @@ def _start(out: Path, s: Settings) -> tuple[Run, np.ndarray]:
     return run, train_ids
 
 
-def _read_corpus(run: Run, train_ids: np.ndarray) -> Corpus:
+def _read_corpus(run: Run, train_ids: data.TokenIds, ids: _Reader, part: slice) -> Corpus:
+    """The corpus with this process's streams (``part`` of the B) only."""
     s = run.settings
-    data.check_enough(train_ids, s.streams, s.steps, s.train)
-    return Corpus(data.batchify(train_ids, s.streams), len(train_ids), _read_ids(s.valid, run.vocab, s),
-                  _read_ids(s.test, run.vocab, s) if s.test else None)
+    data.check_enough(train_ids.ids, s.streams, s.steps, s.train)
+    return Corpus(data.Streams(train_ids.ids, s.streams, train_ids.release, part), len(train_ids),
+                  ids(s.valid, s, run.vocab)[1], ids(s.test, s, run.vocab)[1] if s.test else None)
 
 
 def _announce(run: Run, corpus: Corpus, say) -> None:
@@ -166,6 +203,9 @@ def _announce(run: Run, corpus: Corpus, say) -> None:
         + (f"; sampled softmax, {s.sampled} ids a window (train ppl* is the sampled loss's)" if s.sampled else "")
         + (f"; dropout {s.dropout:g}" if s.dropout else "")
         + (f"; direct connections: {s.direct_size} weights, order {s.direct_order}" if s.direct else ""))
+    if run.comm.size > 1:
+        say(f"elman: {run.comm.size} processes, {s.streams // run.comm.size} streams and {threads.THREADS} "
+            f"thread(s) each: " + ", ".join(f"{r}: {w}" for r, w in enumerate(run.comm.where)))
 
 
 class _Clock:
@@ -191,46 +231,50 @@ def _train_epoch(run: Run, corpus: Corpus, clock: _Clock, ctrl_c: _CtrlC, quiet:
     nb = corpus.windows(s.steps)
     # Draws depend on (seed, update number) only: a resumed run draws the same ids.
     sampler = Sampler(unigram_proposal(run.vocab.counts), s.sampled, seed=s.seed) if s.sampled else None
-    params = p.as_dict()
+    params, part = p.as_dict(), run.comm.part(s.streams)
     bar = tqdm(total=nb, initial=prog.windows_done, desc=f"epoch {prog.epoch}/{s.epochs}", unit="win",
                file=sys.stderr, leave=False, dynamic_ncols=True, disable=quiet or not sys.stderr.isatty())
     t0, tokens0 = time.monotonic(), prog.tokens
     with bar:
-        for k, x, y in data.iter_batches(corpus.streams, s.steps, start=prog.windows_done):
+        for k, x, y in corpus.streams.windows(s.steps, start=prog.windows_done):
             sampled = (sampler.draw(opt.t), sampler.log_q) if sampler else None
-            # Masks, like samples, depend on (seed, update number) only.
-            dropout = (s.dropout, (s.seed, opt.t)) if s.dropout else None
-            # Gradients of the mean loss over the B*T positions.
-            history = data.preceding(corpus.streams, k * s.steps, max(p.order - 2, 0)) if p.order else None
-            loss, grads, h = bptt(p, x, y, run.h, sampled=sampled, sparse=True, dropout=dropout,
-                                  scale=1.0 / x.size, history=history)
+            # Masks, like samples, depend on (seed, update number) only; each
+            # process applies its streams' rows of the one-process masks.
+            dropout = (s.dropout, (s.seed, opt.t), (part.start, s.streams)) if s.dropout else None
+            # The words before the window in this process's streams (direct connections).
+            history = data.preceding(corpus.streams.rows, k * s.steps, max(p.order - 2, 0)) if p.order else None
+            # Gradients of the mean loss over the B*T positions of all processes, summed over them.
+            positions = s.streams * x.shape[1]
+            loss, grads, h = bptt(p, x, y, run.h[part], sampled=sampled, sparse=True, dropout=dropout,
+                                  scale=1.0 / positions, history=history)
+            grads, loss, (stop, over) = run.comm.allreduce_grads(grads, loss, (ctrl_c.requested, clock.over()))
             try:
                 if not math.isfinite(loss):
                     raise FloatingPointError(f"the loss is {loss}")
                 opt.step(params, grads)
             except FloatingPointError as exc:
                 raise run.diverged(k + 1, exc) from None
-            run.h = h
-            prog.windows_done, prog.nats, prog.tokens = k + 1, prog.nats + loss, prog.tokens + x.size
+            run.h[part] = h
+            prog.windows_done, prog.nats, prog.tokens = k + 1, prog.nats + loss, prog.tokens + positions
             prog.elapsed = clock.elapsed()
             wps = (prog.tokens - tokens0) / max(time.monotonic() - t0, 1e-9)
             bar.update(1)
             bar.set_postfix(ppl=f"{prog.train_ppl:.1f}", wps=f"{wps:.0f}", refresh=False)
-            _after_window(run, nb, wps, ctrl_c)
-            if clock.over():
+            _after_window(run, nb, wps, stop)
+            if over:
                 prog.stopped = "budget"
                 break
     return (prog.tokens - tokens0) / max(time.monotonic() - t0, 1e-9)
 
 
-def _after_window(run: Run, nb: int, wps: float, ctrl_c: _CtrlC) -> None:
-    """Metrics and checkpoints inside an epoch; Ctrl-C saves and stops."""
+def _after_window(run: Run, nb: int, wps: float, stop: bool) -> None:
+    """Metrics and checkpoints inside an epoch; Ctrl-C (on any process: ``stop``) saves and stops."""
     s, done = run.settings, run.prog.windows_done
     if s.log_every and done % s.log_every == 0 and done < nb:
         run.log(nb, wps)
-    if (s.checkpoint_every and done % s.checkpoint_every == 0 and done < nb) or ctrl_c.requested:
+    if (s.checkpoint_every and done % s.checkpoint_every == 0 and done < nb) or stop:
         rundir.save(run)
-    if ctrl_c.requested:
+    if stop:
         raise run.interrupted()
 
 
@@ -239,7 +283,9 @@ def _end_epoch(run: Run, corpus: Corpus, clock: _Clock, wps: float, say) -> None
     next rate, stop), log and checkpoint."""
     s, prog, sched, opt = run.settings, run.prog, run.sched, run.opt
     params = run.params.as_dict()
-    valid = perplexity(run.params, corpus.valid, run.vocab.eos_id)
+    # The whole validation text as one stream, on rank 0: exactly `elman eval`'s number.
+    valid = run.comm.on_writer(lambda: perplexity(run.params, corpus.valid.ids, run.vocab.eos_id,
+                                                  release=corpus.valid.release))
     if not math.isfinite(valid["perplexity"]):
         raise run.diverged(prog.windows_done, f"the validation perplexity is {valid['perplexity']}")
     decision = sched.update(prog.epoch, math.log(valid["perplexity"]))
@@ -265,7 +311,8 @@ def _end_epoch(run: Run, corpus: Corpus, clock: _Clock, wps: float, say) -> None
 def _finish(run: Run, corpus: Corpus, say) -> dict:
     test = None
     if corpus.test is not None:
-        test = perplexity(run.params, corpus.test, run.vocab.eos_id)
+        test = run.comm.on_writer(lambda: perplexity(run.params, corpus.test.ids, run.vocab.eos_id,
+                                                     release=corpus.test.release))
         run.metrics.write(test_ppl=test["perplexity"], test_tokens=test["tokens"])
         say(f"test perplexity {test['perplexity']:.2f} ({test['tokens']} tokens of {run.settings.test})")
     say(f"elman: best validation perplexity {math.exp(run.sched.best):.2f} (epoch {run.sched.best_epoch}); "

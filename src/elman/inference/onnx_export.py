@@ -1,0 +1,143 @@
+"""``elman export --onnx``: the model as an ONNX graph of ONNX's own
+operators, built with onnx's helper API (``pip install 'elman[export]'``).
+
+    ids (int64, [B, T]), h0 (float32, [B, Dh])
+      e        = Gather(L, ids)                                [B, T, d]
+      Y, Y_h   = RNN(e, W = Iᵀ, R = Hᵀ, B = [b1, 0], h0),      activation Sigmoid
+                 i.e. h(t) = sigmoid(e(t) I + h(t-1) H + b1), elman's recurrence
+      log_probs = LogSoftmax(Y U + b2)                         [B, T, V], natural log
+      h        = Y_h                                           [B, Dh], the state after the last step
+
+ONNX's RNN operator takes its input time-major ([T, B, d]) and weights in
+the column-vector convention (x Wᵀ), hence the transposes of I and H. A
+class-softmax model exports its normalised product distribution,
+log P(c(w)|h) + log P(w|c(w),h): a LogSoftmax over the K classes,
+gathered for each word's class, plus a LogSoftmax within each class's
+contiguous columns (one Split, K LogSoftmax, one Concat). Batch and time
+are dynamic. ``vocab.txt`` is written beside the graph (elman's format:
+one token a line, id = line number), and the graph's metadata gives the
+ids of ``<unk>`` and ``<eos>``: feed ``<eos>`` as the first id of a text
+and h0 = 0, as elman does. The weights are float32 whatever the model's.
+
+A model with tensors the graph cannot express exactly (direct
+connections, a hierarchical softmax, anything but the tensors above) is
+refused in one line rather than exported without them.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from elman.atomic import atomic_write_bytes
+from elman.core.model import CLASS_NAMES, PARAM_NAMES, Params
+from elman.errors import ElmanError
+
+OPSET = 17            # LogSoftmax on any axis, Split/Squeeze/Unsqueeze taking their sizes as inputs
+IR_VERSION = 8        # the IR of opset 17, so that older runtimes load the file too
+MAX_BYTES = 2_000_000_000   # one protobuf message: 2 GiB at most
+
+
+def exportable(arrays: dict, cfg: dict, where) -> None:
+    """Refuse, in one line, a model with parts the graph does not express."""
+    extra = sorted(set(arrays) - set(PARAM_NAMES) - set(CLASS_NAMES))
+    if extra:
+        raise ElmanError(f"{where}: the model has tensors the ONNX graph cannot express ({', '.join(extra)}: "
+                         "direct connections or another output layer); not exported")
+    output = cfg.get("output", "full")
+    if output not in ("full", "classes") or cfg.get("direct"):
+        what = "direct connections" if cfg.get("direct") else f"the output layer {output!r}"
+        raise ElmanError(f"{where}: {what} cannot be expressed in the ONNX graph; not exported")
+
+
+def _onnx():
+    try:
+        import onnx
+        from onnx import helper
+    except ImportError:
+        raise ElmanError("elman export --onnx needs the onnx package: pip install 'elman[export]'") from None
+    return onnx, helper
+
+
+def build(p: Params, vocab, meta: dict):
+    """The ONNX ModelProto of ``p``."""
+    onnx, helper = _onnx()
+    from onnx import TensorProto, numpy_helper
+    f32 = {k: np.ascontiguousarray(v, np.float32) for k, v in p.as_dict().items() if v.dtype.kind == "f"}
+    Dh = p.Dh
+    inits = {"L": f32["L"], "W": f32["I"].T[None], "R": f32["H"].T[None],
+             "B": np.concatenate([f32["b1"], np.zeros(Dh, np.float32)])[None], "U": f32["U"], "b2": f32["b2"],
+             "axis0": np.array([0], np.int64), "axis1": np.array([1], np.int64)}
+    nodes = [
+        helper.make_node("Gather", ["L", "ids"], ["e"]),
+        helper.make_node("Transpose", ["e"], ["e_tbd"], perm=[1, 0, 2]),
+        helper.make_node("Unsqueeze", ["h0", "axis0"], ["h0_1"]),
+        helper.make_node("RNN", ["e_tbd", "W", "R", "B", "", "h0_1"], ["Y", "Y_h"],
+                         hidden_size=Dh, activations=["Sigmoid"]),
+        helper.make_node("Squeeze", ["Y", "axis1"], ["Y_tbh"]),
+        helper.make_node("Transpose", ["Y_tbh"], ["hid"], perm=[1, 0, 2]),
+        helper.make_node("Squeeze", ["Y_h", "axis0"], ["h"]),
+        helper.make_node("MatMul", ["hid", "U"], ["zU"]),
+        helper.make_node("Add", ["zU", "b2"], ["z"]),
+    ]
+    if p.classes:
+        nodes += _class_nodes(p, f32, inits, helper)
+    else:
+        nodes.append(helper.make_node("LogSoftmax", ["z"], ["log_probs"], axis=-1))
+    size = sum(a.nbytes for a in inits.values())
+    if size > MAX_BYTES:
+        raise ElmanError(f"the model's {size / 2**30:.1f} GiB of weights do not fit one ONNX file (2 GiB at most)")
+    graph = helper.make_graph(
+        nodes, "elman",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "time"]),
+         helper.make_tensor_value_info("h0", TensorProto.FLOAT, ["batch", Dh])],
+        [helper.make_tensor_value_info("log_probs", TensorProto.FLOAT, ["batch", "time", p.V]),
+         helper.make_tensor_value_info("h", TensorProto.FLOAT, ["batch", Dh])],
+        [numpy_helper.from_array(a, name) for name, a in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="elman",
+                              ir_version=IR_VERSION)
+    helper.set_model_props(model, {k: str(v) for k, v in meta.items()})
+    onnx.checker.check_model(model)
+    return model
+
+
+def _class_nodes(p: Params, f32: dict, inits: dict, helper) -> list:
+    """log P(w|h) = LogSoftmax over classes, gathered per word, + LogSoftmax within each class."""
+    bounds = np.asarray(p.class_bounds, np.int64)
+    K = len(bounds) - 1
+    inits.update(Uc=f32["Uc"], bc=f32["bc"], sizes=np.diff(bounds),
+                 word_class=np.repeat(np.arange(K, dtype=np.int64), np.diff(bounds)))
+    parts = [f"z_{c}" for c in range(K)]
+    return [
+        helper.make_node("MatMul", ["hid", "Uc"], ["zc_U"]),
+        helper.make_node("Add", ["zc_U", "bc"], ["zc"]),
+        helper.make_node("LogSoftmax", ["zc"], ["log_pc"], axis=-1),
+        helper.make_node("Gather", ["log_pc", "word_class"], ["log_pc_w"], axis=2),
+        helper.make_node("Split", ["z", "sizes"], parts, axis=2),
+        *[helper.make_node("LogSoftmax", [z], [f"w_{z}"], axis=-1) for z in parts],
+        helper.make_node("Concat", [f"w_{z}" for z in parts], ["log_pw"], axis=2),
+        helper.make_node("Add", ["log_pc_w", "log_pw"], ["log_probs"]),
+    ]
+
+
+def export(model_dir, onnx_path) -> dict:
+    """Write ``onnx_path`` and ``vocab.txt`` beside it; returns the metadata."""
+    from elman import modelfile
+    arrays, _, cfg = modelfile.load_model(model_dir)
+    exportable(arrays, cfg, model_dir)
+    p, vocab, cfg = modelfile.load_params(model_dir)
+    onnx_path = Path(onnx_path)
+    if onnx_path.suffix != ".onnx":
+        raise ElmanError(f"{onnx_path}: an ONNX file name ends in .onnx")
+    if not onnx_path.parent.is_dir():
+        raise ElmanError(f"{onnx_path.parent}: no such directory")
+    vocab_bytes = vocab.to_text().encode("utf-8")
+    meta = {"format": "elman-onnx-1", "source_format": cfg.get("format"), "level": cfg.get("level", "word"),
+            "vocab_size": len(vocab), "hidden_size": p.Dh, "unk_id": vocab.unk_id, "eos_id": vocab.eos_id,
+            "vocab_file": "vocab.txt", "vocab_sha256": hashlib.sha256(vocab_bytes).hexdigest(),
+            "output": "classes" if p.classes else "full"}
+    data = build(p, vocab, meta).SerializeToString()
+    atomic_write_bytes(onnx_path.parent / "vocab.txt", vocab_bytes)
+    atomic_write_bytes(onnx_path, data)
+    return meta

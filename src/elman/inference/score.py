@@ -1,0 +1,221 @@
+"""Per-token log-probabilities of lines, in bounded memory.
+
+Three ways to run the model over lines (each line's targets are its ids
+then ``<eos>``; the word before a line's first token is ``<eos>``):
+
+* ``stream``: the lines are one stream, the state carried from each line
+  into the next (``elman eval``; ``elman score --carry``, RNNLM's ``-test``
+  without ``-independent``). Windows of ``WINDOW`` tokens, as eval's.
+* ``batched``: each line from a start state of its own (h0 = 0 for
+  ``score`` and ``--independent``), many lines a batch.
+* n-best with ``--carry``: every hypothesis of utterance u starts from the
+  state S_u; S_1 = 0 and S_(u+1) is the state after u's first hypothesis
+  (after its last word, before its ``<eos>`` is read), as RNNLM's
+  ``-nbest`` carries it: the first hypotheses form one stream.
+
+Memory: the (positions × V) logits of one step are the only V-sized
+array; a step holds at most ``POSITIONS`` positions (rows × window
+columns), eval's stream ``WINDOW``. A line of any length is cut into
+windows with its state carried, the same numbers as one pass. Lines are
+read ``GROUP`` tokens at a time (at least one line), sorted by length so
+that a batch wastes little on padding, and handed back in input order.
+"""
+from __future__ import annotations
+
+from collections import deque
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from elman.core.model import window_losses
+
+WINDOW = 256          # eval's stream window (validation's too)
+POSITIONS = 2048      # rows × columns of one batched step
+GROUP = 1 << 16       # tokens read ahead, then sorted by length
+
+
+def _groups(lines: Iterable, tokens: int = GROUP) -> Iterator[list]:
+    """Consecutive lists of lines holding about ``tokens`` tokens each."""
+    group, n = [], 0
+    for line in lines:
+        group.append(line)
+        n += len(line.ids)
+        if n >= tokens:
+            yield group
+            group, n = [], 0
+    if group:
+        yield group
+
+
+# -- one stream ------------------------------------------------------------------
+
+def stream(p, lines: Iterable, eos_id: int, window: int = WINDOW, h0=None, states: bool = False, history=None):
+    """Yield (line, losses) for each line in order, -ln P of each target
+    (float64), the lines read as one stream from ``h0`` (default 0; with
+    direct connections ``history``, the words before, default none).
+    ``states``: yield (line, losses, S) with S the state after the line's
+    last word (the one its ``<eos>`` is read with)."""
+    spans = deque()           # per window: [(entry, start in line, count)]
+    pending = deque()         # entries [line, losses, filled, S] of the lines not yet handed back
+
+    def windows():
+        xs, ys, span, have = [], [], [], 0
+        for line in lines:
+            entry = [line, np.empty(len(line.ids)), 0, None]
+            pending.append(entry)
+            x = np.concatenate([[eos_id], line.ids[:-1]])
+            at = 0
+            while at < len(x):
+                take = min(window - have, len(x) - at)
+                xs.append(x[at:at + take]), ys.append(line.ids[at:at + take]), span.append((entry, at, take))
+                at, have = at + take, have + take
+                if have == window:
+                    spans.append(span)
+                    yield np.concatenate(xs)[None], np.concatenate(ys)[None]
+                    xs, ys, span, have = [], [], [], 0
+        if have:
+            spans.append(span)
+            yield np.concatenate(xs)[None], np.concatenate(ys)[None]
+
+    h0 = np.zeros((1, p.Dh), p.dtype) if h0 is None else np.asarray(h0, p.dtype).reshape(1, -1)
+    history = None if history is None else np.asarray(history).reshape(1, -1)
+    for losses, hs in window_losses(p, windows(), h0, history, states=states):
+        col = 0
+        for entry, at, take in spans.popleft():
+            entry[1][at:at + take] = losses[0, col:col + take]
+            entry[2] += take
+            col += take
+            if states and entry[2] == len(entry[1]):
+                entry[3] = hs[col - 1, 0].copy()
+        while pending and pending[0][2] == len(pending[0][1]):
+            line, out, _, state = pending.popleft()
+            yield (line, out, state) if states else (line, out)
+
+
+# -- batched lines from their own start states ------------------------------------
+
+def batched(p, rows: list, eos_id: int, h0=None, positions: int = POSITIONS, window: int = WINDOW,
+            history=None) -> list:
+    """-ln P of each target (float64 arrays) of each id array in ``rows``
+    (each ending in ``<eos>``), row i from the state h0[i] (default 0)
+    after ``<eos>`` (and with direct connections after the words
+    history[i], default none). The longest rows go first; each batch holds as many
+    rows as fit ``positions`` at its width (at most ``window`` columns,
+    then the next window with the state carried, rows that have ended
+    dropped), so a long line never widens the batch of short ones."""
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
+    out = [None] * len(rows)
+    start = 0
+    while start < len(order):
+        width = min(window, len(rows[order[start]]))
+        chunk = order[start:start + max(1, positions // width)]
+        start += len(chunk)
+        h = np.zeros((len(chunk), p.Dh), p.dtype) if h0 is None else np.asarray(h0, p.dtype)[chunk]
+        before = None if history is None else np.asarray(history)[chunk]
+        for i, losses in zip(chunk, _run(p, [rows[i] for i in chunk], eos_id, h, window, before)):
+            out[i] = losses
+    return out
+
+
+def _run(p, rows: list, eos_id: int, h, window: int, history=None) -> list:
+    """The rows (longest first) in windows of ``window`` columns, the state
+    carried, each window holding only the rows still running."""
+    lengths = np.array([len(r) for r in rows])
+    out = [np.empty(n) for n in lengths]
+
+    def windows():
+        for t0 in range(0, lengths[0], window):
+            active = int(np.count_nonzero(lengths > t0))
+            width = min(window, int(lengths[0]) - t0)
+            x = np.full((active, width), eos_id, np.int64)
+            y = np.full((active, width), eos_id, np.int64)
+            for r in range(active):
+                row = rows[r]
+                end = min(t0 + width, len(row))
+                y[r, :end - t0] = row[t0:end]
+                x[r, :end - t0] = row[t0 - 1:end - 1] if t0 else np.r_[eos_id, row[:end - 1]]
+            yield x, y
+
+    for t0, (losses, _) in zip(range(0, lengths[0], window), window_losses(p, windows(), h, history)):
+        for r in range(losses.shape[0]):
+            end = min(t0 + losses.shape[1], lengths[r])
+            out[r][t0:end] = losses[r, :end - t0]
+    return out
+
+
+# -- lines as score reads them ----------------------------------------------------
+
+def line_losses(p, lines: Iterable, eos_id: int, carry: bool = False, nbest: bool = False) -> Iterator:
+    """(line, -ln P of each target) for each line, in input order.
+
+    Plain lines: each from h0 = 0 (``--independent``, the default), or one
+    stream (``carry``). N-best lines: every hypothesis of an utterance from
+    the same start, h0 = 0 or (``carry``) the state after the previous
+    utterance's first hypothesis. Identical lines with the same start are
+    run once, so identical hypotheses get identical scores."""
+    if carry and not nbest:
+        yield from stream(p, lines, eos_id)
+        return
+    chain = np.zeros(p.Dh, p.dtype)         # carry: the start of the next utterance
+    words = _words_before(p, None, None, eos_id)     # and the words before it (direct connections)
+    for group in (_utterance_groups(lines) if nbest else _groups(lines)):
+        utterance = _utterances(group)
+        if carry:
+            firsts = [line for i, line in enumerate(group) if i == 0 or utterance[i] != utterance[i - 1]]
+            after = [s for _, _, s in stream(p, firsts, eos_id, h0=chain, states=True, history=words)]
+            before = [words]
+            for line in firsts:
+                before.append(_words_before(p, before[-1], line.ids, eos_id))
+            starts, chain, words = [chain] + after[:-1], after[-1], before[-1]
+        index, rows, h0, history = {}, [], [], []
+        for line, u in zip(group, utterance):
+            key = (u, line.ids.tobytes()) if carry else line.ids.tobytes()
+            if key not in index:
+                index[key] = len(rows)
+                rows.append(line.ids)
+                if carry:
+                    h0.append(starts[u])
+                    history.append(before[u])
+        with_words = carry and p.D is not None
+        losses = batched(p, rows, eos_id, np.array(h0) if carry else None,
+                         history=np.array(history) if with_words else None)
+        for line, u in zip(group, utterance):
+            yield line, losses[index[(u, line.ids.tobytes()) if carry else line.ids.tobytes()]]
+
+
+def _words_before(p, before, ids, eos_id: int):
+    """With direct connections of order N: the N-2 words read before the
+    next line, after ``before`` and then a line (read as ``<eos>`` and its
+    ids but the last); -1 for none. None without direct connections."""
+    if p.D is None:
+        return None
+    n = max(p.order - 2, 0)
+    seq = np.full(n, -1, np.int64) if before is None else before
+    if ids is not None:
+        seq = np.concatenate([seq, [eos_id], ids[:-1]])
+    return seq[len(seq) - n:]
+
+
+def _utterances(group: list) -> list:
+    """The utterance ordinal of each line of a group: lines with the same
+    id in a row share one (a plain line, ``uid`` None, is one on its own)."""
+    out, k = [], -1
+    for i, line in enumerate(group):
+        if line.uid is None or i == 0 or line.uid != group[i - 1].uid:
+            k += 1
+        out.append(k)
+    return out
+
+
+def _utterance_groups(lines: Iterable, tokens: int = GROUP) -> Iterator[list]:
+    """Like ``_groups``, cut only between utterances: all the hypotheses of
+    one utterance are scored together."""
+    group, n = [], 0
+    for line in lines:
+        if n >= tokens and line.uid != group[-1].uid:
+            yield group
+            group, n = [], 0
+        group.append(line)
+        n += len(line.ids)
+    if group:
+        yield group

@@ -1,0 +1,116 @@
+"""The gradient exchange of processes that share one machine: shared memory.
+
+MPI's all-reduce of a large buffer between processes of one machine passes
+it through shared memory in many small pieces, and each piece waits for the
+other process to run. On a machine whose cores are all busy (other jobs, or
+more processes than cores) each of those waits can be a scheduler time
+slice: an 8 MB all-reduce between two processes measured 3 ms on idle
+cores and 23-130 ms (median, 90th percentile) at a load of 8 on 2 cores.
+
+Here each process writes its gradients once into its own region of one
+MPI shared-memory window (dense tensors, then each sparse one as ids and
+values), one barrier, and then every process reads all the regions and sums
+them itself, in rank order: one synchronisation instead of hundreds, the
+same sums on every process, and a sparse gradient costs only its rows.
+The barrier before each write is the all-gather of the update's sizes
+(``gradsync``): no process writes update k+1 before every process has read
+update k, so one region each suffices.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from elman.core.sparse import SparseGrad, sum_sparse
+
+
+def _up8(n: int) -> int:
+    return (n + 7) // 8 * 8
+
+
+class NodeExchange:
+    """Sums of the gradients of the processes of ``node`` (all on one machine)."""
+
+    def __init__(self, node, MPI):
+        self.node, self.MPI = node, MPI
+        self.size, self.rank = node.Get_size(), node.Get_rank()
+        self.win, self.capacity, self.regions = None, 0, []
+        self.out = np.empty(0, np.float32)      # this process's sums of the dense gradients
+
+    def _layout(self, grads: dict, counts_r) -> tuple[list, int]:
+        """[(name, offset, ...)] of one process's region and its size; every
+        process computes every region's layout from the shared ``counts``."""
+        spans, at, j = [], 0, 0
+        for k, g in grads.items():
+            if isinstance(g, SparseGrad):
+                c = int(counts_r[j])
+                j += 1
+                spans.append((k, at, c, g.width))
+                at += _up8(8 * c) + _up8(c * g.width * g.values.dtype.itemsize)
+            else:
+                spans.append((k, at, None, None))
+                at += _up8(g.nbytes)
+        return spans, at
+
+    def _ensure(self, need: int) -> None:
+        """A window whose regions hold ``need`` bytes (every process asks for the
+        same, so all reallocate together)."""
+        if need <= self.capacity:
+            return
+        if self.win is not None:
+            self.win.Unlock_all()
+            self.win.Free()
+        self.capacity = _up8(int(need * 1.25) + 4096)
+        self.win = self.MPI.Win.Allocate_shared(self.capacity, 1, comm=self.node)
+        self.win.Lock_all(self.MPI.MODE_NOCHECK)
+        self.regions = [np.frombuffer(self.win.Shared_query(r)[0], np.uint8)[:self.capacity]
+                        for r in range(self.size)]
+
+    def exchange(self, grads: dict, counts: np.ndarray) -> tuple[dict, int, int]:
+        """``grads`` summed over the processes; with the bytes of dense sums and of
+        sparse rows this process read."""
+        layouts = [self._layout(grads, counts[r]) for r in range(self.size)]
+        self._ensure(max(size for _, size in layouts))
+        mine = self.regions[self.rank]
+        for (k, at, c, width) in layouts[self.rank][0]:
+            g = grads[k]
+            if c is None:
+                np.copyto(mine[at:at + g.nbytes].view(g.dtype).reshape(g.shape), g)
+            else:
+                mine[at:at + 8 * c].view(np.int64)[:] = g.index
+                start = at + _up8(8 * c)
+                mine[start:start + g.values.nbytes].view(g.values.dtype).reshape(g.values.shape)[...] = g.values
+        self.win.Sync()                 # our writes visible, then wait for everyone's
+        self.node.Barrier()
+        self.win.Sync()
+        dense = [(k, g) for k, g in grads.items() if not isinstance(g, SparseGrad)]
+        total = sum(g.size for _, g in dense)
+        if dense and (self.out.size < total or self.out.dtype != dense[0][1].dtype):
+            self.out = np.empty(total, dense[0][1].dtype)
+        out, pos, dense_read, sparse_read = {}, 0, 0, 0
+        spans = [dict((k, (at, c, w)) for k, at, c, w in spans) for spans, _ in layouts]
+        for k, g in dense:
+            parts = [self.regions[r][spans[r][k][0]:spans[r][k][0] + g.nbytes].view(g.dtype).reshape(g.shape)
+                     for r in range(self.size)]
+            view = self.out[pos:pos + g.size].reshape(g.shape)
+            np.add(parts[0], parts[1], out=view)
+            for p in parts[2:]:
+                view += p
+            out[k], pos, dense_read = view, pos + g.size, dense_read + g.nbytes * self.size
+        for k, g in grads.items():
+            if isinstance(g, SparseGrad):
+                parts = []
+                for r in range(self.size):
+                    at, c, w = spans[r][k]
+                    start = at + _up8(8 * c)
+                    values = self.regions[r][start:start + c * w * g.values.dtype.itemsize]
+                    parts.append((self.regions[r][at:at + 8 * c].view(np.int64),
+                                  values.view(g.values.dtype).reshape(g.shape_of(c))))
+                    sparse_read += values.nbytes + 8 * c
+                out[k] = sum_sparse(parts, g)
+        return out, dense_read, sparse_read
+
+    def close(self) -> None:
+        if self.win is not None:
+            self.win.Unlock_all()
+            self.win.Free()
+            self.win = None
