@@ -230,6 +230,11 @@ def test_streams_hand_back_pages_and_still_read_the_same_ids(tmp_path, monkeypat
         assert all(b - a <= k * T for a, b in calls)  # never ahead of the window
     assert calls and {a % n for a, _ in calls} == {0} and max(b - a for a, b in calls) >= n - 2048 - T
     assert list(mapped.windows(T, start=3))[0][1].tolist() == ref.rows[:, 21:28].tolist()  # refaulted pages
+    calls.clear()
+    mine = Streams(ids.ids, B, release, part=slice(2, 4))  # one process's share of the B (MPI)
+    for (_, x, y), (_, x0, y0) in zip(mine.windows(T), ref.windows(T)):
+        assert np.array_equal(x, x0[2:4]) and np.array_equal(y, y0[2:4])
+    assert calls and {a for a, _ in calls} == {2 * n, 3 * n}
 
 
 def test_cache_list_and_clear_touch_only_elmans_files(tmp_path, capsys):

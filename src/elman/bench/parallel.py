@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -85,7 +86,9 @@ def worker(cfg: Config) -> None:
 
 class _Job:
     def __init__(self, processes: int, threads: int, cfg: Config):
-        mpiexec = Path(sys.executable).parent / "mpiexec"
+        mpiexec = Path(sys.executable).parent / "mpiexec"      # the mpich wheel's; else the one on PATH
+        if not mpiexec.exists():
+            mpiexec = shutil.which("mpiexec") or "mpiexec"
         env = {**os.environ, "ELMAN_THREADS": str(threads)}
         self.proc = subprocess.Popen([str(mpiexec), "-n", str(processes), sys.executable, "-m",
                                       "elman.bench.parallel", json.dumps(asdict(cfg))],

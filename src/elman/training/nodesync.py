@@ -4,8 +4,9 @@ MPI's all-reduce of a large buffer between processes of one machine passes
 it through shared memory in many small pieces, and each piece waits for the
 other process to run. On a machine whose cores are all busy (other jobs, or
 more processes than cores) each of those waits can be a scheduler time
-slice: an 8 MB all-reduce between two processes measured 3 ms on idle
-cores and 23-130 ms (median, 90th percentile) at a load of 8 on 2 cores.
+slice: an 8 MB all-reduce between two processes measured 2.8 ms at its
+fastest but 23 ms (median) and 60-130 ms (90th percentile) at a load of 8
+on 2 cores.
 
 Here each process writes its gradients once into its own region of one
 MPI shared-memory window (dense tensors, then each sparse one as ids and
