@@ -253,6 +253,8 @@ def test_cache_list_and_clear_touch_only_elmans_files(tmp_path, capsys):
     assert sorted(p.name for p in d.iterdir() if p.name.startswith(held_key)) and (d / "notes.txt").exists()
     assert cli.main(["cache", "clear", "--cache-dir", str(d)]) == 0
     assert files(d) == ["notes.txt"]
+    assert cli.main(["cache", "list", "--cache-dir", str(d / "notes.txt")]) == 2
+    assert "not a directory" in capsys.readouterr().err
 
 
 def test_eval_and_train_take_the_cache_dir(tmp_path, capsys):

@@ -163,6 +163,8 @@ def run_cache(args) -> int:
     from elman.data import cache
 
     root = Path(args.cache_dir) if args.cache_dir else cache.default_dir()
+    if root.exists() and not root.is_dir():
+        raise ElmanError(f"{root}: not a directory (the token-id cache is a directory)")
     try:
         if args.action == "clear":
             removed, freed, busy = cache.clear(root)
