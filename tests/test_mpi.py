@@ -229,3 +229,19 @@ def test_bench_processes_runs_both_jobs_and_models_the_cluster():
     assert [row["N"] for row in res["model"]] == [1, 2, 4, 8, 16, 32, 64]
     assert res["model"][0]["10 Gbit/s"] == res["one_words_s"]
     assert res["model"][-1]["100 Gbit/s"] > res["model"][-1]["10 Gbit/s"] > res["one_words_s"]
+
+
+def test_ranks_build_the_token_id_cache_once_with_forked_tokenisers(tmp_path):
+    """Two ranks ask for the same corpus at once: one builds it (its tokeniser
+    processes forked from an MPI rank), the other waits and reads it."""
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("".join(f"w{i % 97} w{i % 13} x{i % 1001} .\n" for i in range(40_000)))
+    code = ("import sys, hashlib; from mpi4py import MPI; from elman.data import corpus_ids; "
+            "v, ids = corpus_ids(sys.argv[1], cache_dir=sys.argv[2], say=print, workers=2, part_bytes=1 << 14); "
+            "print('rank', MPI.COMM_WORLD.rank, hashlib.sha256(ids.ids.tobytes()).hexdigest(), len(ids))")
+    out = subprocess.run([str(MPIEXEC), "-n", "2", sys.executable, "-c", code, str(corpus), str(tmp_path / "cache")],
+                         env=_env(), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    ranks = [line.split()[1:] for line in out.stdout.splitlines() if line.startswith("rank")]
+    assert sorted(r[0] for r in ranks) == ["0", "1"] and len({tuple(r[1:]) for r in ranks}) == 1
+    assert int(ranks[0][2]) == 200_000 and out.stdout.count("tokenised") == 1
