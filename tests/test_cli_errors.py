@@ -96,7 +96,7 @@ def test_a_vocabulary_under_two_tokens(corpus, capsys):
                                         ("--epochs", 0), ("--lr", 0), ("--lr", -0.1), ("--lr", "nan"),
                                         ("--clip", -1), ("--max-vocab", 0), ("--direct", -1),
                                         ("--direct", "inf"), ("--direct-order", 1), ("--direct-order", 21),
-                                        ("--direct-order", "x")])
+                                        ("--direct-order", "x"), ("--anneal", -1)])
 def test_non_positive_sizes_and_rates(corpus, capsys, flag, value):
     rc = _main(_train_args(corpus, **{flag: value}))
     _one_error_line(capsys, rc, flag)

@@ -102,6 +102,22 @@ def test_schedule_restores_after_a_worse_epoch():
     assert (sched.best, sched.best_epoch) == (3.5, 3)
 
 
+def test_anneal_starts_halving_while_validation_still_improves():
+    sched = Schedule(lr=1.0)
+    assert sched.update(1, 5.0).lr == 1.0
+    d = sched.update(2, 4.5, anneal=True)                # a 10 % gain, but few epochs remain
+    assert (d.lr, d.stop, sched.halving) == (0.5, False, True)
+    assert sched.update(3, 4.2).lr == 0.25
+    assert sched.update(4, 4.199).stop                    # then as before: the next small gain stops
+
+
+def test_train_anneals_the_last_epochs(tmp_path):
+    tr, va = write_corpus(tmp_path)
+    train(tmp_path / "m", dict(train=tr, valid=va, epochs=4, anneal=2, min_improvement=0.0, **SMALL), quiet=True)
+    lrs = [r["lr"] for r in map(json.loads, open(tmp_path / "m" / "metrics.jsonl")) if r.get("valid_ppl")]
+    assert lrs == [0.1, 0.1, 0.05, 0.025]                 # halving from the end of epoch 2 = 4 - 2
+
+
 def test_schedule_state_round_trip():
     _, sched = _decisions([4.0, 4.2])
     assert Schedule.from_state(json.loads(json.dumps(sched.state()))) == sched

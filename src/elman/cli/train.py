@@ -5,7 +5,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from elman.cli.args import add_cache_dir, ngram_order, nonnegative_float, positive_float, positive_int, rate
+from elman.cli.args import add_cache_dir, ngram_order, nonnegative_float, nonnegative_int, positive_float, positive_int, rate
 from elman.errors import ElmanError
 from elman.training.optim import DEFAULT_LR
 from elman.training.state import Settings, default
@@ -43,6 +43,10 @@ def add_train(sub):
                    help="halve the rate once validation log-likelihood improves by less than this "
                         "fraction in an epoch; stop at the next such epoch "
                         f"(default {default('min_improvement')})")
+    p.add_argument("--anneal", type=nonnegative_int, metavar="N",
+                   help="start halving the rate at the latest when N epochs remain (of --epochs, or of the "
+                        f"--minutes budget at the last epoch's pace) (default {default('anneal')}: only "
+                        "when validation stalls)")
     p.add_argument("--seed", type=int, help=f"initialisation seed (default {default('seed')})")
     p.add_argument("--classes", type=positive_int, metavar="K",
                    help="class-factorised softmax over K frequency-binned word classes: a position costs "

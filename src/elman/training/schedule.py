@@ -6,6 +6,12 @@ fraction, 0.003 = 0.3 %), the learning rate stays. The first epoch that
 improves less starts halving: the rate is halved after it and after every
 epoch that follows; the next epoch that again improves less stops training.
 
+``anneal`` (``elman train --anneal N``): halving starts at the latest when
+at most N epochs remain (of ``--epochs``, or of the ``--minutes`` budget at
+the pace of the epoch just done), so a run that would otherwise stop while
+still at its first rate gets N halvings, which is where most of the gain of
+the schedule comes from.
+
 An epoch that made validation *worse* is undone: the weights go back to the
 best ones (RNNLM's ``restoreWeights``), so training always continues from,
 and ends with, the best model. Only the weights are restored; the
@@ -32,9 +38,10 @@ class Schedule:
     best: float | None = None       # best validation nats per token
     best_epoch: int | None = None   # 1-based epoch that reached it
 
-    def update(self, epoch: int, valid_nats: float) -> Decision:
+    def update(self, epoch: int, valid_nats: float, anneal: bool = False) -> Decision:
         """Record epoch ``epoch`` (1-based) with validation loss ``valid_nats``
-        (mean nats per token) and decide what happens next."""
+        (mean nats per token) and decide what happens next; ``anneal``: start
+        halving now if it has not started (few epochs remain)."""
         if self.best is None:
             gain, improved = float("inf"), True
         else:
@@ -45,6 +52,8 @@ class Schedule:
         stop = False
         if gain < self.min_improvement:
             stop = self.halving
+            self.halving = True
+        elif anneal:
             self.halving = True
         if self.halving and not stop:
             self.lr /= 2

@@ -38,6 +38,7 @@ class Settings:
     lr: float | None = None          # None: DEFAULT_LR of the optimizer
     clip: float = 5.0
     min_improvement: float = 0.003
+    anneal: int = 0                   # halve from at the latest N epochs before the end (0: off)
     seed: int = 0
     classes: int = 0                  # K > 0: class-factorised softmax, K frequency-binned classes
     sampled: int = 0                  # S > 0: train with sampled softmax, S ids a window (unigram^0.75)
@@ -64,7 +65,7 @@ class Settings:
 
 # What a run saved before a setting existed did: a field its config.json
 # lacks takes this value, not today's default (which may be a newer recipe).
-LEGACY_VALUES = {"direct": 0.0, "direct_order": 3}
+LEGACY_VALUES = {"direct": 0.0, "direct_order": 3, "anneal": 0}
 
 
 def default(name: str):
@@ -86,6 +87,7 @@ class Progress:
     nats: float = 0.0         # training loss summed over this epoch so far
     tokens: int = 0           # positions in that sum
     elapsed: float = 0.0      # wall seconds over all sessions
+    epoch_started: float = 0.0  # ``elapsed`` when this epoch began
     metrics_lines: int = 0    # lines of metrics.jsonl this checkpoint accounts for
     stopped: str | None = None  # "schedule", "epochs" or "budget" once finished
     rng: dict = field(default_factory=dict)

@@ -218,6 +218,10 @@ class _Clock:
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
+    def left(self) -> float | None:
+        """Seconds of the budget left (None: no budget)."""
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
     def over(self) -> bool:
         return self.deadline is not None and time.monotonic() > self.deadline
 
@@ -288,7 +292,7 @@ def _end_epoch(run: Run, corpus: Corpus, clock: _Clock, wps: float, say) -> None
                                                   release=corpus.valid.release))
     if not math.isfinite(valid["perplexity"]):
         raise run.diverged(prog.windows_done, f"the validation perplexity is {valid['perplexity']}")
-    decision = sched.update(prog.epoch, math.log(valid["perplexity"]))
+    decision = sched.update(prog.epoch, math.log(valid["perplexity"]), anneal=_few_left(run, clock))
     keep, undo = (run.best, params) if decision.improved else (params, run.best)
     for name, value in undo.items():
         keep[name][...] = value
@@ -304,8 +308,22 @@ def _end_epoch(run: Run, corpus: Corpus, clock: _Clock, wps: float, say) -> None
     elif prog.epoch >= s.epochs and prog.stopped is None:
         prog.stopped = "epochs"
     prog.epoch, prog.windows_done, prog.nats, prog.tokens = prog.epoch + 1, 0, 0.0, 0
+    prog.epoch_started = prog.elapsed
     run.h = np.zeros_like(run.h)
     rundir.save(run)
+
+
+def _few_left(run: Run, clock: _Clock) -> bool:
+    """Whether at most ``--anneal`` epochs remain after this one: of ``--epochs``,
+    or of the time budget at this epoch's pace (a budget is wall time, so that
+    decision is one of its time-dependent ones, like where it cuts the last epoch)."""
+    n, prog = run.settings.anneal, run.prog
+    if not n:
+        return False
+    if prog.epoch >= run.settings.epochs - n:
+        return True
+    left = clock.left()
+    return left is not None and left <= n * (clock.elapsed() - prog.epoch_started)
 
 
 def _finish(run: Run, corpus: Corpus, say) -> dict:
