@@ -96,7 +96,7 @@ def test_a_vocabulary_under_two_tokens(corpus, capsys):
                                         ("--epochs", 0), ("--lr", 0), ("--lr", -0.1), ("--lr", "nan"),
                                         ("--clip", -1), ("--max-vocab", 0), ("--direct", -1),
                                         ("--direct", "inf"), ("--direct-order", 1), ("--direct-order", 21),
-                                        ("--direct-order", "x"), ("--anneal", -1)])
+                                        ("--direct-order", "x"), ("--anneal", -1), ("--direct-lr", 0)])
 def test_non_positive_sizes_and_rates(corpus, capsys, flag, value):
     rc = _main(_train_args(corpus, **{flag: value}))
     _one_error_line(capsys, rc, flag)
@@ -107,6 +107,8 @@ def test_direct_connections_too_small_or_without_a_size(corpus, capsys):
     _one_error_line(capsys, rc, "--direct 1e-06 is 1 weights", "words of the vocabulary")
     rc = _main(_train_args(corpus, **{"--direct-order": 4, "--direct": 0}))
     _one_error_line(capsys, rc, "--direct-order", "--direct SIZE")
+    rc = _main(_train_args(corpus, **{"--direct-lr": 0.5}))
+    _one_error_line(capsys, rc, "--direct-lr", "--direct SIZE")
 
 
 def test_an_unwritable_output(corpus, capsys):

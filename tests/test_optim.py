@@ -152,3 +152,24 @@ def test_big_arrays_updated_in_row_blocks_on_the_cores_equal_one_piece(name, mon
         results.append(p["U"])
     assert not np.array_equal(results[0], params["U"])
     assert np.array_equal(results[0], results[1])
+
+
+@pytest.mark.parametrize("name", ["sgd", "adagrad", "adam"])
+def test_plain_parameters_take_unclipped_sgd_steps_at_a_rate_that_follows_the_schedule(name):
+    from elman.core.sparse import SparseGrad
+    rng = np.random.default_rng(0)
+    params = {"W": rng.normal(size=(3, 4)), "D": rng.normal(size=50)}
+    opt = make_optimizer(name, params, lr=0.2, clip=1e-3, plain={"D": 0.5})
+    assert "D" not in opt.state_arrays() and not any(k.endswith(".D") for k in opt.state_arrays())
+    D0, gD = params["D"].copy(), rng.normal(size=50) * 10
+    opt.step(params, {"W": rng.normal(size=(3, 4)), "D": gD.copy()})
+    assert np.allclose(params["D"], D0 - 0.5 * gD, rtol=1e-15)            # not clipped by the tiny clip
+    opt.lr /= 2                                                            # a halving of the schedule
+    D1, idx = params["D"].copy(), np.array([3, 7])
+    opt.step(params, {"W": rng.normal(size=(3, 4)), "D": SparseGrad(idx, np.array([1.0, -2.0]), (50,), 0)})
+    want = D1.copy()
+    want[idx] -= 0.25 * np.array([1.0, -2.0])
+    assert np.array_equal(params["D"], want)
+    restored = make_optimizer(name, params, lr=0.2, clip=1e-3, plain={"D": 0.5})
+    restored.load_state(opt.state_arrays(), opt.state_scalars())
+    assert (restored.lr, restored.lr0) == (0.1, 0.2)

@@ -64,6 +64,9 @@ def add_train(sub):
     p.add_argument("--direct-order", type=ngram_order, metavar="N",
                    help="n-gram order of the direct connections: features of the 1..N-1 preceding words "
                         f"(default {default('direct_order')})")
+    p.add_argument("--direct-lr", type=positive_float, metavar="R",
+                   help="plain SGD rate of the direct weights, per token, halved with the run's rate "
+                        f"(default {default('direct_lr'):g}, RNNLM's)")
     p.add_argument("--minutes", type=positive_float, metavar="M",
                    help="stop after M minutes of this session: the epoch in progress is cut short, "
                         "validated and kept if better (default: no limit)")
@@ -89,8 +92,10 @@ def run_train(args) -> int:
     from elman.training.train import Interrupted, train
 
     options = {k: getattr(args, k) for k in _FROM_OPTIONS}
-    if args.direct_order is not None and (args.direct == 0 or (args.direct is None and not default("direct"))):
-        raise ElmanError("--direct-order sets the order of direct connections; give --direct SIZE too")
+    no_direct = args.direct == 0 or (args.direct is None and not default("direct"))
+    for flag, value in (("--direct-order", args.direct_order), ("--direct-lr", args.direct_lr)):
+        if value is not None and no_direct and not args.resume:
+            raise ElmanError(f"{flag} is a setting of direct connections; give --direct SIZE too")
     if args.resume:  # the saved run knows its files; any named here must match them
         options.update({k: str(Path(v).resolve()) for k in ("train", "valid", "test")
                         if (v := getattr(args, k)) is not None})

@@ -46,18 +46,25 @@ class Optimizer:
     columns are taken out, updated and put back (the same numbers as a
     dense update, whose zero rows change nothing) unless the rule moves
     every entry anyway (``dense_only``: Adam's moments decay everywhere).
+
+    ``plain`` {name: rate}: parameters that take plain SGD steps instead,
+    p <- p - rate · (lr / lr0) · g (their rate follows the schedule's halvings),
+    outside the clipping and with no state: the direct connections, as in
+    RNNLM and faster-rnnlm (``elman.training.train`` says why).
     """
 
     name = ""
     slots: tuple = ()  # per-parameter state arrays, e.g. Adam's ("m", "v")
     dense_only = False
 
-    def __init__(self, params: dict, lr: float, clip: float = 0.0):
-        self.lr = float(lr)
+    def __init__(self, params: dict, lr: float, clip: float = 0.0, plain: dict | None = None):
+        self.lr = self.lr0 = float(lr)
         self.clip = float(clip)
         self.t = 0  # number of updates taken
+        self.plain = dict(plain or {})
         # Only float tensors learn (a model may carry integer tables, e.g. class bounds).
-        self.state = {slot: {k: np.zeros_like(v) for k, v in params.items() if v.dtype.kind == "f"}
+        self.state = {slot: {k: np.zeros_like(v) for k, v in params.items()
+                             if v.dtype.kind == "f" and k not in self.plain}
                       for slot in self.slots}
 
     def step(self, params: dict, grads: dict) -> float:
@@ -65,10 +72,17 @@ class Optimizer:
 
         ``grads`` is scaled in place by the clipping. A NaN or infinite
         gradient raises FloatingPointError and leaves ``params`` untouched."""
+        plain = {k: grads.pop(k) for k in self.plain if k in grads}
         norm = clip_by_global_norm(grads, self.clip)
-        if not math.isfinite(norm):
-            raise FloatingPointError(f"the gradient norm is {norm}")
+        if not math.isfinite(norm) or not math.isfinite(global_norm(plain)):
+            raise FloatingPointError(f"the gradient norm is {norm if not math.isfinite(norm) else global_norm(plain)}")
         self.t += 1
+        for k, g in plain.items():
+            p, c = params[k], params[k].dtype.type(self.plain[k] * self.lr / self.lr0)
+            if isinstance(g, SparseGrad):
+                g.put(p, g.take(p) - c * g.values)
+            else:
+                p -= np.multiply(g, c, out=_tmp("a", g))
         for k, g in grads.items():
             p, state = params[k], {slot: self.state[slot][k] for slot in self.slots}
             if isinstance(g, SparseGrad) and self.dense_only:
@@ -125,13 +139,14 @@ class Optimizer:
         return {f"{slot}.{k}": a for slot, arrays in self.state.items() for k, a in arrays.items()}
 
     def state_scalars(self) -> dict:
-        return {"name": self.name, "lr": self.lr, "clip": self.clip, "t": self.t}
+        return {"name": self.name, "lr": self.lr, "clip": self.clip, "t": self.t, "lr0": self.lr0}
 
     def load_state(self, arrays: dict, scalars: dict) -> None:
         if scalars.get("name") != self.name:
             raise ElmanError(f"the checkpoint holds {scalars.get('name')!r} optimizer state, "
                              f"not {self.name!r}; resume with --optimizer {scalars.get('name')}")
         self.lr, self.clip, self.t = float(scalars["lr"]), float(scalars["clip"]), int(scalars["t"])
+        self.lr0 = float(scalars.get("lr0", self.lr0))     # older files: the starting rate given
         for slot, own in self.state.items():
             for k, a in own.items():
                 saved = arrays.get(f"{slot}.{k}")
@@ -242,7 +257,8 @@ OPTIMIZERS = {cls.name: cls for cls in (SGD, Adagrad, Adam, LazyAdam)}
 DEFAULT_LR = {"sgd": 8.0, "adagrad": 0.1, "adam": 0.002, "lazyadam": 0.002}
 
 
-def make_optimizer(name: str, params: dict, lr: float | None = None, clip: float = 0.0) -> Optimizer:
+def make_optimizer(name: str, params: dict, lr: float | None = None, clip: float = 0.0,
+                   plain: dict | None = None) -> Optimizer:
     if name not in OPTIMIZERS:
         raise ElmanError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
-    return OPTIMIZERS[name](params, DEFAULT_LR[name] if lr is None else lr, clip)
+    return OPTIMIZERS[name](params, DEFAULT_LR[name] if lr is None else lr, clip, plain)

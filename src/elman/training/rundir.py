@@ -21,9 +21,8 @@ import numpy as np
 
 from elman import modelfile
 from elman.errors import ElmanError
-from elman.training.optim import make_optimizer
 from elman.training.schedule import Schedule
-from elman.training.state import RESUMABLE, Progress, Run, Settings
+from elman.training.state import RESUMABLE, Progress, Run, Settings, make_run_optimizer
 
 
 LOCK_FILE = ".lock"
@@ -171,7 +170,7 @@ def restore(out: Path, options: dict, write: bool = True) -> Run:
     saved, prog, sched, h, opt_state = _saved_state(out, cfg, opt_arrays)
     _check_unchanged(out, saved, options)
     s = Settings(**{**asdict(saved), **{k: v for k, v in options.items() if k in RESUMABLE}})
-    opt = make_optimizer(s.optimizer, p.as_dict(), s.lr, s.clip)
+    opt = make_run_optimizer(s, p.as_dict())
     try:
         opt.load_state(opt_arrays, opt_state)
     except (KeyError, TypeError, ValueError) as exc:

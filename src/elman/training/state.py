@@ -14,7 +14,7 @@ from elman.data import Vocab
 from elman.errors import ElmanError
 from elman.training.distributed import Local
 from elman.training.metrics import MetricsLog
-from elman.training.optim import DEFAULT_LR
+from elman.training.optim import DEFAULT_LR, make_optimizer
 from elman.training.schedule import Schedule
 
 
@@ -45,6 +45,7 @@ class Settings:
     dropout: float = 0.0              # rate of dropout on e into the recurrence and h into the output
     direct: float = 0.0               # direct connections: millions of hashed n-gram weights (0: none)
     direct_order: int = 3             # their order N: contexts of 1..N-1 preceding words
+    direct_lr: float = 0.1            # plain SGD rate of the direct weights, per token (RNNLM's alpha)
     checkpoint_every: int = 0         # also checkpoint every N windows (0: epochs only)
     log_every: int = 100              # a metrics line every N windows
     processes: int = 1                # N: MPI processes sharing the B streams (data parallel)
@@ -65,7 +66,15 @@ class Settings:
 
 # What a run saved before a setting existed did: a field its config.json
 # lacks takes this value, not today's default (which may be a newer recipe).
-LEGACY_VALUES = {"direct": 0.0, "direct_order": 3, "anneal": 0}
+LEGACY_VALUES = {"direct": 0.0, "direct_order": 3, "anneal": 0, "direct_lr": 0.1}
+
+
+def make_run_optimizer(s: Settings, params: dict):
+    """The run's optimizer: ``s.optimizer`` for every tensor but the direct
+    weights, which take plain SGD steps at ``s.direct_lr`` per token (the
+    trainer hands their gradient as the sum over the window's positions)."""
+    plain = {"D": s.direct_lr} if "D" in params else None
+    return make_optimizer(s.optimizer, params, s.lr, s.clip, plain)
 
 
 def default(name: str):

@@ -39,9 +39,8 @@ from elman.core.sampled import Sampler, unigram_proposal
 from elman.fast import threads
 from elman.training import distributed, rundir
 from elman.training.metrics import MetricsLog
-from elman.training.optim import make_optimizer
 from elman.training.schedule import Schedule
-from elman.training.state import Interrupted, Progress, Run, Settings  # noqa: F401  (Interrupted: the CLI's)
+from elman.training.state import Interrupted, Progress, Run, Settings, make_run_optimizer  # noqa: F401  (Interrupted: the CLI's)
 
 
 class _CtrlC:
@@ -180,7 +179,7 @@ def _start(out: Path, s: Settings, ids: _Reader) -> tuple[Run, data.TokenIds]:
                          f"of the vocabulary: each n-gram feature needs a window of that many")
     p = Params.init(len(vocab), s.embed, s.hidden, seed=s.seed, classes=s.classes, counts=vocab.counts,
                     direct=s.direct_size, direct_order=s.direct_order)
-    run = Run(out, s, p, vocab, make_optimizer(s.optimizer, p.as_dict(), s.lr, s.clip),
+    run = Run(out, s, p, vocab, make_run_optimizer(s, p.as_dict()),
               Schedule(lr=s.lr, min_improvement=s.min_improvement),
               Progress(rng=np.random.default_rng(s.seed).bit_generator.state),
               h=np.zeros((s.streams, s.hidden), dtype=p.dtype), best=p.copy().as_dict())
@@ -251,6 +250,13 @@ def _train_epoch(run: Run, corpus: Corpus, clock: _Clock, ctrl_c: _CtrlC, quiet:
             positions = s.streams * x.shape[1]
             loss, grads, h = bptt(p, x, y, run.h[part], sampled=sampled, sparse=True, dropout=dropout,
                                   scale=1.0 / positions, history=history)
+            if "D" in grads:
+                # The direct weights' plain SGD rate is per token, as RNNLM's: an
+                # Adagrad step, normalised per weight, moves every weight the
+                # window touches by about the full rate however small its
+                # gradient, and D then learnt the training n-grams by heart
+                # (README, "Direct connections").
+                grads["D"] *= p.dtype.type(positions)
             grads, loss, (stop, over) = run.comm.allreduce_grads(grads, loss, (ctrl_c.requested, clock.over()))
             try:
                 if not math.isfinite(loss):
