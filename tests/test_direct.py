@@ -345,3 +345,24 @@ def test_model_files_say_what_the_tensors_are(tmp_path, capsys):
     assert "no \"direct\" in the config" in tampered(lambda c: c.pop("direct"))
     assert "output layer 'hs' is not one this elman knows" in tampered(lambda c: c.update(output="hs"))
     assert "says a classes output layer" in tampered(lambda c: c.update(output="classes"))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_compiled_windows_equal_numpy(dtype):
+    """fast.windows against the NumPy sums of core.direct, repeats included
+    (samples drawn with replacement hit one cell many times)."""
+    from elman.fast import windows
+    rng = np.random.default_rng(11)
+    V, M, N, F, S = 50, 3000, 40, 3, 64
+    D = rng.normal(size=M).astype(dtype)
+    O = rng.integers(0, M - V + 1, (N, F))
+    cols = np.sort(rng.integers(0, V, S))
+    assert np.allclose(windows.gather_shared(D, O, cols), dc.gather_shared(D, O, cols), rtol=1e-6)
+    dO = rng.normal(size=(N, S)).astype(dtype)
+    for sparse in (False, True):
+        g = dc.DirectGrad(M, dtype, N * F * S, sparse=sparse)
+        g.shared(O, cols, dO)
+        h = dc.DirectGrad(M, dtype, N * F * S, sparse=sparse)
+        h.points(O[:, :, None] + cols, np.broadcast_to(dO[:, None, :], (N, F, S)))
+        a, b = densify({"D": g.result()})["D"], densify({"D": h.result()})["D"]
+        assert np.allclose(a, b, rtol=1e-5, atol=1e-5) and np.count_nonzero(a) > S

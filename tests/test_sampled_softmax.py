@@ -146,6 +146,7 @@ def test_sampler_is_deterministic_and_follows_q():
     a = s.draw(3)
     assert a.dtype == np.int64 and a.shape == (1000,)
     assert np.array_equal(a, Sampler(q, 1000, seed=5).draw(3))
+    assert np.all(np.diff(a) >= 0)                      # ascending: memory order (fast.windows)
     assert not np.array_equal(a, s.draw(4))
     assert not np.array_equal(a, Sampler(q, 1000, seed=6).draw(3))
     ids = np.concatenate([s.draw(step) for step in range(200)])

@@ -198,6 +198,13 @@ class DirectGrad:
         if self.mask is not None:
             self.mask[idx] = True
 
+    def shared(self, O, cols, vals) -> None:
+        """acc[O[n, f] + cols[s]] += vals[n, s]: the same columns of every row's F windows."""
+        from elman.fast import windows
+        none = np.zeros(0, bool)
+        windows.scatter_shared(self.acc, none if self.mask is None else self.mask,
+                               np.ascontiguousarray(O), np.asarray(cols, np.int64), np.ascontiguousarray(vals))
+
     def result(self):
         if self.dense:
             return self.acc
@@ -236,7 +243,8 @@ class Features:
 
     def sampled_terms(self, y, samples):
         """(N,) for the targets and (N,S) for the samples: ``sampled_output_losses``'s extra."""
-        return gather_targets(self.D, self.O, y), gather_shared(self.D, self.O, samples)
+        from elman.fast import windows     # Numba takes 0.3 s to import: only sampled runs pay it
+        return gather_targets(self.D, self.O, y), windows.gather_shared(self.D, self.O, samples)
 
     def dense_terms(self):
         """(N,V) word terms and (N,K) class terms (None without classes): all of them."""
@@ -278,7 +286,7 @@ class Features:
         def scatter():
             for f in range(self.O.shape[1]):
                 g.points(self.O[:, f] + y, dtrue)
-                g.points(self.O[:, f, None] + samples, dO)
+            g.shared(self.O, samples, dO)
         return self._finish(g, scatter)
 
     @staticmethod

@@ -91,8 +91,11 @@ class Sampler:
         return self.q.size
 
     def draw(self, step):
-        """ids (S,) int64 in [0, V), i.i.d. from q (duplicates allowed)."""
+        """ids (S,) int64 in [0, V), i.i.d. from q (duplicates allowed), in
+        ascending order: the loss does not depend on the samples' order, and
+        sorted columns are read and written in memory order (fast.windows)."""
         u = np.random.default_rng((self.seed, int(step))).random(self.S)
+        u.sort()
         return np.searchsorted(self._cdf, u, side="right").astype(np.int64)
 
 
