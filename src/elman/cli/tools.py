@@ -38,8 +38,11 @@ def add_bench(sub):
     p.add_argument("--direct", type=nonnegative_float, default=0.0, metavar="SIZE",
                    help="also bench the recipe: every option given here together, with direct connections "
                         "of SIZE million weights")
-    p.add_argument("--direct-order", type=ngram_order, default=3, metavar="N", help="their order (default 3)")
+    p.add_argument("--direct-order", type=ngram_order, metavar="N", help="their order (default 3)")
     p.add_argument("--dropout", type=rate, default=0.0, metavar="P", help="the recipe's dropout rate")
+    p.add_argument("--recipe", action="store_true",
+                   help="also bench the recipe of elman train's defaults (sampled softmax, direct connections, "
+                        "dropout), each value unless given here")
     p.add_argument("--vs-torch", action="store_true", help="also run PyTorch eager autograd on the same model")
     p.add_argument("--processes", type=positive_int, metavar="N",
                    help="instead: N MPI processes x 1 thread against 1 process x N threads, training on the "
@@ -65,6 +68,7 @@ def run_bench(args) -> int:
         return _bench_corpus(args)
     if args.V < 2:
         raise ElmanError("--V must be at least 2")
+    _take_recipe(args)
     if args.classes > args.V:
         raise ElmanError(f"--classes {args.classes} is more than the {args.V} words of --V")
     if args.vs_torch and importlib.util.find_spec("torch") is None:
@@ -84,6 +88,20 @@ def run_bench(args) -> int:
     return 0
 
 
+def _take_recipe(args) -> None:
+    """Fill what ``--recipe`` sets and the options left unset: the train defaults."""
+    from elman.training.state import DIRECT, SAMPLED, default
+
+    if args.recipe and args.classes:
+        raise ElmanError("--recipe benches elman train's defaults, which train without --classes")
+    if args.recipe:
+        args.sampled = args.sampled or SAMPLED
+        args.direct = args.direct or DIRECT
+        args.dropout = args.dropout or default("dropout")
+    if args.direct_order is None:
+        args.direct_order = default("direct_order")
+
+
 def _bench_processes(args, cfg) -> int:
     import importlib.util
     import json
@@ -92,7 +110,7 @@ def _bench_processes(args, cfg) -> int:
 
     if args.classes or args.vs_torch or args.direct or args.dropout:
         raise ElmanError("--processes compares processes with threads on the full or sampled softmax; "
-                         "drop --classes, --direct, --dropout and --vs-torch")
+                         "drop --classes, --direct, --dropout, --recipe and --vs-torch")
     if args.B % args.processes:
         raise ElmanError(f"--B {args.B}: {args.processes} processes cannot share {args.B} streams equally")
     if importlib.util.find_spec("mpi4py") is None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from elman.cli.args import add_cache_dir, ngram_order, nonnegative_float, nonnegative_int, positive_float, positive_int, rate
 from elman.errors import ElmanError
 from elman.training.optim import DEFAULT_LR
-from elman.training.state import Settings, default
+from elman.training.state import DIRECT, SAMPLED, Settings, default
 
 def add_train(sub):
     p = sub.add_parser(
@@ -53,20 +53,22 @@ def add_train(sub):
                         "K + |class| output units instead of V; perplexity stays exact (default: full softmax)")
     p.add_argument("--dropout", type=rate, metavar="P",
                    help="inverted dropout with rate P on e(t) into the recurrence and on h(t) into the "
-                        "output layer, in training only (default 0: none)")
-    p.add_argument("--sampled", type=positive_int, metavar="S",
+                        f"output layer, in training only (default {default('dropout'):g}; 0: none)")
+    p.add_argument("--sampled", type=nonnegative_int, metavar="S",
                    help="train with sampled softmax: each window's loss over its targets and S ids drawn "
                         "from the unigram^0.75 distribution instead of all V words; the model and its "
-                        "validation and test perplexities stay the exact full softmax's (default: off)")
+                        "validation and test perplexities stay the exact full softmax's "
+                        f"(default {SAMPLED}, or 0 with --classes; 0, or S >= V: the full softmax)")
     p.add_argument("--direct", type=nonnegative_float, metavar="SIZE",
                    help="direct connections (RNNME): SIZE million hashed n-gram weights added to the output "
-                        f"logits (4 bytes each, twice that with Adagrad's state) (default {default('direct'):g}: none)")
+                        f"logits (4 bytes each) (default {DIRECT:g}, or 2 V weights for a larger vocabulary; "
+                        "0: none)")
     p.add_argument("--direct-order", type=ngram_order, metavar="N",
                    help="n-gram order of the direct connections: features of the 1..N-1 preceding words "
                         f"(default {default('direct_order')})")
     p.add_argument("--direct-lr", type=positive_float, metavar="R",
                    help="plain SGD rate of the direct weights, per token, halved with the run's rate "
-                        f"(default {default('direct_lr'):g}, RNNLM's)")
+                        f"(default {default('direct_lr'):g}; RNNLM's is 0.1)")
     p.add_argument("--minutes", type=positive_float, metavar="M",
                    help="stop after M minutes of this session: the epoch in progress is cut short, "
                         "validated and kept if better (default: no limit)")
@@ -92,7 +94,7 @@ def run_train(args) -> int:
     from elman.training.train import Interrupted, train
 
     options = {k: getattr(args, k) for k in _FROM_OPTIONS}
-    no_direct = args.direct == 0 or (args.direct is None and not default("direct"))
+    no_direct = args.direct == 0
     for flag, value in (("--direct-order", args.direct_order), ("--direct-lr", args.direct_lr)):
         if value is not None and no_direct and not args.resume:
             raise ElmanError(f"{flag} is a setting of direct connections; give --direct SIZE too")

@@ -18,6 +18,10 @@ from elman.training.optim import DEFAULT_LR, make_optimizer
 from elman.training.schedule import Schedule
 
 
+SAMPLED = 1000        # the default S of sampled softmax
+DIRECT = 2.0          # the default size of the direct connections, millions of weights
+
+
 @dataclass
 class Settings:
     """Everything that defines a training run (saved in config.json). These
@@ -33,19 +37,23 @@ class Settings:
     embed: int = 200
     streams: int = 32                 # B: parallel streams (--batch)
     steps: int = 20                   # T: steps per window (--bptt)
-    epochs: int = 20
+    # From here to direct_lr the defaults are the best KJV recipe measured:
+    # README, "Recipes measured on KJV", has a row for each choice.
+    epochs: int = 14
     optimizer: str = "adagrad"       # measured best (README, "Training")
     lr: float | None = None          # None: DEFAULT_LR of the optimizer
     clip: float = 5.0
     min_improvement: float = 0.003
-    anneal: int = 0                   # halve from at the latest N epochs before the end (0: off)
+    anneal: int = 4                   # halve from at the latest N epochs before the end (0: off)
     seed: int = 0
     classes: int = 0                  # K > 0: class-factorised softmax, K frequency-binned classes
-    sampled: int = 0                  # S > 0: train with sampled softmax, S ids a window (unigram^0.75)
-    dropout: float = 0.0              # rate of dropout on e into the recurrence and h into the output
-    direct: float = 0.0               # direct connections: millions of hashed n-gram weights (0: none)
+    sampled: int | None = None        # S > 0: sampled softmax, S ids a window (unigram^0.75); None: SAMPLED
+                                      # (0, the exact softmax, with --classes); S >= V trains the full softmax
+    dropout: float = 0.25             # rate of dropout on e into the recurrence and h into the output
+    direct: float | None = None       # direct connections: millions of hashed n-gram weights (0: none);
+                                      # None: DIRECT, or 2 V weights when the vocabulary is larger
     direct_order: int = 3             # their order N: contexts of 1..N-1 preceding words
-    direct_lr: float = 0.1            # plain SGD rate of the direct weights, per token (RNNLM's alpha)
+    direct_lr: float = 0.05           # plain SGD rate of the direct weights, per token (RNNLM's alpha: 0.1)
     checkpoint_every: int = 0         # also checkpoint every N windows (0: epochs only)
     log_every: int = 100              # a metrics line every N windows
     processes: int = 1                # N: MPI processes sharing the B streams (data parallel)
@@ -53,6 +61,13 @@ class Settings:
     def __post_init__(self):
         if self.lr is None:
             self.lr = DEFAULT_LR.get(self.optimizer, 1.0)
+        if self.sampled is None:
+            self.sampled = 0 if self.classes else SAMPLED
+
+    def fit_vocabulary(self, V: int) -> None:
+        """Resolve what depends on the vocabulary: the default table size."""
+        if self.direct is None:
+            self.direct = max(DIRECT, round(2 * max(V, self.classes) / 1e6, 6))
 
     @classmethod
     def from_saved(cls, saved: dict) -> "Settings":
@@ -61,12 +76,12 @@ class Settings:
     @property
     def direct_size(self) -> int:
         """M, the number of direct-connection weights (``direct`` is in millions)."""
-        return int(round(self.direct * 1e6))
+        return int(round((self.direct or 0) * 1e6))
 
 
 # What a run saved before a setting existed did: a field its config.json
 # lacks takes this value, not today's default (which may be a newer recipe).
-LEGACY_VALUES = {"direct": 0.0, "direct_order": 3, "anneal": 0, "direct_lr": 0.1}
+LEGACY_VALUES = {"direct": 0.0, "direct_order": 3, "anneal": 0, "direct_lr": 0.1, "sampled": 0, "dropout": 0.0}
 
 
 def make_run_optimizer(s: Settings, params: dict):
@@ -147,6 +162,13 @@ class Run:
     def __post_init__(self):
         if self.comm is None:
             self.comm = Local()
+
+    @property
+    def samples(self) -> int:
+        """S of the sampled softmax, or 0 for the exact one: S ids drawn from a
+        vocabulary of at most S words cost more than all of them."""
+        S = self.settings.sampled
+        return S if S < len(self.vocab) else 0
 
     def diverged(self, k: int, why) -> ElmanError:
         # Every process meets a divergence at the same update (the loss and

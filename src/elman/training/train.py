@@ -172,6 +172,7 @@ def _start(out: Path, s: Settings, ids: _Reader) -> tuple[Run, data.TokenIds]:
     if s.classes and s.sampled:
         raise ElmanError("--sampled trains the full-softmax model; it does not go with --classes")
     vocab, train_ids = ids(s.train, s)
+    s.fit_vocabulary(len(vocab))
     if s.classes > len(vocab):
         raise ElmanError(f"--classes {s.classes} is more than the {len(vocab)} words of the vocabulary")
     if s.direct and s.direct_size < max(len(vocab), s.classes):
@@ -199,7 +200,8 @@ def _announce(run: Run, corpus: Corpus, say) -> None:
     say(f"elman: training a {len(run.vocab)}-word model (d={s.embed}, Dh={s.hidden}) on {corpus.tokens} "
         f"tokens of {s.train}: {s.streams} streams x {s.steps} steps, {corpus.windows(s.steps)} windows an "
         f"epoch, {s.optimizer} lr {run.opt.lr:g}"
-        + (f"; sampled softmax, {s.sampled} ids a window (train ppl* is the sampled loss's)" if s.sampled else "")
+        + (f"; sampled softmax, {s.sampled} ids a window (train ppl* is the sampled loss's)" if run.samples
+           else f"; full softmax (--sampled {s.sampled} >= the vocabulary)" if s.sampled else "")
         + (f"; dropout {s.dropout:g}" if s.dropout else "")
         + (f"; direct connections: {s.direct_size} weights, order {s.direct_order}" if s.direct else ""))
     if run.comm.size > 1:
@@ -233,7 +235,7 @@ def _train_epoch(run: Run, corpus: Corpus, clock: _Clock, ctrl_c: _CtrlC, quiet:
     s, p, opt, prog = run.settings, run.params, run.opt, run.prog
     nb = corpus.windows(s.steps)
     # Draws depend on (seed, update number) only: a resumed run draws the same ids.
-    sampler = Sampler(unigram_proposal(run.vocab.counts), s.sampled, seed=s.seed) if s.sampled else None
+    sampler = Sampler(unigram_proposal(run.vocab.counts), s.sampled, seed=s.seed) if run.samples else None
     params, part = p.as_dict(), run.comm.part(s.streams)
     bar = tqdm(total=nb, initial=prog.windows_done, desc=f"epoch {prog.epoch}/{s.epochs}", unit="win",
                file=sys.stderr, leave=False, dynamic_ncols=True, disable=quiet or not sys.stderr.isatty())
@@ -305,7 +307,7 @@ def _end_epoch(run: Run, corpus: Corpus, clock: _Clock, wps: float, say) -> None
     prog.elapsed = clock.elapsed()
     run.log(corpus.windows(s.steps), wps, valid_ppl=valid["perplexity"],
             **({} if decision.improved else {"restored": True}))
-    say(f"epoch {prog.epoch:3d}  train ppl{'*' if s.sampled else ' '}{prog.train_ppl:8.2f}  "
+    say(f"epoch {prog.epoch:3d}  train ppl{'*' if run.samples else ' '}{prog.train_ppl:8.2f}  "
         f"valid ppl {valid['perplexity']:8.2f}  lr {opt.lr:<8g} {wps:6.0f} words/s"
         + ("" if decision.improved else "  (worse: restored the best weights)"))
     opt.lr = decision.lr
