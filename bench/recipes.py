@@ -57,9 +57,9 @@ def measure(name: str, out: Path, files: dict, dynamic: list[str]) -> dict:
     model = out / name
     _, wall = elman("train", "--train", str(files["train"].parent), "--out", str(model), "--force", "--quiet",
                     *flags)
-    config = json.loads((model / "config.json").read_text())
+    progress = json.loads((model / "last" / "config.json").read_text())["train_state"]["progress"]
     row = {"row": name, "flags": " ".join(flags), "train_wall_s": round(wall, 1),
-           "epochs": config["progress"]["epoch"] - 1, "stopped": config["progress"]["stopped"],
+           "epochs": progress["epoch"] - 1 + (progress["windows_done"] > 0), "stopped": progress["stopped"],
            "load_before": os.getloadavg()[0]}
     for lr in [None, *dynamic]:
         argv = ["eval", "--model", str(model), "--data", str(files["test"]), "--json"]

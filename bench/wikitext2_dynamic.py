@@ -54,9 +54,9 @@ def main() -> int:
     flags = [f for f in args.train_flags if f != "--"]
     _, wall = elman("train", "--train", str(corpus / "train.txt"), "--valid", str(corpus / "valid.txt"),
                     "--out", str(args.out / "model"), "--force", "--quiet", *flags)
-    config = json.loads((args.out / "model" / "config.json").read_text())
+    progress = json.loads((args.out / "model" / "last" / "config.json").read_text())["train_state"]["progress"]
     vocab = (args.out / "model" / "vocab.txt").read_text(encoding="utf-8").splitlines()
-    row.update(flags=" ".join(flags), train_wall_s=round(wall, 1), epochs=config["progress"]["epoch"] - 1,
+    row.update(flags=" ".join(flags), train_wall_s=round(wall, 1), epochs=progress["epoch"] - 1,
                vocab=len(vocab))
     test = str(args.data / "test.txt")
     for lr in [None, *[x for x in args.dynamic.split(",") if x]]:

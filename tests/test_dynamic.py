@@ -169,6 +169,6 @@ def test_bad_dynamic_options_are_one_line(runs, args, message, capsys):
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
 
 
-def test_the_cli_default_rate_is_the_librarys():
-    from elman.cli.inference import DYNAMIC_LR
-    assert DYNAMIC_LR == dynamic.DEFAULT_LR
+def test_the_cli_default_rates_are_the_librarys():
+    from elman.cli.inference import DYNAMIC_DIRECT_LR, DYNAMIC_LR
+    assert (DYNAMIC_LR, DYNAMIC_DIRECT_LR) == (dynamic.DEFAULT_LR, dynamic.DEFAULT_DIRECT_LR)

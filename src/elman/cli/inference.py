@@ -2,14 +2,30 @@
 from __future__ import annotations
 
 from elman.cli.args import add_cache_dir, add_model_and_data, positive_float, positive_int, say
+from elman.errors import ElmanError
 
-DYNAMIC_LR = 0.1   # keep equal to elman.inference.dynamic.DEFAULT_LR (the CLI does not import it: speed)
+# Keep equal to elman.inference.dynamic.DEFAULT_LR and DEFAULT_DIRECT_LR
+# (the CLI does not import it: speed; a test holds them equal).
+DYNAMIC_LR, DYNAMIC_DIRECT_LR = 0.01, 0.2
 
 
 def add_dynamic(p, unit: str) -> None:
     p.add_argument("--dynamic", type=positive_float, nargs="?", const=DYNAMIC_LR, metavar="LR",
                    help=f"dynamic evaluation: after each {unit} is scored, one SGD step on it with rate LR "
                         f"per token (default rate {DYNAMIC_LR:g}); the model file is not changed")
+    p.add_argument("--dynamic-direct", type=positive_float, metavar="R",
+                   help="with --dynamic: the rate of the direct connections' weights "
+                        f"(default {DYNAMIC_DIRECT_LR:g})")
+
+
+def _check_dynamic(args, p) -> None:
+    """--dynamic-direct needs --dynamic and a model with direct connections; fills its default."""
+    if args.dynamic_direct is not None and args.dynamic is None:
+        raise ElmanError("--dynamic-direct is the rate of --dynamic's direct weights; give --dynamic too")
+    if args.dynamic_direct is not None and not p.order:
+        raise ElmanError("--dynamic-direct: this model has no direct connections")
+    if args.dynamic is not None and args.dynamic_direct is None:
+        args.dynamic_direct = DYNAMIC_DIRECT_LR
 
 
 def _add_rescoring(p) -> None:
@@ -54,6 +70,7 @@ def run_eval(args) -> int:
     if args.bptt is not None and args.dynamic is None:
         raise ElmanError("--bptt sets the segments of --dynamic; give --dynamic too")
     p, vocab, cfg = evaluate.load(args.model)
+    _check_dynamic(args, p)
     if args.per_token or args.ngram or args.lm_prob or args.lam is not None or args.data == "-":
         if args.dynamic is not None:
             raise ElmanError("eval --dynamic reads a file and prints the perplexity only: it does not take "
@@ -67,8 +84,8 @@ def run_eval(args) -> int:
         how = ""
     else:
         T = args.bptt or cfg.get("settings", {}).get("steps", 20)
-        result = evaluate.dynamic_perplexity(p, ids, vocab.eos_id, args.dynamic, T)
-        how = f"  dynamic lr {args.dynamic:g}, T {T}"
+        result = evaluate.dynamic_perplexity(p, ids, vocab.eos_id, args.dynamic, T, args.dynamic_direct)
+        how = f"  dynamic lr {args.dynamic:g}" + (f", direct {args.dynamic_direct:g}" if p.order else "") + f", T {T}"
     if args.json:
         print(json.dumps(result))
     else:
@@ -103,6 +120,7 @@ def run_score(args) -> int:
     from elman.inference import evaluate, rescore
 
     p, vocab, cfg = evaluate.load(args.model)
+    _check_dynamic(args, p)
     rescore.run(p, vocab, cfg, args, "score")
     return 0
 

@@ -61,8 +61,8 @@ def add_train(sub):
                         f"(default {SAMPLED}, or 0 with --classes; 0, or S >= V: the full softmax)")
     p.add_argument("--direct", type=nonnegative_float, metavar="SIZE",
                    help="direct connections (RNNME): SIZE million hashed n-gram weights added to the output "
-                        f"logits (4 bytes each) (default {DIRECT:g}, or 2 V weights for a larger vocabulary; "
-                        "0: none)")
+                        f"logits (4 bytes each) (default {DIRECT:g}; 200 a word for fewer than 10k words, "
+                        "2 V for more than 1M; 0: none)")
     p.add_argument("--direct-order", type=ngram_order, metavar="N",
                    help="n-gram order of the direct connections: features of the 1..N-1 preceding words "
                         f"(default {default('direct_order')})")

@@ -29,22 +29,27 @@ from elman.core.direct import contexts, next_history
 from elman.core.model import bptt, forward_losses
 from elman.core.sparse import SparseGrad
 
-# ``elman eval/score --dynamic`` without a rate: measured on KJV and
-# WikiText-2 validation text (README, "Dynamic evaluation").
-DEFAULT_LR = 0.1
+# ``elman eval/score --dynamic`` without rates: measured on the KJV
+# validation text (README, "Dynamic evaluation"). The direct weights take a
+# rate of their own, as in training (``--direct-lr``): an n-gram weight is
+# one context's, and the text just read is the best evidence of it.
+DEFAULT_LR = 0.01
+DEFAULT_DIRECT_LR = 0.2
 
 
-def sgd_step(params: dict, grads: dict, lr: float) -> None:
-    """p <- p - lr g for every gradient, dense or ``SparseGrad``, in place."""
+def sgd_step(params: dict, grads: dict, lr: float, direct_lr: float | None = None) -> None:
+    """p <- p - lr g for every gradient, dense or ``SparseGrad``, in place;
+    the direct weights D at ``direct_lr`` (None: ``lr``)."""
     for name, g in grads.items():
         p = params[name]
+        rate = p.dtype.type(direct_lr if name == "D" and direct_lr is not None else lr)
         if isinstance(g, SparseGrad):
-            g.put(p, g.take(p) - p.dtype.type(lr) * g.values)
+            g.put(p, g.take(p) - rate * g.values)
         else:
-            p -= p.dtype.type(lr) * g
+            p -= rate * g
 
 
-def stream_losses(p, ids, eos_id: int, lr: float, T: int) -> np.ndarray:
+def stream_losses(p, ids, eos_id: int, lr: float, T: int, direct_lr: float | None = None) -> np.ndarray:
     """-ln P(token) (N,) float64 of ``ids`` read as one stream, adapting
     after each segment of T tokens."""
     p = p.copy()
@@ -59,21 +64,21 @@ def stream_losses(p, ids, eos_id: int, lr: float, T: int) -> np.ndarray:
         losses, h_next = forward_losses(p, xs, ys, h, history)
         out[s:s + T] = losses[0]
         _, grads, _ = bptt(p, xs, ys, h, sparse=True, history=history)
-        sgd_step(params, grads, lr)
+        sgd_step(params, grads, lr, direct_lr)
         if p.order:
             history = next_history(contexts(xs, history, p.order), p.order)
         h = h_next
     return out
 
 
-def line_losses(p, lines, lr: float) -> list:
+def line_losses(p, lines, lr: float, direct_lr: float | None = None) -> list:
     """-ln P of each token of each line (a list of arrays, each line an id
     array ending in ``<eos>``), the lines in order, each from h0 = 0 with
     ``<eos>`` before it, one step on each line after it is scored."""
-    return list(iter_line_losses(p, lines, lr))
+    return list(iter_line_losses(p, lines, lr, direct_lr))
 
 
-def iter_line_losses(p, lines, lr: float):
+def iter_line_losses(p, lines, lr: float, direct_lr: float | None = None):
     """``line_losses`` one line at a time, for lines read as they come (``elman score``)."""
     p = p.copy()
     params = p.as_dict()
@@ -86,4 +91,4 @@ def iter_line_losses(p, lines, lr: float):
         losses, _ = forward_losses(p, x, line[None, :], h0)
         yield losses[0].astype(np.float64)
         _, grads, _ = bptt(p, x, line[None, :], h0, sparse=True)
-        sgd_step(params, grads, lr)
+        sgd_step(params, grads, lr, direct_lr)

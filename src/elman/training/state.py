@@ -51,7 +51,7 @@ class Settings:
                                       # (0, the exact softmax, with --classes); S >= V trains the full softmax
     dropout: float = 0.25             # rate of dropout on e into the recurrence and h into the output
     direct: float | None = None       # direct connections: millions of hashed n-gram weights (0: none);
-                                      # None: DIRECT, or 2 V weights when the vocabulary is larger
+                                      # None: DIRECT, fewer or more to fit the vocabulary (fit_vocabulary)
     direct_order: int = 3             # their order N: contexts of 1..N-1 preceding words
     direct_lr: float = 0.05           # plain SGD rate of the direct weights, per token (RNNLM's alpha: 0.1)
     checkpoint_every: int = 0         # also checkpoint every N windows (0: epochs only)
@@ -65,9 +65,11 @@ class Settings:
             self.sampled = 0 if self.classes else SAMPLED
 
     def fit_vocabulary(self, V: int) -> None:
-        """Resolve what depends on the vocabulary: the default table size."""
+        """Resolve what depends on the vocabulary: the default table size,
+        DIRECT million weights, 200 a word below 10k words (a small corpus
+        has few n-grams to store), and never under two windows."""
         if self.direct is None:
-            self.direct = max(DIRECT, round(2 * max(V, self.classes) / 1e6, 6))
+            self.direct = max(min(200 * V, DIRECT * 1e6), 2 * max(V, self.classes)) / 1e6
 
     @classmethod
     def from_saved(cls, saved: dict) -> "Settings":
