@@ -152,7 +152,9 @@ def add_export(sub):
     p = sub.add_parser("export", help="the model as an ONNX graph (pip install 'elman[export]')",
                        description="Write an ONNX graph (inputs ids int64 [B,T] and h0 float32 [B,Dh]; outputs "
                                    "log_probs float32 [B,T,V], natural log, and h [B,Dh]) and vocab.txt beside "
-                                   "it; the <unk> and <eos> ids are in the graph's metadata.")
+                                   "it; the <unk> and <eos> ids are in the graph's metadata. With direct "
+                                   "connections of order N, also input history int64 [B,N-2] (the words "
+                                   "before ids, -1 for none) and output next_history [B,N-2] (opset 18).")
     add_model_and_data(p, data=False)
     p.add_argument("--onnx", required=True, metavar="FILE.onnx", help="the graph to write")
     p.set_defaults(func=run_export)
@@ -162,6 +164,7 @@ def run_export(args) -> int:
     from elman.inference import onnx_export
 
     meta = onnx_export.export(args.model, args.onnx)
-    print(f"wrote {args.onnx} ({meta['output']} softmax, V={meta['vocab_size']}, Dh={meta['hidden_size']}) "
+    direct = f", direct connections of order {meta['direct_order']}" if "direct_order" in meta else ""
+    print(f"wrote {args.onnx} ({meta['output']} softmax{direct}, V={meta['vocab_size']}, Dh={meta['hidden_size']}) "
           f"and vocab.txt beside it (<eos> id {meta['eos_id']}, <unk> id {meta['unk_id']})")
     return 0

@@ -19,9 +19,16 @@ one token a line, id = line number), and the graph's metadata gives the
 ids of ``<unk>`` and ``<eos>``: feed ``<eos>`` as the first id of a text
 and h0 = 0, as elman does. The weights are float32 whatever the model's.
 
-A model with tensors the graph cannot express exactly (direct
-connections, a hierarchical softmax, anything but the tensors above) is
-refused in one line rather than exported without them.
+A model with direct connections of order N (``onnx_direct``) takes one more
+input, history (int64, [B, N-2]: the words before ids, -1 for none; all
+-1 with the first <eos>), and gives one more output, next_history (the
+same for the next call, as h is h0's); its hashed n-gram weights are
+added to the logits (the class logits too) in the graph, at opset 18.
+A model without them keeps the graph above at opset 17.
+
+A model with tensors the graph cannot express exactly (a hierarchical
+softmax, anything but the tensors above) is refused in one line rather
+than exported without them.
 """
 from __future__ import annotations
 
@@ -31,24 +38,25 @@ from pathlib import Path
 import numpy as np
 
 from elman.atomic import atomic_write_bytes
-from elman.core.model import CLASS_NAMES, PARAM_NAMES, Params
+from elman.core import direct as dc
+from elman.core.model import CLASS_NAMES, DIRECT_NAMES, PARAM_NAMES, Params
 from elman.errors import ElmanError
+from elman.inference import onnx_direct
 
 OPSET = 17            # LogSoftmax on any axis, Split/Squeeze/Unsqueeze taking their sizes as inputs
-IR_VERSION = 8        # the IR of opset 17, so that older runtimes load the file too
+IR_VERSION = 8        # the IR of opsets 17 and 18, so that older runtimes load the file too
 MAX_BYTES = 2_000_000_000   # one protobuf message: 2 GiB at most
 
 
 def exportable(arrays: dict, cfg: dict, where) -> None:
     """Refuse, in one line, a model with parts the graph does not express."""
-    extra = sorted(set(arrays) - set(PARAM_NAMES) - set(CLASS_NAMES))
+    extra = sorted(set(arrays) - set(PARAM_NAMES) - set(CLASS_NAMES) - set(DIRECT_NAMES))
     if extra:
         raise ElmanError(f"{where}: the model has tensors the ONNX graph cannot express ({', '.join(extra)}: "
-                         "direct connections or another output layer); not exported")
+                         "an output layer it does not know); not exported")
     output = cfg.get("output", "full")
-    if output not in ("full", "classes") or cfg.get("direct"):
-        what = "direct connections" if cfg.get("direct") else f"the output layer {output!r}"
-        raise ElmanError(f"{where}: {what} cannot be expressed in the ONNX graph; not exported")
+    if output not in ("full", "classes"):
+        raise ElmanError(f"{where}: the output layer {output!r} cannot be expressed in the ONNX graph; not exported")
 
 
 def _onnx():
@@ -79,39 +87,45 @@ def build(p: Params, vocab, meta: dict):
         helper.make_node("Transpose", ["Y_tbh"], ["hid"], perm=[1, 0, 2]),
         helper.make_node("Squeeze", ["Y_h", "axis0"], ["h"]),
         helper.make_node("MatMul", ["hid", "U"], ["zU"]),
-        helper.make_node("Add", ["zU", "b2"], ["z"]),
+        helper.make_node("Add", ["zU", "b2"], ["z_h" if p.order else "z"]),
     ]
     if p.classes:
-        nodes += _class_nodes(p, f32, inits, helper)
+        inits.update(Uc=f32["Uc"], bc=f32["bc"])
+        nodes += [helper.make_node("MatMul", ["hid", "Uc"], ["zc_U"]),
+                  helper.make_node("Add", ["zc_U", "bc"], ["zc_h" if p.order else "zc"])]
+    inputs = [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "time"]),
+              helper.make_tensor_value_info("h0", TensorProto.FLOAT, ["batch", Dh])]
+    outputs = [helper.make_tensor_value_info("log_probs", TensorProto.FLOAT, ["batch", "time", p.V]),
+               helper.make_tensor_value_info("h", TensorProto.FLOAT, ["batch", Dh])]
+    if p.order:
+        targets = [(dc.WORDS, p.V, "z_h", "z")] + ([(dc.CLASSES, p.classes, "zc_h", "zc")] if p.classes else [])
+        nodes += onnx_direct.nodes(p.order, f32["D"], inits, helper, targets)
+        more_in, more_out = onnx_direct.io(helper, p.order)
+        inputs, outputs = inputs + more_in, outputs + more_out
+    if p.classes:
+        nodes += _class_nodes(p, inits, helper)
     else:
         nodes.append(helper.make_node("LogSoftmax", ["z"], ["log_probs"], axis=-1))
     size = sum(a.nbytes for a in inits.values())
     if size > MAX_BYTES:
         raise ElmanError(f"the model's {size / 2**30:.1f} GiB of weights do not fit one ONNX file (2 GiB at most)")
-    graph = helper.make_graph(
-        nodes, "elman",
-        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "time"]),
-         helper.make_tensor_value_info("h0", TensorProto.FLOAT, ["batch", Dh])],
-        [helper.make_tensor_value_info("log_probs", TensorProto.FLOAT, ["batch", "time", p.V]),
-         helper.make_tensor_value_info("h", TensorProto.FLOAT, ["batch", Dh])],
-        [numpy_helper.from_array(a, name) for name, a in inits.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="elman",
+    graph = helper.make_graph(nodes, "elman", inputs, outputs,
+                              [numpy_helper.from_array(a, name) for name, a in inits.items()])
+    opset = onnx_direct.OPSET if p.order else OPSET
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="elman",
                               ir_version=IR_VERSION)
     helper.set_model_props(model, {k: str(v) for k, v in meta.items()})
     onnx.checker.check_model(model)
     return model
 
 
-def _class_nodes(p: Params, f32: dict, inits: dict, helper) -> list:
+def _class_nodes(p: Params, inits: dict, helper) -> list:
     """log P(w|h) = LogSoftmax over classes, gathered per word, + LogSoftmax within each class."""
     bounds = np.asarray(p.class_bounds, np.int64)
     K = len(bounds) - 1
-    inits.update(Uc=f32["Uc"], bc=f32["bc"], sizes=np.diff(bounds),
-                 word_class=np.repeat(np.arange(K, dtype=np.int64), np.diff(bounds)))
+    inits.update(sizes=np.diff(bounds), word_class=np.repeat(np.arange(K, dtype=np.int64), np.diff(bounds)))
     parts = [f"z_{c}" for c in range(K)]
     return [
-        helper.make_node("MatMul", ["hid", "Uc"], ["zc_U"]),
-        helper.make_node("Add", ["zc_U", "bc"], ["zc"]),
         helper.make_node("LogSoftmax", ["zc"], ["log_pc"], axis=-1),
         helper.make_node("Gather", ["log_pc", "word_class"], ["log_pc_w"], axis=2),
         helper.make_node("Split", ["z", "sizes"], parts, axis=2),
@@ -137,6 +151,8 @@ def export(model_dir, onnx_path) -> dict:
             "vocab_size": len(vocab), "hidden_size": p.Dh, "unk_id": vocab.unk_id, "eos_id": vocab.eos_id,
             "vocab_file": "vocab.txt", "vocab_sha256": hashlib.sha256(vocab_bytes).hexdigest(),
             "output": "classes" if p.classes else "full"}
+    if p.order:
+        meta.update(direct_order=p.order, direct_size=int(p.D.size), history_size=p.order - 2)
     data = build(p, vocab, meta).SerializeToString()
     atomic_write_bytes(onnx_path.parent / "vocab.txt", vocab_bytes)
     atomic_write_bytes(onnx_path, data)
