@@ -142,3 +142,14 @@ def test_corpus_bench_runs_cold_then_warm_and_reports(tmp_path):
     before = (tmp_path / "train-30000.txt").stat().st_mtime_ns
     corpus.synthetic_corpus(tmp_path / "train-30000.txt", 30_000)                   # made once, then reused
     assert (tmp_path / "train-30000.txt").stat().st_mtime_ns == before
+
+
+def test_bench_recipe_is_elman_trains_defaults(capsys):
+    """--recipe fills in train's defaults: S, the table size, the order, the dropout rate."""
+    from elman.training.state import DIRECT, SAMPLED
+    assert cli.main(["bench", "--V", "40", "--d", "3", "--Dh", "4", "--B", "2", "--T", "3", "--steps", "2",
+                     "--rounds", "1", "--recipe", "--json"]) == 0
+    c = json.loads(capsys.readouterr().out)["config"]
+    assert (c["sampled"], c["direct"], c["direct_order"], c["dropout"]) == (SAMPLED, DIRECT * 1e6, 3, 0.25)
+    assert cli.main(["bench", "--V", "40", "--recipe", "--classes", "4"]) == 2
+    assert "--recipe" in capsys.readouterr().err

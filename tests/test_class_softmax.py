@@ -242,7 +242,7 @@ def test_train_with_classes_saves_them_and_evaluates_exactly(tmp_path):
     out = tmp_path / "model"
     assert cli.main(["train", "--train", str(tmp_path / "train.txt"), "--valid", str(tmp_path / "valid.txt"),
                      "--out", str(out), "--classes", "4", "--hidden", "8", "--embed", "6", "--batch", "4",
-                     "--bptt", "5", "--epochs", "1", "--quiet"]) == 0
+                     "--bptt", "5", "--epochs", "1", "--direct", "0", "--quiet"]) == 0
     p, vocab, cfg = load(out)
     assert p.classes == 4 and np.array_equal(p.class_bounds, class_bounds(vocab.counts, 4))
     ids = read_ids(tmp_path / "valid.txt", vocab, cfg)

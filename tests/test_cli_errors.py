@@ -107,7 +107,7 @@ def test_direct_connections_too_small_or_without_a_size(corpus, capsys):
     _one_error_line(capsys, rc, "--direct 1e-06 is 1 weights", "words of the vocabulary")
     rc = _main(_train_args(corpus, **{"--direct-order": 4, "--direct": 0}))
     _one_error_line(capsys, rc, "--direct-order", "--direct SIZE")
-    rc = _main(_train_args(corpus, **{"--direct-lr": 0.5}))
+    rc = _main(_train_args(corpus, **{"--direct-lr": 0.5, "--direct": 0}))
     _one_error_line(capsys, rc, "--direct-lr", "--direct SIZE")
 
 

@@ -145,8 +145,14 @@ def test_eval_and_score_dynamic_leave_the_model_alone(runs, kind, capsys):
     static = json.loads(capsys.readouterr().out)
     assert cli.main(["eval", "--model", str(run), "--data", data, "--json", "--dynamic", "--bptt", "7"]) == 0
     dyn = json.loads(capsys.readouterr().out)
-    assert dyn["dynamic"] == {"lr": dynamic.DEFAULT_LR, "bptt": 7} and math.isfinite(dyn["perplexity"])
+    assert dyn["dynamic"] == {"lr": dynamic.DEFAULT_LR, "bptt": 7, "direct_lr": dynamic.DEFAULT_DIRECT_LR}
+    assert math.isfinite(dyn["perplexity"])
     assert dyn["perplexity"] != static["perplexity"] and dyn["tokens"] == static["tokens"]
+    # the direct weights' own rate is used: a different one gives another perplexity
+    assert cli.main(["eval", "--model", str(run), "--data", data, "--json", "--dynamic", "--bptt", "7",
+                     "--dynamic-direct", "1.5"]) == 0
+    other = json.loads(capsys.readouterr().out)
+    assert other["dynamic"]["direct_lr"] == 1.5 and other["perplexity"] != dyn["perplexity"]
     assert cli.main(["score", "--model", str(run), "--data", data, "--dynamic", "0.05"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[-1].startswith("total ") and len(lines) == 31
@@ -156,11 +162,12 @@ def test_eval_and_score_dynamic_leave_the_model_alone(runs, kind, capsys):
 @pytest.mark.parametrize("args,message", [
     (["--dynamic", "0"], "positive"), (["--dynamic", "-1"], "positive"), (["--dynamic", "x"], "not a number"),
     (["--bptt", "5"], "give --dynamic too"), (["--dynamic", "--bptt", "0"], "positive"),
+    (["--dynamic-direct", "0.1"], "give --dynamic too"), (["--dynamic", "--dynamic-direct", "0"], "positive"),
 ])
 def test_bad_dynamic_options_are_one_line(runs, args, message, capsys):
     d, out = runs
     code = cli.main(["eval", "--model", str(out["full"]), "--data", str(d / "valid.txt"), *args]) \
-        if "--bptt" in args and "--dynamic" not in args else None
+        if args[0] in ("--bptt", "--dynamic-direct") else None
     if code is None:
         with pytest.raises(SystemExit) as exc:
             cli.main(["eval", "--model", str(out["full"]), "--data", str(d / "valid.txt"), *args])

@@ -10,6 +10,7 @@ from elman.inference.evaluate import detokenize, load, perplexity, sample, strea
 from elman.inference.score import batched
 from elman.core.model import Params, output_probs, rnn_step
 from elman.training.train import train
+from helpers import PLAIN
 
 V, EOS = 13, 0
 
@@ -126,7 +127,7 @@ def trained(tmp_path_factory):
     (d / "train.txt").write_text("\n".join(lines[:250]) + "\n")
     (d / "valid.txt").write_text("\n".join(lines[250:]) + "\n")
     train(d / "m", dict(train=str(d / "train.txt"), valid=str(d / "valid.txt"), hidden=8, embed=8,
-                        streams=4, steps=5, epochs=2), quiet=True)
+                        streams=4, steps=5, epochs=2, **PLAIN), quiet=True)
     return d
 
 

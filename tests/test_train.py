@@ -15,7 +15,7 @@ from elman.core.model import Params, bptt
 from elman.training.optim import clip_by_global_norm
 from elman.training.schedule import Schedule
 from elman.training.train import train
-from helpers import SMALL, write_corpus
+from helpers import PLAIN, SMALL, write_corpus
 
 def _metrics(out):
     return [json.loads(x) for x in open(Path(out) / "metrics.jsonl")]
@@ -49,7 +49,7 @@ def test_one_step_is_the_mean_gradient_update(tmp_path):
     (tmp_path / "t.txt").write_text(" ".join(words[:5]) + "\n" + " ".join(words[5:9]) + "\n" + " ".join(words[9:]) + "\n")
     tr = str(tmp_path / "t.txt")
     train(tmp_path / "m", dict(train=tr, valid=tr, hidden=4, embed=3, streams=B, steps=T, epochs=1,
-                               optimizer="sgd", lr=0.7, clip=0.5, seed=2), quiet=True)
+                               optimizer="sgd", lr=0.7, clip=0.5, seed=2, **PLAIN), quiet=True)
     tokens = data.read_tokens(tr)
     vocab = data.Vocab.build(tokens)
     streams = data.batchify(vocab.encode(tokens), B)
@@ -125,7 +125,7 @@ def test_schedule_state_round_trip():
 
 def test_a_worse_epoch_restores_the_best_weights(tmp_path, monkeypatch):
     tr, va = write_corpus(tmp_path)
-    opts = dict(train=tr, valid=va, optimizer="sgd", lr=1.0, **SMALL)
+    opts = dict(train=tr, valid=va, optimizer="sgd", lr=1.0, **SMALL, **PLAIN)
     train(tmp_path / "two", dict(opts, epochs=2), quiet=True)
     ppls = iter([50.0, 40.0, 45.0, 41.0])  # epochs 3 and 4 get worse
     monkeypatch.setattr("elman.training.train.perplexity",
@@ -242,3 +242,31 @@ def test_demo_end_to_end_on_a_tiny_budget(tmp_path, monkeypatch, capsys):
     modelfile.save_checkpoint(tmp_path / "mine", *modelfile.load_model(out)[:2], {})
     assert cli.main(["demo", "--minutes", "0.01", "--out", str(tmp_path / "mine")]) == 2
     assert "did not make" in capsys.readouterr().err
+
+
+def test_the_defaults_are_the_recipe_and_fit_any_vocabulary(tmp_path, capsys):
+    """elman train's defaults are the measured KJV recipe (README, "Recipes
+    measured on KJV"); what depends on the vocabulary is resolved from it
+    and saved, and a run saved before an option existed keeps what it did."""
+    from elman.training.state import DIRECT, SAMPLED, LEGACY_VALUES, Settings
+    s = Settings(train="t", valid="v")
+    assert (s.epochs, s.anneal, s.sampled, s.dropout, s.direct_order, s.direct_lr) == (14, 4, SAMPLED, 0.25, 3, 0.05)
+    assert Settings(train="t", valid="v", classes=100).sampled == 0     # classes train the exact softmax
+    for V, M in ((20, 4000), (10_000, DIRECT * 1e6), (400_000, DIRECT * 1e6), (3_000_000, 6_000_000)):
+        s = Settings(train="t", valid="v")
+        s.fit_vocabulary(V)
+        assert s.direct_size == M and s.direct_size >= V
+    given = Settings(train="t", valid="v", direct=0.0)
+    given.fit_vocabulary(10)
+    assert given.direct == 0.0
+    old = Settings.from_saved({"train": "t", "valid": "v"})
+    assert {k: getattr(old, k) for k in LEGACY_VALUES} == LEGACY_VALUES
+    # a tiny corpus: S >= V trains the full softmax, the table is 200 weights a word
+    tr, va = write_corpus(tmp_path)
+    assert cli.main(["train", "--train", tr, "--valid", va, "--out", str(tmp_path / "m"), "--hidden", "8",
+                     "--embed", "6", "--batch", "4", "--bptt", "5", "--epochs", "1"]) == 0
+    assert "full softmax (--sampled 1000 >= the vocabulary)" in capsys.readouterr().err
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())
+    V = saved["V"]
+    assert saved["settings"]["sampled"] == SAMPLED and saved["settings"]["dropout"] == 0.25
+    assert saved["direct"] == {"size": 200 * V, "order": 3}
