@@ -3,6 +3,11 @@
 An independent forward pass for autograd, a small learnable corpus and the
 small training sizes, and a checkpoint writer for the crash tests.
 """
+import functools
+import inspect
+import os
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -109,6 +114,23 @@ def write_corpus(directory: Path, lines: int = 400, seed: int = 0) -> tuple[str,
     (directory / "train.txt").write_text("\n".join(text[:cut]) + "\n")
     (directory / "valid.txt").write_text("\n".join(text[cut:]) + "\n")
     return str(directory / "train.txt"), str(directory / "valid.txt")
+
+
+def on_fixture_kernels(test):
+    """Run ``test`` under OpenBLAS's AVX2 kernels (OPENBLAS_CORETYPE=Haswell),
+    those the fixtures' digits were computed with: on a CPU with AVX-512,
+    OpenBLAS's own kernels sum the same products in another order and the
+    last bits differ. Elsewhere the test reruns itself in a pytest process
+    that has that environment (BLAS picks its kernels once, at load)."""
+    @functools.wraps(test)
+    def wrapper(*args, **kwargs):
+        if os.environ.get("OPENBLAS_CORETYPE") == "Haswell":
+            return test(*args, **kwargs)
+        node = f"{inspect.getsourcefile(test)}::{test.__name__}"
+        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", node],
+                              env={**os.environ, "OPENBLAS_CORETYPE": "Haswell"}, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout[-4000:]
+    return wrapper
 
 
 SMALL = dict(hidden=12, embed=10, streams=4, steps=6)

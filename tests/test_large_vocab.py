@@ -43,6 +43,8 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from helpers import on_fixture_kernels  # noqa: E402
+
 FIXTURE = Path(__file__).parent / "fixtures" / "class-5325e3d"
 
 
@@ -54,6 +56,7 @@ def sha(a):
     return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
 
 
+@on_fixture_kernels
 def test_eval_of_a_class_model_is_unchanged_to_the_last_digit():
     """The values ``elman eval`` printed at commit 5325e3d (before the
     grouped class layer), for a class model trained by that commit."""
@@ -64,6 +67,7 @@ def test_eval_of_a_class_model_is_unchanged_to_the_last_digit():
     assert json.loads(run("--json").stdout) == want["eval_json"]
 
 
+@on_fixture_kernels
 def test_class_losses_scores_and_gradients_are_those_of_5325e3d():
     from elman.core.model import bptt
     from elman.core.sparse import SparseGrad

@@ -20,7 +20,7 @@ import pytest
 from elman import modelfile
 from elman.cli import main
 from elman.training.train import train
-from helpers import write_corpus
+from helpers import on_fixture_kernels, write_corpus
 
 FIXTURE = Path(__file__).parent / "fixtures" / "elman-1-run"
 OLD_EVAL_PPL = 4.688151099471555
@@ -41,6 +41,7 @@ def test_the_fixture_uses_the_old_names(old_run):
     assert settings["batch"] == 2 and settings["bptt"] == 3 and "streams" not in settings
 
 
+@on_fixture_kernels
 def test_an_old_model_evaluates_to_the_same_digits(old_run, capsys):
     assert main(["eval", "--model", str(old_run), "--data", "valid.txt", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["perplexity"] == OLD_EVAL_PPL
