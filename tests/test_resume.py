@@ -99,7 +99,7 @@ def test_resume_after_sigkill_is_bit_for_bit(tmp_path, optimizer):
 @pytest.mark.parametrize("extra", [{}, {"classes": 5}, {"classes": 5, "optimizer": "lazyadam"}, {"sampled": 7},
                                    {"dropout": 0.25}, {"direct": 0.0005},
                                    {"direct": 0.0005, "direct_order": 4, "sampled": 7, "dropout": 0.25},
-                                   {"direct": 0.0005, "classes": 5}, {"anneal": 1, "sampled": 7}])
+                                   {"direct": 0.0005, "classes": 5}, {"anneal": 0, "sampled": 7}])
 def test_resume_in_process_from_every_kind_of_checkpoint(tmp_path, monkeypatch, extra):
     """A crash right after each checkpoint in turn (simulated in-process):
     every resume reaches the uninterrupted run's weights exactly."""

@@ -118,6 +118,43 @@ def test_train_anneals_the_last_epochs(tmp_path):
     assert lrs == [0.1, 0.1, 0.05, 0.025]                 # halving from the end of epoch 2 = 4 - 2
 
 
+class _FakeClock:
+    def __init__(self, left, elapsed):
+        self._left, self._elapsed, self.window_s = left, elapsed, None
+
+    def left(self):
+        return self._left
+
+    def elapsed(self):
+        return self._elapsed
+
+
+def _ramp(left, anneal=1, windows_done=10, elapsed=30.0, epoch_started=20.0, clock=None):
+    from types import SimpleNamespace
+
+    from elman.training.train import _budget_ramp
+    run = SimpleNamespace(settings=SimpleNamespace(anneal=anneal),
+                          prog=SimpleNamespace(windows_done=windows_done, epoch_started=epoch_started))
+    clock = clock or _FakeClock(left, elapsed)
+    return _budget_ramp(run, clock, 100), clock
+
+
+def test_a_budget_anneals_its_last_epochs_window_by_window():
+    # 10 windows in 10 s: an epoch of 100 windows takes 100 s at this pace
+    assert _ramp(None)[0] == 1.0                            # no budget: the schedule's rate
+    assert _ramp(50.0, anneal=0)[0] == 1.0                  # --anneal 0: off
+    assert _ramp(250.0)[0] == 1.0                           # more than one epoch left
+    assert _ramp(50.0)[0] == pytest.approx(0.5)             # half an epoch left of --anneal 1
+    assert _ramp(50.0, anneal=2)[0] == pytest.approx(0.25)
+    assert _ramp(-3.0)[0] == 0.0                            # past the deadline
+    f, clock = _ramp(50.0)
+    assert clock.window_s == pytest.approx(1.0)
+    # an epoch's first window keeps the pace seen before it
+    clock._left = 25.0
+    assert _ramp(25.0, windows_done=0, clock=clock)[0] == pytest.approx(0.25)
+    assert _ramp(25.0, windows_done=0)[0] == 1.0            # no pace known yet: the full rate
+
+
 def test_schedule_state_round_trip():
     _, sched = _decisions([4.0, 4.2])
     assert Schedule.from_state(json.loads(json.dumps(sched.state()))) == sched
@@ -250,7 +287,7 @@ def test_the_defaults_are_the_recipe_and_fit_any_vocabulary(tmp_path, capsys):
     and saved, and a run saved before an option existed keeps what it did."""
     from elman.training.state import DIRECT, SAMPLED, LEGACY_VALUES, Settings
     s = Settings(train="t", valid="v")
-    assert (s.epochs, s.anneal, s.sampled, s.dropout, s.direct_order, s.direct_lr) == (14, 4, SAMPLED, 0.25, 3, 0.05)
+    assert (s.epochs, s.anneal, s.sampled, s.dropout, s.direct_order, s.direct_lr) == (14, 1, SAMPLED, 0.25, 3, 0.05)
     assert Settings(train="t", valid="v", classes=100).sampled == 0     # classes train the exact softmax
     for V, M in ((20, 4000), (10_000, DIRECT * 1e6), (400_000, DIRECT * 1e6), (3_000_000, 6_000_000)):
         s = Settings(train="t", valid="v")

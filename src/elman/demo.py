@@ -15,7 +15,7 @@ from elman.errors import ElmanError
 
 MARKER = ".elman-demo"   # marks a directory the demo may overwrite
 # elman train's defaults, the best recipe measured (README, "Recipes measured
-# on KJV"); the time budget anneals the rate over its last epochs.
+# on KJV"); the time budget ramps the rate down to 0 over its last epoch.
 SETTINGS = dict(seed=0)
 RESERVE = 10.0  # seconds kept for the last validation, the test perplexity and the sample (~5 s measured)
 

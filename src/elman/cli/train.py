@@ -44,9 +44,10 @@ def add_train(sub):
                         "fraction in an epoch; stop at the next such epoch "
                         f"(default {default('min_improvement')})")
     p.add_argument("--anneal", type=nonnegative_int, metavar="N",
-                   help="start halving the rate at the latest when N epochs remain (of --epochs, or of the "
-                        f"--minutes budget at the last epoch's pace) (default {default('anneal')}: only "
-                        "when validation stalls)")
+                   help="start halving the rate at the latest when N epochs of --epochs remain; under "
+                        "--minutes, the rate falls window by window to 0 at the deadline over the last N "
+                        f"epochs' time at the current pace (default {default('anneal')}; 0: off, "
+                        "halving only when validation stalls)")
     p.add_argument("--seed", type=int, help=f"initialisation seed (default {default('seed')})")
     p.add_argument("--classes", type=positive_int, metavar="K",
                    help="class-factorised softmax over K frequency-binned word classes: a position costs "

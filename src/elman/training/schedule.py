@@ -7,10 +7,10 @@ improves less starts halving: the rate is halved after it and after every
 epoch that follows; the next epoch that again improves less stops training.
 
 ``anneal`` (``elman train --anneal N``): halving starts at the latest when
-at most N epochs remain (of ``--epochs``, or of the ``--minutes`` budget at
-the pace of the epoch just done), so a run that would otherwise stop while
-still at its first rate gets N halvings, which is where most of the gain of
-the schedule comes from.
+at most N epochs of ``--epochs`` remain, so a run that would otherwise stop
+while still at its first rate gets N halvings, which is where most of the
+gain of the schedule comes from. (A ``--minutes`` budget anneals window by
+window instead: ``elman.training.train._budget_ramp``.)
 
 An epoch that made validation *worse* is undone: the weights go back to the
 best ones (RNNLM's ``restoreWeights``), so training always continues from,

@@ -44,7 +44,8 @@ class Settings:
     lr: float | None = None          # None: DEFAULT_LR of the optimizer
     clip: float = 5.0
     min_improvement: float = 0.003
-    anneal: int = 4                   # halve from at the latest N epochs before the end (0: off)
+    anneal: int = 1                   # halve from at the latest N epochs before the end of --epochs;
+                                      # under --minutes, ramp the rate to 0 over the last N epochs' time (0: off)
     seed: int = 0
     classes: int = 0                  # K > 0: class-factorised softmax, K frequency-binned classes
     sampled: int | None = None        # S > 0: sampled softmax, S ids a window (unigram^0.75); None: SAMPLED

@@ -215,6 +215,7 @@ class _Clock:
     def __init__(self, elapsed: float, budget: float | None):
         self.started = time.monotonic() - elapsed
         self.deadline = None if budget is None else time.monotonic() + budget
+        self.window_s = None    # seconds a training window takes (``_budget_ramp``)
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -242,6 +243,7 @@ def _train_epoch(run: Run, corpus: Corpus, clock: _Clock, ctrl_c: _CtrlC, quiet:
     t0, tokens0 = time.monotonic(), prog.tokens
     with bar:
         for k, x, y in corpus.streams.windows(s.steps, start=prog.windows_done):
+            opt.lr = run.sched.lr * _budget_ramp(run, clock, nb)
             sampled = (sampler.draw(opt.t), sampler.log_q) if sampler else None
             # Masks, like samples, depend on (seed, update number) only; each
             # process applies its streams' rows of the one-process masks.
@@ -322,16 +324,26 @@ def _end_epoch(run: Run, corpus: Corpus, clock: _Clock, wps: float, say) -> None
 
 
 def _few_left(run: Run, clock: _Clock) -> bool:
-    """Whether at most ``--anneal`` epochs remain after this one: of ``--epochs``,
-    or of the time budget at this epoch's pace (a budget is wall time, so that
-    decision is one of its time-dependent ones, like where it cuts the last epoch)."""
-    n, prog = run.settings.anneal, run.prog
-    if not n:
-        return False
-    if prog.epoch >= run.settings.epochs - n:
-        return True
-    left = clock.left()
-    return left is not None and left <= n * (clock.elapsed() - prog.epoch_started)
+    """Whether at most ``--anneal`` epochs of ``--epochs`` remain after this one
+    (a ``--minutes`` budget anneals window by window instead: ``_budget_ramp``)."""
+    n = run.settings.anneal
+    return bool(n) and run.prog.epoch >= run.settings.epochs - n
+
+
+def _budget_ramp(run: Run, clock: _Clock, nb: int) -> float:
+    """The factor on the schedule's rate under a ``--minutes`` budget: 1, then,
+    once the budget has at most ``--anneal`` epochs left at this epoch's pace,
+    the fraction of them left, down to 0 at the deadline. Halving a whole
+    epoch at a time wasted a short budget: with 3.7 epochs in it, the rate was
+    halved from the second epoch on (README, "Recipes measured on KJV").
+    A budget is wall time, so this is one of its time-dependent decisions,
+    like where it cuts the last epoch."""
+    left, n, prog = clock.left(), run.settings.anneal, run.prog
+    if left is None or not n:
+        return 1.0
+    if prog.windows_done:       # else the last epoch's pace, if this session saw one
+        clock.window_s = (clock.elapsed() - prog.epoch_started) / prog.windows_done
+    return 1.0 if clock.window_s is None else min(1.0, max(left, 0.0) / (n * nb * clock.window_s))
 
 
 def _finish(run: Run, corpus: Corpus, say) -> dict:
