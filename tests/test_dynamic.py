@@ -31,11 +31,13 @@ def model(direct=0, classes=0, seed=3):
     return p
 
 
-def reference(p, ids, lr, T):
+def reference(p, ids, lr, T, decay=0.0, scale=None):
     """The definition, written out: score a segment token by token with the
     weights as they are (autograd's forward pass, not elman's), then
-    w <- w - lr * autograd's gradient of the segment's summed loss."""
+    w <- w - lr * autograd's gradient of the segment's summed loss / s,
+    w <- w + decay * (w0 - w), D by plain steps without decay."""
     a = {k: v.copy() for k, v in p.as_dict().items() if v.dtype.kind == "f"}
+    a0 = {k: v.copy() for k, v in a.items()}
     x = np.r_[EOS, ids[:-1]]
     h, hist, out = np.zeros((1, p.Dh)), np.array([[-1]]), []
     for s in range(0, len(ids), T):
@@ -49,7 +51,8 @@ def reference(p, ids, lr, T):
             out.append(ag_direct_loss(a, *one, xs[:, t:t + 1], ys[:, t:t + 1], h))
             h = 1.0 / (1.0 + np.exp(-(h @ a["H"] + a["L"][xs[:, t]] @ a["I"] + a["b1"])))
         g = autograd.grad(ag_direct_loss)(a, O, Oc, p.class_bounds, xs, ys, h_start)
-        a = {k: v - lr * g[k] for k, v in a.items()}
+        a = {k: v - lr * g[k] / (1.0 if scale is None or k == "D" else scale[k]) for k, v in a.items()}
+        a = {k: v if k == "D" else v + decay * (a0[k] - v) for k, v in a.items()}
         hist = xs[:, -1:]
     return np.array(out).ravel()
 
@@ -64,6 +67,31 @@ def test_stream_equals_the_definition(classes, T):
     static = static_losses(p, ids, EOS)
     np.testing.assert_allclose(got[:T], static[:T], rtol=1e-12)   # the first segment: nothing learnt yet
     assert np.abs(got[T:] - static[T:]).max() > 1e-3       # then the weights have moved
+
+
+@pytest.mark.parametrize("classes", [0, 3])
+def test_scaled_steps_with_decay_equal_the_definition(classes):
+    p = model(direct=40, classes=classes)
+    rng = np.random.default_rng(5)
+    scale = {k: rng.uniform(0.5, 2.0, v.shape) for k, v in p.as_dict().items() if v.dtype.kind == "f" and k != "D"}
+    ids = rng.integers(0, V, 23)
+    got = dynamic.stream_losses(p, ids, EOS, lr=0.3, T=4, decay=0.2, scale=scale)
+    np.testing.assert_allclose(got, reference(p, ids, 0.3, 4, decay=0.2, scale=scale), rtol=1e-10)
+    assert np.abs(got - dynamic.stream_losses(p, ids, EOS, lr=0.3, T=4)).max() > 1e-3
+
+
+def test_training_scale_is_the_floored_root_of_adagrads_sums(runs):
+    from elman import modelfile
+    from elman.inference.evaluate import load
+    _, out = runs
+    p, _, _ = load(out["full"])
+    scale, why = dynamic.training_scale(out["full"], p)
+    G = modelfile.load_checkpoint(out["full"], "last")[3]
+    assert "Adagrad" in why and sorted(scale) == sorted(k for k, v in p.as_dict().items() if v.dtype.kind == "f" and k != "D")
+    for k, s in scale.items():
+        r = np.sqrt(G[f"G.{k}"])
+        np.testing.assert_allclose(s, np.maximum(r, dynamic.FLOOR * r.mean()), rtol=1e-6)
+        assert (s > 0).all()
 
 
 @pytest.mark.parametrize("direct,classes", [(0, 0), (40, 0), (40, 3)])
@@ -145,7 +173,7 @@ def test_eval_and_score_dynamic_leave_the_model_alone(runs, kind, capsys):
     static = json.loads(capsys.readouterr().out)
     assert cli.main(["eval", "--model", str(run), "--data", data, "--json", "--dynamic", "--bptt", "7"]) == 0
     dyn = json.loads(capsys.readouterr().out)
-    assert dyn["dynamic"] == {"lr": dynamic.DEFAULT_LR, "bptt": 7, "direct_lr": dynamic.DEFAULT_DIRECT_LR}
+    assert dyn["dynamic"] == {**dynamic.DEFAULTS["scaled"], "scaled": True, "bptt": 7}
     assert math.isfinite(dyn["perplexity"])
     assert dyn["perplexity"] != static["perplexity"] and dyn["tokens"] == static["tokens"]
     # the direct weights' own rate is used: a different one gives another perplexity
@@ -153,6 +181,20 @@ def test_eval_and_score_dynamic_leave_the_model_alone(runs, kind, capsys):
                      "--dynamic-direct", "1.5"]) == 0
     other = json.loads(capsys.readouterr().out)
     assert other["dynamic"]["direct_lr"] == 1.5 and other["perplexity"] != dyn["perplexity"]
+    # plain SGD steps on request, and where the run's training state is gone
+    assert cli.main(["eval", "--model", str(run), "--data", data, "--json", "--dynamic", "--dynamic-plain",
+                     "--dynamic-decay", "0"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert plain["dynamic"]["lr"] == dynamic.DEFAULTS["plain"]["lr"] and plain["dynamic"]["decay"] == 0
+    assert not plain["dynamic"]["scaled"] and plain["perplexity"] != dyn["perplexity"]
+    bare = d / f"{kind}-bare"
+    bare.mkdir(exist_ok=True)
+    for f in run.iterdir():
+        if f.is_file():
+            (bare / f.name).write_bytes(f.read_bytes())
+    assert cli.main(["eval", "--model", str(bare), "--data", data, "--dynamic"]) == 0
+    line = capsys.readouterr().out
+    assert f"dynamic lr {dynamic.DEFAULTS['plain']['lr']:g} (plain SGD steps: no training state in" in line
     assert cli.main(["score", "--model", str(run), "--data", data, "--dynamic", "0.05"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[-1].startswith("total ") and len(lines) == 31
@@ -163,11 +205,13 @@ def test_eval_and_score_dynamic_leave_the_model_alone(runs, kind, capsys):
     (["--dynamic", "0"], "positive"), (["--dynamic", "-1"], "positive"), (["--dynamic", "x"], "not a number"),
     (["--bptt", "5"], "give --dynamic too"), (["--dynamic", "--bptt", "0"], "positive"),
     (["--dynamic-direct", "0.1"], "give --dynamic too"), (["--dynamic", "--dynamic-direct", "0"], "positive"),
+    (["--dynamic-decay", "0.1"], "give --dynamic too"), (["--dynamic-plain"], "give --dynamic too"),
+    (["--dynamic", "--dynamic-decay", "1"], "[0, 1)"),
 ])
 def test_bad_dynamic_options_are_one_line(runs, args, message, capsys):
     d, out = runs
     code = cli.main(["eval", "--model", str(out["full"]), "--data", str(d / "valid.txt"), *args]) \
-        if args[0] in ("--bptt", "--dynamic-direct") else None
+        if args[0] in ("--bptt", "--dynamic-direct", "--dynamic-decay", "--dynamic-plain") else None
     if code is None:
         with pytest.raises(SystemExit) as exc:
             cli.main(["eval", "--model", str(out["full"]), "--data", str(d / "valid.txt"), *args])
@@ -177,5 +221,5 @@ def test_bad_dynamic_options_are_one_line(runs, args, message, capsys):
 
 
 def test_the_cli_default_rates_are_the_librarys():
-    from elman.cli.inference import DYNAMIC_DIRECT_LR, DYNAMIC_LR
-    assert (DYNAMIC_LR, DYNAMIC_DIRECT_LR) == (dynamic.DEFAULT_LR, dynamic.DEFAULT_DIRECT_LR)
+    from elman.cli.inference import DYNAMIC_DEFAULTS
+    assert DYNAMIC_DEFAULTS == dynamic.DEFAULTS

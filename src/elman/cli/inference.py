@@ -1,31 +1,47 @@
 """``elman eval``, ``elman score``, ``elman generate``."""
 from __future__ import annotations
 
-from elman.cli.args import add_cache_dir, add_model_and_data, positive_float, positive_int, say
+from elman.cli.args import add_cache_dir, add_model_and_data, positive_float, positive_int, rate, say
 from elman.errors import ElmanError
 
-# Keep equal to elman.inference.dynamic.DEFAULT_LR and DEFAULT_DIRECT_LR
-# (the CLI does not import it: speed; a test holds them equal).
-DYNAMIC_LR, DYNAMIC_DIRECT_LR = 0.01, 0.2
+# Keep equal to elman.inference.dynamic.DEFAULTS (for the help text; the CLI
+# does not import it: speed; a test holds them equal).
+DYNAMIC_DEFAULTS = {"plain": {"lr": 0.02, "decay": 0.01, "direct_lr": 0.2},
+                    "scaled": {"lr": 0.003, "decay": 0.02, "direct_lr": 0.1}}
+_PLAIN, _SCALED = DYNAMIC_DEFAULTS["plain"], DYNAMIC_DEFAULTS["scaled"]
+_DEFAULT = object()        # --dynamic without LR (argparse would parse a string const)
 
 
 def add_dynamic(p, unit: str) -> None:
-    p.add_argument("--dynamic", type=positive_float, nargs="?", const=DYNAMIC_LR, metavar="LR",
-                   help=f"dynamic evaluation: after each {unit} is scored, one SGD step on it with rate LR "
-                        f"per token (default rate {DYNAMIC_LR:g}); the model file is not changed")
+    p.add_argument("--dynamic", type=positive_float, nargs="?", const=_DEFAULT, metavar="LR",
+                   help=f"dynamic evaluation: after each {unit} is scored, one step on it with rate LR per "
+                        "token, each weight's step divided by its RMS gradient in training (Adagrad's "
+                        f"statistics in DIR/last; default rate {_SCALED['lr']:g}), or plain SGD without "
+                        f"them (default rate {_PLAIN['lr']:g}); the model file is not changed")
+    p.add_argument("--dynamic-decay", type=rate, metavar="F",
+                   help="with --dynamic: after each step the weights move this fraction of the way back to "
+                        f"the trained ones (default {_SCALED['decay']:g}, plain {_PLAIN['decay']:g}; 0: none)")
+    p.add_argument("--dynamic-plain", action="store_true",
+                   help="with --dynamic: plain SGD steps, even where training statistics exist")
     p.add_argument("--dynamic-direct", type=positive_float, metavar="R",
-                   help="with --dynamic: the rate of the direct connections' weights "
-                        f"(default {DYNAMIC_DIRECT_LR:g})")
+                   help="with --dynamic: the plain SGD rate of the direct connections' weights "
+                        f"(default {_SCALED['direct_lr']:g}, plain {_PLAIN['direct_lr']:g})")
 
 
 def _check_dynamic(args, p) -> None:
-    """--dynamic-direct needs --dynamic and a model with direct connections; fills its default."""
-    if args.dynamic_direct is not None and args.dynamic is None:
-        raise ElmanError("--dynamic-direct is the rate of --dynamic's direct weights; give --dynamic too")
+    """The --dynamic-* options need --dynamic (and --dynamic-direct direct
+    connections); resolves the rule into args.dynamic_how, dynamic_scale and dynamic_why."""
+    given = [o for o, v in (("--dynamic-direct", args.dynamic_direct), ("--dynamic-decay", args.dynamic_decay),
+                            ("--dynamic-plain", args.dynamic_plain or None)) if v is not None]
+    if given and args.dynamic is None:
+        raise ElmanError(f"{given[0]} sets how --dynamic learns; give --dynamic too")
     if args.dynamic_direct is not None and not p.order:
         raise ElmanError("--dynamic-direct: this model has no direct connections")
-    if args.dynamic is not None and args.dynamic_direct is None:
-        args.dynamic_direct = DYNAMIC_DIRECT_LR
+    if args.dynamic is not None:
+        from elman.inference import dynamic
+        lr = None if args.dynamic is _DEFAULT else args.dynamic
+        args.dynamic_how, args.dynamic_scale, args.dynamic_why = dynamic.settings(
+            args.model, p, lr, args.dynamic_decay, args.dynamic_direct, args.dynamic_plain)
 
 
 def _add_rescoring(p) -> None:
@@ -84,8 +100,10 @@ def run_eval(args) -> int:
         how = ""
     else:
         T = args.bptt or cfg.get("settings", {}).get("steps", 20)
-        result = evaluate.dynamic_perplexity(p, ids, vocab.eos_id, args.dynamic, T, args.dynamic_direct)
-        how = f"  dynamic lr {args.dynamic:g}" + (f", direct {args.dynamic_direct:g}" if p.order else "") + f", T {T}"
+        d = args.dynamic_how
+        result = evaluate.dynamic_perplexity(p, ids, vocab.eos_id, d, T, args.dynamic_scale)
+        how = (f"  dynamic lr {d['lr']:g} ({args.dynamic_why}), decay {d['decay']:g}"
+               + (f", direct {d['direct_lr']:g}" if p.order else "") + f", T {T}")
     if args.json:
         print(json.dumps(result))
     else:

@@ -1,20 +1,28 @@
 """Dynamic evaluation: the model keeps learning from the text it has scored.
 
-Mikolov's RNNLM ``-dynamic LR`` (and Krause et al. 2018): the text is read
+Mikolov's RNNLM ``-dynamic LR`` and Krause et al. 2018: the text is read
 in order; each segment is first scored with the weights as they are, then
-the weights take one SGD step on that segment's loss, so every token is
+the weights take one step on that segment's loss, so every token is
 predicted from weights that have seen only the text before it (no look
 ahead: a token's probability does not depend on anything after its
 segment's end, nor on the rest of its own segment after it).
 
-    θ <- θ - lr · ∇θ Σ_(t in segment) J(t)
+    θ <- θ - lr · ∇θ Σ_(t in segment) J(t) / s  +  decay · (θ0 - θ)
 
 The step is on the *sum* of the segment's losses, so LR is a rate per
-token, as RNNLM's; the gradient is the model's exact one (the full or the
-class softmax: a model trained with sampled softmax is a full-softmax
-model), computed by ``bptt`` from the state the scoring pass started from,
-sparse where the model's gradients are. Only a copy of the weights
-changes: the model file, and the caller's Params, stay as they were.
+token, as RNNLM's. s is 1 (plain SGD, RNNLM's rule) or, as in Krause et
+al., each weight's root-mean-square gradient in training: here the
+training's own Adagrad statistics, s = sqrt(G) (floored at FLOOR times its
+tensor's mean: unfloored, rare words' tiny sums blew their steps up),
+which ``training_scale`` reads from the run's ``DIR/last``. The decay pulls
+the weights back towards the trained ones θ0, so what one passage taught
+fades when the text moves on. The direct weights D take plain SGD steps at
+their own rate and no decay (as measured). The gradient is the model's
+exact one (the full or the class softmax: a model trained with sampled
+softmax is a full-softmax model), computed by ``bptt`` from the state the
+scoring pass started from, sparse where the model's gradients are. Only a
+copy of the weights changes: the model file, and the caller's Params, stay
+as they were.
 
 ``stream_losses``: the text as one stream (``elman eval``), segments of T
 tokens, the state and the direct connections' history carried as in
@@ -33,27 +41,93 @@ from elman.core.sparse import SparseGrad
 # validation text (README, "Dynamic evaluation"). The direct weights take a
 # rate of their own, as in training (``--direct-lr``): an n-gram weight is
 # one context's, and the text just read is the best evidence of it.
-DEFAULT_LR = 0.01
-DEFAULT_DIRECT_LR = 0.2
+DEFAULTS = {"plain": {"lr": 0.02, "decay": 0.01, "direct_lr": 0.2},      # no training statistics
+            "scaled": {"lr": 0.003, "decay": 0.02, "direct_lr": 0.1}}    # steps / sqrt(G), Adagrad's sums
+FLOOR = 1.0             # s >= FLOOR * mean(s) of its tensor
+
+
+class Adapter:
+    """The step rule above on ``params`` (a dict of arrays, changed in place)."""
+
+    def __init__(self, params: dict, lr: float, direct_lr: float | None = None, decay: float = 0.0,
+                 scale: dict | None = None):
+        self.params, self.lr, self.direct_lr, self.decay, self.scale = params, lr, direct_lr, decay, scale
+        self.theta0 = {k: v.copy() for k, v in params.items() if v.dtype.kind == "f" and k != "D"} if decay else {}
+
+    def step(self, grads: dict) -> None:
+        for name, g in grads.items():
+            p = self.params[name]
+            direct = name == "D"
+            rate = p.dtype.type(self.direct_lr if direct and self.direct_lr is not None else self.lr)
+            s = None if direct or self.scale is None else self.scale[name]
+            if isinstance(g, SparseGrad):
+                step = rate * g.values if s is None else rate * g.values / g.take(s)
+                g.put(p, g.take(p) - step)
+            else:
+                p -= rate * g if s is None else rate * g / s
+        for name, p0 in self.theta0.items():
+            p = self.params[name]
+            pull = np.subtract(p0, p)
+            pull *= p.dtype.type(self.decay)
+            p += pull
 
 
 def sgd_step(params: dict, grads: dict, lr: float, direct_lr: float | None = None) -> None:
     """p <- p - lr g for every gradient, dense or ``SparseGrad``, in place;
     the direct weights D at ``direct_lr`` (None: ``lr``)."""
-    for name, g in grads.items():
-        p = params[name]
-        rate = p.dtype.type(direct_lr if name == "D" and direct_lr is not None else lr)
-        if isinstance(g, SparseGrad):
-            g.put(p, g.take(p) - rate * g.values)
-        else:
-            p -= rate * g
+    Adapter(params, lr, direct_lr).step(grads)
 
 
-def stream_losses(p, ids, eos_id: int, lr: float, T: int, direct_lr: float | None = None) -> np.ndarray:
+def training_scale(model_dir, p) -> tuple[dict | None, str]:
+    """``(s, how)``: s {name: array} for every weight but D, from the Adagrad
+    sums G that ``DIR/last`` holds (the state ``--resume`` reads), or None
+    and why not (no training state, another optimizer, other shapes)."""
+    from pathlib import Path
+
+    from elman import modelfile
+    from elman.errors import ElmanError
+    last = Path(model_dir) / modelfile.LAST
+    if not (last / modelfile.CONFIG_FILE).exists():
+        return None, f"no training state in {last}"
+    try:
+        _, _, _, arrays = modelfile.load_checkpoint(model_dir, "last")
+    except ElmanError as exc:
+        return None, f"its training state is unreadable: {exc}"
+    scale = {}
+    for name, a in p.as_dict().items():
+        if a.dtype.kind != "f" or name == "D":
+            continue
+        G = arrays.get(f"G.{name}")
+        if G is None or G.shape != a.shape:
+            return None, "it was not trained with Adagrad"
+        r = np.sqrt(G.astype(a.dtype))
+        scale[name] = np.maximum(r, a.dtype.type(FLOOR * r.mean()))
+    return scale, "scaled by the training's Adagrad statistics"
+
+
+def settings(model_dir, p, lr: float | None = None, decay: float | None = None,
+             direct_lr: float | None = None, plain: bool = False) -> tuple[dict, dict | None, str]:
+    """``(how, scale, why)`` for ``--dynamic``: the rates not given take the
+    defaults of the rule the model allows (scaled with Adagrad statistics,
+    else plain SGD; ``plain`` forces the latter); ``how`` is what the JSON
+    reports: lr, decay, scaled (and direct_lr for direct connections)."""
+    scale, why = (None, "plain SGD steps (--dynamic-plain)") if plain else training_scale(model_dir, p)
+    if scale is None and not plain:
+        why = f"plain SGD steps: {why}"
+    default = DEFAULTS["plain" if scale is None else "scaled"]
+    how = {"lr": default["lr"] if lr is None else lr, "decay": default["decay"] if decay is None else decay,
+           "scaled": scale is not None}
+    if p.order:
+        how["direct_lr"] = default["direct_lr"] if direct_lr is None else direct_lr
+    return how, scale, why
+
+
+def stream_losses(p, ids, eos_id: int, lr: float, T: int, direct_lr: float | None = None,
+                  decay: float = 0.0, scale: dict | None = None) -> np.ndarray:
     """-ln P(token) (N,) float64 of ``ids`` read as one stream, adapting
     after each segment of T tokens."""
     p = p.copy()
-    params = p.as_dict()
+    adapt = Adapter(p.as_dict(), lr, direct_lr, decay, scale)
     ids = np.asarray(ids, dtype=np.int64)
     x = np.concatenate([[eos_id], ids[:-1]])
     h = np.zeros((1, p.Dh), dtype=p.dtype)
@@ -64,24 +138,26 @@ def stream_losses(p, ids, eos_id: int, lr: float, T: int, direct_lr: float | Non
         losses, h_next = forward_losses(p, xs, ys, h, history)
         out[s:s + T] = losses[0]
         _, grads, _ = bptt(p, xs, ys, h, sparse=True, history=history)
-        sgd_step(params, grads, lr, direct_lr)
+        adapt.step(grads)
         if p.order:
             history = next_history(contexts(xs, history, p.order), p.order)
         h = h_next
     return out
 
 
-def line_losses(p, lines, lr: float, direct_lr: float | None = None) -> list:
+def line_losses(p, lines, lr: float, direct_lr: float | None = None, decay: float = 0.0,
+                scale: dict | None = None) -> list:
     """-ln P of each token of each line (a list of arrays, each line an id
     array ending in ``<eos>``), the lines in order, each from h0 = 0 with
     ``<eos>`` before it, one step on each line after it is scored."""
-    return list(iter_line_losses(p, lines, lr, direct_lr))
+    return list(iter_line_losses(p, lines, lr, direct_lr, decay, scale))
 
 
-def iter_line_losses(p, lines, lr: float, direct_lr: float | None = None):
+def iter_line_losses(p, lines, lr: float, direct_lr: float | None = None, decay: float = 0.0,
+                     scale: dict | None = None):
     """``line_losses`` one line at a time, for lines read as they come (``elman score``)."""
     p = p.copy()
-    params = p.as_dict()
+    adapt = Adapter(p.as_dict(), lr, direct_lr, decay, scale)
     eos = None
     for line in lines:
         line = np.asarray(line, dtype=np.int64)
@@ -91,4 +167,4 @@ def iter_line_losses(p, lines, lr: float, direct_lr: float | None = None):
         losses, _ = forward_losses(p, x, line[None, :], h0)
         yield losses[0].astype(np.float64)
         _, grads, _ = bptt(p, x, line[None, :], h0, sparse=True)
-        sgd_step(params, grads, lr, direct_lr)
+        adapt.step(grads)

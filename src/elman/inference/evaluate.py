@@ -39,12 +39,12 @@ def perplexity(p, ids, eos_id: int) -> dict:
     return _perplexity.perplexity(p, ids, eos_id, release=getattr(ids, "release", None))
 
 
-def dynamic_perplexity(p, ids, eos_id: int, lr: float, T: int, direct_lr: float | None = None) -> dict:
-    """``perplexity``'s dict for dynamic evaluation (``inference.dynamic``), with
-    ``"dynamic": {"lr", "bptt"}`` (and ``"direct_lr"`` for a model with direct connections)."""
+def dynamic_perplexity(p, ids, eos_id: int, how: dict, T: int, scale: dict | None = None) -> dict:
+    """``perplexity``'s dict for dynamic evaluation (``inference.dynamic``) with
+    the rule ``how`` (``dynamic.settings``), as ``"dynamic": {**how, "bptt": T}``."""
     from elman.inference.dynamic import stream_losses
-    how = {"lr": lr, "bptt": T, **({"direct_lr": direct_lr} if p.order and direct_lr is not None else {})}
-    return {**summary(stream_losses(p, ids, eos_id, lr, T, direct_lr)), "dynamic": how}
+    losses = stream_losses(p, ids, eos_id, how["lr"], T, how.get("direct_lr"), how["decay"], scale)
+    return {**summary(losses), "dynamic": {**how, "bptt": T}}
 
 
 def sample(p, prime_ids, eos_id: int, n: int, temperature: float = 1.0, seed: int = 0) -> list:

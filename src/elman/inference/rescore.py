@@ -82,8 +82,9 @@ class Scorer:
             return score.line_losses(self.p, self.lines(path), self.vocab.eos_id, self.carry, self.nbest)
         from elman.inference.dynamic import iter_line_losses
         lines, ids = itertools.tee(self.lines(path))
-        return zip(lines, iter_line_losses(self.p, (line.ids for line in ids), self.dynamic,
-                                           getattr(self.args, "dynamic_direct", None)))
+        how = self.args.dynamic_how
+        return zip(lines, iter_line_losses(self.p, (line.ids for line in ids), how["lr"], how.get("direct_lr"),
+                                           how["decay"], self.args.dynamic_scale))
 
     def scored(self, path, other=None, lam=None):
         """(line, ln P_rnn, ln P_other or None, ln P) for each line of ``path``."""
