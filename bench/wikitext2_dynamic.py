@@ -43,7 +43,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--data", type=Path, default=SHARED, help="the directory holding WikiText-2's valid.txt and test.txt")
-    ap.add_argument("--dynamic", default="0.1", help="dynamic rates, comma-separated")
+    ap.add_argument("--dynamic", default="default", help="dynamic rates, comma-separated ('default': eval's own)")
     ap.add_argument("--bptt", help="with --dynamic: the segment length (default: the model's)")
     ap.add_argument("train_flags", nargs=argparse.REMAINDER, help="after --: more elman train flags")
     args = ap.parse_args()
@@ -60,7 +60,8 @@ def main() -> int:
                vocab=len(vocab))
     test = str(args.data / "test.txt")
     for lr in [None, *[x for x in args.dynamic.split(",") if x]]:
-        extra = [] if lr is None else ["--dynamic", lr] + (["--bptt", args.bptt] if args.bptt else [])
+        extra = [] if lr is None else ["--dynamic", *([] if lr == "default" else [lr])] + \
+            (["--bptt", args.bptt] if args.bptt else [])
         stdout, seconds = elman("eval", "--model", str(args.out / "model"), "--data", test, "--json", *extra)
         key = "test_ppl" if lr is None else f"test_ppl_dynamic_{lr}"
         row[key], row[key.replace("ppl", "seconds")] = round(json.loads(stdout)["perplexity"], 2), round(seconds, 1)
