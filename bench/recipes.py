@@ -63,7 +63,7 @@ def measure(name: str, out: Path, files: dict, dynamic: list[str]) -> dict:
            "load_before": os.getloadavg()[0]}
     for lr in [None, *dynamic]:
         argv = ["eval", "--model", str(model), "--data", str(files["test"]), "--json"]
-        stdout, seconds = elman(*argv, *(["--dynamic", lr] if lr else []))
+        stdout, seconds = elman(*argv, *(["--dynamic", *([] if lr == "default" else [lr])] if lr else []))
         key = "test_ppl" if lr is None else f"test_ppl_dynamic_{lr}"
         row[key] = round(json.loads(stdout)["perplexity"], 2)
         row[key.replace("ppl", "seconds")] = round(seconds, 1)
@@ -74,7 +74,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("rows", nargs="*", help=f"rows to run (default all): {', '.join(ROWS)}; NAME@M: --minutes M")
     ap.add_argument("--out", required=True, type=Path, help="where the models and results.jsonl go")
-    ap.add_argument("--dynamic", default="0.1", help="dynamic rates to evaluate with, comma-separated")
+    ap.add_argument("--dynamic", default="default", help="dynamic rates to evaluate with, comma-separated "
+                                                          "('default': eval's own)")
     args = ap.parse_args()
     for name in args.rows:
         if name.partition("@")[0] not in ROWS:
