@@ -7,7 +7,7 @@ from elman.errors import ElmanError
 # Keep equal to elman.inference.dynamic.DEFAULTS (for the help text; the CLI
 # does not import it: speed; a test holds them equal).
 DYNAMIC_DEFAULTS = {"plain": {"lr": 0.02, "decay": 0.01, "direct_lr": 0.2},
-                    "scaled": {"lr": 0.003, "decay": 0.02, "direct_lr": 0.1}}
+                    "scaled": {"lr": 2.5e-5, "decay": 0.02, "direct_lr": 0.1}}
 _PLAIN, _SCALED = DYNAMIC_DEFAULTS["plain"], DYNAMIC_DEFAULTS["scaled"]
 _DEFAULT = object()        # --dynamic without LR (argparse would parse a string const)
 
