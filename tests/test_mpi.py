@@ -245,3 +245,14 @@ def test_ranks_build_the_token_id_cache_once_with_forked_tokenisers(tmp_path):
     ranks = [line.split()[1:] for line in out.stdout.splitlines() if line.startswith("rank")]
     assert sorted(r[0] for r in ranks) == ["0", "1"] and len({tuple(r[1:]) for r in ranks}) == 1
     assert int(ranks[0][2]) == 200_000 and out.stdout.count("tokenised") == 1
+
+
+def test_a_budgets_ramp_is_one_decision_for_every_process(corpus, tmp_path):
+    """The ramp reads each process's own clock; rank 0's factor is used by
+    all, or the replicas would drift apart (each checkpoint compares them)."""
+    out = tmp_path / "m"
+    r = _run(2, "train", *corpus[1], *ARGS, "--out", out, "--minutes", "0.15", "--anneal", "4",
+             "--checkpoint-every", "5", "--log-every", "5")
+    assert r.returncode == 0, r.stderr
+    lrs = [row["lr"] for row in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "lr" in row]
+    assert min(lrs) < 0.5 * max(lrs)                   # the ramp did lower the rate

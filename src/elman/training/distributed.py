@@ -72,6 +72,9 @@ class Local:
     def anyone(self, flag: bool) -> bool:
         return bool(flag)
 
+    def lead(self, x: float) -> float:
+        return x
+
     def check_same(self, options: dict) -> None:
         pass
 
@@ -245,6 +248,13 @@ class MPIComm:
         full = np.empty_like(h)
         self.world.Allgather(np.ascontiguousarray(h[self.part(len(h))]), full)
         return full
+
+    def lead(self, x: float) -> float:
+        """Rank 0's ``x`` on every process: a decision that reads each one's own
+        clock (the budget's ramp) must be one, or the replicas drift apart."""
+        buf = np.array([x], np.float64)
+        self.world.Bcast(buf, root=0)
+        return float(buf[0])
 
     def anyone(self, flag: bool) -> bool:
         """Whether ``flag`` is true on any process."""

@@ -243,7 +243,8 @@ def _train_epoch(run: Run, corpus: Corpus, clock: _Clock, ctrl_c: _CtrlC, quiet:
     t0, tokens0 = time.monotonic(), prog.tokens
     with bar:
         for k, x, y in corpus.streams.windows(s.steps, start=prog.windows_done):
-            opt.lr = run.sched.lr * _budget_ramp(run, clock, nb)
+            ramp = _budget_ramp(run, clock, nb)
+            opt.lr = run.sched.lr * (run.comm.lead(ramp) if clock.deadline is not None else ramp)
             sampled = (sampler.draw(opt.t), sampler.log_q) if sampler else None
             # Masks, like samples, depend on (seed, update number) only; each
             # process applies its streams' rows of the one-process masks.
