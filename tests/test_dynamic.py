@@ -225,3 +225,21 @@ def test_bad_dynamic_options_are_one_line(runs, args, message, capsys):
 def test_the_cli_default_rates_are_the_librarys():
     from elman.cli.inference import DYNAMIC_DEFAULTS
     assert DYNAMIC_DEFAULTS == dynamic.DEFAULTS
+
+
+@pytest.mark.parametrize("direct,classes", [(0, 0), (40, 0), (40, 3)])
+def test_bptt_per_position_losses_are_the_forward_passs(direct, classes):
+    """Dynamic evaluation scores a segment with the losses of the pass that gives its gradient."""
+    from elman.core.model import bptt, forward_losses
+    p = model(direct=direct, classes=classes)
+    rng = np.random.default_rng(7)
+    x, y = rng.integers(0, V, (3, 6)), rng.integers(0, V, (3, 6))
+    h0 = rng.normal(size=(3, p.Dh))
+    losses, grads, h = bptt(p, x, y, h0, per_position=True)
+    want, h_want = forward_losses(p, x, y, h0)
+    assert losses.shape == (3, 6)
+    np.testing.assert_allclose(losses, want, rtol=1e-12)
+    np.testing.assert_allclose(h, h_want, rtol=1e-12)
+    total, grads_sum, _ = bptt(p, x, y, h0)
+    assert total == pytest.approx(losses.sum(), rel=1e-12)
+    assert all(np.array_equal(np.asarray(grads[k]), np.asarray(grads_sum[k])) for k in grads)

@@ -13,7 +13,7 @@ import numpy as np
 
 from elman.core import direct as dc
 from elman.core.classes import (
-    class_log_probs, class_output_backward, class_output_deltas, class_output_forward, class_output_losses,
+    class_log_probs, class_output_backward, class_output_deltas, class_output_losses,
 )
 from elman.core.layers import (
     dropout_backward, dropout_forward, dropout_mask, embedding_backward, embedding_forward,
@@ -129,7 +129,7 @@ def features(p: Params, inputs, history=None):
 
 
 def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dropout=None,
-         scale: float = 1.0, history=None):
+         scale: float = 1.0, history=None, per_position: bool = False):
     """Loss and exact gradients over B streams of T steps (truncated BPTT).
 
     inputs, targets: int arrays (B,T), targets[b,t] = inputs[b,t+1] in a
@@ -154,6 +154,8 @@ def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dro
     every gradient. The returned loss is the sum all the same.
     ``history`` (B, >= N-2): with direct connections of order N, the words
     of each stream before the window (-1: none; None: all none).
+    ``per_position``: the losses of every position, (B,T), in place of their
+    sum (dynamic evaluation scores and learns from one forward pass).
 
     Backward, in the seed's words: δ2 = yhat - y at every position (one
     product over all B·T rows gives dJ/dU and dJ/dh); then, from t = T down
@@ -194,7 +196,6 @@ def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dro
         samples = sampled[0]
         extra = feats.sampled_terms(y, samples) if feats else None
         losses, out_cache = sampled_losses(h_all, p.U, p.b2, y, *sampled, extra=extra)
-        loss = float(losses.sum(dtype=np.float64))
         # The recurrence's backward pass on one core, the sampled columns on the others.
         _, rows, ids, grads = sampled_backward(scale, out_cache, overlap=recurrence_backward)
         cols, sums = embedding_row_sums(rows, ids)
@@ -205,7 +206,7 @@ def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dro
         if not sparse:
             grads = densify(grads)
     elif p.classes:
-        loss, out_cache = class_output_forward(h_all, p.U, p.b2, p.Uc, p.bc, p.class_bounds, y, feats)
+        losses, out_cache = class_output_losses(h_all, p.U, p.b2, p.Uc, p.bc, p.class_bounds, y, feats)
         # The recurrence's backward pass on one core, U's columns on the others.
         _, cols, dU, db2, dUc, dbc, grads = class_output_backward(scale, out_cache, overlap=recurrence_backward)
         grads.update(U=SparseGrad(cols, dU, p.U.shape, -1), b2=SparseGrad(cols, db2, p.b2.shape, -1),
@@ -215,7 +216,7 @@ def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dro
         if not sparse:
             grads = densify(grads)
     else:
-        loss, out_cache = output_forward(h_all, p.U, p.b2, y, add=feats and feats.add_words)
+        losses, out_cache, _ = output_losses(h_all, p.U, p.b2, y, add=feats and feats.add_words)
 
         def overlap(dh_out):
             # The recurrence's backward pass (and the direct connections')
@@ -227,6 +228,7 @@ def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dro
         _, dU, db2, grads = output_backward(scale, out_cache, overlap=overlap)
         grads.update(U=dU, b2=db2)
     grads = {k: grads[k] for k in p.as_dict() if k in grads}     # the order of the parameters
+    loss = losses.reshape(T, B).T if per_position else float(losses.sum(dtype=np.float64))
     return loss, grads, hs[T].copy()
 
 

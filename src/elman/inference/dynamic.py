@@ -35,7 +35,7 @@ from __future__ import annotations
 import numpy as np
 
 from elman.core.direct import contexts, next_history
-from elman.core.model import bptt, forward_losses
+from elman.core.model import bptt
 from elman.core.sparse import SparseGrad
 
 # ``elman eval/score --dynamic`` without rates: measured on the KJV
@@ -145,9 +145,10 @@ def stream_losses(p, ids, eos_id: int, lr: float, T: int, direct_lr: float | Non
     out = np.empty(len(ids))
     for s in range(0, len(ids), T):
         xs, ys = x[None, s:s + T], ids[None, s:s + T]
-        losses, h_next = forward_losses(p, xs, ys, h, history)
+        # One forward pass scores the segment and gives its gradient: the
+        # losses are taken before the step.
+        losses, grads, h_next = bptt(p, xs, ys, h, sparse=True, history=history, per_position=True)
         out[s:s + T] = losses[0]
-        _, grads, _ = bptt(p, xs, ys, h, sparse=True, history=history)
         adapt.step(grads)
         if p.order:
             history = next_history(contexts(xs, history, p.order), p.order)
@@ -174,7 +175,6 @@ def iter_line_losses(p, lines, lr: float, direct_lr: float | None = None, decay:
         eos = line[-1] if eos is None else eos       # every line ends in <eos>
         x = np.concatenate([[eos], line[:-1]])[None, :]
         h0 = np.zeros((1, p.Dh), dtype=p.dtype)
-        losses, _ = forward_losses(p, x, line[None, :], h0)
+        losses, grads, _ = bptt(p, x, line[None, :], h0, sparse=True, per_position=True)
         yield losses[0].astype(np.float64)
-        _, grads, _ = bptt(p, x, line[None, :], h0, sparse=True)
         adapt.step(grads)
