@@ -51,6 +51,11 @@ def elman(*argv) -> tuple[str, float]:
     return done.stdout, seconds
 
 
+def dynamic_flags(lr: str) -> list[str]:
+    """``elman eval``'s flags for one rate of ``--dynamic``: 'default' gives eval's own."""
+    return ["--dynamic", *([] if lr == "default" else [lr])]
+
+
 def measure(name: str, out: Path, files: dict, dynamic: list[str]) -> dict:
     base, _, minutes = name.partition("@")
     flags = ROWS[base] + (["--minutes", minutes] if minutes else [])
@@ -63,7 +68,7 @@ def measure(name: str, out: Path, files: dict, dynamic: list[str]) -> dict:
            "load_before": os.getloadavg()[0]}
     for lr in [None, *dynamic]:
         argv = ["eval", "--model", str(model), "--data", str(files["test"]), "--json"]
-        stdout, seconds = elman(*argv, *(["--dynamic", *([] if lr == "default" else [lr])] if lr else []))
+        stdout, seconds = elman(*argv, *(dynamic_flags(lr) if lr else []))
         key = "test_ppl" if lr is None else f"test_ppl_dynamic_{lr}"
         row[key] = round(json.loads(stdout)["perplexity"], 2)
         row[key.replace("ppl", "seconds")] = round(seconds, 1)

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from recipes import elman  # noqa: E402  (one process per command, timed)
+from recipes import dynamic_flags, elman  # noqa: E402  (one process per command, timed)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2"
 
@@ -60,8 +60,7 @@ def main() -> int:
                vocab=len(vocab))
     test = str(args.data / "test.txt")
     for lr in [None, *[x for x in args.dynamic.split(",") if x]]:
-        extra = [] if lr is None else ["--dynamic", *([] if lr == "default" else [lr])] + \
-            (["--bptt", args.bptt] if args.bptt else [])
+        extra = [] if lr is None else dynamic_flags(lr) + (["--bptt", args.bptt] if args.bptt else [])
         stdout, seconds = elman("eval", "--model", str(args.out / "model"), "--data", test, "--json", *extra)
         key = "test_ppl" if lr is None else f"test_ppl_dynamic_{lr}"
         row[key], row[key.replace("ppl", "seconds")] = round(json.loads(stdout)["perplexity"], 2), round(seconds, 1)
