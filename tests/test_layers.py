@@ -43,3 +43,18 @@ def test_fast_recurrence_products_equal_the_reference(monkeypatch, n_threads):
     ref = layers.rnn_params_backward(dz, h_prev, e, H, I)
     for f, r in zip(fast, ref):
         assert f.shape == r.shape and np.allclose(f, r, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_compiled_row_sums_equal_the_reference(dtype):
+    """fast.rowsums against core.layers.embedding_row_sums: ids repeated
+    many times, once, and out of order; one row alone."""
+    from elman.fast.rowsums import row_sums
+    rng = np.random.default_rng(5)
+    ids = np.concatenate([rng.integers(0, 40, 300), [997, 3]])
+    rows = rng.normal(0, 1, (len(ids), 17)).astype(dtype)
+    for r, i in ((rows, ids), (rows[:1], ids[:1])):
+        got, want = row_sums(r, i), layers.embedding_row_sums(r, i)
+        assert np.array_equal(got[0], want[0]) and got[1].dtype == want[1].dtype
+        assert np.allclose(got[1], want[1], rtol=1e-5, atol=1e-5)
+    assert np.allclose(row_sums(rows, ids)[1][list(row_sums(rows, ids)[0]).index(997)], rows[-2])

@@ -17,13 +17,13 @@ from elman.core.classes import (
 )
 from elman.core.layers import (
     dropout_backward, dropout_forward, dropout_mask, embedding_backward, embedding_forward,
-    embedding_row_sums, log_softmax_rows, logits_forward, rnn_step_backward, rnn_step_forward, sigmoid,
+    log_softmax_rows, logits_forward, rnn_step_backward, rnn_step_forward, sigmoid,
 )
 from elman.core.params import CLASS_NAMES, DIRECT_NAMES, PARAM_NAMES, Params
 from elman.fast.output import output_backward, output_deltas, output_forward, output_losses
 from elman.fast.recurrence import rnn_input_forward, rnn_params_backward
 from elman.fast.sampled import sampled_backward, sampled_deltas, sampled_losses
-from elman.fast.threads import one_blas_thread
+from elman.fast.threads import beside, one_blas_thread
 from elman.core.sparse import SparseGrad, densify
 
 
@@ -79,7 +79,7 @@ def _forward_hidden(p: Params, inputs, h0, e_mask=None):
     and each step's ``rnn_step_forward`` cache; with ``e_mask`` (B*T,d), e
     is the embedding after dropout."""
     B, T = inputs.shape
-    x = np.ascontiguousarray(inputs.T).reshape(-1)
+    x = _time_major(inputs)
     e, _ = embedding_forward(x, p.L)
     if e_mask is not None:
         e, _ = dropout_forward(e, e_mask)
@@ -97,8 +97,13 @@ def _forward_positions(p: Params, inputs, targets, h0, e_mask=None):
     """The forward recurrence plus the time-major targets and the stacked h(t):
     (x, e, hs, caches, y (B*T,), h_all (B*T,Dh)), row t*B + b for stream b at step t."""
     x, e, hs, caches = _forward_hidden(p, np.asarray(inputs), h0, e_mask)
-    y = np.ascontiguousarray(np.asarray(targets).T).reshape(-1)
+    y = _time_major(targets)
     return x, e, hs, caches, y, hs[1:].reshape(len(y), -1)
+
+
+def _time_major(ids):
+    """(B,T) ids as the (B*T,) rows of a window, row t*B + b."""
+    return np.ascontiguousarray(np.asarray(ids).T).reshape(-1)
 
 
 def dropout_masks(p: Params, B: int, T: int, rate: float, seed, streams=None):
@@ -166,9 +171,14 @@ def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dro
     """
     if sampled is not None and p.classes:
         raise ValueError("sampled softmax trains the full-softmax model, not a class softmax")
+    from elman.fast.rowsums import row_sums     # Numba takes 0.3 s to import: only gradients pay it
     B, T = np.shape(inputs)
     feats = features(p, inputs, history)
     e_mask, h_mask = dropout_masks(p, B, T, *dropout) if dropout else (None, None)
+    if sampled is not None and feats:
+        # The direct weights of the sampled columns (a compiled gather that
+        # needs no h) are read on another core while this one runs the recurrence.
+        extra = beside(lambda: feats.sampled_terms(_time_major(targets), sampled[0]))
     x, e, hs, caches, y, h_all = _forward_positions(p, inputs, targets, h0, e_mask)
     if dropout:
         h_all, _ = dropout_forward(h_all, h_mask)
@@ -188,21 +198,25 @@ def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dro
             dH, dI, db1, de = rnn_params_backward(dz, hs[:-1].reshape(B * T, -1), e, p.H, p.I)
         if dropout:
             de = dropout_backward(de, e_mask)
-        dL = SparseGrad(*embedding_row_sums(de, x), p.L.shape, 0) if sparse else \
+        dL = SparseGrad(*row_sums(de, x), p.L.shape, 0) if sparse else \
             embedding_backward(de, (x, p.L.shape))
         return {"L": dL, "I": dI, "H": dH, "b1": db1}
 
     if sampled is not None:
         samples = sampled[0]
-        extra = feats.sampled_terms(y, samples) if feats else None
-        losses, out_cache = sampled_losses(h_all, p.U, p.b2, y, *sampled, extra=extra)
-        # The recurrence's backward pass on one core, the sampled columns on the others.
-        _, rows, ids, grads = sampled_backward(scale, out_cache, overlap=recurrence_backward)
-        cols, sums = embedding_row_sums(rows, ids)
+        losses, out_cache = sampled_losses(h_all, p.U, p.b2, y, *sampled, extra=extra() if feats else None)
+
+        def overlap(dh_out):
+            # The recurrence's backward pass (and the direct weights' scatter)
+            # on one core, the sampled columns' gradient on the others.
+            g = recurrence_backward(dh_out)
+            if feats:
+                g["D"] = feats.sampled_grad(y, samples, *sampled_deltas(out_cache, scale), sparse)
+            return g
+        _, rows, ids, grads = sampled_backward(scale, out_cache, overlap=overlap)
+        cols, sums = row_sums(rows, ids)
         grads.update(U=SparseGrad(cols, sums[:, :-1].T, p.U.shape, -1),
                      b2=SparseGrad(cols, sums[:, -1], p.b2.shape, -1))
-        if feats:
-            grads["D"] = feats.sampled_grad(y, samples, *sampled_deltas(out_cache, scale), sparse)
         if not sparse:
             grads = densify(grads)
     elif p.classes:

@@ -161,3 +161,14 @@ def parallel_for(fn, n: int, serial: bool = False, first=None):
                 if not f.cancel():
                     f.result()
     return result[0] if first else None
+
+
+def beside(fn):
+    """Start ``fn()`` on a helper thread while the caller goes on (work that
+    releases the GIL, e.g. a compiled loop, beside a sequential recurrence);
+    returns a function that waits for and returns its result. On one thread,
+    or without threadpoolctl, ``fn`` runs at once on the caller's."""
+    if THREADS == 1 or not _blas():
+        value = fn()
+        return lambda: value
+    return _executor().submit(fn).result

@@ -77,23 +77,33 @@ class Optimizer:
         if not math.isfinite(norm) or not math.isfinite(global_norm(plain)):
             raise FloatingPointError(f"the gradient norm is {norm if not math.isfinite(norm) else global_norm(plain)}")
         self.t += 1
-        for k, g in plain.items():
-            p, c = params[k], params[k].dtype.type(self.plain[k] * self.lr / self.lr0)
-            if isinstance(g, SparseGrad):
-                g.put(p, g.take(p) - c * g.values)
-            else:
-                p -= np.multiply(g, c, out=_tmp("a", g))
-        for k, g in grads.items():
-            p, state = params[k], {slot: self.state[slot][k] for slot in self.slots}
-            if isinstance(g, SparseGrad) and self.dense_only:
-                g = g.dense()
-            if isinstance(g, SparseGrad):
-                self._sparse_step(p, g, state)
-            elif p.size < 1 << 18:
-                self.rule(p, g, **state)
-            else:
-                self._dense_blocks(p, g, state)
+        # The tensors' updates are independent: the cores share them, the
+        # biggest first (a tensor's numbers do not depend on which core).
+        updates = [(g, lambda k=k, g=g: self._plain_step(params[k], g, self.plain[k])) for k, g in plain.items()]
+        updates += [(g, lambda k=k, g=g: self._update(params[k], g, k)) for k, g in grads.items()]
+        updates.sort(key=lambda u: -_size(u[0]))
+        parallel_for(lambda i: updates[i][1](), len(updates), serial=sum(_size(g) for g, _ in updates) < 1 << 16)
         return norm
+
+    def _plain_step(self, p, g, rate: float) -> None:
+        """p <- p - rate · (lr / lr0) · g."""
+        c = p.dtype.type(rate * self.lr / self.lr0)
+        if isinstance(g, SparseGrad):
+            g.put(p, g.take(p) - c * g.values)
+        else:
+            p -= np.multiply(g, c, out=_tmp("a", g))
+
+    def _update(self, p, g, k: str) -> None:
+        """The rule on parameter ``k``, dense or sparse."""
+        state = {slot: self.state[slot][k] for slot in self.slots}
+        if isinstance(g, SparseGrad) and self.dense_only:
+            g = g.dense()
+        if isinstance(g, SparseGrad):
+            self._sparse_step(p, g, state)
+        elif p.size < 1 << 18:
+            self.rule(p, g, **state)
+        else:
+            self._dense_blocks(p, g, state)
 
     def _dense_blocks(self, p, g, state: dict) -> None:
         """The rule on blocks of a big array, shared by the cores: blocks
@@ -154,6 +164,10 @@ class Optimizer:
                     raise ElmanError(f"the checkpoint's optimizer state lacks {slot}.{k} "
                                      f"of shape {a.shape}")
                 a[...] = saved
+
+
+def _size(g) -> int:
+    return g.values.size if isinstance(g, SparseGrad) else g.size
 
 
 def _tmp(name: str, like: np.ndarray) -> np.ndarray:
