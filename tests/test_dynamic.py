@@ -85,10 +85,10 @@ def test_training_scale_is_the_floored_root_of_adagrads_sums(runs):
     from elman.inference.evaluate import load
     _, out = runs
     p, _, _ = load(out["full"])
-    scale, why = dynamic.training_scale(out["full"], p)
+    scale, why, positions = dynamic.training_scale(out["full"], p)
     _, _, cfg, G = modelfile.load_checkpoint(out["full"], "last")
     t = cfg["train_state"]["optimizer"]["t"]
-    assert t > 1
+    assert t > 1 and positions == cfg["settings"]["streams"] * cfg["settings"]["steps"] > 1
     assert "Adagrad" in why and sorted(scale) == sorted(k for k, v in p.as_dict().items() if v.dtype.kind == "f" and k != "D")
     for k, s in scale.items():
         r = np.sqrt(G[f"G.{k}"] / t)
@@ -175,7 +175,10 @@ def test_eval_and_score_dynamic_leave_the_model_alone(runs, kind, capsys):
     static = json.loads(capsys.readouterr().out)
     assert cli.main(["eval", "--model", str(run), "--data", data, "--json", "--dynamic", "--bptt", "7"]) == 0
     dyn = json.loads(capsys.readouterr().out)
-    assert dyn["dynamic"] == {**dynamic.DEFAULTS["scaled"], "scaled": True, "bptt": 7}
+    # the scaled rule's default rate is per position of a training update
+    settings = json.loads((run / "last" / "config.json").read_text())["settings"]
+    lr = dynamic.DEFAULTS["scaled"]["lr"] / (settings["streams"] * settings["steps"])
+    assert dyn["dynamic"] == {**dynamic.DEFAULTS["scaled"], "lr": lr, "scaled": True, "bptt": 7}
     assert math.isfinite(dyn["perplexity"])
     assert dyn["perplexity"] != static["perplexity"] and dyn["tokens"] == static["tokens"]
     # the direct weights' own rate is used: a different one gives another perplexity

@@ -7,7 +7,7 @@ from elman.errors import ElmanError
 # Keep equal to elman.inference.dynamic.DEFAULTS (for the help text; the CLI
 # does not import it: speed; a test holds them equal).
 DYNAMIC_DEFAULTS = {"plain": {"lr": 0.02, "decay": 0.01, "direct_lr": 0.2},
-                    "scaled": {"lr": 2.5e-5, "decay": 0.02, "direct_lr": 0.1}}
+                    "scaled": {"lr": 0.016, "decay": 0.02, "direct_lr": 0.1}}
 _PLAIN, _SCALED = DYNAMIC_DEFAULTS["plain"], DYNAMIC_DEFAULTS["scaled"]
 _DEFAULT = object()        # --dynamic without LR (argparse would parse a string const)
 
@@ -16,7 +16,8 @@ def add_dynamic(p, unit: str) -> None:
     p.add_argument("--dynamic", type=positive_float, nargs="?", const=_DEFAULT, metavar="LR",
                    help=f"dynamic evaluation: after each {unit} is scored, one step on it with rate LR per "
                         "token, each weight's step divided by its RMS gradient in training (Adagrad's "
-                        f"statistics in DIR/last; default rate {_SCALED['lr']:g}), or plain SGD without "
+                        f"statistics in DIR/last; default rate {_SCALED['lr']:g}/(B·T), B·T the positions of "
+                        "a training update), or plain SGD without "
                         f"them (default rate {_PLAIN['lr']:g}); the model file is not changed")
     p.add_argument("--dynamic-decay", type=rate, metavar="F",
                    help="with --dynamic: after each step the weights move this fraction of the way back to "

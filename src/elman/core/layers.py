@@ -127,10 +127,14 @@ def rnn_params_backward(dz, h_prev, e, H, I):
 
 def dropout_mask(rng, shape, rate, dtype):
     """Inverted dropout's mask: 0 with probability ``rate``, else 1/(1 - rate),
-    so that E[x ⊙ mask] = x and evaluation uses x as it is."""
+    so that E[x ⊙ mask] = x and evaluation uses x as it is.
+
+    Each entry is kept when a uniform 16-bit integer is below keep·2^16
+    (the rate rounded to 1/65536): raw generator bytes, half the bits of
+    float32 uniforms and twice as fast (a training window draws 128k)."""
     keep = 1.0 - rate
-    mask = rng.random(shape, dtype=np.float32) < keep
-    return np.multiply(mask, np.dtype(dtype).type(1.0 / keep), dtype=dtype)
+    u = np.frombuffer(rng.bytes(2 * int(np.prod(shape))), np.uint16).reshape(shape)
+    return np.multiply(u < round(keep * 65536), np.dtype(dtype).type(1.0 / keep), dtype=dtype)
 
 
 def dropout_forward(x, mask):

@@ -16,7 +16,7 @@ from elman.core.classes import (
     class_log_probs, class_output_backward, class_output_deltas, class_output_losses,
 )
 from elman.core.layers import (
-    dropout_backward, dropout_forward, dropout_mask, embedding_backward, embedding_forward,
+    dropout_backward, dropout_forward, dropout_mask, embedding_forward,
     log_softmax_rows, logits_forward, rnn_step_backward, rnn_step_forward, sigmoid,
 )
 from elman.core.params import CLASS_NAMES, DIRECT_NAMES, PARAM_NAMES, Params
@@ -198,9 +198,8 @@ def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dro
             dH, dI, db1, de = rnn_params_backward(dz, hs[:-1].reshape(B * T, -1), e, p.H, p.I)
         if dropout:
             de = dropout_backward(de, e_mask)
-        dL = SparseGrad(*row_sums(de, x), p.L.shape, 0) if sparse else \
-            embedding_backward(de, (x, p.L.shape))
-        return {"L": dL, "I": dI, "H": dH, "b1": db1}
+        dL = SparseGrad(*row_sums(de, x), p.L.shape, 0)     # embedding_backward, compiled
+        return {"L": dL if sparse else dL.dense(), "I": dI, "H": dH, "b1": db1}
 
     if sampled is not None:
         samples = sampled[0]

