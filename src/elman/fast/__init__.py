@@ -1,5 +1,7 @@
 """The speed machinery, beside the seed's layers and tested against them:
 the chunked, threaded output layer (``output``), the threaded products of
 the recurrence (``recurrence``), work sharing between cores (``threads``)
-and reused scratch buffers (``scratch``). NumPy only; imports nothing of
-``elman`` outside this package."""
+and reused scratch buffers (``scratch``); two compiled loops (Numba) where
+NumPy's indexing was the bottleneck: the direct weights' sampled columns
+(``windows``) and sums of rows that share an id (``rowsums``). Imports
+nothing of ``elman`` outside this package."""
