@@ -58,3 +58,18 @@ def test_compiled_row_sums_equal_the_reference(dtype):
         assert np.array_equal(got[0], want[0]) and got[1].dtype == want[1].dtype
         assert np.allclose(got[1], want[1], rtol=1e-5, atol=1e-5)
     assert np.allclose(row_sums(rows, ids)[1][list(row_sums(rows, ids)[0]).index(997)], rows[-2])
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_beside_runs_a_function_on_another_thread_and_hands_back_its_result(monkeypatch, n_threads):
+    import threading
+    monkeypatch.setattr(threads, "THREADS", n_threads)
+    where = []
+    wait = threads.beside(lambda: where.append(threading.get_ident()) or 42)
+    assert wait() == 42 and len(where) == 1
+    assert (where[0] == threading.get_ident()) == (n_threads == 1 or not threads._blas())
+
+    def fails():
+        raise ValueError("inside")
+    with pytest.raises(ValueError, match="inside"):
+        threads.beside(fails)()

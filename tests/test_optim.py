@@ -173,3 +173,31 @@ def test_plain_parameters_take_unclipped_sgd_steps_at_a_rate_that_follows_the_sc
     restored = make_optimizer(name, params, lr=0.2, clip=1e-3, plain={"D": 0.5})
     restored.load_state(opt.state_arrays(), opt.state_scalars())
     assert (restored.lr, restored.lr0) == (0.1, 0.2)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adagrad", "adam"])
+def test_tensors_updated_side_by_side_equal_one_thread(name, monkeypatch):
+    """The cores share the tensors' updates (dense, sparse rows, a plain
+    parameter): the same bits as one thread doing them in turn."""
+    from elman.core.sparse import SparseGrad
+    from elman.fast import threads as parallel
+    rng = np.random.default_rng(3)
+    params = {"U": rng.normal(size=(300, 1000)).astype(np.float32), "L": rng.normal(size=(50, 8)).astype(np.float32),
+              "b": rng.normal(size=8).astype(np.float32), "D": rng.normal(size=70_000).astype(np.float32)}
+
+    def grads():
+        g = np.random.default_rng(4)
+        return [{"U": g.normal(size=(300, 1000)).astype(np.float32),
+                 "L": SparseGrad(np.array([2, 9, 40]), g.normal(size=(3, 8)).astype(np.float32), (50, 8), 0),
+                 "b": g.normal(size=8).astype(np.float32), "D": g.normal(size=70_000).astype(np.float32)}
+                for _ in range(3)]
+    results = []
+    for threads in (2, 1):
+        monkeypatch.setattr(parallel, "THREADS", threads)
+        p = {k: v.copy() for k, v in params.items()}
+        opt = make_optimizer(name, p, clip=1.0, plain={"D": 0.01})
+        for g in grads():
+            opt.step(p, g)
+        results.append(p)
+    for k in params:
+        assert not np.array_equal(results[0][k], params[k]) and np.array_equal(results[0][k], results[1][k]), k
