@@ -221,6 +221,7 @@ class Adagrad(Optimizer):
     def rule(self, p, g, G):
         for i in _pieces(p):
             self._piece(p[i], g[i], G[i])
+
     def _piece(self, p, g, G):
         a, b = _tmp("a", g), _tmp("b", g)
         G += np.multiply(g, g, out=a)
