@@ -153,3 +153,15 @@ def test_bench_recipe_is_elman_trains_defaults(capsys):
     assert (c["sampled"], c["direct"], c["direct_order"], c["dropout"]) == (SAMPLED, DIRECT * 1e6, 3, 0.25)
     assert cli.main(["bench", "--V", "40", "--recipe", "--classes", "4"]) == 2
     assert "--recipe" in capsys.readouterr().err
+
+
+def test_bench_recipe_takes_trains_bptt_unless_given(capsys):
+    """T is part of the recipe: --recipe without --T benches elman train's
+    --bptt; without --recipe the bench keeps its own T (the README's tables)."""
+    from elman.cli.tools import BENCH_T
+    from elman.training.state import default
+    tiny = ["--V", "40", "--d", "3", "--Dh", "4", "--B", "2", "--steps", "2", "--rounds", "1", "--json"]
+    for extra, T in ((["--recipe"], default("steps")), ([], BENCH_T), (["--recipe", "--T", "3"], 3)):
+        assert cli.main(["bench", *tiny, *extra]) == 0
+        assert json.loads(capsys.readouterr().out)["config"]["T"] == T
+    assert default("steps") != BENCH_T

@@ -25,13 +25,14 @@ nonnegative_int = _number(int, "an integer", lambda v: v >= 0, "0 or more")
 ngram_order = _number(int, "an integer", lambda v: 2 <= v <= 20, "from 2 to 20")
 
 
-def add_sizes(p, V: int, d: int, Dh: int, B: int, T: int) -> None:
-    """--V --d --Dh --B --T --seed: the model and batch sizes of a synthetic problem."""
+def add_sizes(p, V: int, d: int, Dh: int, B: int, T: int | None, T_help: str | None = None) -> None:
+    """--V --d --Dh --B --T --seed: the model and batch sizes of a synthetic problem
+    (``T`` None: the command resolves it, as ``T_help`` says)."""
     p.add_argument("--V", type=positive_int, default=V, help=f"vocabulary size (default {V})")
     p.add_argument("--d", type=positive_int, default=d, help=f"embedding size (default {d})")
     p.add_argument("--Dh", type=positive_int, default=Dh, help=f"hidden size (default {Dh})")
     p.add_argument("--B", type=positive_int, default=B, help=f"batch streams (default {B})")
-    p.add_argument("--T", type=positive_int, default=T, help=f"time steps (default {T})")
+    p.add_argument("--T", type=positive_int, default=T, help=T_help or f"time steps (default {T})")
     p.add_argument("--seed", type=int, default=0)
 
 

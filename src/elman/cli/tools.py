@@ -23,10 +23,14 @@ def run_gradcheck(args) -> int:
     return 0 if all(r.max_rel_error < args.tol for r in rows) else 1
 
 
+BENCH_T = 20       # elman bench's T without --recipe (the README's speed tables)
+
+
 def add_bench(sub):
     p = sub.add_parser("bench", help="time training and evaluation steps against this machine's matmul peak "
                                      "(and PyTorch)")
-    add_sizes(p, V=10000, d=200, Dh=200, B=32, T=20)
+    add_sizes(p, V=10000, d=200, Dh=200, B=32, T=None,
+              T_help=f"time steps (default {BENCH_T}; with --recipe, elman train's --bptt)")
     p.add_argument("--steps", type=positive_int, default=20, help="timed steps per implementation (default 20)")
     p.add_argument("--rounds", type=positive_int, default=5,
                    help="the steps are split into this many alternating rounds (default 5)")
@@ -94,6 +98,8 @@ def _take_recipe(args) -> None:
 
     if args.recipe and args.classes:
         raise ElmanError("--recipe benches elman train's defaults, which train without --classes")
+    if args.T is None:          # the README's tables are at T = 20; a recipe is train's, its T included
+        args.T = default("steps") if args.recipe else BENCH_T
     if args.recipe:
         args.sampled = args.sampled or SAMPLED
         args.direct = args.direct or DIRECT
