@@ -344,10 +344,11 @@ def rnn_step(p: Params, x_ids, h_prev):
     return h
 
 
-def output_probs(p: Params, h, context=None):
-    """yhat = softmax(h U + b2), (B,V); with classes, P(c(w)|h) P(w|c(w),h).
-    With direct connections of order N, ``context`` (B, >= N-1): the words
-    up to and including the one just read (-1: none; None: only none)."""
+def output_log_probs(p: Params, h, context=None):
+    """ln yhat = log softmax(h U + b2), (B,V), with classes ln P(c(w)|h) + ln
+    P(w|c(w),h), computed in logs (a tiny probability stays finite). With
+    direct connections of order N, ``context`` (B, >= N-1): the words up to
+    and including the one just read (-1: none; None: only none)."""
     h = np.atleast_2d(h)
     extra = None
     if p.D is not None:
@@ -355,12 +356,18 @@ def output_probs(p: Params, h, context=None):
         extra = features(p, np.full((len(h), 1), -1) if last is None else last,
                          None if context is None else np.asarray(context)[:, :-1]).dense_terms()
     if p.classes:
-        return np.exp(class_log_probs(h, p.U, p.b2, p.Uc, p.bc, p.class_bounds, extra))
+        return class_log_probs(h, p.U, p.b2, p.Uc, p.bc, p.class_bounds, extra)
     z = logits_forward(h, p.U, p.b2)
     if extra is not None:
         z += extra[0]
-    return np.exp(log_softmax_rows(z))
+    return log_softmax_rows(z)
+
+
+def output_probs(p: Params, h, context=None):
+    """yhat = softmax(h U + b2), (B,V); with classes, P(c(w)|h) P(w|c(w),h)
+    (``output_log_probs``, exponentiated)."""
+    return np.exp(output_log_probs(p, h, context))
 
 
 __all__ = ["Params", "PARAM_NAMES", "CLASS_NAMES", "DIRECT_NAMES", "features", "step_gradients", "bptt", "forward_losses",
-           "window_losses", "dropout_masks", "rnn_step", "output_probs", "sigmoid"]
+           "window_losses", "dropout_masks", "rnn_step", "output_probs", "output_log_probs", "sigmoid"]
