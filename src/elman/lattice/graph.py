@@ -79,11 +79,24 @@ class Lattice:
                 if indegree[w] == 0:
                     order.append(w)
         if len(order) < n:
-            arc = next(a for a in self.arcs if indegree[a.dst] > 0 and indegree[a.src] > 0)
+            arc = self._cycle_arc(indegree)
             raise ElmanError(f"{self.where}:{arc.line}: the lattice has a cycle (through this link, "
                              f"{arc.src} -> {arc.dst}); a lattice must be acyclic")
         self._reachable(out)
         return order
+
+    def _cycle_arc(self, indegree) -> Arc:
+        """An arc on a cycle: every node Kahn's pass left has a predecessor it
+        left too, so walking back through them must come round."""
+        into = {}
+        for a in self.arcs:
+            if indegree[a.dst] > 0 and indegree[a.src] > 0:
+                into.setdefault(a.dst, a)
+        v, seen = next(iter(into)), set()
+        while v not in seen:
+            seen.add(v)
+            v = into[v].src
+        return into[v]
 
     def _reachable(self, out) -> None:
         seen, todo = {self.start}, [self.start]
