@@ -25,6 +25,7 @@ COMMANDS = [
     inference.add_generate,
     inference.add_export,
     lattice.add_rescore,
+    lattice.add_import,
     tools.add_plot,
     tools.add_demo,
     explain.add_explain,

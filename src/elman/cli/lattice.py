@@ -101,3 +101,42 @@ def run_rescore(args) -> int:
         raise ElmanError(f"{stats['failed']} of {stats['lattices']} lattices could not be read (above); "
                          f"the other {done} are rescored")
     return 0
+
+
+def add_import(sub):
+    p = sub.add_parser("import", help="a model from another toolkit (Mikolov's RNNLM) as an elman model",
+                       description="Read an RNNLM model file (rnnlm 0.3e, 0.4b, the Cantab fork; text or -binary) "
+                                   "and write it as an elman model directory, so that eval, score, rescore and "
+                                   "export run on it. RNNLM's state starts at 1.0 as with -independent; its </s> "
+                                   "is elman's <eos>.")
+    p.add_argument("--rnnlm", required=True, metavar="FILE", help="the RNNLM model file (-rnnlm FILE)")
+    p.add_argument("out", metavar="OUT", help="the elman model directory to write")
+    p.set_defaults(func=run_import)
+
+
+def run_import(args) -> int:
+    from elman.interop import rnnlm, rnnlm_file
+    from elman.modelfile import has_model, save_checkpoint
+
+    m = rnnlm_file.read(args.rnnlm)
+    p, vocab, config = rnnlm.to_elman(m, args.rnnlm)
+    if has_model(args.out):
+        raise ElmanError(f"{args.out}: already holds a model; give a new directory")
+    save_checkpoint(args.out, p.as_dict(), vocab, config)
+    say(f"wrote {args.out}: V={p.V}, Dh={p.Dh}, " + (f"{p.classes} classes" if p.classes else "full softmax")
+        + f" (from {args.rnnlm}, version {config['rnnlm']['version']})")
+    return 0
+
+
+def run_export_rnnlm(args) -> int:
+    """``elman export --rnnlm FILE``."""
+    from elman.atomic import atomic_write_bytes
+    from elman.interop import rnnlm, rnnlm_file
+    from elman.modelfile import load_params
+
+    p, vocab, _ = load_params(args.model)
+    m = rnnlm.from_elman(p, vocab)
+    atomic_write_bytes(args.rnnlm, rnnlm_file.write_text(m, str(args.model)))
+    say(f"wrote {args.rnnlm}: RNNLM text model, V={len(m.words)}, {m.syn0.shape[0]} hidden units "
+        f"({p.Dh} and one that stays at 1), {m.K} class{'es' if m.K > 1 else ''}")
+    return 0
