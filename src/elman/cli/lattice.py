@@ -136,7 +136,7 @@ def run_export_rnnlm(args) -> int:
 
     p, vocab, _ = load_params(args.model)
     m = rnnlm.from_elman(p, vocab)
-    atomic_write_bytes(args.rnnlm, rnnlm_file.write_text(m, str(args.model)))
+    atomic_write_bytes(args.rnnlm, rnnlm_file.write_text(m))
     say(f"wrote {args.rnnlm}: RNNLM text model, V={len(m.words)}, {m.syn0.shape[0]} hidden units "
         f"({p.Dh} and one that stays at 1), {m.K} class{'es' if m.K > 1 else ''}")
     return 0

@@ -194,12 +194,12 @@ def _num(x) -> str:
     return f"{float(x):.9g}"
 
 
-def write_text(m: RnnlmModel, source: str = "elman") -> bytes:
+def write_text(m: RnnlmModel) -> bytes:
     """The text form (``file format: 0``, version 10) that ``rnnlm -test``,
     ``-nbest`` and Kaldi's RNNLM rescoring read; numbers in full float
     precision (the reader takes any)."""
     V, Dh = len(m.words), m.syn0.shape[0]
-    out = [f"version: 10", "file format: 0", "", f"training data file: {source}", "validation data file: -", "",
+    out = [f"version: 10", "file format: 0", "", "training data file: elman", "validation data file: -", "",
            "last probability of validation data: 0.000000", "number of finished iterations: 0",
            "current position in training data: 0", "current probability of training data: 0.000000",
            "save after processing # words: 0", f"# of training words: {int(m.counts.sum())}",
