@@ -44,8 +44,9 @@ def add_rescore(sub):
     p.add_argument("--max-history", type=positive_int, metavar="N",
                    help="merge states whose histories agree on their last N words (Kaldi's --max-ngram-order "
                         "N+1); default: exact expansion, every distinct history")
-    p.add_argument("--max-arcs", type=positive_int, default=1_000_000, metavar="M",
-                   help="an utterance whose expansion passes M arcs keeps its old scores (default 1000000)")
+    p.add_argument("--max-arcs", type=positive_int, default=200_000, metavar="M",
+                   help="an utterance whose expansion passes M arcs keeps its old scores (default 200000; each "
+                        "state holds Dh floats)")
     p.add_argument("--jobs", type=positive_int, metavar="J",
                    help="processes (default: the machine's cores)")
     p.set_defaults(func=run_rescore)

@@ -15,6 +15,7 @@ decoder's acoustic scale is 1/lm_scale). Word 0 is epsilon.
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -105,7 +106,7 @@ def read(path, words: dict) -> Iterator:
     """Yield each utterance of a text archive: a Lattice, or the ElmanError
     that its lines raised (the next utterance is read all the same)."""
     try:
-        text = Path(path).read_text(encoding="utf-8") if str(path) != "-" else __import__("sys").stdin.read()
+        text = Path(path).read_text(encoding="utf-8") if str(path) != "-" else sys.stdin.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise ElmanError(f"{path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
     key, rows, first = None, [], 0
