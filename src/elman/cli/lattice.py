@@ -97,7 +97,8 @@ def run_rescore(args) -> int:
     done = stats["lattices"] - stats["failed"]
     secs = max(stats["seconds"], 1e-9)
     say(f"rescored {done} of {stats['lattices']} lattices ({stats['kept']} kept with their old scores), "
-        f"{stats['arcs']} arcs in {secs:.2f} s: {stats['arcs'] / secs:,.0f} arcs/s, {done / secs:.1f} lattices/s")
+        f"{stats['arcs']} arcs in {secs:.2f} s: {stats['arcs'] / secs:,.0f} arcs/s, {done / secs:.1f} lattices/s "
+        f"(and {stats['load_seconds']:.1f} s loading the models)")
     if stats["failed"]:
         raise ElmanError(f"{stats['failed']} of {stats['lattices']} lattices could not be read (above); "
                          f"the other {done} are rescored")

@@ -15,7 +15,9 @@ import math
 
 import numpy as np
 
-from elman.core.model import output_log_probs, rnn_step
+from elman.core.layers import embedding_forward, rnn_step_forward
+from elman.core.model import output_log_probs
+from elman.fast.threads import one_blas_thread
 from elman.lattice.expand import Expanded
 from elman.lattice.graph import lm_word
 
@@ -45,10 +47,12 @@ def hidden_states(p, vocab, ex: Expanded):
     ids = np.concatenate([[vocab.eos_id], _ids(vocab, inputs[1:])]).astype(np.int64)
     parent_row, level = np.array(parent_row), np.array(level)
     H = np.empty((len(ids), p.Dh), p.dtype)
-    H[0] = rnn_step(p, ids[:1], np.zeros((1, p.Dh), p.dtype))[0]
-    for d in range(1, int(level.max()) + 1):
-        at = np.flatnonzero(level == d)
-        H[at] = rnn_step(p, ids[at], H[parent_row[at]])
+    with one_blas_thread():                 # a depth's products are small: threads cost more than they give
+        a = embedding_forward(ids, p.L)[0] @ p.I + p.b1     # a = e I + b1 of every state at once
+        H[0] = rnn_step_forward(np.zeros((1, p.Dh), p.dtype), a[:1], p.H)[0][0]
+        for d in range(1, int(level.max()) + 1):
+            at = np.flatnonzero(level == d)
+            H[at] = rnn_step_forward(H[parent_row[at]], a[at], p.H)[0]
     context = None
     if p.D is not None:                     # the last N-1 ids read, -1 before the start
         n = p.order - 1

@@ -2,7 +2,8 @@
 whole or not at all.
 
 The work is one lattice at a time (an HTK file, or one utterance of a Kaldi
-archive), spread over ``jobs`` processes that each load the model once. A
+archive), spread over ``jobs`` processes forked after the models are
+loaded (once, in this process). A
 lattice that fails (a cycle, a missing node, a word outside the symbol
 table...) is reported in one line naming its file and line and left out of
 the output; the others are rescored. A lattice whose expansion passes
@@ -112,19 +113,21 @@ def run(job: Job, items: list, jobs: int, on_result) -> dict:
             on_result(res)
         progress.step(res[4])
 
+    _load(job)                    # once, here: a bad model is one error, and the workers inherit it
+    stats["load_seconds"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     errors = [x for x in items if isinstance(x, ElmanError)]
     work = [x for x in items if not isinstance(x, ElmanError)]
     for exc in errors:
         handle((None, None, None, None, 0, None, str(exc), ""))
     if jobs <= 1 or len(work) <= 1:
-        _load(job)
         for item in work:
             handle(_one(item))
     else:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
-        ctx = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_load, initargs=(job,)) as pool:
+        ctx = multiprocessing.get_context("fork")     # the workers start with the loaded models
+        with ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
             for res in pool.map(_one, work, chunksize=max(1, min(16, len(work) // (4 * jobs)))):
                 handle(res)
     stats["seconds"] = time.perf_counter() - t0

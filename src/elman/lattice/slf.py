@@ -40,7 +40,7 @@ def is_slf(path) -> bool:
 
 def _fields(text: str, where: str) -> dict:
     try:
-        tokens = shlex.split(text, comments=False, posix=True)
+        tokens = shlex.split(text, posix=True) if "'" in text or '"' in text else text.split()
     except ValueError as exc:
         raise ElmanError(f"{where}: cannot read the fields ({exc})") from None
     out = {}
