@@ -155,3 +155,18 @@ def test_direct_connections_are_refused_in_one_line(tmp_path):
     with pytest.raises(ElmanError, match="direct connections"):
         rnnlm.to_elman(m, "x")
     assert math.isfinite(float(m.syn0.sum()))
+
+
+def test_imported_model_exports_to_onnx(tmp_path):
+    """An imported RNNLM model is an elman model: its ONNX graph gives its numbers."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from elman.core.model import forward_losses
+    elman("import", "--rnnlm", FIX / "rnnlm-text.model", tmp_path / "m")
+    elman("export", "--model", tmp_path / "m", "--onnx", tmp_path / "m.onnx")
+    p, vocab, _ = load_params(tmp_path / "m")
+    ids = np.array([[vocab.eos_id] + vocab.encode("and the <unk> of god .".split()).tolist()])
+    lp, _ = ort.InferenceSession(str(tmp_path / "m.onnx")).run(
+        None, {"ids": ids[:, :-1], "h0": np.zeros((1, p.Dh), np.float32)})
+    ref, _ = forward_losses(p, ids[:, :-1], ids[:, 1:], np.zeros((1, p.Dh), np.float32))
+    np.testing.assert_allclose(-lp[0, np.arange(ids.shape[1] - 1), ids[0, 1:]], ref[0], atol=1e-5)
