@@ -142,7 +142,7 @@ def main() -> None:
     ap.add_argument("--model", required=True)
     ap.add_argument("--utterances", type=int, default=200)
     ap.add_argument("--out", default=str(Path(__file__).parent / "out" / "lattice_wer"))
-    ap.add_argument("--max-arcs", type=int, default=200_000)
+    ap.add_argument("--max-arcs", type=int, default=20_000)
     ap.add_argument("--lm-scale", type=float, default=1.0)
     ap.add_argument("--jobs", type=int, default=2)
     args = ap.parse_args()

@@ -11,12 +11,14 @@ the output; the others are rescored. A lattice whose expansion passes
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from elman.errors import ElmanError
+from elman.fast.threads import one_blas_thread
 from elman.lattice import kaldi, slf
 from elman.lattice.rescore import Settings, rescore
 
@@ -43,7 +45,8 @@ def _one(item):
     job = _WORKER["job"]
     try:
         lat = slf.read(item) if isinstance(item, (str, Path)) else item
-        r = rescore(lat, _WORKER["p"], _WORKER["vocab"], job.settings, _WORKER["ngram"])
+        with one_blas_thread() if _WORKER.get("processes", 1) > 1 else contextlib.nullcontext():
+            r = rescore(lat, _WORKER["p"], _WORKER["vocab"], job.settings, _WORKER["ngram"])
         out = slf.write(r.lattice) if r.lattice.meta.get("format") == "slf" else kaldi.write(r.lattice, job.ids)
         return r.name, r.words, r.score, out, r.arcs, r.kept, None, str(lat.where)
     except ElmanError as exc:
@@ -114,6 +117,7 @@ def run(job: Job, items: list, jobs: int, on_result) -> dict:
         progress.step(res[4])
 
     _load(job)                    # once, here: a bad model is one error, and the workers inherit it
+    _WORKER["processes"] = jobs   # several: one BLAS thread each, or they crowd the cores
     stats["load_seconds"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     errors = [x for x in items if isinstance(x, ElmanError)]
