@@ -3,10 +3,10 @@ rate of the 1-best under the n-gram model alone, elman alone and the two
 interpolated, with --max-history 3, 4 and exact expansion; and the
 rescoring speed. A benchmark, not a test: it prints what it measured.
 
-    .venv/bin/python bench/lattice_wer.py --model DIR [--utterances 200] [--out bench/out/lattice_wer]
+    .venv/bin/python bench/lattice_wer.py --model DIR [--utterances 200] [--max-arcs 20000] [--out bench/out/lattice_wer]
 
-The lattices are made here, from KJV test verses of 4 to 20 tokens, as a recogniser with a
-trigram model would leave them: each word of the verse is a slot; at a
+The lattices are made here, from KJV test verses of 4 to 20 tokens, as a
+recogniser with a trigram model would leave them: each word of the verse is a slot; at a
 confusable slot (half of them) one to three words that look alike (same
 first two letters, length within one) compete with it, now and then a
 deletion too; acoustic scores are drawn so that the right word is better
