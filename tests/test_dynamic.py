@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from elman import Params, cli
-from elman.core.model import features
-from elman.core.perplexity import stream_losses as static_losses
+from elman.model import features
+from elman.model.perplexity import stream_losses as static_losses
 from elman.inference import dynamic
 from elman.inference.score import batched
 from helpers import ag_direct_loss, write_corpus
@@ -140,7 +140,7 @@ def test_lines_in_order_each_scored_before_its_step():
 
 
 def _grads(p, line):
-    from elman.core.model import bptt
+    from elman.model import bptt
     x = np.r_[EOS, line[:-1]][None, :]
     return bptt(p, x, line[None, :], np.zeros((1, p.Dh)))[1]
 
@@ -233,7 +233,7 @@ def test_the_cli_default_rates_are_the_librarys():
 @pytest.mark.parametrize("direct,classes", [(0, 0), (40, 0), (40, 3)])
 def test_bptt_per_position_losses_are_the_forward_passs(direct, classes):
     """Dynamic evaluation scores a segment with the losses of the pass that gives its gradient."""
-    from elman.core.model import bptt, forward_losses
+    from elman.model import bptt, forward_losses
     p = model(direct=direct, classes=classes)
     rng = np.random.default_rng(7)
     x, y = rng.integers(0, V, (3, 6)), rng.integers(0, V, (3, 6))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from elman.core import layers
-from elman.core.gradcheck import max_rel_error
+from elman.model.gradcheck import max_rel_error
 from elman.fast import recurrence
 from elman.fast import threads
 from helpers import logsumexp

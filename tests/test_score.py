@@ -14,7 +14,7 @@ import pytest
 import helpers
 from helpers import EOS_ID, direct_losses, random_model
 from elman import cli
-from elman.core.perplexity import stream_losses
+from elman.model.perplexity import stream_losses
 from elman.data import text_lines
 from elman.data.stream import iter_lines
 from elman.inference import score

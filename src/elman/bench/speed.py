@@ -119,7 +119,7 @@ class _Runner:
 
 class _ElmanRunner(_Runner):
     def __init__(self, cfg: Config, batches, counts):
-        from elman.core.model import Params
+        from elman.model import Params
         kw = dict(classes=cfg.classes, counts=counts) if cfg.classes else {}
         self.p = Params.init(cfg.V, cfg.d, cfg.Dh, seed=cfg.seed, dtype=cfg.dtype, direct=cfg.direct,
                              direct_order=cfg.direct_order, **kw)
@@ -133,16 +133,16 @@ class _ElmanRunner(_Runner):
         self.k = 0
 
     def eval_loss(self, x, y):
-        from elman.core.model import forward_losses
+        from elman.model import forward_losses
         return float(forward_losses(self.p, x, y, self.h)[0].sum())
 
     def eval_stream(self, windows):
-        from elman.core.model import window_losses
+        from elman.model import window_losses
         for losses, self.h_eval in window_losses(self.p, windows, self.h_eval):
             yield float(losses.sum())
 
     def train_step(self, x, y, lr):
-        from elman.core.model import bptt
+        from elman.model import bptt
         self.k += 1
         sampled = (self.sampler.draw(self.k), self.sampler.log_q) if self.sampler else None
         dropout = (self.dropout, (0, self.k)) if self.dropout else None
@@ -159,7 +159,7 @@ class _ElmanRunner(_Runner):
 class _TorchRunner(_Runner):
     def __init__(self, cfg: Config, batches, counts):
         import torch
-        from elman.core.model import Params
+        from elman.model import Params
         from elman.bench.torch_ref import TorchElman, as_tensors
         self.torch = torch
         self.m = TorchElman(Params.init(cfg.V, cfg.d, cfg.Dh, seed=cfg.seed, dtype=cfg.dtype).as_dict())
@@ -188,7 +188,7 @@ def worker(impl: str, cfg: Config) -> None:
     """Serve the parent: one JSON line in (a command), one JSON line out."""
     if impl == "torch":
         import elman.bench.torch_ref  # noqa: F401  (the library's own footprint is not the model's)
-    import elman.core.model  # noqa: F401
+    import elman.model  # noqa: F401
     base = _maxrss_bytes()
     data, counts = synthetic_batches(cfg)
     runner = (_ElmanRunner if impl == "elman" else _TorchRunner)(cfg, data, counts)

@@ -29,6 +29,8 @@ from __future__ import annotations
 import numpy as np
 
 from elman.core.layers import embedding_row_sums
+from elman.core.outputs import Backward, ColumnDeltas, Forward, FullSoftmax, run_overlap
+from elman.core.sparse import SparseGrad
 
 # ----------------------------------------------------------------- proposals
 
@@ -166,7 +168,7 @@ def sampled_output_backward(dloss, cache):
 
     Returns (dh, cols, dU_cols, db2_cols): cols (C,) the sorted unique ids of
     y ∪ samples, dJ/dU[:, cols] = dU_cols (Dh,C), dJ/db2[cols] = db2_cols
-    (C,), every other column zero (``elman.sparse.SparseGrad`` holds them so).
+    (C,), every other column zero (``elman.core.sparse.SparseGrad`` holds them so).
     """
     h, Uy, Us, y, samples, E, rest, s = cache
     N, Dh = h.shape
@@ -178,3 +180,38 @@ def sampled_output_backward(dloss, cache):
     rows = np.concatenate([h1 * dtrue[:, None], dO.T @ h1])
     cols, sums = embedding_row_sums(rows, np.concatenate([y, samples]))
     return dh, cols, sums[:, :Dh].T, sums[:, Dh]
+
+
+class SampledSoftmax(FullSoftmax):
+    """The sampled-softmax loss of a full-softmax model, for the S ids
+    ``samples`` drawn from q (``log_q`` (V,)): a layer for training only;
+    the model it trains scores with the full softmax."""
+
+    name = "sampled"
+    training_only = True
+
+    def __init__(self, samples, log_q):
+        self.samples, self.log_q = np.asarray(samples), log_q
+
+    @classmethod
+    def example(cls, p, rng) -> "SampledSoftmax":
+        q = unigram_proposal(rng.integers(0, 20, p.V))
+        return cls(np.sort(rng.choice(p.V, size=max(2, p.V // 2), p=q)), np.log(q).astype(p.dtype))
+
+    def losses(self, p, h, y, direct=None, overlap=None) -> Forward:
+        extra = direct.sampled_terms(np.asarray(y), self.samples) if direct is not None else None
+        losses, cache = sampled_output_losses(h, p.U, p.b2, y, self.samples, self.log_q, extra)
+        return Forward(losses, cache, run_overlap(overlap))
+
+    def backward(self, dloss, cache, overlap=None) -> Backward:
+        dh, cols, dU, db2 = sampled_output_backward(dloss, cache)
+        V = len(self.log_q)
+        grads = {"U": SparseGrad(cols, dU, (dU.shape[0], V), -1), "b2": SparseGrad(cols, db2, (V,), -1)}
+        return Backward(dh, grads, run_overlap(overlap, dh))
+
+    def deltas(self, dloss, cache) -> ColumnDeltas:
+        y, samples = cache[3], cache[4]
+        return ColumnDeltas(y, samples, *sampled_deltas(dloss, cache))
+
+    def width(self, p) -> int:
+        return len(self.samples) + 1

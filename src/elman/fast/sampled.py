@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from elman.fast.output import stacked_bias
+from elman.core.outputs import Backward, ColumnDeltas, Forward
+from elman.core.params import stacked_bias
+from elman.core.sampled import SampledSoftmax
+from elman.core.sparse import SparseGrad
 from elman.fast.threads import chunks, one_blas_thread, parallel_for
 
 
@@ -107,8 +110,40 @@ def sampled_backward(dloss, cache, overlap=None):
     return dh, rows, np.concatenate([y, samples]), done
 
 
-def sampled_deltas(cache, dloss):
-    """After ``sampled_backward(dloss, cache)``: (dJ/do_true (N,), dJ/dO (N,S)),
-    the gradients of the true and sampled logits (the cached E holds dJ/dO)."""
-    _, _, _, _, _, E, rest, s = cache
-    return -rest * (np.asarray(dloss, dtype=E.dtype) / s), E
+def sampled_deltas(dloss, cache) -> ColumnDeltas:
+    """After ``sampled_backward(dloss, cache)``: dJ/do_true (N,) and dJ/dO
+    (N,S), the gradients of the true and sampled logits (the cached E holds dJ/dO)."""
+    _, _, _, y, samples, E, rest, s = cache
+    return ColumnDeltas(y, samples, -rest * (np.asarray(dloss, dtype=E.dtype) / s), E)
+
+
+class FastSampledSoftmax(SampledSoftmax):
+    """``SampledSoftmax`` by ``sampled_losses``/``sampled_backward``; the
+    direct connections' terms of the sampled columns (which need no h) are
+    gathered on another core from ``begin`` on, beside the recurrence."""
+
+    def begin(self, direct, y) -> None:
+        from elman.fast.threads import beside
+        if direct is not None:
+            self._extra = beside(lambda: direct.sampled_terms(y, self.samples))
+
+    def losses(self, p, h, y, direct=None, overlap=None) -> Forward:
+        extra = None
+        if direct is not None:
+            extra = self.__dict__.pop("_extra", None)
+            extra = extra() if extra is not None else direct.sampled_terms(np.asarray(y), self.samples)
+        losses, cache = sampled_losses(h, p.U, p.b2, y, self.samples, self.log_q, extra=extra)
+        return Forward(losses, cache, overlap() if overlap is not None else None)
+
+    def backward(self, dloss, cache, overlap=None) -> Backward:
+        """Sums the rows of one column (compiled) and returns dJ/dU, dJ/db2 as
+        column ``SparseGrad``s."""
+        from elman.fast.rowsums import row_sums     # Numba takes 0.3 s to import: only gradients pay it
+        dh, rows, ids, done = sampled_backward(dloss, cache, overlap=overlap)
+        cols, sums = row_sums(rows, ids)
+        V, Dh = len(self.log_q), dh.shape[1]
+        return Backward(dh, {"U": SparseGrad(cols, sums[:, :-1].T, (Dh, V), -1),
+                             "b2": SparseGrad(cols, sums[:, -1], (V,), -1)}, done)
+
+    def deltas(self, dloss, cache) -> ColumnDeltas:
+        return sampled_deltas(dloss, cache)

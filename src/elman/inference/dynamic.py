@@ -35,7 +35,7 @@ from __future__ import annotations
 import numpy as np
 
 from elman.core.direct import contexts, next_history
-from elman.core.model import bptt
+from elman.model import bptt
 from elman.core.sparse import SparseGrad
 
 # ``elman eval/score --dynamic`` without rates: measured on the KJV

@@ -16,9 +16,9 @@ from __future__ import annotations
 import numpy as np
 
 from elman import data, modelfile
-from elman.core import perplexity as _perplexity
-from elman.core.model import output_probs, rnn_step
-from elman.core.perplexity import stream_losses, summary  # noqa: F401  (eval's own functions)
+from elman.model import perplexity as _perplexity
+from elman.model import output_probs, rnn_step
+from elman.model.perplexity import stream_losses, summary  # noqa: F401  (eval's own functions)
 
 
 def load(model_dir):

@@ -27,7 +27,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from elman.core.model import window_losses
+from elman.model import window_losses
 
 WINDOW = 256          # eval's stream window (validation's too)
 POSITIONS = 2048      # rows × columns of one batched step
