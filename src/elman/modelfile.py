@@ -40,7 +40,7 @@ from elman.data import LEVELS, Vocab
 from elman.errors import ElmanError
 
 FORMAT = "elman-2"
-# Formats this elman reads: elman-1 (before the direct connections) had no
+# Formats this elman reads: elman-1 has no
 # "output" or "direct" key and no tensors beyond the seed's and the classes'.
 READS = ("elman-1", "elman-2")
 MODEL_FILE = "model.safetensors"

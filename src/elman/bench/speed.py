@@ -77,19 +77,6 @@ def synthetic_batches(cfg: Config):
     return [(w[:, :-1].copy(), w[:, 1:].copy()) for w in ids], counts
 
 
-def output_width(cfg: Config, targets, bounds=None, train: bool = True) -> float:
-    """Mean number of output units a position's loss touches: V for the full
-    softmax; K + |class of the target| for the class-factorised one; in
-    training with sampled softmax, S + 1 (the S ids and the target; its
-    evaluation is the full softmax)."""
-    if cfg.sampled and train:
-        return float(cfg.sampled + 1)
-    if bounds is None:
-        return float(cfg.V)
-    c = np.searchsorted(bounds, np.concatenate([t.ravel() for t in targets]), side="right") - 1
-    return float(cfg.classes + np.diff(bounds)[c].mean())
-
-
 def matmul_flops(cfg: Config, width: float, train: bool) -> float:
     """FLOPs of the matrix products of one (B,T) window."""
     forward = 2.0 * cfg.B * cfg.T * (cfg.d * cfg.Dh + cfg.Dh * cfg.Dh + cfg.Dh * width)
@@ -152,8 +139,14 @@ class _ElmanRunner(_Runner):
         self.opt.step(self.arrays, grads)
         return loss
 
-    def bounds(self):
-        return getattr(self.p, "class_bounds", None)
+    def widths(self, targets) -> tuple:
+        """Output units a position computes, mean over ``targets``: in
+        training (the sampled softmax's S + 1 under ``sampled``) and in
+        evaluation (the model's own output layer)."""
+        from elman.model import layer_for
+        y = np.concatenate([t.ravel() for t in targets])
+        sampled = (self.sampler.draw(0), self.sampler.log_q) if self.sampler else None
+        return tuple(layer_for(self.p, s).units(self.p, y) for s in (sampled, None))
 
 
 class _TorchRunner(_Runner):
@@ -161,7 +154,7 @@ class _TorchRunner(_Runner):
         import torch
         from elman.model import Params
         from elman.bench.torch_ref import TorchElman, as_tensors
-        self.torch = torch
+        self.torch, self.cfg = torch, cfg
         self.m = TorchElman(Params.init(cfg.V, cfg.d, cfg.Dh, seed=cfg.seed, dtype=cfg.dtype).as_dict())
         self.batches = [as_tensors(x, y) for x, y in batches]
         self.h = torch.zeros(cfg.B, cfg.Dh)
@@ -180,8 +173,8 @@ class _TorchRunner(_Runner):
         loss, self.h = self.m.train_step(x, y, self.h, lr)
         return loss
 
-    def bounds(self):
-        return None
+    def widths(self, targets) -> tuple:
+        return float(self.cfg.V), float(self.cfg.V)
 
 
 def worker(impl: str, cfg: Config) -> None:
@@ -194,7 +187,7 @@ def worker(impl: str, cfg: Config) -> None:
     runner = (_ElmanRunner if impl == "elman" else _TorchRunner)(cfg, data, counts)
     n_params = sum(int(np.size(v)) for k, v in runner_arrays(runner).items() if k != "class_bounds")
     targets = [y for _, y in data]
-    width, eval_width = (output_width(cfg, targets, runner.bounds(), train) for train in (True, False))
+    width, eval_width = runner.widths(targets)
     lr = 0.1 / (cfg.B * cfg.T)
     loss0 = runner.eval_loss(*runner.batches[0])              # before any update: a parity check
     k = 0

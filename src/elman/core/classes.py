@@ -132,6 +132,10 @@ class ClassSoftmax(OutputLayer):
     def width(self, p) -> int:
         return p.classes + int(np.diff(p.class_bounds).max())
 
+    def units(self, p, y) -> float:
+        """K + the mean size of the targets' classes."""
+        return float(p.classes + np.diff(p.class_bounds)[word_classes(p.class_bounds, np.ravel(y))].mean())
+
     def logit_spaces(self, p) -> list:
         return [Space("z", "U", "b2", p.V, WORDS), Space("zc", "Uc", "bc", p.classes, CLASSES)]
 

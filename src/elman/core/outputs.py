@@ -11,6 +11,7 @@ layer, in reference form (NumPy, here in ``core``) and in fast form
     deltas(dloss, cache)                        -> the logits' gradient, one of the Deltas forms
     log_probs(p, h, extra=None)                 -> log P(w | h) for every word (N,V)
     width(p)                                    -> logits a row computes (bounds evaluation's memory)
+    units(p, y)                                 -> logits a row with target y computes, mean over y
     logit_spaces(p)                             -> the logits it reads: [Space]
     onnx_nodes(p, inits, helper)                -> ONNX nodes from its logits to "log_probs"
 
@@ -103,6 +104,11 @@ class OutputLayer:
 
     def width(self, p) -> int:
         return p.V
+
+    def units(self, p, y) -> float:
+        """The mean number of output units (logits) the loss of a position
+        with target y computes (``elman bench`` counts FLOPs with it)."""
+        return float(p.V)
 
     def logit_spaces(self, p) -> list:
         return [Space("z", "U", "b2", p.V, WORDS)]

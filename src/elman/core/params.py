@@ -33,6 +33,13 @@ def stacked_bias(U, b2):
     return np.lib.stride_tricks.as_strided(U, shape=(Dh + 1, V), strides=U.strides, writeable=False)
 
 
+def with_ones(h, dtype=None):
+    """[h, 1] (N,Dh+1): h with a column of ones, the left side of the bias trick."""
+    h1 = np.empty((h.shape[0], h.shape[1] + 1), dtype or h.dtype)
+    h1[:, :-1], h1[:, -1] = h, 1
+    return h1
+
+
 def word_major(Dh: int, V: int, dtype):
     """U (Dh,V) and b2 (V,), uninitialised, as the views of W (V,Dh+1) that
     ``Params`` keeps: U = W[:, :Dh]ᵀ, b2 = W[:, Dh]."""

@@ -29,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from elman.core.layers import embedding_row_sums
+from elman.core.params import with_ones
 from elman.core.outputs import Backward, ColumnDeltas, Forward, FullSoftmax, run_overlap
 from elman.core.sparse import SparseGrad
 
@@ -175,8 +176,7 @@ def sampled_output_backward(dloss, cache):
     dt = E.dtype
     dtrue, dO = sampled_deltas(dloss, cache)
     dh = dtrue[:, None] * Uy.T + dO @ Us.T
-    h1 = np.empty((N, Dh + 1), dtype=dt)
-    h1[:, :Dh], h1[:, Dh] = h, 1
+    h1 = with_ones(h, dt)
     rows = np.concatenate([h1 * dtrue[:, None], dO.T @ h1])
     cols, sums = embedding_row_sums(rows, np.concatenate([y, samples]))
     return dh, cols, sums[:, :Dh].T, sums[:, Dh]
@@ -215,3 +215,6 @@ class SampledSoftmax(FullSoftmax):
 
     def width(self, p) -> int:
         return len(self.samples) + 1
+
+    def units(self, p, y) -> float:
+        return float(len(self.samples) + 1)

@@ -24,7 +24,7 @@ from typing import NamedTuple
 import numpy as np
 
 from elman.core.outputs import BlockDeltas
-from elman.core.params import stacked_bias
+from elman.core.params import stacked_bias, with_ones
 from elman.fast import scratch
 from elman.fast.output import TINY_SUM
 from elman.fast.threads import one_blas_thread, parallel_for
@@ -88,11 +88,7 @@ def grouped_losses(h, U, b2, y, plan: Plan, add=None):
     dtype = np.result_type(h, U)
     Ub = stacked_bias(U, b2)
     o = plan.order
-    if Ub is not None:
-        hs = np.empty((N, Dh + 1), dtype)
-        hs[:, :Dh], hs[:, Dh] = h[o], 1
-    else:
-        hs = h[o]
+    hs = h[o] if Ub is None else with_ones(h[o], dtype)
     flat = scratch.empty("grouped E", (int(plan.off[-1]),), dtype)
     s = np.empty(N, dtype)
     ones = np.ones(int(plan.width.max(initial=1)), dtype)

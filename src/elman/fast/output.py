@@ -29,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 
 from elman.core.outputs import Backward, ChunkDeltas, Forward, FullSoftmax
-from elman.core.params import stacked_bias
+from elman.core.params import stacked_bias, with_ones
 from elman.fast import scratch
 from elman.fast.threads import chunks, parallel_for
 
@@ -54,11 +54,10 @@ class OutputCache(NamedTuple):
 def output_losses(h, U, b2, y, overlap=None, add=None):
     """J_n = -log yhat[n, y_n] for each row (N,), yhat = softmax(h U + b2).
 
-    h (N,Dh), y (N,) target ids. The cache holds the unnormalised
-    E = exp(z2 - m) (N,V), z2 = h U + b2 and m (N,) a shift per row (see the
-    module docstring), by column chunks, and E's row sums s (N,), yhat =
-    E/s: the division is never done on the (N,V) array, ``output_backward``
-    folds 1/s into its (N,Dh)-sized factors.
+    h (N,Dh), y (N,) target ids. The cache holds E = exp(z2 - m) (N,V) by
+    column chunks, z2 = h U + b2, m (N,) a shift per row (module docstring),
+    and E's row sums s (N,): yhat = E/s, the division left to the (N,Dh)
+    factors of ``output_backward``.
 
     ``overlap``: a function of no arguments run on one core while the
     others do the chunks (``model.window_losses`` passes the next window's
@@ -69,19 +68,12 @@ def output_losses(h, U, b2, y, overlap=None, add=None):
     """
     N, V = len(y), U.shape[1]
     dtype = np.result_type(h, U)
-    cols = chunks(V, 256) if N * V >= 1 << 16 else [slice(0, V)]
-    flat = scratch.empty("output E", (N * V,), dtype)
-    E = [flat[N * c.start:N * c.stop].reshape(N, -1) for c in cols]    # E_c = E[:, c], contiguous
+    cols, E, hits = _chunks(y, V, dtype)
     parts = np.empty((len(cols), N), dtype)                             # each chunk's row sums
     zy = np.zeros(N, dtype)
     ones = np.ones(V, dtype)
     Ub = stacked_bias(U, b2)
-    if Ub is not None:
-        h1 = np.empty((N, U.shape[0] + 1), dtype)
-        h1[:, :-1], h1[:, -1] = h, 1
-
-    # The rows whose target lies in each chunk (the backward pass needs them too).
-    hits = [np.flatnonzero((y >= c.start) & (y < c.stop)) for c in cols]
+    h1 = None if Ub is None else with_ones(h, dtype)
     m = np.zeros(N, dtype)
     shift = dtype == np.float64
     maxes = np.empty((len(cols), N), dtype) if shift else None
@@ -119,6 +111,17 @@ def output_losses(h, U, b2, y, overlap=None, add=None):
     losses = np.subtract(m, zy, out=zy)
     losses += np.log(s)
     return losses, OutputCache(h, U, y, cols, hits, E, s), done
+
+
+def _chunks(y, V: int, dtype):
+    """The column chunks c of the vocabulary, E's blocks E_c = E[:, c]
+    (contiguous, in one scratch buffer), and the rows whose target lies in
+    each chunk (the backward pass needs them too)."""
+    N = len(y)
+    cols = chunks(V, 256) if N * V >= 1 << 16 else [slice(0, V)]
+    flat = scratch.empty("output E", (N * V,), dtype)
+    E = [flat[N * c.start:N * c.stop].reshape(N, -1) for c in cols]
+    return cols, E, [np.flatnonzero((y >= c.start) & (y < c.stop)) for c in cols]
 
 
 def _redo_rows(redo, h, U, b2, add, cols, E, m, s):

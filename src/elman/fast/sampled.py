@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from elman.core.outputs import Backward, ColumnDeltas, Forward
-from elman.core.params import stacked_bias
+from elman.core.params import stacked_bias, with_ones
 from elman.core.sampled import SampledSoftmax
 from elman.core.sparse import SparseGrad
 from elman.fast.threads import chunks, one_blas_thread, parallel_for
@@ -44,8 +44,7 @@ def sampled_losses(h, U, b2, y, samples, log_q, extra=None):
     y, samples = np.asarray(y), np.asarray(samples)
     (N, Dh), S = h.shape, samples.size
     dt = np.result_type(h, U, b2)
-    h1 = np.empty((N, Dh + 1), dt)
-    h1[:, :Dh], h1[:, Dh] = h, 1
+    h1 = with_ones(h, dt)
     Wy, Ws = _rows(U, b2, y), _rows(U, b2, samples)
     Ws[:, Dh] -= (np.log(S) + log_q[samples]).astype(dt)
     o_true = np.einsum("nd,nd->n", h1, Wy)

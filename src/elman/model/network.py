@@ -20,7 +20,7 @@ from elman.core.params import CLASS_NAMES, DIRECT_NAMES, PARAM_NAMES, Params
 from elman.core.sparse import SparseGrad, densify
 from elman.fast.direct import Features
 from elman.fast.output import output_backward, output_forward
-from elman.fast.recurrence import rnn_input_forward, rnn_params_backward
+from elman.fast.recurrence import threaded_input_forward, threaded_params_backward
 from elman.fast.threads import one_blas_thread
 from elman.model.outputs import layer_for
 
@@ -59,11 +59,11 @@ def step_gradients(p: Params, x: int, y: int, h_prev) -> dict:
     x_ids = np.array([x])
     e, e_cache = embedding_forward(x_ids, p.L)
     h, h_cache = rnn_step_forward(np.asarray(h_prev, dtype=p.dtype)[None, :],
-                                  rnn_input_forward(e, p.I, p.b1), p.H)
+                                  threaded_input_forward(e, p.I, p.b1), p.H)
     _, out_cache = output_forward(h, p.U, p.b2, np.array([y]))
     dh, dU, db2, _ = output_backward(1.0, out_cache)
     dz, dh_prev = rnn_step_backward(dh, h_cache)
-    dH, dI, db1, de = rnn_params_backward(dz, h_cache[0], e, p.H, p.I)
+    dH, dI, db1, de = threaded_params_backward(dz, h_cache[0], e, p.H, p.I)
     return {"U": dU, "h": dh[0], "b2": db2, "b1": db1, "L_x": de[0],
             "I": dI, "H": dH, "h_prev": dh_prev[0]}
 
@@ -85,7 +85,7 @@ def _forward_hidden(p: Params, inputs, h0, e_mask=None):
     hs[0] = h0
     caches = []
     with one_blas_thread():
-        a = rnn_input_forward(e, p.I, p.b1).reshape(T, B, -1)
+        a = threaded_input_forward(e, p.I, p.b1).reshape(T, B, -1)
         for t in range(T):
             caches.append(rnn_step_forward(hs[t], a[t], p.H, out=hs[t + 1])[1])
     return x, e, hs, caches
@@ -144,9 +144,10 @@ def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dro
     ``sampled`` = (samples (S,), log_q (V,)): train the full-softmax model
     with the sampled-softmax loss of ``elman.core.sampled`` instead (the loss
     and gradients are then that loss's, exactly). ``output``: an output
-    layer (``core.outputs.OutputLayer``) in place of the one ``p`` names. ``sparse``: dJ/dL, and
-    under ``sampled`` dJ/dU and dJ/db2, as ``SparseGrad`` (only the rows or
-    columns the window touched; what the trainer's optimizers take).
+    layer (``core.outputs.OutputLayer``) in place of the one ``p`` names.
+    ``sparse``: dJ/dL, and the output layer's sparse gradients (a sampled or
+    class softmax's columns of U and b2), as ``SparseGrad`` (only the rows
+    or columns the window touched; what the trainer's optimizers take).
     ``dropout`` = (rate, seed) or (rate, seed, streams): inverted dropout
     (Zaremba et al. 2014) on the connections that are not recurrent, e(t)
     into the recurrence and h(t) into the output layer, with the masks of
@@ -160,13 +161,6 @@ def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dro
     of each stream before the window (-1: none; None: all none).
     ``per_position``: the losses of every position, (B,T), in place of their
     sum (dynamic evaluation scores and learns from one forward pass).
-
-    Backward, in the seed's words: δ2 = yhat - y at every position (one
-    product over all B·T rows gives dJ/dU and dJ/dh); then, from t = T down
-    to 1, dJ/dh(t) = δ2(t) Uᵀ + δ1(t+1) Hᵀ and δ1(t) = dJ/dh(t) ⊙ h(1-h);
-    finally dJ/dH = Σ_t h(t-1)ᵀ δ1(t), dJ/dI = Σ_t e(t)ᵀ δ1(t), dJ/db1 =
-    Σ_t δ1(t), each one product over all positions, and dJ/dL adds each
-    δ1(t) Iᵀ into the row of the word x(t).
     """
     if sampled is not None and p.classes:
         raise ValueError("sampled softmax trains the full-softmax model, not a class softmax")
@@ -180,10 +174,7 @@ def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dro
         h_all, _ = dropout_forward(h_all, h_mask)
     fwd = layer.losses(p, h_all, y, direct=feats)
 
-    def overlap(dh_out):
-        # The recurrence's backward pass (and the direct connections') runs
-        # on one core while the others compute the output layer's weight
-        # gradients, which neither needs.
+    def overlap(dh_out):      # on one core while the others compute the output layer's weight gradients
         g = _recurrence_backward(p, dh_out, x, e, hs, caches, (e_mask, h_mask) if dropout else None, sparse)
         if feats:
             g["D"] = feats.grad(layer.deltas(scale, fwd.cache), sparse)
@@ -193,16 +184,21 @@ def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dro
     if not sparse:
         grads = densify(grads)
     grads = {k: grads[k] for k in p.as_dict() if k in grads}     # the order of the parameters
-    losses = fwd.losses
-    loss = losses.reshape(T, B).T if per_position else float(losses.sum(dtype=np.float64))
+    loss = fwd.losses.reshape(T, B).T if per_position else float(fwd.losses.sum(dtype=np.float64))
     return loss, grads, hs[T].copy()
 
 
 def _recurrence_backward(p: Params, dh_out, x, e, hs, caches, masks, sparse: bool) -> dict:
-    """dJ/dh of every position (B*T,Dh) -> the gradients of L, I, H, b1:
-    from t = T down to 1, dJ/dh(t) = δ2(t) Uᵀ + δ1(t+1) Hᵀ and δ1(t) =
-    dJ/dh(t) ⊙ h(1-h); then one product each over all positions.
-    ``masks``: the dropout masks of e and h, or None."""
+    """dJ/dh of every position (B*T,Dh) -> the gradients of L, I, H, b1.
+    ``masks``: the dropout masks of e and h, or None.
+
+    Backward, in the seed's words: δ2 = yhat - y at every position (the
+    output layer's backward pass gives dJ/dh = δ2 Uᵀ of all B·T rows);
+    then, from t = T down to 1, dJ/dh(t) = δ2(t) Uᵀ + δ1(t+1) Hᵀ and δ1(t) = dJ/dh(t) ⊙ h(1-h);
+    finally dJ/dH = Σ_t h(t-1)ᵀ δ1(t), dJ/dI = Σ_t e(t)ᵀ δ1(t), dJ/db1 =
+    Σ_t δ1(t), each one product over all positions, and dJ/dL adds each
+    δ1(t) Iᵀ into the row of the word x(t).
+    """
     from elman.fast.rowsums import row_sums     # Numba takes 0.3 s to import: only gradients pay it
     T, B = len(caches), hs.shape[1]
     if masks is not None:
@@ -215,7 +211,7 @@ def _recurrence_backward(p: Params, dh_out, x, e, hs, caches, masks, sparse: boo
             dh_next += dh_out[t]
             dz[t], dh_next = rnn_step_backward(dh_next, caches[t])
         dz = dz.reshape(B * T, -1)
-        dH, dI, db1, de = rnn_params_backward(dz, hs[:-1].reshape(B * T, -1), e, p.H, p.I)
+        dH, dI, db1, de = threaded_params_backward(dz, hs[:-1].reshape(B * T, -1), e, p.H, p.I)
     if masks is not None:
         de = dropout_backward(de, masks[0])
     dL = SparseGrad(*row_sums(de, x), p.L.shape, 0)     # embedding_backward, compiled
@@ -312,7 +308,7 @@ class _RowsOf:
 def rnn_step(p: Params, x_ids, h_prev):
     """h(t) for word ids x (B,) and h(t-1) (B,Dh)."""
     e, _ = embedding_forward(np.asarray(x_ids), p.L)
-    h, _ = rnn_step_forward(np.asarray(h_prev, dtype=p.dtype), rnn_input_forward(e, p.I, p.b1), p.H)
+    h, _ = rnn_step_forward(np.asarray(h_prev, dtype=p.dtype), threaded_input_forward(e, p.I, p.b1), p.H)
     return h
 
 
