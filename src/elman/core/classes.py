@@ -25,6 +25,8 @@ from elman.core.direct import CLASSES, WORDS
 from elman.core.layers import log_softmax_rows, logits_forward
 from elman.core.outputs import Backward, BlockDeltas, Forward, OutputLayer, Space, run_overlap
 
+CLASS_NAMES = ("Uc", "bc", "class_bounds")      # the tensors a class softmax adds to Params
+
 
 def class_bounds(counts, K: int, power: float = 0.5) -> np.ndarray:
     """Frequency binning as in Mikolov's RNNLM toolkit: walk the ids in
@@ -81,7 +83,7 @@ class ClassSoftmax(OutputLayer):
     (Uc, bc, class_bounds); J_n = -log P(c_n | h_n) - log P(y_n | c_n, h_n)."""
 
     name = "classes"
-    tensors = ("Uc", "bc", "class_bounds")
+    tensors = CLASS_NAMES
 
     def losses(self, p, h, y, direct=None, overlap=None) -> Forward:
         y = np.asarray(y)

@@ -11,10 +11,9 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from elman.core import direct as dc
-from elman.core.classes import class_bounds
+from elman.core.classes import CLASS_NAMES, class_bounds
 
 PARAM_NAMES = ("L", "I", "H", "U", "b1", "b2")
-CLASS_NAMES = ("Uc", "bc", "class_bounds")
 DIRECT_NAMES = ("D", "direct_order")
 
 

@@ -26,11 +26,13 @@ Shapes: h (N,Dh), U (Dh,V), b2 (V,), y (N,), samples (S,), log_q (V,).
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from elman.core.layers import embedding_row_sums
-from elman.core.params import with_ones
 from elman.core.outputs import Backward, ColumnDeltas, Forward, FullSoftmax, run_overlap
+from elman.core.params import with_ones
 from elman.core.sparse import SparseGrad
 
 # ----------------------------------------------------------------- proposals
@@ -105,6 +107,21 @@ class Sampler:
 # -------------------------------------------------------- forward / backward
 
 
+class SampledCache(NamedTuple):
+    """What the sampled softmax's forward pass hands its backward pass:
+    h (N,Dh) (``fast.sampled``: [h, 1]), the targets' and the samples'
+    columns of U (fast: of [U; b2], as rows), y, samples, E = exp(O - m)
+    (N,S), its row sums ``rest`` and s = exp(o_true - m) + rest (N,)."""
+    h: np.ndarray
+    Uy: np.ndarray
+    Us: np.ndarray
+    y: np.ndarray
+    samples: np.ndarray
+    E: np.ndarray
+    rest: np.ndarray
+    s: np.ndarray
+
+
 def sampled_output_losses(h, U, b2, y, samples, log_q, extra=None):
     """J_n (N,) of the module docstring, in the dtype of h and U, and a cache.
     ``extra`` = (zy (N,), zs (N,S)): terms added to the true and sampled
@@ -136,7 +153,7 @@ def sampled_output_losses(h, U, b2, y, samples, log_q, extra=None):
     e0 = np.exp(o_true - m)
     s = e0 + rest
     losses = np.log(s) - (o_true - m)
-    return losses, (h, Uy, Us, y, samples, E, rest, s)
+    return losses, SampledCache(h, Uy, Us, y, samples, E, rest, s)
 
 
 def sampled_output_forward(h, U, b2, y, samples, log_q, extra=None):
@@ -148,7 +165,7 @@ def sampled_output_forward(h, U, b2, y, samples, log_q, extra=None):
 def sampled_deltas(dloss, cache):
     """(dJ/do_true (N,), dJ/dO (N,S)) of dloss · Σ_n J_n: the gradients of
     the true and sampled logits (see ``sampled_output_backward``)."""
-    _, _, _, _, _, E, rest, s = cache
+    E, rest, s = cache.E, cache.rest, cache.s
     w = np.asarray(dloss, dtype=E.dtype) / s
     return -rest * w, E * w[:, None]
 
@@ -210,8 +227,7 @@ class SampledSoftmax(FullSoftmax):
         return Backward(dh, grads, run_overlap(overlap, dh))
 
     def deltas(self, dloss, cache) -> ColumnDeltas:
-        y, samples = cache[3], cache[4]
-        return ColumnDeltas(y, samples, *sampled_deltas(dloss, cache))
+        return ColumnDeltas(cache.y, cache.samples, *sampled_deltas(dloss, cache))
 
     def width(self, p) -> int:
         return len(self.samples) + 1

@@ -22,7 +22,7 @@ import numpy as np
 
 from elman.core.outputs import Backward, ColumnDeltas, Forward
 from elman.core.params import stacked_bias, with_ones
-from elman.core.sampled import SampledSoftmax
+from elman.core.sampled import SampledCache, SampledSoftmax
 from elman.core.sparse import SparseGrad
 from elman.fast.threads import chunks, one_blas_thread, parallel_for
 
@@ -70,7 +70,7 @@ def sampled_losses(h, U, b2, y, samples, log_q, extra=None):
         parallel_for(block, len(blocks))
     s = np.exp(o_true - m) + rest
     losses = np.log(s) - (o_true - m)
-    return losses, (h1, Wy, Ws, y, samples, E, rest, s)
+    return losses, SampledCache(h1, Wy, Ws, y, samples, E, rest, s)
 
 
 def sampled_backward(dloss, cache, overlap=None):
@@ -112,8 +112,8 @@ def sampled_backward(dloss, cache, overlap=None):
 def sampled_deltas(dloss, cache) -> ColumnDeltas:
     """After ``sampled_backward(dloss, cache)``: dJ/do_true (N,) and dJ/dO
     (N,S), the gradients of the true and sampled logits (the cached E holds dJ/dO)."""
-    _, _, _, y, samples, E, rest, s = cache
-    return ColumnDeltas(y, samples, -rest * (np.asarray(dloss, dtype=E.dtype) / s), E)
+    w = np.asarray(dloss, dtype=cache.E.dtype) / cache.s
+    return ColumnDeltas(cache.y, cache.samples, -cache.rest * w, cache.E)
 
 
 class FastSampledSoftmax(SampledSoftmax):
