@@ -213,8 +213,8 @@ def test_lambda_alone_mixes_with_the_old_score(model):
 
 def test_class_targets_equal_the_full_output_layer():
     """The class softmax's targets-only path against core's output_log_probs."""
-    from elman.core.model import output_log_probs
     from elman.lattice.lm import log_probs
+    from elman.model import output_log_probs
     p = random_model(V=len(WORDS), d=5, Dh=7, dtype="float64", classes=3)
     H = np.random.default_rng(0).uniform(0, 1, (6, 7))
     req = np.array([(r, t) for r in range(6) for t in range(len(WORDS))])

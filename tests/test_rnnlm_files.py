@@ -96,7 +96,7 @@ def test_export_is_what_the_binary_read(tmp_path):
 def test_the_function_is_kept_exactly(tmp_path):
     """Export then import: the same log-probabilities to float32 rounding
     (h' = 1 - h both ways, the unit that stays at 1 carrying b1 and b2)."""
-    from elman.core.model import forward_losses
+    from elman.model import forward_losses
     p, vocab, _ = load_params(FIX / "elman-model")
     back, vocab2, _ = rnnlm.to_elman(rnnlm_file.read(FIX / "elman-model.rnnlm"), "x")
     ids = np.random.default_rng(0).integers(0, p.V, (3, 30))
@@ -161,7 +161,7 @@ def test_imported_model_exports_to_onnx(tmp_path):
     """An imported RNNLM model is an elman model: its ONNX graph gives its numbers."""
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    from elman.core.model import forward_losses
+    from elman.model import forward_losses
     elman("import", "--rnnlm", FIX / "rnnlm-text.model", tmp_path / "m")
     elman("export", "--model", tmp_path / "m", "--onnx", tmp_path / "m.onnx")
     p, vocab, _ = load_params(tmp_path / "m")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from elman.cli.args import _number, positive_float, positive_int, say
+from elman.cli.args import _number, parse_lambda, positive_float, positive_int, say
 from elman.errors import ElmanError
 
 
@@ -12,7 +12,6 @@ _real = _number(float, "a number", math.isfinite, "a finite number")
 
 
 def add_rescore(sub):
-    from elman.inference.interpolate import parse_lambda
     p = sub.add_parser(
         "rescore", help="rescore lattices (HTK SLF or Kaldi text) with the model",
         description="Expand each lattice so that every state has one word history, score its words with the "

@@ -16,8 +16,8 @@ import math
 import numpy as np
 
 from elman.core.layers import embedding_forward, rnn_step_forward
-from elman.core.model import output_log_probs
 from elman.fast.threads import one_blas_thread
+from elman.model import output_log_probs
 from elman.lattice.expand import Expanded
 from elman.lattice.graph import lm_word
 
