@@ -13,7 +13,11 @@ each training holds an exclusive lock on FILE (the test evaluations, untimed, do
 benchmark lock). The peers print entropies in bits (ppl = 2^entropy); elman
 prints perplexities. Rows go to docs/benchmarks/data/learning_curves.csv:
 
-    system,epoch,wall_s,valid_ppl,test_ppl,dynamic_ppl   (test and dynamic on the last row only)
+    system,epoch,wall_s,cpu_s,valid_ppl,test_ppl,dynamic_ppl   (test and dynamic on the last row only)
+
+cpu_s is the training process's own CPU time (all its threads, user +
+system) at that line: on a machine shared with other work it says what the
+run cost where the wall time says what it took.
 """
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CSV = ROOT / "docs" / "benchmarks" / "data" / "learning_curves.csv"
 SVG = ROOT / "docs" / "benchmarks" / "img" / "learning_curves.svg"
-FIELDS = ["system", "epoch", "wall_s", "valid_ppl", "test_ppl", "dynamic_ppl"]
+FIELDS = ["system", "epoch", "wall_s", "cpu_s", "valid_ppl", "test_ppl", "dynamic_ppl"]
 PEERS = Path(os.environ.get("ELMAN_PEERS", "/work/peers/bin"))
 
 # How each system reports a validation figure: (pattern, to perplexity).
@@ -44,7 +48,7 @@ VALID = {
 
 
 def commands(system: str, data: Path, work: Path) -> tuple[list, list, list | None]:
-    """(train, test, dynamic test) command lines, as PEERS.md and the README give them."""
+    """(train, test, dynamic test) command lines, as PEERS.md and the docs give them."""
     train, valid, test = (str(data / f) for f in ("train.txt", "valid.txt", "test.txt"))
     model = str(work / system)
     if system == "elman":
@@ -66,26 +70,35 @@ def commands(system: str, data: Path, work: Path) -> tuple[list, list, list | No
     raise SystemExit(f"unknown system {system!r}")
 
 
-def stamped_lines(argv: list) -> tuple[list[tuple[float, str]], float]:
-    """Run argv; every line of its stdout and stderr (split at \\n and \\r) with its time."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a running process (all its threads), from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+def stamped_lines(argv: list) -> tuple[list[tuple[float, float, str]], float]:
+    """Run argv; every line of its stdout and stderr (split at \\n and \\r) with its wall and CPU time."""
     start = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0)
     lines, pending = [], b""
     while chunk := proc.stdout.read(4096):
-        now = time.perf_counter() - start
+        now, cpu = time.perf_counter() - start, cpu_seconds(proc.pid)
         pending += chunk
         *done, pending = re.split(rb"[\r\n]", pending)
-        lines += [(now, d.decode("utf-8", "replace")) for d in done if d.strip()]
+        lines += [(now, cpu, d.decode("utf-8", "replace")) for d in done if d.strip()]
     if pending.strip():
-        lines.append((time.perf_counter() - start, pending.decode("utf-8", "replace")))
+        lines.append((time.perf_counter() - start, float("nan"), pending.decode("utf-8", "replace")))
     if proc.wait():
-        raise SystemExit(f"{argv[0]} exited {proc.returncode}:\n" + "\n".join(t for _, t in lines[-20:]))
+        raise SystemExit(f"{argv[0]} exited {proc.returncode}:\n" + "\n".join(t for *_, t in lines[-20:]))
     return lines, time.perf_counter() - start
 
 
 def test_ppl(system: str, argv: list) -> float:
     """The test perplexity a system's test command prints."""
-    text = "\n".join(t for _, t in stamped_lines(argv)[0])
+    text = "\n".join(t for *_, t in stamped_lines(argv)[0])
     pattern = {"elman": r"perplexity\D*([0-9.]+)", "rnnlm": r"PPL net:\s*([0-9.]+)",
                "faster-rnnlm": r"Test entropy\s*([0-9.]+)"}[system]
     found = re.findall(pattern, text)
@@ -115,9 +128,9 @@ def run_system(system: str, data: Path, work: Path, lock: str | None) -> list[di
         lines, wall = stamped_lines(train)
     pattern, to_ppl = VALID[system]
     rows = []
-    for t, text in lines:
+    for t, cpu, text in lines:
         if m := pattern.search(text):
-            rows.append({"system": system, "epoch": len(rows) + 1, "wall_s": f"{t:.1f}",
+            rows.append({"system": system, "epoch": len(rows) + 1, "wall_s": f"{t:.1f}", "cpu_s": f"{cpu:.1f}",
                          "valid_ppl": f"{to_ppl(m.group(1)):.2f}", "test_ppl": "", "dynamic_ppl": ""})
     if not rows:
         raise SystemExit(f"{system}: no validation figure in its output")
@@ -129,20 +142,49 @@ def run_system(system: str, data: Path, work: Path, lock: str | None) -> list[di
     return rows
 
 
-def write_csv(rows: list[dict], path: Path) -> None:
-    """Replace the given systems' rows in the CSV, keeping the others'."""
-    systems = {r["system"] for r in rows}
+def replace_rows(path: Path, fields: list[str], rows: list[dict], keep) -> None:
+    """Write the CSV atomically: its old rows for which keep(row) holds, then ``rows``."""
     old = []
     if path.exists():
         with open(path, newline="") as f:
-            old = [r for r in csv.DictReader(f) if r["system"] not in systems]
+            old = [r for r in csv.DictReader(f) if keep(r)]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, FIELDS)
+        w = csv.DictWriter(f, fields)
         w.writeheader()
         w.writerows(old + rows)
     os.replace(tmp, path)
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    """Replace the given systems' rows in the CSV, keeping the others'."""
+    systems = {r["system"] for r in rows}
+    replace_rows(path, FIELDS, rows, lambda r: r["system"] not in systems)
+
+
+def save(fig, out: Path, caption: str) -> None:
+    """The figure, its caption (machine, date, load) under it, to ``out``."""
+    if caption:
+        fig.text(0.01, 0.01, caption, fontsize=7)
+        fig.subplots_adjust(bottom=0.2)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, metadata={"Date": None})
+    print(out)
+
+
+def parsers(doc: str, csv_path: Path, svg_path: Path):
+    """(the parser, its `run` subparser): `run` and `plot`, with --lock, --csv, --out and --caption."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--lock", default=None, help="hold an exclusive lock on this file during each timed run")
+    r.add_argument("--csv", type=Path, default=csv_path)
+    p = sub.add_parser("plot")
+    p.add_argument("--csv", type=Path, default=csv_path)
+    p.add_argument("--out", type=Path, default=svg_path)
+    p.add_argument("--caption", default="")
+    return ap, r
 
 
 def plot(csv_path: Path, out: Path, caption: str) -> None:
@@ -164,26 +206,13 @@ def plot(csv_path: Path, out: Path, caption: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title("KJV demo split, d = Dh = 200, one process each", fontsize=10)
-    if caption:
-        fig.text(0.01, 0.01, caption, fontsize=7)
-        fig.subplots_adjust(bottom=0.2)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, metadata={"Date": None})
-    print(out)
+    save(fig, out, caption)
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run")
+    ap, r = parsers(__doc__, CSV, SVG)
     r.add_argument("--systems", default="elman,rnnlm,faster-rnnlm")
     r.add_argument("--data", type=Path, default=None, help="default: the demo split, built if missing")
-    r.add_argument("--lock", default=None, help="hold an exclusive lock on this file during each run")
-    r.add_argument("--csv", type=Path, default=CSV)
-    p = sub.add_parser("plot")
-    p.add_argument("--csv", type=Path, default=CSV)
-    p.add_argument("--out", type=Path, default=SVG)
-    p.add_argument("--caption", default="")
     a = ap.parse_args(argv)
     if a.cmd == "plot":
         return plot(a.csv, a.out, a.caption)

@@ -16,9 +16,10 @@ from __future__ import annotations
 from elman.explain import expr as E
 from elman.explain import notation as nt
 from elman.explain import numeric, seed_notes
-from elman.explain.document import Display, Figure, Heading, Para, Table, equation_math, figure_data, mdict
+from elman.explain.document import Display, Figure, Heading, Para, Table, figure_data, mdict
+from elman.explain.eqmath import equation_math
 from elman.explain.pictures import unrolled_picture
-from elman.explain.rules import J, Ctx
+from elman.explain.contrib import J, Ctx
 from elman.explain.through_time import through_time
 
 
