@@ -31,6 +31,11 @@ def _subparsers(parser: argparse.ArgumentParser):
                 yield name, helps.get(name), sub
 
 
+def _prose(text: str) -> str:
+    """Help text as Markdown prose: one line, angle brackets shown (not taken for HTML), pipes escaped."""
+    return " ".join(text.split()).replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _expand(action: argparse.Action, text: str | None) -> str:
     if not text:
         return ""
@@ -39,9 +44,9 @@ def _expand(action: argparse.Action, text: str | None) -> str:
     if params.get("choices") is not None:
         params["choices"] = ", ".join(map(str, params["choices"]))
     try:
-        return " ".join((text % params).split())
+        return _prose(text % params)
     except (KeyError, TypeError, ValueError):
-        return " ".join(text.split())
+        return _prose(text)
 
 
 def _invocation(action: argparse.Action) -> str:
@@ -75,10 +80,10 @@ def _usage(sub: argparse.ArgumentParser) -> str:
 def command_page(name: str, summary: str | None, sub: argparse.ArgumentParser) -> str:
     lines = [f"## elman {name}", ""]
     if summary:
-        lines += [summary[0].upper() + summary[1:] + ".", ""]
+        lines += [_prose(summary[0].upper() + summary[1:]) + ".", ""]
     lines += ["```text", _usage(sub), "```", ""]
     if sub.description:
-        lines += [" ".join(sub.description.split()), ""]
+        lines += [_prose(sub.description), ""]
     rows = [a for a in sub._actions if not isinstance(a, argparse._HelpAction) and a.help != argparse.SUPPRESS]
     if rows:
         lines += ["| argument | meaning |", "|---|---|"]
@@ -88,7 +93,7 @@ def command_page(name: str, summary: str | None, sub: argparse.ArgumentParser) -
             lines.append(f"| {_invocation(action)} | {text}{required} |")
         lines.append("")
     if sub.epilog:
-        lines += [" ".join(sub.epilog.split()), ""]
+        lines += [_prose(sub.epilog), ""]
     return "\n".join(lines)
 
 
