@@ -29,6 +29,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,7 +44,8 @@ PEERS = Path(os.environ.get("ELMAN_PEERS", "/work/peers/bin"))
 VALID = {
     "elman": (re.compile(r"valid ppl\s+([0-9.]+)"), float),
     "rnnlm": (re.compile(r"VALID entropy:\s+([0-9.]+)"), lambda bits: 2 ** float(bits)),
-    "faster-rnnlm": (re.compile(r"valid:\s+([0-9.]+)"), lambda bits: 2 ** float(bits)),
+    # (its "Initial entropy (bits) valid:" is the untrained net's, before the first epoch)
+    "faster-rnnlm": (re.compile(r"^(?!Initial).*valid:\s+([0-9.]+)"), lambda bits: 2 ** float(bits)),
 }
 
 
@@ -166,8 +168,9 @@ def write_csv(rows: list[dict], path: Path) -> None:
 def save(fig, out: Path, caption: str) -> None:
     """The figure, its caption (machine, date, load) under it, to ``out``."""
     if caption:
-        fig.text(0.01, 0.01, caption, fontsize=7)
-        fig.subplots_adjust(bottom=0.2)
+        lines = textwrap.wrap(caption, 120)
+        fig.text(0.01, 0.01, "\n".join(lines), fontsize=7)
+        fig.subplots_adjust(bottom=0.16 + 0.03 * len(lines))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, metadata={"Date": None})
     print(out)
