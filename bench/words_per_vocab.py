@@ -10,7 +10,7 @@ docs/benchmarks/data/words_per_vocab.csv (replacing the rows of the same V),
 with the date, the machine's load average when the bench started, and the
 matmul peak `elman bench` measured in the same run; `plot` draws training
 words/s against V on log-log axes to docs/benchmarks/img/words_per_vocab.svg.
-With `--lock FILE` each V's bench holds an exclusive lock on FILE.
+With `--lock FILE` the sweep holds an exclusive lock on FILE.
 """
 from __future__ import annotations
 
@@ -41,18 +41,17 @@ def bench(V: int, steps: int, rounds: int) -> dict:
 
 
 def run(vs: list[int], steps: int, rounds: int, lock: str | None, path: Path) -> None:
-    rows = []
-    for V in vs:
-        with held(lock):
+    """One bench per V, all under one hold of the lock; the CSV rewritten after each."""
+    with held(lock):
+        for V in vs:
             load1 = os.getloadavg()[0]
             result = bench(V, steps, rounds)
-        for r in result["rows"]:
-            rows.append({"date": datetime.date.today().isoformat(), "load1": f"{load1:.1f}", "V": V,
-                         "impl": r["impl"], "mode": r["mode"], "words_per_s": f"{r['words_per_s']:.0f}",
-                         "gflops": f"{r['gflops']:.1f}", "peak_gflops": f"{result['peak_gflops']:.0f}",
-                         "blas": result["blas"]})
-            print(V, r["impl"], r["mode"], rows[-1]["words_per_s"], flush=True)
-    replace_rows(path, FIELDS, rows, lambda r: int(r["V"]) not in vs)
+            rows = [{"date": datetime.date.today().isoformat(), "load1": f"{load1:.1f}", "V": V,
+                     "impl": r["impl"], "mode": r["mode"], "words_per_s": f"{r['words_per_s']:.0f}",
+                     "gflops": f"{r['gflops']:.1f}", "peak_gflops": f"{result['peak_gflops']:.0f}",
+                     "blas": result["blas"]} for r in result["rows"]]
+            replace_rows(path, FIELDS, rows, lambda r, V=V: int(r["V"]) != V)
+            print(V, load1, [(r["impl"], r["mode"], r["words_per_s"]) for r in rows], flush=True)
 
 
 def plot(path: Path, out: Path, caption: str) -> None:
