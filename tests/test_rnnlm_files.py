@@ -170,3 +170,17 @@ def test_imported_model_exports_to_onnx(tmp_path):
         None, {"ids": ids[:, :-1], "h0": np.zeros((1, p.Dh), np.float32)})
     ref, _ = forward_losses(p, ids[:, :-1], ids[:, 1:], np.zeros((1, p.Dh), np.float32))
     np.testing.assert_allclose(-lp[0, np.arange(ids.shape[1] - 1), ids[0, 1:]], ref[0], atol=1e-5)
+
+
+def test_export_refuses_elman_direct_connections(tmp_path):
+    """RNNLM reads only its own hashing of direct connections: one line, no file."""
+    from helpers import random_model
+    from elman.data.vocab import Vocab
+    from elman.modelfile import save_checkpoint
+    words = "<eos> <unk> a b c".split()
+    save_checkpoint(tmp_path / "m", random_model(V=5, d=3, Dh=4, dtype="float32", direct=64).as_dict(),
+                    Vocab(words), {"level": "word"})
+    done = subprocess.run([sys.executable, "-m", "elman", "export", "--model", tmp_path / "m",
+                           "--rnnlm", tmp_path / "x.rnnlm"], capture_output=True, text=True)
+    assert done.returncode == 2 and "direct connections" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.rnnlm").exists()
