@@ -8,7 +8,7 @@ approximately (fastexp.h), so its perplexities differ from the exact ones
 by a little: under 0.5% is the bound; the measured difference is ~0.2%."""
 from __future__ import annotations
 
-import math
+import gzip
 import re
 import shutil
 import subprocess
@@ -149,12 +149,35 @@ def test_bad_files(tmp_path, name, change, message):
     assert not (tmp_path / "out").exists()                  # nothing half-written
 
 
-def test_direct_connections_are_refused_in_one_line(tmp_path):
-    m = rnnlm_file.read(FIX / "rnnlm-text.model")
-    m.direct = np.zeros(1000, np.float32)
-    with pytest.raises(ElmanError, match="direct connections"):
-        rnnlm.to_elman(m, "x")
-    assert math.isfinite(float(m.syn0.sum()))
+def unzipped(name, tmp_path) -> Path:
+    """A fixture stored gzipped (the binary's 1M direct weights are mostly zeros)."""
+    path = tmp_path / name
+    path.write_bytes(gzip.decompress((FIX / f"{name}.gz").read_bytes()))
+    return path
+
+
+@pytest.mark.parametrize("name", ["rnnme-text", "rnnme-binary"])
+def test_rnnme_import_equals_rnnlm_test(name, tmp_path):
+    """An RNNME model (``-direct 1 -direct-order 3``): its direct connections
+    keep RNNLM's hashing, and elman's perplexity is the binary's; read with
+    no direct connections it is not."""
+    path = unzipped(f"{name}.model", tmp_path)
+    elman("import", "--rnnlm", path, tmp_path / "m")
+    p, _, cfg = load_params(tmp_path / "m")
+    assert cfg["direct_hash"] == "rnnlm" and p.direct_hash == "rnnlm" and p.order == 3 and p.D.size == 10 ** 6
+    theirs = rnnlm_ppl((FIX / f"{name}.test.out").read_text())
+    ours = elman_ppl(tmp_path / "m")
+    assert abs(ours / theirs - 1) < 0.005, (ours, theirs)
+    m = rnnlm_file.read(path)
+    m.direct = np.zeros(0, np.float32)
+    elman("import", "--rnnlm", _written(tmp_path / "plain.model", m), tmp_path / "plain")
+    assert abs(elman_ppl(tmp_path / "plain") / theirs - 1) > 0.02
+
+
+def _written(path: Path, m) -> Path:
+    m.old_classes = int(m.header.get("old classes", 0))
+    path.write_bytes(rnnlm_file.write_text(m))
+    return path
 
 
 def test_imported_model_exports_to_onnx(tmp_path):

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from elman.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, fsync_dir, json_bytes
+from elman.core import rnnlm_direct
 from elman.model import PARAM_NAMES, Params
 from elman.model.outputs import model_outputs, output_name
 from elman.data import LEVELS, Vocab
@@ -56,6 +57,7 @@ __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "save
            "checkpoint_dir", "read_safetensors", "FORMAT", "LAST"]
 REQUIRED_TENSORS = PARAM_NAMES
 # Keys save_checkpoint computes itself; a caller's value must agree.
+DIRECT_HASHES = ("elman", "rnnlm")      # config.json's "direct_hash" (absent: "elman")
 DERIVED_KEYS = ("format", "V", "d", "Dh", "dtype", "files", "vocab_counts", "output", "direct")
 
 
@@ -390,7 +392,21 @@ def load_params(run_dir, slot: str = "best") -> tuple[Params, Vocab, dict]:
     bad = [k for k, v in p.as_dict().items() if not np.isfinite(v).all()]
     if bad:
         raise ElmanError(f"{where}: tensor {bad[0]} holds NaN or infinite values")
+    set_direct_hash(p, cfg.get("direct_hash", "elman"), where)
     return p, vocab, cfg
+
+
+def set_direct_hash(p: Params, scheme, where) -> None:
+    """p.direct_hash = ``scheme`` (config.json's "direct_hash": "elman",
+    the default, or "rnnlm"), checked against p's tensors."""
+    if scheme not in DIRECT_HASHES:
+        raise ElmanError(f"{where}: direct_hash {scheme!r} is not one this elman knows ({', '.join(DIRECT_HASHES)})")
+    if scheme == "rnnlm" and p.D is not None:
+        try:
+            rnnlm_direct.check(p.D, p.direct_order, p.V, p.classes)
+        except ValueError as exc:
+            raise ElmanError(f"{where}: {exc}") from None
+    p.direct_hash = scheme
 
 
 def load_checkpoint(run_dir, slot: str = "last") -> tuple[dict, Vocab, dict, dict]:

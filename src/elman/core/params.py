@@ -104,6 +104,9 @@ class Params:
     class_bounds: np.ndarray | None = None
     D: np.ndarray | None = None
     direct_order: np.ndarray | None = None
+    # how D is hashed: "elman" (``core.direct``) or "rnnlm" (``core.rnnlm_direct``);
+    # config.json's "direct_hash", absent for elman's (a setting, not a tensor)
+    direct_hash = "elman"
 
     def __post_init__(self):
         # b2 is kept in memory as one more row of U, so that the logits
@@ -235,9 +238,14 @@ class Params:
             dc.check(self.D, self.direct_order, V, self.classes)
 
     def copy(self) -> "Params":
-        return type(self)(**{k: v.copy() for k, v in self.as_dict().items()})
+        return self._like({k: v.copy() for k, v in self.as_dict().items()})
 
     def astype(self, dtype) -> "Params":
         """The float tensors cast to ``dtype`` (class_bounds stay integers)."""
-        return type(self)(**{k: v.astype(dtype) if v.dtype.kind == "f" else v.copy()
-                             for k, v in self.as_dict().items()})
+        return self._like({k: v.astype(dtype) if v.dtype.kind == "f" else v.copy()
+                           for k, v in self.as_dict().items()})
+
+    def _like(self, arrays: dict) -> "Params":
+        p = type(self)(**arrays)
+        p.direct_hash = self.direct_hash
+        return p

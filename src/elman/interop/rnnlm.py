@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from elman.core import rnnlm_direct
 from elman.core.params import Params
 from elman.data.corpus import EOS, UNK
 from elman.data.vocab import Vocab
@@ -35,10 +36,9 @@ NEVER = -50.0                   # b2 of an <unk> the RNNLM file lacks: a word it
 
 
 def to_elman(m: RnnlmModel, where: str = "") -> tuple:
-    """(Params, Vocab, config) of an RNNLM model without direct connections."""
-    if m.direct.size:
-        raise ElmanError(f"{where}: direct connections ({m.direct.size} hashed weights of order {m.order}): "
-                         "elman imports RNNLM models without them (train with -direct 0)")
+    """(Params, Vocab, config) of an RNNLM model; its direct connections, if
+    any, keep RNNLM's hashing (config "direct_hash": "rnnlm"), which hashes
+    RNNLM's word indices: they stay elman's ids."""
     V, Dh = len(m.words), m.syn0.shape[0]
     K = max(m.K, 1)
     perm = np.argsort(m.classes, kind="stable")         # elman id -> RNNLM index
@@ -63,11 +63,24 @@ def to_elman(m: RnnlmModel, where: str = "") -> tuple:
         arrays["b2"] = np.append(arrays["b2"], NEVER)
         if "class_bounds" in arrays:
             arrays["class_bounds"][-1] += 1
-    p = Params(**{k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in arrays.items()})
-    p.check_shapes()
+    if m.direct.size:
+        if (perm != np.arange(V)).any():
+            raise ElmanError(f"{where}: the classes are not runs of words in file order, which RNNLM's hashing "
+                             "of its direct connections needs")
+        arrays.update(D=m.direct, direct_order=np.array([m.order], np.int64))
+    try:
+        p = Params(**{k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in arrays.items()})
+        p.check_shapes()
+        if m.direct.size:
+            rnnlm_direct.check(p.D, p.direct_order, p.V, p.classes)
+    except ValueError as exc:
+        raise ElmanError(f"{where}: {exc}") from None
+    p.direct_hash = "rnnlm" if m.direct.size else "elman"
     config = {"level": "word", "rnnlm": {"source": where, "version": int(m.header.get("version", 10)),
                                          "hidden_state": [float(x) for x in m.hidden],
                                          "independent": int(m.header.get("independent sentences mode", 0) or 0)}}
+    if m.direct.size:
+        config["direct_hash"] = "rnnlm"
     return p, Vocab(words, counts), config
 
 

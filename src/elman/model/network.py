@@ -19,6 +19,7 @@ from elman.core.layers import (
 from elman.core.params import CLASS_NAMES, DIRECT_NAMES, PARAM_NAMES, Params
 from elman.core.sparse import SparseGrad, densify
 from elman.fast.direct import Features
+from elman.fast.rnnlm_direct import RnnlmFeatures
 from elman.fast.output import output_backward, output_forward
 from elman.fast.recurrence import threaded_input_forward, threaded_params_backward
 from elman.fast.threads import one_blas_thread
@@ -128,7 +129,15 @@ def features(p: Params, inputs, history=None):
     direct connections; ``history`` (B, >= N-2): the words before it, -1 none."""
     if p.D is None:
         return None
-    return Features(p.D, p.order, p.V, p.classes, dc.contexts(inputs, history, p.order))
+    return direct_features(p, dc.contexts(inputs, history, p.order))
+
+
+def direct_features(p: Params, ctx):
+    """``fast.direct.Features`` or, for a model hashed RNNLM's way,
+    ``fast.rnnlm_direct.RnnlmFeatures`` of contexts ``ctx``."""
+    if p.direct_hash == "rnnlm":
+        return RnnlmFeatures(p.D, p.order, p.V, p.class_bounds, ctx)
+    return Features(p.D, p.order, p.V, p.classes, ctx)
 
 
 def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dropout=None,
@@ -252,7 +261,7 @@ def window_losses(p: Params, windows, h0, history=None, states: bool = False):
             before = before[:np.shape(window[0])[0]]
         ctx = dc.contexts(window[0], before, p.order)
         carried[0] = dc.next_history(ctx, p.order)
-        return window, Features(p.D, p.order, p.V, p.classes, ctx)
+        return window, direct_features(p, ctx)
 
     windows = iter(windows)
     window, feats = fetch()

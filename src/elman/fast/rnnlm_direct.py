@@ -1,0 +1,103 @@
+"""Direct connections hashed RNNLM's way (``core.rnnlm_direct``) behind the
+interface of ``fast.direct.Features``: the terms the output layers add to
+their logits, and dJ/dD from the logits' gradients (the tests hold both to
+``core.rnnlm_direct``'s reference forms). A word's window depends on its
+class (RNNLM hashes the target's class into it), so the word terms are
+gathered class by class; the sampled softmax, whose samples cross classes,
+is refused.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from elman.core import rnnlm_direct as rd
+from elman.core.outputs import BlockDeltas, ChunkDeltas, ColumnDeltas
+from elman.errors import ElmanError
+from elman.fast.direct import DirectGrad
+
+
+class RnnlmFeatures:
+    """The RNNLM-hashed direct features of one window: table D (M,), RNNLM
+    order N, V words in classes ``bounds`` (K+1,) (None: one class of all
+    V, a full softmax), ``ctx`` (B, N-2+T) from ``core.direct.contexts``."""
+
+    def __init__(self, D, order: int, V: int, bounds, ctx):
+        self.D, self.V, self.M = D, V, D.size
+        self.bounds = np.array([0, V]) if bounds is None else np.asarray(bounds)
+        self.K = 0 if bounds is None else len(self.bounds) - 1
+        self.S = rd.sums(ctx, order)
+        self.Oc, self.on = rd.class_offsets(self.S, self.M) if self.K else (None, None)
+        self._words = {}
+
+    def _word(self, k: int):
+        if k not in self._words:
+            self._words[k] = rd.word_offsets(self.S, self.M, k)
+        return self._words[k]
+
+    def _class_cells(self, c, rows):
+        """(idx (n,F,w), on (n,F,w)) of class columns c."""
+        O, on = (self.Oc, self.on) if rows is None else (self.Oc[rows], self.on[rows])
+        return O[:, :, None] + np.arange(c.start, c.stop), np.broadcast_to(on[:, :, None], (*O.shape, c.stop - c.start))
+
+    def _word_cells(self, c, rows):
+        """[(columns of z, idx (n,F,w), on (n,F,w))] for each class that word columns c cross."""
+        out = []
+        for k in range(np.searchsorted(self.bounds, c.start, "right") - 1, len(self.bounds) - 1):
+            lo, hi = max(c.start, self.bounds[k]), min(c.stop, self.bounds[k + 1])
+            if lo >= hi:
+                break
+            O, lim = self._word(k)
+            if rows is not None:
+                O, lim = O[rows], lim[rows]
+            j = np.arange(lo - self.bounds[k], hi - self.bounds[k])
+            out.append((slice(lo - c.start, hi - c.start), np.minimum(O[:, :, None] + j, self.M - 1),
+                        j < lim[:, :, None]))
+        return out
+
+    # -- forward: the hooks of the output layers
+    def add_words(self, z, c, rows=None) -> None:
+        for cols, idx, on in self._word_cells(c, rows):
+            z[:, cols] += np.where(on, self.D[idx], 0).sum(axis=1)
+
+    def add_classes(self, z, c, rows=None) -> None:
+        idx, on = self._class_cells(c, rows)
+        z += np.where(on, self.D[idx], 0).sum(axis=1)
+
+    def sampled_terms(self, y, samples):
+        raise ElmanError("direct connections hashed RNNLM's way need a class or full softmax, not a sampled one")
+
+    def dense_terms(self):
+        """(N,V) word terms and (N,K) class terms (None without classes)."""
+        zd = np.zeros((len(self.S), self.V), self.D.dtype)
+        self.add_words(zd, slice(0, self.V))
+        if not self.K:
+            return zd, None
+        zc = np.zeros((len(self.S), self.K), self.D.dtype)
+        self.add_classes(zc, slice(0, self.K))
+        return zd, zc
+
+    # -- backward
+    def grad(self, deltas, sparse: bool):
+        """dJ/dD from ``ChunkDeltas`` or ``BlockDeltas``: dense, or
+        ``SparseGrad`` cells when ``sparse`` and few are touched."""
+        if isinstance(deltas, ColumnDeltas):
+            self.sampled_terms(None, None)
+        if isinstance(deltas, ChunkDeltas):
+            dz = np.zeros((len(self.S), self.V), self.D.dtype)
+            for c, Dc in deltas.parts:
+                dz[:, c] = Dc * deltas.w[:, None]
+            parts = [("words", None, slice(0, self.V), dz)]
+        else:
+            parts = deltas.parts
+        g = DirectGrad(self.M, self.D.dtype, sum(dz.size for *_, dz in parts) * self.S.shape[1], sparse)
+        try:
+            for space, rows, c, dz in parts:
+                cells = ([(slice(None), *self._class_cells(c, rows))] if space == "classes"
+                         else self._word_cells(c, rows))
+                for cols, idx, on in cells:
+                    vals = np.broadcast_to(dz[:, None, cols], idx.shape)
+                    g.points(idx[on], vals[on])
+        except BaseException:
+            g.reset()
+            raise
+        return g.result()
