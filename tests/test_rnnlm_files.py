@@ -108,7 +108,8 @@ def test_the_function_is_kept_exactly(tmp_path):
 
 @pytest.mark.skipif(not Path(RNNLM_BIN).exists(), reason="the rnnlm binary is not on this machine")
 def test_with_the_binary(tmp_path):
-    """Where the binary is at hand: a full-softmax model too, exported and run."""
+    """Where the binary is at hand: a full-softmax model too, exported and run;
+    and one with direct connections trained with --direct-hash rnnlm."""
     from elman.core.params import Params
     from elman.modelfile import save_checkpoint
     p, vocab, _ = load_params(FIX / "elman-model")
@@ -119,6 +120,16 @@ def test_with_the_binary(tmp_path):
     out = subprocess.run([RNNLM_BIN, "-rnnlm", "full.rnnlm", "-test", "test.txt"], cwd=tmp_path,
                          capture_output=True, text=True).stdout
     assert abs(rnnlm_ppl(out) / elman_ppl(tmp_path / "full") - 1) < 0.005
+    text = (FIX / "test.txt").read_text().splitlines()
+    (tmp_path / "train.txt").write_text("\n".join(text[:40]) + "\n")
+    (tmp_path / "valid.txt").write_text("\n".join(text[40:]) + "\n")
+    elman("train", "--train", tmp_path / "train.txt", "--valid", tmp_path / "valid.txt", "--out", tmp_path / "me",
+          "--hidden", 6, "--embed", 4, "--epochs", 1, "--direct", 0.001, "--direct-hash", "rnnlm", "--sampled", 0,
+          "--batch", 4)
+    elman("export", "--model", tmp_path / "me", "--rnnlm", tmp_path / "me.rnnlm")
+    out = subprocess.run([RNNLM_BIN, "-rnnlm", "me.rnnlm", "-test", "test.txt"], cwd=tmp_path,
+                         capture_output=True, text=True).stdout
+    assert abs(rnnlm_ppl(out) / elman_ppl(tmp_path / "me") - 1) < 0.005
 
 
 def _damaged(tmp_path, name, change) -> Path:
@@ -178,6 +189,34 @@ def _written(path: Path, m) -> Path:
     m.old_classes = int(m.header.get("old classes", 0))
     path.write_bytes(rnnlm_file.write_text(m))
     return path
+
+
+def test_rnnme_export_is_what_the_binary_read(tmp_path):
+    """A model trained with ``--direct-hash rnnlm`` (elman-rnnme: the fixture
+    README's command) exports, byte for byte, the file whose ``rnnlm -test``
+    is recorded; that equals elman's perplexity, which the direct weights
+    move far; the file imported back is the model again."""
+    elman("export", "--model", FIX / "elman-rnnme", "--rnnlm", tmp_path / "x.rnnlm")
+    assert (tmp_path / "x.rnnlm").read_bytes() == (FIX / "elman-rnnme.rnnlm").read_bytes()
+    m = rnnlm_file.read(tmp_path / "x.rnnlm")
+    assert m.direct.size == 2000 and m.order == 3 and m.words[0] == "</s>"
+    ours = elman_ppl(FIX / "elman-rnnme")
+    assert abs(rnnlm_ppl((FIX / "elman-rnnme.test.out").read_text()) / ours - 1) < 0.005
+    elman("import", "--rnnlm", tmp_path / "x.rnnlm", tmp_path / "back")
+    assert elman_ppl(tmp_path / "back") == pytest.approx(ours, rel=2e-4)
+    m.direct[...] = 0
+    elman("import", "--rnnlm", _written(tmp_path / "zero.rnnlm", m), tmp_path / "zero")
+    assert elman_ppl(tmp_path / "zero") > 1.5 * ours
+
+
+def test_export_keeps_rnnlm_hashed_ids_or_refuses():
+    """RNNLM's hashing hashes word indices: a model whose <eos> is not id 0 is refused."""
+    p, vocab, _ = load_params(FIX / "elman-rnnme")
+    assert vocab.eos_id == 0 and p.direct_hash == "rnnlm"
+    from elman.data.vocab import Vocab
+    swapped = Vocab([vocab.itos[1], vocab.itos[0], *vocab.itos[2:]])
+    with pytest.raises(ElmanError, match="<eos> as id 0"):
+        rnnlm.from_elman(p, swapped)
 
 
 def test_imported_model_exports_to_onnx(tmp_path):

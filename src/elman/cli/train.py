@@ -67,6 +67,9 @@ def add_train(sub):
     p.add_argument("--direct-order", type=ngram_order, metavar="N",
                    help="n-gram order of the direct connections: features of the 1..N-1 preceding words "
                         f"(default {default('direct_order')})")
+    p.add_argument("--direct-hash", choices=("elman", "rnnlm"),
+                   help="how the direct connections' n-grams are hashed: elman's mixing hash, or RNNLM's own "
+                        "(what `elman export --rnnlm` needs; <eos> becomes id 0) (default elman)")
     p.add_argument("--direct-lr", type=positive_float, metavar="R",
                    help="plain SGD rate of the direct weights, per token, halved with the run's rate "
                         f"(default {default('direct_lr'):g}; RNNLM's is 0.1)")
@@ -96,7 +99,8 @@ def run_train(args) -> int:
 
     options = {k: getattr(args, k) for k in _FROM_OPTIONS}
     no_direct = args.direct == 0
-    for flag, value in (("--direct-order", args.direct_order), ("--direct-lr", args.direct_lr)):
+    for flag, value in (("--direct-order", args.direct_order), ("--direct-lr", args.direct_lr),
+                        ("--direct-hash", args.direct_hash)):
         if value is not None and no_direct and not args.resume:
             raise ElmanError(f"{flag} is a setting of direct connections; give --direct SIZE too")
     if args.resume:  # the saved run knows its files; any named here must match them

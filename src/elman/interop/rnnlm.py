@@ -18,7 +18,9 @@ Back (``from_elman``): RNNLM's state is r = 1 - h plus one unit that stays
 at 1 (its own weight of ``HOLD`` saturates the sigmoid, and RNNLM's state
 starts at 1.0), which carries b1 and b2; L·I is folded into syn0; a full
 softmax is one class holding every word; ``</s>`` becomes word 0, as
-RNNLM requires.
+RNNLM requires. Direct connections go both ways when hashed RNNLM's way
+(``core.rnnlm_direct``), which hashes the word indices: these stay elman's
+ids (RNNLM's classes are runs of indices, ``</s>`` first).
 """
 from __future__ import annotations
 
@@ -86,9 +88,9 @@ def to_elman(m: RnnlmModel, where: str = "") -> tuple:
 
 def from_elman(p: Params, vocab: Vocab) -> RnnlmModel:
     """The RNNLM model that computes what ``p`` does (see the module)."""
-    if p.D is not None:
+    if p.D is not None and p.direct_hash != "rnnlm":
         raise ElmanError("this model has direct connections hashed elman's way; RNNLM reads only its own "
-                         "hashing: export a model trained without --direct")
+                         "hashing: export a model trained with --direct-hash rnnlm, or without --direct")
     V, Dh = p.V, p.Dh
     f = lambda a: np.asarray(a, np.float64)             # noqa: E731
     L, I, H, U, b1, b2 = (f(x) for x in (p.L, p.I, p.H, p.U, p.b1, p.b2))
@@ -119,8 +121,15 @@ def from_elman(p: Params, vocab: Vocab) -> RnnlmModel:
     syn1[V:, :Dh] = -Uc.T
     syn1[V:, Dh] = bc + Uc.sum(axis=0)
     classes = new_class[cls_of[order]]
+    direct, N = np.zeros(0, np.float32), 3
+    if p.D is not None:                                 # RNNLM's hashing hashes the ids: they must stay
+        if (order != np.arange(V)).any():
+            raise ElmanError("RNNLM's hashing of the direct connections needs <eos> as id 0 (as "
+                             "elman train --direct-hash rnnlm makes it); this model's <eos> is id "
+                             f"{vocab.eos_id}")
+        direct, N = np.asarray(p.D, np.float32), p.order
     return RnnlmModel(words, rnnlm_counts(classes, K), classes, K, np.ones(Dh + 1, np.float32),
-                      syn0.astype(np.float32), syn1.astype(np.float32), np.zeros(0, np.float32), 3, old_classes=1)
+                      syn0.astype(np.float32), syn1.astype(np.float32), direct, N, old_classes=1)
 
 
 def rnnlm_counts(classes, K: int) -> np.ndarray:

@@ -102,7 +102,8 @@ def claim(out: Path, force: bool) -> None:
 
 
 def _config(s: Settings) -> dict:
-    return {"level": s.level, "encoding": s.encoding, "settings": asdict(s)}
+    rnnlm = {"direct_hash": "rnnlm"} if s.direct and s.direct_hash == "rnnlm" else {}
+    return {"level": s.level, "encoding": s.encoding, "settings": asdict(s), **rnnlm}
 
 
 def save(run: Run) -> None:

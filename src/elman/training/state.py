@@ -55,6 +55,8 @@ class Settings:
     direct: float | None = None       # direct connections: millions of hashed n-gram weights (0: none);
                                       # None: DIRECT, fewer or more to fit the vocabulary (fit_vocabulary)
     direct_order: int = 3             # their order N: contexts of 1..N-1 preceding words
+    direct_hash: str = "elman"        # how D is hashed: "elman" (core.direct) or "rnnlm" (RNNLM's own,
+                                      # core.rnnlm_direct: what export --rnnlm writes)
     direct_lr: float = 0.05           # plain SGD rate of the direct weights, per token (RNNLM's alpha: 0.1)
     checkpoint_every: int = 0         # also checkpoint every N windows (0: epochs only)
     log_every: int = 100              # a metrics line every N windows
@@ -85,7 +87,7 @@ class Settings:
 
 # What a run saved before a setting existed did: a field its config.json
 # lacks takes this value, not today's default (which may be a newer recipe).
-LEGACY_VALUES = {"direct": 0.0, "direct_order": 3, "anneal": 0, "direct_lr": 0.1, "sampled": 0, "dropout": 0.0}
+LEGACY_VALUES = {"direct_hash": "elman", "direct": 0.0, "direct_order": 3, "anneal": 0, "direct_lr": 0.1, "sampled": 0, "dropout": 0.0}
 
 
 def make_run_optimizer(s: Settings, params: dict):

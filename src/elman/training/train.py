@@ -178,13 +178,33 @@ def _start(out: Path, s: Settings, ids: _Reader) -> tuple[Run, data.TokenIds]:
     if s.direct and s.direct_size < max(len(vocab), s.classes):
         raise ElmanError(f"--direct {s.direct:g} is {s.direct_size} weights, fewer than the {len(vocab)} words "
                          f"of the vocabulary: each n-gram feature needs a window of that many")
+    rnnlm = bool(s.direct) and s.direct_hash == "rnnlm"
+    if rnnlm:
+        vocab, train_ids = _rnnlm_ids(vocab, ids, s)
     p = Params.init(len(vocab), s.embed, s.hidden, seed=s.seed, classes=s.classes, counts=vocab.counts,
                     direct=s.direct_size, direct_order=s.direct_order)
+    if rnnlm:
+        p.direct_hash = "rnnlm"
     run = Run(out, s, p, vocab, make_run_optimizer(s, p.as_dict()),
               Schedule(lr=s.lr, min_improvement=s.min_improvement),
               Progress(rng=np.random.default_rng(s.seed).bit_generator.state),
               h=np.zeros((s.streams, s.hidden), dtype=p.dtype), best=p.copy().as_dict())
     return run, train_ids
+
+
+def _rnnlm_ids(vocab, ids: _Reader, s: Settings) -> tuple[data.Vocab, data.TokenIds]:
+    """RNNLM's hashing hashes its word indices, </s> first: the vocabulary
+    with <eos> moved to id 0 (``export --rnnlm`` then keeps every id), and
+    the text read under it."""
+    if s.sampled and not s.classes and s.sampled < len(vocab):
+        raise ElmanError("--direct-hash rnnlm goes with a class softmax (--classes K) or the full one "
+                         "(--sampled 0), not a sampled one")
+    if s.direct_size - s.direct_size // 2 < s.classes:
+        raise ElmanError(f"--direct-hash rnnlm keeps half the table for the classes' windows: --direct "
+                         f"{s.direct:g} is too small for {s.classes} classes")
+    order = [vocab.eos_id] + [i for i in range(len(vocab)) if i != vocab.eos_id]
+    counts = None if vocab.counts is None else np.asarray(vocab.counts)[order]
+    return ids(s.train, s, data.Vocab([vocab.itos[i] for i in order], counts))
 
 
 def _read_corpus(run: Run, train_ids: data.TokenIds, ids: _Reader, part: slice) -> Corpus:
