@@ -167,3 +167,37 @@ def test_reference_backward_is_the_forwards_transpose():
 def test_check_refuses_a_table_too_small_for_the_classes():
     with pytest.raises(ValueError, match="half"):
         rd.check(np.zeros(6), np.array([3]), 10, 4)
+
+
+def _train(tmp_path, *args):
+    import subprocess
+    import sys
+    text = [" ".join(f"w{(i * 7 + j) % 30}" for j in range(8)) for i in range(60)]
+    (tmp_path / "t.txt").write_text("\n".join(text) + "\n")
+    return subprocess.run([sys.executable, "-m", "elman", "train", "--train", tmp_path / "t.txt", "--valid",
+                           tmp_path / "t.txt", "--out", tmp_path / "m", "--hidden", "4", "--embed", "3",
+                           "--epochs", "1", "--batch", "2", *map(str, args)], capture_output=True, text=True)
+
+
+def test_train_with_rnnlm_hashing(tmp_path):
+    """--direct-hash rnnlm: <eos> becomes id 0 and the model file says the scheme;
+    a model that ends up not using it (no table) or a sampled softmax is refused."""
+    from elman.modelfile import load_params
+    done = _train(tmp_path, "--direct", "0.001", "--direct-hash", "rnnlm", "--classes", "4")
+    assert done.returncode == 0, done.stderr
+    p, vocab, cfg = load_params(tmp_path / "m")
+    assert vocab.eos_id == 0 and cfg["direct_hash"] == "rnnlm" and p.direct_hash == "rnnlm"
+    assert np.abs(p.D).max() > 0
+    for args, message in ((("--direct", 0, "--direct-hash", "rnnlm"), "give --direct SIZE too"),
+                          (("--direct", 0.001, "--direct-hash", "rnnlm", "--sampled", 5), "not a sampled one")):
+        done = _train(tmp_path, *args, "--force")
+        assert done.returncode == 2 and message in done.stderr, done.stderr
+        assert sum("error" in line for line in done.stderr.splitlines()) == 1
+
+
+def test_files_without_the_setting_are_elman_hashed(tmp_path):
+    from elman.modelfile import load_params
+    done = _train(tmp_path, "--direct", "0.001", "--classes", "4")
+    assert done.returncode == 0, done.stderr
+    p, _, cfg = load_params(tmp_path / "m")
+    assert "direct_hash" not in cfg and p.direct_hash == "elman"

@@ -209,6 +209,14 @@ def test_rnnme_export_is_what_the_binary_read(tmp_path):
     assert elman_ppl(tmp_path / "zero") > 1.5 * ours
 
 
+def test_onnx_refuses_rnnlm_hashing_in_one_line(tmp_path):
+    pytest.importorskip("onnx")
+    done = subprocess.run([sys.executable, "-m", "elman", "export", "--model", FIX / "elman-rnnme",
+                           "--onnx", tmp_path / "m.onnx"], capture_output=True, text=True)
+    assert done.returncode == 2 and "ONNX" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "m.onnx").exists()
+
+
 def test_export_keeps_rnnlm_hashed_ids_or_refuses():
     """RNNLM's hashing hashes word indices: a model whose <eos> is not id 0 is refused."""
     p, vocab, _ = load_params(FIX / "elman-rnnme")

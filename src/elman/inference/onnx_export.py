@@ -124,6 +124,9 @@ def export(model_dir, onnx_path) -> dict:
     arrays, _, cfg = modelfile.load_model(model_dir)
     exportable(arrays, cfg, model_dir)
     p, vocab, cfg = modelfile.load_params(model_dir)
+    if p.D is not None and p.direct_hash != "elman":
+        raise ElmanError(f"{model_dir}: direct connections hashed {p.direct_hash.upper()}'s way have no ONNX graph "
+                         "(it builds elman's hashing); export --rnnlm writes this model for RNNLM")
     onnx_path = Path(onnx_path)
     if onnx_path.suffix != ".onnx":
         raise ElmanError(f"{onnx_path}: an ONNX file name ends in .onnx")
