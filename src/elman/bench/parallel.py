@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from elman import progress
 from elman.bench.speed import SETTLE_S, Config, synthetic_batches
 
 # Networks of the model: (name, bytes/s, seconds of latency per message step).
@@ -116,9 +117,12 @@ def bench(cfg: Config, processes: int, steps: int = 20, rounds: int = 5) -> dict
     per = max(1, steps // rounds)
     one, many = _Job(1, processes, cfg), _Job(processes, 1, cfg)
     try:
-        one.run(2), many.run(2)                         # warm up: pools, page faults, calibration
-        for _ in range(rounds):
-            one.run(per), many.run(per)
+        with progress.job("bench", "steps", 2 * (2 + rounds * per)) as job:
+            one.run(2), many.run(2)                         # warm up: pools, page faults, calibration
+            job.update(4)
+            for _ in range(rounds):
+                one.run(per), many.run(per)
+                job.update(2 * per)
     finally:
         one.close(), many.close()
     words = cfg.B * cfg.T

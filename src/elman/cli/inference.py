@@ -1,7 +1,7 @@
 """``elman eval``, ``elman score``, ``elman generate``."""
 from __future__ import annotations
 
-from elman.cli.args import add_cache_dir, add_model_and_data, positive_float, positive_int, rate, say
+from elman.cli.args import add_cache_dir, add_model_and_data, add_quiet, positive_float, positive_int, rate, say
 from elman.errors import ElmanError
 
 # Keep equal to elman.inference.dynamic.DEFAULTS (for the help text; the CLI
@@ -74,6 +74,7 @@ def add_eval(sub):
     p.add_argument("--bptt", type=positive_int, metavar="T",
                    help="with --dynamic: the segment length (default: the model's training --bptt)")
     add_cache_dir(p)
+    add_quiet(p)
     p.set_defaults(func=run_eval)
 
 
@@ -132,6 +133,7 @@ def add_score(sub):
                            "of an utterance to every hypothesis of the next (RNNLM's default)")
     _add_rescoring(p)
     add_dynamic(p, "line")
+    add_quiet(p)
     p.set_defaults(func=run_score)
 
 
@@ -176,6 +178,7 @@ def add_export(sub):
                                    "before ids, -1 for none) and output next_history [B,N-2] (opset 18).")
     add_model_and_data(p, data=False)
     p.add_argument("--onnx", required=True, metavar="FILE.onnx", help="the graph to write")
+    add_quiet(p)
     p.set_defaults(func=run_export)
 
 

@@ -20,6 +20,7 @@ from contextlib import ExitStack, nullcontext
 
 import numpy as np
 
+from elman import progress
 from elman.atomic import atomic_text_stream
 from elman.data import EOS
 from elman.data.stream import STDIN, spool
@@ -100,8 +101,10 @@ class Scorer:
         """λ by EM on the --heldout text, read and run as the data is; said on stderr."""
         a = self.args
         held = other if a.ngram else interpolate.LmProbFile(a.heldout_lm_prob)
-        held.check(self.lines(a.heldout), self.lines(a.heldout, check=True))
-        pairs = [(r, o) for _, r, o, _ in self.scored(a.heldout, held, 1.0)]
+        tokens = self.lines(a.heldout, check=True)
+        held.check(self.lines(a.heldout), tokens)
+        pairs = [(r, o) for _, r, o, _ in progress.track(self.scored(a.heldout, held, 1.0), "--lambda auto",
+                                                          "tokens", tokens, count=lambda row: len(row[3]))]
         lam, steps = interpolate.fit_lambda(np.concatenate([r for r, _ in pairs]),
                                             np.concatenate([o for _, o in pairs]))
         n = sum(len(r) for r, _ in pairs)
@@ -126,17 +129,28 @@ def run(p, vocab, cfg, args, command: str, out=None) -> dict:
         lam = s.fit_lambda(other) if args.lam == "auto" else args.lam
         totals = interpolate.Totals(lam if other is not None else None)
         per_token = stack.enter_context(atomic_text_stream(args.per_token) if args.per_token else nullcontext())
+        job = stack.enter_context(progress.job(command, "tokens", tokens, note=_left_behind(args, command)))
+        write = job.guard(out).write
         for line, ln_rnn, ln_other, ln_p in s.scored(data, other, lam):
             totals.add(ln_p, ln_rnn, ln_other)
             if command == "score":
-                out.write(_line_record(line, ln_rnn, ln_other, ln_p, args.json))
+                write(_line_record(line, ln_rnn, ln_other, ln_p, args.json))
             if per_token is not None:
                 per_token.write("".join(f"{t}\t{v / LN10:.7f}\n" for t, v in zip(line.tokens + [EOS], ln_p)))
+            job.update(len(ln_p))
+            job.count(**{"hypotheses" if s.nbest else "lines": 1})
         if not totals.tokens:
             raise ElmanError(f"{args.data}: empty or whitespace-only input, no text to score")
         summary = totals.summary()
     _report(summary, args, command, out)
     return summary
+
+
+def _left_behind(args, command: str) -> str:
+    """What an interrupted run leaves: score's lines scored so far, never a part of a file."""
+    if command != "score":
+        return "nothing written"
+    return "standard output has the scores of the lines done" + ("; no --per-token file" if args.per_token else "")
 
 
 def _line_record(line, ln_rnn, ln_other, ln_p, as_json: bool) -> str:

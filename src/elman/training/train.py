@@ -22,16 +22,14 @@ from __future__ import annotations
 
 import math
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from elman import data, modelfile
+from elman import data, modelfile, progress
 from elman.core.model import Params, bptt
 from elman.core.perplexity import perplexity
 from elman.errors import ElmanError
@@ -67,7 +65,7 @@ class _CtrlC:
 
 
 def _say(message: str) -> None:
-    tqdm.write(message, file=sys.stderr)
+    progress.write(message)
 
 
 @dataclass
@@ -238,8 +236,8 @@ def _train_epoch(run: Run, corpus: Corpus, clock: _Clock, ctrl_c: _CtrlC, quiet:
     # Draws depend on (seed, update number) only: a resumed run draws the same ids.
     sampler = Sampler(unigram_proposal(run.vocab.counts), s.sampled, seed=s.seed) if run.samples else None
     params, part = p.as_dict(), run.comm.part(s.streams)
-    bar = tqdm(total=nb, initial=prog.windows_done, desc=f"epoch {prog.epoch}/{s.epochs}", unit="win",
-               file=sys.stderr, leave=False, dynamic_ncols=True, disable=quiet or not sys.stderr.isatty())
+    bar = progress.job(f"epoch {prog.epoch}/{s.epochs}", "windows", nb, initial=prog.windows_done,
+                       quiet=quiet or not run.comm.writer, note=f"nothing saved since the last checkpoint in {run.out}")
     t0, tokens0 = time.monotonic(), prog.tokens
     with bar:
         for k, x, y in corpus.streams.windows(s.steps, start=prog.windows_done):
@@ -274,7 +272,7 @@ def _train_epoch(run: Run, corpus: Corpus, clock: _Clock, ctrl_c: _CtrlC, quiet:
             prog.elapsed = clock.elapsed()
             wps = (prog.tokens - tokens0) / max(time.monotonic() - t0, 1e-9)
             bar.update(1)
-            bar.set_postfix(ppl=f"{prog.train_ppl:.1f}", wps=f"{wps:.0f}", refresh=False)
+            bar.set_postfix(ppl=f"{prog.train_ppl:.1f}", wps=f"{wps:.0f}")
             _after_window(run, nb, wps, stop)
             if over:
                 prog.stopped = "budget"
