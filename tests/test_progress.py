@@ -66,9 +66,10 @@ class _Terminal:
 
 
 def _start(argv, tty: bool):
+    """``elman argv`` in a process group of its own (Ctrl-C on a terminal signals a whole group)."""
     term = _Terminal() if tty else None
     proc = subprocess.Popen([sys.executable, "-m", "elman", *map(str, argv)], stdout=subprocess.PIPE,
-                            stderr=term.slave if tty else subprocess.PIPE,
+                            stderr=term.slave if tty else subprocess.PIPE, start_new_session=True,
                             env={**os.environ, "PYTHONPATH": SRC, "ELMAN_THREADS": "1"})
     if tty:
         term.started()
@@ -143,7 +144,7 @@ def test_bench_and_train_draw_their_bars_on_a_terminal_only(files):
              "--epochs", "1", "--hidden", "4", "--embed", "3", "--batch", "2", "--bptt", "5", "--direct", "0",
              "--sampled", "0", "--cache-dir", files["tmp"] / "train-cache"]
     rc, _, err = _run(train, tty=True)
-    assert rc == 0 and b"\repoch 1/1:" in err and b"windows/s" in err
+    assert rc == 0 and b"\repoch 1/1:" in err and b"windows/s" in err and b"\rvalidation:" in err
     rc, _, err = _run(train + ["--force"], tty=False)
     assert rc == 0 and b"\r" not in err and b"valid ppl" in err
 
@@ -159,7 +160,7 @@ def _interrupt(argv, label: str):
         assert proc.poll() is None, "the job ended before it could be interrupted"
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     err = term.output().decode()
     return proc.returncode, out, err.replace("\r\n", "\n").rstrip("\n").split("\n")[-1].split("\r")[-1]

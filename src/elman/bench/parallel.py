@@ -93,7 +93,8 @@ class _Job:
         env = {**os.environ, "ELMAN_THREADS": str(threads)}
         self.proc = subprocess.Popen([str(mpiexec), "-n", str(processes), sys.executable, "-m",
                                       "elman.bench.parallel", json.dumps(asdict(cfg))],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+                                     start_new_session=True)     # Ctrl-C stops the parent alone (speed._Worker)
         self.rounds = []
 
     def run(self, n: int) -> dict:

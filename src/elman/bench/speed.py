@@ -237,9 +237,11 @@ def runner_arrays(runner) -> dict:
 class _Worker:
     def __init__(self, impl: str, cfg: Config):
         self.impl, self.cfg = impl, cfg
+        # A session of its own: Ctrl-C on the terminal stops the parent alone,
+        # and the worker ends when its stdin closes with it.
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "elman.bench.speed", impl, json.dumps(asdict(cfg))],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
         self.info = self._read()
         self.times = {"train": [], "eval": []}
         self.rss = 0

@@ -296,9 +296,7 @@ def _end_epoch(run: Run, corpus: Corpus, clock: _Clock, wps: float, say) -> None
     next rate, stop), log and checkpoint."""
     s, prog, sched, opt = run.settings, run.prog, run.sched, run.opt
     params = run.params.as_dict()
-    # The whole validation text as one stream, on rank 0: exactly `elman eval`'s number.
-    valid = run.comm.on_writer(lambda: perplexity(run.params, corpus.valid.ids, run.vocab.eos_id,
-                                                  release=corpus.valid.release))
+    valid = _perplexity(run, corpus.valid, "validation")
     if not math.isfinite(valid["perplexity"]):
         raise run.diverged(prog.windows_done, f"the validation perplexity is {valid['perplexity']}")
     decision = sched.update(prog.epoch, math.log(valid["perplexity"]), anneal=_few_left(run, clock))
@@ -320,6 +318,14 @@ def _end_epoch(run: Run, corpus: Corpus, clock: _Clock, wps: float, say) -> None
     prog.epoch_started = prog.elapsed
     run.h = np.zeros_like(run.h)
     rundir.save(run)
+
+
+def _perplexity(run: Run, text: data.TokenIds, desc: str) -> dict:
+    """The whole ``text`` as one stream, on rank 0 (its bar there): exactly `elman eval`'s number."""
+    def rank0():
+        with progress.job(desc, "tokens", len(text), quiet=not run.comm.writer) as job:
+            return perplexity(run.params, text.ids, run.vocab.eos_id, release=text.release, step=job.update)
+    return run.comm.on_writer(rank0)
 
 
 def _few_left(run: Run, clock: _Clock) -> bool:
@@ -348,8 +354,7 @@ def _budget_ramp(run: Run, clock: _Clock, nb: int) -> float:
 def _finish(run: Run, corpus: Corpus, say) -> dict:
     test = None
     if corpus.test is not None:
-        test = run.comm.on_writer(lambda: perplexity(run.params, corpus.test.ids, run.vocab.eos_id,
-                                                     release=corpus.test.release))
+        test = _perplexity(run, corpus.test, "test")
         run.metrics.write(test_ppl=test["perplexity"], test_tokens=test["tokens"])
         say(f"test perplexity {test['perplexity']:.2f} ({test['tokens']} tokens of {run.settings.test})")
     say(f"elman: best validation perplexity {math.exp(run.sched.best):.2f} (epoch {run.sched.best_epoch}); "
