@@ -88,6 +88,7 @@ class Job:
         self._bar, self._postfix_at = None, 0.0
         if shown(quiet):
             from tqdm import tqdm
+            tqdm.monitor_interval = 0       # no monitor thread: the tokeniser forks its workers under a bar
             scale = {"unit": "B", "unit_divisor": 1000} if unit == BYTES else {"unit": f" {unit}"}
             big = total is None or total >= 10_000      # 12.3k, 4.5M; small counts as they are
             self._bar = tqdm(total=total, initial=initial, desc=desc, unit_scale=big, file=sys.stderr,
