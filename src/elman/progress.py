@@ -69,6 +69,11 @@ def _short(x: float) -> str:
     return f"{x:.3g}"
 
 
+# tqdm's own, but a slow rate as "0.50 steps/s", not "2.00s/ steps"
+_FORMAT = {False: "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}{postfix}]",
+           True: "{desc}: {n_fmt}{unit} [{elapsed}, {rate_noinv_fmt}{postfix}]"}
+
+
 def _scale(x: float) -> tuple[float, str]:
     """The divisor and name of bytes for amounts up to ``x``."""
     return next(((d, name) for d, name in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")) if x >= d), (1, "bytes"))
@@ -92,7 +97,7 @@ class Job:
             scale = {"unit": "B", "unit_divisor": 1000} if unit == BYTES else {"unit": f" {unit}"}
             big = total is None or total >= 10_000      # 12.3k, 4.5M; small counts as they are
             self._bar = tqdm(total=total, initial=initial, desc=desc, unit_scale=big, file=sys.stderr,
-                             leave=False, dynamic_ncols=True, **scale)
+                             leave=False, dynamic_ncols=True, bar_format=_FORMAT[total is None], **scale)
         _jobs.append(self)
 
     @property
