@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from elman import data, modelfile, progress
-from elman.core.model import Params, bptt
-from elman.core.perplexity import perplexity
+from elman.model import Params, bptt
+from elman.model.perplexity import perplexity
 from elman.errors import ElmanError
 from elman.core.sampled import Sampler, unigram_proposal
 from elman.fast import threads
