@@ -1,7 +1,7 @@
 """``elman gradcheck``, ``elman bench``, ``elman plot``, ``elman demo``."""
 from __future__ import annotations
 
-from elman.cli.args import add_cache_dir, add_sizes, ngram_order, nonnegative_float, positive_float, positive_int, rate
+from elman.cli.args import add_cache_dir, add_quiet, add_sizes, ngram_order, nonnegative_float, positive_float, positive_int, rate
 from elman.errors import ElmanError
 
 def add_gradcheck(sub):
@@ -59,6 +59,7 @@ def add_bench(sub):
                                                       "(default: elman-corpus-bench in the temporary directory)")
     p.add_argument("--compare-src", metavar="DIR", help="with --corpus: also run the elman whose source tree "
                                                         "(the directory holding elman/) is DIR")
+    add_quiet(p)
     p.set_defaults(func=run_bench)
 
 
@@ -178,6 +179,7 @@ def add_cache(sub):
                                    "or clear them (only files elman wrote, and none a running build holds).")
     p.add_argument("action", choices=("list", "clear"))
     add_cache_dir(p)
+    add_quiet(p)
     p.set_defaults(func=run_cache)
 
 
