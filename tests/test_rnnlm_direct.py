@@ -201,3 +201,14 @@ def test_files_without_the_setting_are_elman_hashed(tmp_path):
     assert done.returncode == 0, done.stderr
     p, _, cfg = load_params(tmp_path / "m")
     assert "direct_hash" not in cfg and p.direct_hash == "elman"
+
+
+@pytest.mark.parametrize("K", [0, 3])
+def test_sparse_equals_dense(K):
+    """A large table: the gradient comes back as the touched cells only, the dense one's values."""
+    from elman.core.sparse import SparseGrad
+    p, x, y, h0, hist = instance(V=7, B=2, T=3, N=3, M=4001, K=K, seed=7)
+    sparse = bptt(p, x, y, h0, history=hist, sparse=True)[1]["D"]
+    dense = bptt(p, x, y, h0, history=hist, sparse=False)[1]["D"]
+    assert isinstance(sparse, SparseGrad) and not isinstance(dense, SparseGrad)
+    np.testing.assert_array_equal(densify({"D": sparse})["D"], dense)
