@@ -14,11 +14,12 @@ import pytest
 
 from elman.core.model import Params, bptt, dropout_masks
 from elman.core.sampled import Sampler, unigram_proposal
-from elman.core.sparse import SparseGrad, densify, sum_sparse
+from elman.core.sparse import SparseGrad, densify
 from elman.errors import ElmanError
 from elman.training import rundir
 from elman.training.distributed import Local, connect
 from elman.training.gradsync import OVERRIDE, CostModel
+from elman.training.nodesync import sum_parts
 from elman.training.train import train
 from helpers import SMALL, write_corpus
 
@@ -69,7 +70,7 @@ def test_gathered_sparse_gradients_sum_like_dense_ones(axis):
         g = SparseGrad(np.array(ids, np.int64), values, shape, axis)
         dense += g.dense()
         parts.append((g.index, g.values))
-    s = sum_sparse(parts, g)
+    s = sum_parts(parts, g)
     assert list(s.index) == [0, 1, 4, 7, 8]
     assert np.array_equal(s.dense(), dense)
 

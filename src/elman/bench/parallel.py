@@ -38,27 +38,30 @@ MACHINES = (1, 2, 4, 8, 16, 32, 64)
 
 def worker(cfg: Config) -> None:
     """One process of a bench job: rank 0 reads "train n" lines, every rank steps."""
-    from elman.core.model import Params, bptt
+    from elman.core.model import Params
     from elman.core.sampled import Sampler, unigram_proposal
     from elman.training.distributed import connect
-    from elman.training.optim import make_optimizer
+    from elman.training.state import Settings, make_run_optimizer
 
     comm = connect()
     windows, counts = synthetic_batches(cfg)
     part = comm.part(cfg.B)
-    p = Params.init(cfg.V, cfg.d, cfg.Dh, seed=cfg.seed, dtype=cfg.dtype)
-    params, opt = p.as_dict(), make_optimizer("adagrad", p.as_dict(), 0.1, 5.0)
+    kw = dict(classes=cfg.classes, counts=counts) if cfg.classes else {}
+    p = Params.init(cfg.V, cfg.d, cfg.Dh, seed=cfg.seed, dtype=cfg.dtype, direct=cfg.direct,
+                    direct_order=cfg.direct_order, **kw)
+    # elman train's optimizer: Adagrad at its default rate and clipping, plain SGD for D.
+    s = Settings(train="", valid="", classes=cfg.classes, sampled=cfg.sampled, dropout=cfg.dropout,
+                 direct=cfg.direct / 1e6, direct_order=cfg.direct_order, seed=cfg.seed)
+    params = p.as_dict()
+    opt = make_run_optimizer(s, params)
     sampler = Sampler(unigram_proposal(counts), cfg.sampled, cfg.seed) if cfg.sampled else None
     h = np.zeros((cfg.B // comm.size, cfg.Dh), p.dtype)
     comm.calibrate()
 
-    def step(k):        # the trainer's update (training.train._train_epoch), synthetic windows
+    def step(k):
         nonlocal h
         x, y = windows[k % len(windows)]
-        sampled = (sampler.draw(opt.t), sampler.log_q) if sampler else None
-        loss, grads, h = bptt(p, x[part], y[part], h, sampled=sampled, sparse=True, scale=1.0 / x.size)
-        grads, loss, _ = comm.allreduce_grads(grads, loss, (False,))
-        opt.step(params, grads)
+        h = train_update(p, params, opt, comm, x[part], y[part], h, cfg, sampler, part)
 
     k = 0
     while True:
@@ -82,6 +85,25 @@ def worker(cfg: Config) -> None:
             sys.stdout.write(json.dumps({"seconds": seconds, "exchange_s": spent["seconds"],
                                          "waited_s": spent["waited"], **sizes}) + "\n")
             sys.stdout.flush()
+
+
+def train_update(p, params, opt, comm, x, y, h, cfg: Config, sampler, part: slice):
+    """The trainer's update (``training.train._train_epoch``) on this process's
+    streams of a synthetic window: the gradients, their exchange, the step.
+    Direct connections read no history before the window (the trainer's
+    first window of an epoch)."""
+    from elman.core.model import bptt
+    positions = cfg.B * cfg.T
+    sampled = (sampler.draw(opt.t), sampler.log_q) if sampler else None
+    dropout = (cfg.dropout, (cfg.seed, opt.t), (part.start, cfg.B)) if cfg.dropout else None
+    history = np.full((len(x), max(p.order - 2, 0)), -1, np.int64) if p.order else None
+    loss, grads, h = bptt(p, x, y, h, sampled=sampled, sparse=True, dropout=dropout, scale=1.0 / positions,
+                          history=history)
+    if "D" in grads:
+        grads["D"] *= p.dtype.type(positions)
+    grads, loss, _ = comm.allreduce_grads(grads, loss, (False,))
+    opt.step(params, grads)
+    return h
 
 
 class _Job:
@@ -183,7 +205,9 @@ def format_report(res: dict) -> str:
     c, n = res["config"], res["processes"]
     return "\n".join([
         f"elman bench --processes {n}: V={c['V']} d={c['d']} Dh={c['Dh']} B={c['B']} T={c['T']}"
-        f"{' sampled S=' + str(c['sampled']) if c['sampled'] else ''}; {res['rounds']} rounds x "
+        f"{' sampled S=' + str(c['sampled']) if c['sampled'] else ''}{' classes K=' + str(c['classes']) if c['classes'] else ''}"
+        f"{' direct M=' + str(c['direct']) + ' order ' + str(c['direct_order']) if c['direct'] else ''}"
+        f"{' dropout ' + format(c['dropout'], 'g') if c['dropout'] else ''}; {res['rounds']} rounds x "
         f"{res['steps_per_round']} updates, medians",
         f"1 process x {n} threads: {res['one_words_s']:8.0f} words/s  ({res['one_update_s'] * 1e3:.1f} ms an update)",
         f"{n} processes x 1 thread: {res['many_words_s']:8.0f} words/s  ({res['many_update_s'] * 1e3:.1f} ms an "

@@ -33,9 +33,9 @@ import time
 
 import numpy as np
 
-from elman.core.sparse import SparseGrad, sum_sparse
+from elman.core.sparse import SparseGrad
 from elman.errors import ElmanError
-from elman.training.nodesync import NodeExchange
+from elman.training.nodesync import NodeExchange, SparseParts
 
 # ELMAN_SPARSE_REDUCE=gather|dense overrides the cost model (tests, measurements);
 # ELMAN_EXCHANGE=mpi uses MPI's collectives on one machine too (nodesync otherwise).
@@ -204,7 +204,7 @@ class GradSync:
                 n = c * g.width * g.values.dtype.itemsize
                 parts[k].append((ids, recv[at:at + n].view(g.values.dtype).reshape(g.shape_of(c))))
                 at += n
-        return {k: sum_sparse(parts[k], sparse[k]) for k in names}
+        return {k: SparseParts(parts[k], sparse[k]) for k in names}
 
     def allreduce(self, grads: dict, loss: float, flags=()):
         """The sums over the processes: ``(grads, loss, flags)``, flags OR-ed."""

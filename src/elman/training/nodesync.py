@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from elman.core.sparse import SparseGrad, sum_sparse
+from elman.core.sparse import SparseGrad
 
 
 def _up8(n: int) -> int:
@@ -107,7 +107,7 @@ class NodeExchange:
                     parts.append((self.regions[r][at:at + 8 * c].view(np.int64),
                                   values.view(g.values.dtype).reshape(g.shape_of(c))))
                     sparse_read += values.nbytes + 8 * c
-                out[k] = sum_sparse(parts, g)
+                out[k] = SparseParts(parts, g)
         return out, dense_read, sparse_read
 
     def close(self) -> None:
@@ -115,3 +115,68 @@ class NodeExchange:
             self.win.Unlock_all()
             self.win.Free()
             self.win = None
+
+
+class SparseParts:
+    """One sparse gradient as the processes' parts, ``[(ids, values)]`` in
+    rank order (each laid out as ``like.values``), summed only when asked
+    (``total``): a plain SGD step is linear, so it applies the parts in
+    turn (``sparse_steps``) and the direct weights' 400k cells are never
+    merged. The parts may be views of the exchange's buffers: they hold
+    until the next exchange."""
+
+    def __init__(self, parts: list, like: SparseGrad):
+        self.parts, self.like, self._total = parts, like, None
+
+    @property
+    def dtype(self):
+        return self.like.values.dtype
+
+    def total(self) -> SparseGrad:
+        if self._total is None:
+            self._total = sum_parts(self.parts, self.like)
+        return self._total
+
+    def sparse_steps(self) -> list:
+        """The parts as ``SparseGrad``s, in rank order."""
+        return [SparseGrad(ids, values, self.like.shape, self.like.axis) for ids, values in self.parts]
+
+    def sq_sum(self) -> float:
+        """Σ over the parts of Σ g²: finite exactly when every part is (the
+        plain parameters' check; clipping takes the norm of ``total``)."""
+        return sum(g.sq_sum() for g in self.sparse_steps())
+
+
+_marks: dict = {}   # ids along an axis of n -> (a False mask, a position table): kept, left all False
+
+
+def sum_parts(parts: list, like: SparseGrad) -> SparseGrad:
+    """The sum of several processes' ``(ids, values)`` of one gradient (each
+    laid out as ``like.values``, sorted unique ids): the union of the ids,
+    each part added in turn in the order of ``parts``, so every process that
+    sums the same parts gets the same bits. The union is read off a mask
+    over the axis, an O(n) scan: sorting the ids (``np.unique``) of the
+    direct weights' 400k cells took 30 times as long.
+    Adding into the columns of U in place is ten times faster than sorting
+    rows and reducing them."""
+    n = like.shape[like.axis]
+    if n not in _marks:
+        if len(_marks) > 8:
+            _marks.clear()
+        _marks[n] = (np.zeros(n, bool), np.empty(n, np.int64))
+    mask, pos = _marks[n]
+    for index, _ in parts:
+        mask[index] = True
+    ids = np.flatnonzero(mask)
+    mask[ids] = False
+    pos[ids] = np.arange(len(ids))
+    shape, v = like.shape_of(len(ids)), like.values
+    # In the values' own layout: U's columns are word by word (``core.params``).
+    out = np.zeros(shape[::-1], v.dtype).T if v.ndim == 2 and v.strides[0] < v.strides[1] else np.zeros(shape, v.dtype)
+    for index, values in parts:
+        at = pos[index]
+        if like.axis == 0:
+            out[at] += values
+        else:
+            out[..., at] += values
+    return SparseGrad(ids, out, like.shape, like.axis)
