@@ -218,7 +218,7 @@ def _pieces(p):
 
 
 # G0 of Adagrad, chosen by quality on KJV and WikiText-2 (README, "Training").
-ADAGRAD_INITIAL = 0.0
+ADAGRAD_INITIAL = 1e-10
 
 
 class SGD(Optimizer):
@@ -301,7 +301,8 @@ DEFAULT_LR = {"sgd": 8.0, "adagrad": 0.1, "adam": 0.002, "lazyadam": 0.002}
 
 
 def make_optimizer(name: str, params: dict, lr: float | None = None, clip: float = 0.0,
-                   plain: dict | None = None) -> Optimizer:
+                   plain: dict | None = None, initial: float | None = None) -> Optimizer:
+    """``initial``: where the state arrays start (None: the optimizer's own, Adagrad's G0)."""
     if name not in OPTIMIZERS:
         raise ElmanError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
-    return OPTIMIZERS[name](params, DEFAULT_LR[name] if lr is None else lr, clip, plain)
+    return OPTIMIZERS[name](params, DEFAULT_LR[name] if lr is None else lr, clip, plain, initial)
