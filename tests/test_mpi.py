@@ -259,6 +259,19 @@ def test_threads_per_process(tmp_path):
     assert threads(ELMAN_THREADS="3") == [3, 3]
 
 
+def test_rank_0_knows_whether_the_launcher_writes_to_a_terminal():
+    """Rank 0's stderr is a pipe to mpiexec; its progress bar asks mpiexec's."""
+    import pty
+    code = "from elman.training.distributed import launcher_on_terminal as t; print(t())"
+    for terminal in (True, False):
+        main, child = pty.openpty() if terminal else (None, subprocess.PIPE)
+        r = subprocess.run([str(MPIEXEC), "-n", "2", sys.executable, "-c", code], env=_env(),
+                           stdout=subprocess.PIPE, stderr=child, text=True, timeout=60)
+        if terminal:
+            os.close(main), os.close(child)
+        assert r.returncode == 0 and r.stdout.split() == [str(terminal)] * 2, (r.returncode, r.stdout, r.stderr)
+
+
 def test_bench_processes_runs_both_jobs_and_models_the_cluster():
     """Not a speed test: the bench's jobs run the trainer's update and report what the model needs."""
     r = _run(0, "bench", "--processes", "2", "--V", "300", "--d", "8", "--Dh", "8", "--B", "4", "--T", "5",
@@ -270,6 +283,20 @@ def test_bench_processes_runs_both_jobs_and_models_the_cluster():
     assert [row["N"] for row in res["model"]] == [1, 2, 4, 8, 16, 32, 64]
     assert res["model"][0]["10 Gbit/s"] == res["one_words_s"]
     assert res["model"][-1]["100 Gbit/s"] > res["model"][-1]["10 Gbit/s"] > res["one_words_s"]
+
+
+@pytest.mark.parametrize("recipe", [["--recipe", "--sampled", "20", "--direct", "0.01"],
+                                    ["--classes", "4", "--direct", "0.01", "--dropout", "0.25"]])
+def test_bench_processes_takes_the_options_of_elman_train(recipe):
+    """The trainer's update with the recipe or a class softmax; each
+    process's share of the sparse gradients (the direct weights' among
+    them) is what the model of other machines reads."""
+    r = _run(0, "bench", "--processes", "2", "--V", "300", "--d", "8", "--Dh", "8", "--B", "4", "--T", "5",
+             "--steps", "2", "--rounds", "1", *recipe)
+    assert r.returncode == 0, r.stderr
+    assert "direct M=10000 order 3" in r.stdout and "dropout 0.25" in r.stdout
+    sparse = re.search(r"sparse, one process's \(ids, rows\) / dense: (.*)", r.stdout).group(1)
+    assert "D " in sparse and "L " in sparse
 
 
 def test_ranks_build_the_token_id_cache_once_with_forked_tokenisers(tmp_path):
