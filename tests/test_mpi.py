@@ -154,15 +154,20 @@ def test_validation_is_elman_eval_to_the_last_digit(tmp_path):
     assert json.loads(ev.stdout)["perplexity"] == rows[-1]["valid_ppl"]
 
 
-def test_the_dense_path_and_the_class_softmax(corpus, tmp_path):
-    """MPI's all-reduce (as between machines) with the sparse gradients
-    densified into it, and a class softmax's dense U and direct connections."""
+@pytest.mark.parametrize("exchange", ["mpi", "shared memory"])
+def test_the_dense_path_and_the_class_softmax(corpus, tmp_path, exchange):
+    """The sparse gradients densified: into MPI's all-reduce (as between
+    machines), or summed as dense tensors in shared memory; a class
+    softmax's U (its columns laid out word by word) and direct connections."""
     _, files = corpus
     args = [*files, *ARGS[:8], "--epochs", "1", "--classes", "3", "--dropout", "0.2", "--direct", "0.01"]
     assert _run(0, "train", *args, "--out", tmp_path / "a", "--quiet").returncode == 0
-    r = _run(2, "train", *args, "--out", tmp_path / "b", "--quiet", env=_env(ELMAN_EXCHANGE="mpi", ELMAN_SPARSE_REDUCE="dense"))
+    env = _env(ELMAN_SPARSE_REDUCE="dense", **({"ELMAN_EXCHANGE": "mpi"} if exchange == "mpi" else {}))
+    r = _run(2, "train", *args, "--out", tmp_path / "b", "--quiet", env=env)
     assert r.returncode == 0, r.stderr
     assert _worst(tmp_path / "a", tmp_path / "b") <= BOUND
+    cfg = json.loads((tmp_path / "b" / "last" / "config.json").read_text())
+    assert cfg["train_state"]["comm"]["exchange"] == exchange
 
 
 def _progress(out: Path):

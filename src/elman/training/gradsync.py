@@ -246,7 +246,7 @@ class GradSync:
         ids = {k: int(counts[:, j].sum()) for j, k in enumerate(sparse)}
         self._offer(grads, dense_bytes, gathered_bytes, ids)
         if self.node is not None:
-            summed, dense_read, sparse_read = self.node.exchange(grads, counts)
+            summed, dense_read, sparse_read = self.node.exchange(grads, counts, self._node_dense(sparse))
             self.reduced_bytes += dense_read // self.size
             self.gathered_bytes += sparse_read
             return self._done(t0, summed, grads, loss, flags)
@@ -260,6 +260,10 @@ class GradSync:
             for k in gather:
                 self.gathered[k] = self.gathered.get(k, 0) + 1
         return self._done(t0, summed, grads, loss, flags)
+
+    def _node_dense(self, sparse: dict) -> set:
+        """The sparse gradients to sum densely through shared memory."""
+        return set(sparse) if os.environ.get(OVERRIDE) == "dense" else set()
 
     def _offer(self, grads: dict, dense_bytes: dict, gathered_bytes: dict, ids: dict) -> None:
         """Sum up what a model of other machines needs (``stats``)."""
