@@ -218,7 +218,7 @@ def _pieces(p):
 
 
 # G0 of Adagrad, chosen by quality on KJV and WikiText-2 (README, "Training").
-ADAGRAD_INITIAL = 1e-10
+ADAGRAD_INITIAL = 1e-7
 
 
 class SGD(Optimizer):
