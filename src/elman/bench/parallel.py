@@ -39,7 +39,7 @@ MACHINES = (1, 2, 4, 8, 16, 32, 64)
 
 def worker(cfg: Config) -> None:
     """One process of a bench job: rank 0 reads "train n" lines, every rank steps."""
-    from elman.core.model import Params
+    from elman.model import Params
     from elman.core.sampled import Sampler, unigram_proposal
     from elman.training.distributed import connect
     from elman.training.state import Settings, make_run_optimizer
@@ -93,7 +93,7 @@ def train_update(p, params, opt, comm, x, y, h, cfg: Config, sampler, part: slic
     streams of a synthetic window: the gradients, their exchange, the step.
     Direct connections read no history before the window (the trainer's
     first window of an epoch)."""
-    from elman.core.model import bptt
+    from elman.model import bptt
     positions = cfg.B * cfg.T
     sampled = (sampler.draw(opt.t), sampler.log_q) if sampler else None
     dropout = (cfg.dropout, (cfg.seed, opt.t), (part.start, cfg.B)) if cfg.dropout else None
