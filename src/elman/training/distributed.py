@@ -113,6 +113,27 @@ def _launched():
     return None
 
 
+LAUNCHERS = ("mpiexec", "mpiexec.hydra", "mpirun", "orterun", "prterun", "srun")
+
+
+def launcher_on_terminal() -> bool:
+    """Whether the MPI launcher that started this process writes its stderr to
+    a terminal. A rank's own stderr is a pipe to the launcher (through a
+    proxy), so a progress bar asks the launcher's instead (Linux's /proc)."""
+    pid = os.getpid()
+    for _ in range(4):                          # rank <- proxy <- launcher, and a wrapper or two
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{pid}/comm") as f:
+                name = f.read().strip()
+            if name in LAUNCHERS:
+                return os.readlink(f"/proc/{pid}/fd/2").startswith(("/dev/pts/", "/dev/tty"))
+        except (OSError, ValueError, IndexError):
+            return False
+    return False
+
+
 def connect():
     """``Local()``, or under an MPI launcher with N > 1 an ``MPIComm`` whose
     processes each use their share of the machine's cores."""
