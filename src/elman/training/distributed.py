@@ -32,6 +32,7 @@ import zlib
 
 import numpy as np
 
+from elman import progress
 from elman.errors import ElmanError
 from elman.fast import threads
 from elman.training.gradsync import GradSync
@@ -165,6 +166,8 @@ class MPIComm:
         self.MPI, self.world = MPI, world
         self.rank, self.size = world.Get_rank(), world.Get_size()
         self.writer = self.rank == 0
+        # One bar for the job: rank 0's, drawn when the launcher's stderr is a terminal.
+        progress.configure(terminal=launcher_on_terminal()) if self.writer else progress.configure(quiet=True)
         self.sync = GradSync(world, MPI)
         self.where = self._allgather_json(_here())
 
