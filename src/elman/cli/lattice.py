@@ -126,6 +126,7 @@ def run_import(args) -> int:
         raise ElmanError(f"{args.out}: already holds a model; give a new directory")
     save_checkpoint(args.out, p.as_dict(), vocab, config)
     say(f"wrote {args.out}: V={p.V}, Dh={p.Dh}, " + (f"{p.classes} classes" if p.classes else "full softmax")
+        + (f", direct connections ({p.D.size:,} weights, order {p.order}, RNNLM's hashing)" if p.order else "")
         + f" (from {args.rnnlm}, version {config['rnnlm']['version']})")
     return 0
 
