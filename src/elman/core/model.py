@@ -73,11 +73,12 @@ def step_gradients(p: Params, x: int, y: int, h_prev) -> dict:
 # ---------------------------------------------------------- truncated BPTT
 
 
-def _forward_hidden(p: Params, inputs, h0, e_mask=None):
+def _forward_hidden(p: Params, inputs, h0, e_mask=None, grad: bool = True):
     """Run the recurrence over (B,T) inputs. Returns (x, e, hs, caches) with
     positions in time-major order (row t*B + b), hs (T+1,B,Dh), hs[0] = h0,
     and each step's ``rnn_step_forward`` cache; with ``e_mask`` (B*T,d), e
-    is the embedding after dropout."""
+    is the embedding after dropout. ``grad`` False (scoring): no caches
+    (None), the time loop compiled (``fast.scan``)."""
     B, T = inputs.shape
     x = _time_major(inputs)
     e, _ = embedding_forward(x, p.L)
@@ -88,15 +89,18 @@ def _forward_hidden(p: Params, inputs, h0, e_mask=None):
     caches = []
     with one_blas_thread():
         a = rnn_input_forward(e, p.I, p.b1).reshape(T, B, -1)
+        if not grad:
+            from elman.fast.scan import scan_forward     # Numba's import: only scoring pays it
+            return x, e, scan_forward(p.H, a, hs), None
         for t in range(T):
             caches.append(rnn_step_forward(hs[t], a[t], p.H, out=hs[t + 1])[1])
     return x, e, hs, caches
 
 
-def _forward_positions(p: Params, inputs, targets, h0, e_mask=None):
+def _forward_positions(p: Params, inputs, targets, h0, e_mask=None, grad: bool = True):
     """The forward recurrence plus the time-major targets and the stacked h(t):
     (x, e, hs, caches, y (B*T,), h_all (B*T,Dh)), row t*B + b for stream b at step t."""
-    x, e, hs, caches = _forward_hidden(p, np.asarray(inputs), h0, e_mask)
+    x, e, hs, caches = _forward_hidden(p, np.asarray(inputs), h0, e_mask, grad)
     y = _time_major(targets)
     return x, e, hs, caches, y, hs[1:].reshape(len(y), -1)
 
@@ -283,13 +287,14 @@ def window_losses(p: Params, windows, h0, history=None, states: bool = False):
 
     windows = iter(windows)
     window, feats = fetch()
-    ready = None if window is None else _forward_positions(p, *window, h0)
+    ready = None if window is None else _forward_positions(p, *window, h0, grad=False)
     while ready is not None:
         _, _, hs, _, y, h_all = ready
         window, next_feats = fetch()
 
         def ahead(hs=hs, window=window):
-            return None if window is None else _forward_positions(p, *window, hs[-1][:np.shape(window[0])[0]])
+            return None if window is None else _forward_positions(p, *window, hs[-1][:np.shape(window[0])[0]],
+                                                                  grad=False)
 
         losses, ready = _bounded_losses(p, h_all, y, ahead, feats)
         feats = next_feats
