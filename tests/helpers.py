@@ -137,7 +137,7 @@ SMALL = dict(hidden=12, embed=10, streams=4, steps=6)
 # The plain Elman model of the seed, as training's defaults were before the
 # recipe (issue 13): tests that pin a run's figures or compare with code
 # that has no direct connections, dropout or annealing train this.
-PLAIN = dict(dropout=0.0, direct=0.0, sampled=0, anneal=0)
+PLAIN = dict(dropout=0.0, direct=0.0, sampled=0, anneal=0, classes=0)
 
 
 # -- checkpoints of a tiny model ------------------------------------------------

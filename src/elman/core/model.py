@@ -320,8 +320,11 @@ def _bounded_losses(p: Params, h_all, y, ahead, feats=None):
         rows = slice(i, i + step)
         part = feats and _RowsOf(feats, np.arange(len(y))[rows])
         if p.classes:
-            losses[rows], _ = class_output_losses(h_all[rows], p.U, p.b2, p.Uc, p.bc, p.class_bounds, y[rows], part)
-            ready = ahead() if i == 0 else ready
+            from elman.fast.classscore import class_losses      # Numba's import: only scoring pays it
+            later = beside(ahead) if i == 0 else None       # the next recurrence (compiled, no GIL) beside
+            direct = feats and (p.D, feats.O[rows], feats.Oc[rows])
+            losses[rows] = class_losses(h_all[rows], p.U, p.b2, p.Uc, p.bc, p.class_bounds, y[rows], direct)
+            ready = later() if i == 0 else ready
         else:
             losses[rows], _, got = output_losses(h_all[rows], p.U, p.b2, y[rows], overlap=ahead if i == 0 else None,
                                                  add=part and part.add_words)
