@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from elman.core.classes import class_log_probs
-from elman.core.model import bptt, features, forward_losses
+from elman.model import bptt, features, forward_losses
 from elman.core.params import Params
 from elman.fast.classscore import class_losses
 

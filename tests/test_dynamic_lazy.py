@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from elman import Params
-from elman.core.model import bptt
+from elman.model import bptt
 from elman.inference import dynamic
 
 V, EOS = 13, 0

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from elman.core.layers import rnn_step_forward
-from elman.core.model import bptt, forward_losses
+from elman.model import bptt, forward_losses
 from elman.core.params import Params
 from elman.fast.scan import scan_forward
 

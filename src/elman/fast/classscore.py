@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from elman.fast.output import stacked_bias
+from elman.core.params import stacked_bias
 
 
 @njit(cache=True, nogil=True, fastmath=True)
