@@ -56,3 +56,34 @@ def test_class_losses_want_the_word_major_layout():
     p = _model("float64", 0)
     with pytest.raises(ValueError):
         class_losses(np.zeros((1, p.Dh)), np.ascontiguousarray(p.U), p.b2.copy(), p.Uc, p.bc, p.class_bounds, [0])
+
+
+def test_a_file_says_how_it_scores_and_older_files_score_as_before(tmp_path):
+    """config.json's "scoring": new files "compiled"; a file without the key
+    scores by the NumPy path, the gradient pass's numbers digit for digit;
+    the two paths agree to rounding."""
+    import json
+
+    from elman import modelfile
+    from elman.data import Vocab
+    from elman.inference import evaluate
+    from helpers import random_model
+    V = 30
+    p = random_model(V=V, d=5, Dh=7, dtype="float32", classes=4, direct=200)
+    vocab = Vocab(["<eos>", "<unk>"] + [f"w{i}" for i in range(V - 2)], counts=np.arange(3 * V, 2 * V, -1))
+    modelfile.save_checkpoint(tmp_path, p.as_dict(), vocab, {"level": "word"})
+    cfg_path = tmp_path / modelfile.CONFIG_FILE
+    assert json.loads(cfg_path.read_text())["scoring"] == "compiled"
+    new, _, _ = evaluate.load(tmp_path)
+    cfg = json.loads(cfg_path.read_text())
+    del cfg["scoring"]
+    cfg_path.write_text(json.dumps(cfg))               # as a file written before the key
+    old, _, _ = evaluate.load(tmp_path)
+    assert (new.scoring, old.scoring, old.copy().scoring) == ("compiled", "numpy", "numpy")
+    ids = np.random.default_rng(5).integers(0, V, 200)             # one window of eval
+    fast, slow = evaluate.stream_losses(new, ids, 0), evaluate.stream_losses(old, ids, 0)
+    x = np.r_[0, ids[:-1]][None]
+    ref, _, _ = bptt(old, x, ids[None], np.zeros((1, old.Dh), old.dtype), per_position=True)
+    np.testing.assert_array_equal(slow, ref[0].astype(np.float64))   # the NumPy path: the very same numbers
+    np.testing.assert_allclose(fast, slow, rtol=3e-5, atol=3e-5)
+    assert not np.array_equal(fast, slow)                             # two paths, truly

@@ -260,16 +260,19 @@ def window_losses(p: Params, windows, h0, history=None, states: bool = False):
 
     windows = iter(windows)
     window, feats = fetch()
-    ready = None if window is None else _forward_positions(p, *window, h0, grad=False)
+    grad = p.scoring != "compiled"  # "numpy": the step-by-step path of the gradient pass, digit for digit
+    with one_blas_thread():         # every product of scoring is small: BLAS's threads would only spin
+        ready = None if window is None else _forward_positions(p, *window, h0, grad=grad)
     while ready is not None:
         _, _, hs, _, y, h_all = ready
         window, next_feats = fetch()
 
         def ahead(hs=hs, window=window):
             return None if window is None else _forward_positions(p, *window, hs[-1][:np.shape(window[0])[0]],
-                                                                  grad=False)
+                                                                  grad=grad)
 
-        losses, ready = _bounded_losses(p, h_all, y, ahead, feats)
+        with one_blas_thread():
+            losses, ready = _bounded_losses(p, h_all, y, ahead, feats)
         feats = next_feats
         T, B = hs.shape[0] - 1, hs.shape[1]
         yield losses.reshape(T, B).T, (hs[1:] if states else hs[-1].copy())
@@ -292,9 +295,15 @@ def _bounded_losses(p: Params, h_all, y, ahead, feats=None):
     for i in range(0, max(len(y), 1), step):
         rows = slice(i, i + step)
         part = feats and _RowsOf(feats, np.arange(len(y))[rows])
-        losses[rows], got = layer.scores(p, h_all[rows], y[rows], direct=part, overlap=ahead if i == 0 else None)
+        score = layer.scores if p.scoring == "compiled" else _losses_of(layer)
+        losses[rows], got = score(p, h_all[rows], y[rows], direct=part, overlap=ahead if i == 0 else None)
         ready = got if i == 0 else ready
     return losses, ready
+
+
+def _losses_of(layer):
+    """The layer's ``losses`` as ``scores`` returns them: (losses, done)."""
+    return lambda *args, **kw: layer.losses(*args, **kw)[::2]
 
 
 class _RowsOf:
