@@ -336,17 +336,24 @@ def rnn_step(p: Params, x_ids, h_prev):
 
 
 def output_probs(p: Params, h, context=None):
-    """yhat = softmax(h U + b2), (B,V); with classes, P(c(w)|h) P(w|c(w),h).
-    With direct connections of order N, ``context`` (B, >= N-1): the words
-    up to and including the one just read (-1: none; None: only none)."""
+    """yhat = softmax(h U + b2), (B,V); with classes, P(c(w)|h) P(w|c(w),h):
+    exp of ``output_log_probs``."""
+    return np.exp(output_log_probs(p, h, context))
+
+
+def output_log_probs(p: Params, h, context=None):
+    """log yhat (B,V), natural log, by the model's output layer (its
+    ``log_probs``). With direct connections of order N, ``context`` (B, >=
+    N-1): the words up to and including the one just read (-1: none; None:
+    only none)."""
     h = np.atleast_2d(h)
     extra = None
     if p.D is not None:
         last = None if context is None else np.asarray(context)[:, -1:]
         extra = features(p, np.full((len(h), 1), -1) if last is None else last,
                          None if context is None else np.asarray(context)[:, :-1]).dense_terms()
-    return np.exp(layer_for(p).log_probs(p, h, extra))
+    return layer_for(p).log_probs(p, h, extra)
 
 
 __all__ = ["Params", "PARAM_NAMES", "CLASS_NAMES", "DIRECT_NAMES", "features", "step_gradients", "bptt", "forward_losses",
-           "window_losses", "dropout_masks", "rnn_step", "output_probs", "sigmoid"]
+           "window_losses", "dropout_masks", "rnn_step", "output_probs", "output_log_probs", "sigmoid"]
