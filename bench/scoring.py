@@ -69,7 +69,7 @@ def v800k(pin: bool, n: int = 200_000) -> dict:
 import json, resource, time, numpy as np
 from elman.bench.speed import zipf_counts
 from elman.core.params import Params
-from elman.core.perplexity import perplexity
+from elman.model.perplexity import perplexity
 from elman.training.state import Settings, default_classes
 V = 800_000
 s = Settings(train="", valid=""); s.fit_vocabulary(V)
