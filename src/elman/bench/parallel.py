@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from elman import progress
 from elman.bench.speed import SETTLE_S, Config, synthetic_batches
 
 # Networks of the model: (name, bytes/s, seconds of latency per message step).
@@ -92,7 +93,8 @@ class _Job:
         env = {**os.environ, "ELMAN_THREADS": str(threads)}
         self.proc = subprocess.Popen([str(mpiexec), "-n", str(processes), sys.executable, "-m",
                                       "elman.bench.parallel", json.dumps(asdict(cfg))],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+                                     start_new_session=True)     # Ctrl-C stops the parent alone (speed._Worker)
         self.rounds = []
 
     def run(self, n: int) -> dict:
@@ -116,9 +118,12 @@ def bench(cfg: Config, processes: int, steps: int = 20, rounds: int = 5) -> dict
     per = max(1, steps // rounds)
     one, many = _Job(1, processes, cfg), _Job(processes, 1, cfg)
     try:
-        one.run(2), many.run(2)                         # warm up: pools, page faults, calibration
-        for _ in range(rounds):
-            one.run(per), many.run(per)
+        with progress.job("bench", "steps", 2 * (2 + rounds * per)) as job:
+            one.run(2), many.run(2)                         # warm up: pools, page faults, calibration
+            job.update(4)
+            for _ in range(rounds):
+                one.run(per), many.run(per)
+                job.update(2 * per)
     finally:
         one.close(), many.close()
     words = cfg.B * cfg.T

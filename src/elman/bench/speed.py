@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from elman import progress
 from elman.bench.machine import PEAK_N, blas_info, cpus, kernel_note, matmul_peak
 from elman.training.optim import SGD
 from elman.core.sampled import Sampler, unigram_proposal
@@ -229,9 +230,11 @@ def runner_arrays(runner) -> dict:
 class _Worker:
     def __init__(self, impl: str, cfg: Config):
         self.impl, self.cfg = impl, cfg
+        # A session of its own: Ctrl-C on the terminal stops the parent alone,
+        # and the worker ends when its stdin closes with it.
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "elman.bench.speed", impl, json.dumps(asdict(cfg))],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
         self.info = self._read()
         self.times = {"train": [], "eval": []}
         self.rss = 0
@@ -272,15 +275,18 @@ def bench(cfg: Config, steps: int = 20, rounds: int = 5, vs_torch: bool = False)
         workers["elman recipe"] = _Worker("elman", cfg)
     if vs_torch:
         workers["torch full"] = _Worker("torch", full)
-    for w in workers.values():                      # warm up: caches, pools, page faults
-        w.run("train", 2)
-        w.run("eval", 1)
-    peaks = []
-    for r in range(rounds):
-        peaks.append(matmul_peak())
-        for mode in ("train", "eval"):
-            for w in workers.values():
-                w.times[mode].append(w.run(mode, per))
+    with progress.job("bench", "steps", len(workers) * (3 + 2 * rounds * per)) as job:
+        for w in workers.values():                      # warm up: caches, pools, page faults
+            w.run("train", 2)
+            w.run("eval", 1)
+            job.update(3)
+        peaks = []
+        for r in range(rounds):
+            peaks.append(matmul_peak())
+            for mode in ("train", "eval"):
+                for w in workers.values():
+                    w.times[mode].append(w.run(mode, per))
+                    job.update(per)
     for w in workers.values():
         w.close()
     peak = max(peaks)

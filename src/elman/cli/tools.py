@@ -1,7 +1,7 @@
 """``elman gradcheck``, ``elman bench``, ``elman plot``, ``elman demo``."""
 from __future__ import annotations
 
-from elman.cli.args import add_cache_dir, add_sizes, ngram_order, nonnegative_float, positive_float, positive_int, rate
+from elman.cli.args import add_cache_dir, add_quiet, add_sizes, ngram_order, nonnegative_float, positive_float, positive_int, rate
 from elman.errors import ElmanError
 
 def add_gradcheck(sub):
@@ -23,7 +23,7 @@ def run_gradcheck(args) -> int:
     return 0 if all(r.max_rel_error < args.tol for r in rows) else 1
 
 
-BENCH_T = 20       # elman bench's T without --recipe (the README's speed tables)
+BENCH_T = 20       # elman bench's T without --recipe (the speed tables of docs/benchmarks)
 
 
 def add_bench(sub):
@@ -60,6 +60,7 @@ def add_bench(sub):
                                                       "(default: elman-corpus-bench in the temporary directory)")
     p.add_argument("--compare-src", metavar="DIR", help="with --corpus: also run the elman whose source tree "
                                                         "(the directory holding elman/) is DIR")
+    add_quiet(p)
     p.set_defaults(func=run_bench)
 
 
@@ -97,7 +98,7 @@ def _take_recipe(args) -> None:
     """Fill what ``--recipe`` sets and the options left unset: the train defaults."""
     from elman.training.state import DIRECT, default, default_classes
 
-    if args.T is None:          # the README's tables are at T = 20; a recipe is train's, its T included
+    if args.T is None:          # the speed tables are at T = 20; a recipe is train's, its T included
         args.T = default("steps") if args.recipe else BENCH_T
     if args.recipe:
         if not args.sampled:    # train's output layer: a class softmax (with --sampled S, the full one)
@@ -178,6 +179,7 @@ def add_cache(sub):
                                    "or clear them (only files elman wrote, and none a running build holds).")
     p.add_argument("action", choices=("list", "clear"))
     add_cache_dir(p)
+    add_quiet(p)
     p.set_defaults(func=run_cache)
 
 

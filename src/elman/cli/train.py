@@ -5,7 +5,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from elman.cli.args import add_cache_dir, ngram_order, nonnegative_float, nonnegative_int, positive_float, positive_int, rate
+from elman.cli.args import add_cache_dir, add_quiet, ngram_order, nonnegative_float, nonnegative_int, positive_float, positive_int, rate
 from elman.errors import ElmanError
 from elman.training.optim import DEFAULT_LR
 from elman.training.state import DIRECT, SAMPLED, Settings, default
@@ -74,7 +74,7 @@ def add_train(sub):
                    help="plain SGD rate of the direct weights, per token, halved with the run's rate "
                         f"(default {default('direct_lr'):g}; RNNLM's is 0.1)")
     p.add_argument("--minutes", type=positive_float, metavar="M",
-                   help="stop after M minutes of this session: the epoch in progress is cut short, "
+                   help="stop after M minutes of this run: the epoch in progress is cut short, "
                         "validated and kept if better (default: no limit)")
     p.add_argument("--checkpoint-every", type=positive_int, metavar="N",
                    help="also checkpoint every N batches (default: each epoch only)")
@@ -83,7 +83,7 @@ def add_train(sub):
     again = p.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue the run saved in DIR/last")
     again.add_argument("--force", action="store_true", help="replace a model already in DIR")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    add_quiet(p, "no progress bar or per-epoch lines")
     add_cache_dir(p)
     p.set_defaults(func=run_train)
 
