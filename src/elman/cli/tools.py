@@ -115,9 +115,10 @@ def _bench_processes(args, cfg) -> int:
 
     from elman.bench import parallel
 
-    if args.classes or args.vs_torch or args.direct or args.dropout:
-        raise ElmanError("--processes compares processes with threads on the full or sampled softmax; "
-                         "drop --classes, --direct, --dropout, --recipe and --vs-torch")
+    if args.vs_torch:
+        raise ElmanError("--processes compares elman's processes with its threads; drop --vs-torch")
+    if args.classes and args.sampled:
+        raise ElmanError("--processes trains one model, as elman train: --classes or --sampled, not both")
     if args.B % args.processes:
         raise ElmanError(f"--B {args.B}: {args.processes} processes cannot share {args.B} streams equally")
     if importlib.util.find_spec("mpi4py") is None:
