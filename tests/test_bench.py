@@ -147,14 +147,20 @@ def test_corpus_bench_runs_cold_then_warm_and_reports(tmp_path):
 
 
 def test_bench_recipe_is_elman_trains_defaults(capsys):
-    """--recipe fills in train's defaults: S, the table size, the order, the dropout rate."""
-    from elman.training.state import DIRECT, SAMPLED
-    assert cli.main(["bench", "--V", "40", "--d", "3", "--Dh", "4", "--B", "2", "--T", "3", "--steps", "2",
-                     "--rounds", "1", "--recipe", "--json"]) == 0
+    """--recipe fills in train's defaults: the classes, the table size, the order, the dropout rate;
+    with --sampled S, the full softmax trained sampled."""
+    from elman.training.state import DIRECT, default_classes
+    tiny = ["bench", "--V", "40", "--d", "3", "--Dh", "4", "--B", "2", "--T", "3", "--steps", "2", "--rounds", "1",
+            "--recipe", "--json"]
+    assert cli.main(tiny) == 0
     c = json.loads(capsys.readouterr().out)["config"]
-    assert (c["sampled"], c["direct"], c["direct_order"], c["dropout"]) == (SAMPLED, DIRECT * 1e6, 3, 0.25)
-    assert cli.main(["bench", "--V", "40", "--recipe", "--classes", "4"]) == 2
-    assert "--recipe" in capsys.readouterr().err
+    assert (c["classes"], c["sampled"], c["direct"], c["direct_order"], c["dropout"]) == \
+        (default_classes(40), 0, DIRECT * 1e6, 3, 0.25)
+    assert cli.main(tiny + ["--sampled", "10"]) == 0
+    c = json.loads(capsys.readouterr().out)["config"]
+    assert (c["classes"], c["sampled"]) == (0, 10)
+    assert cli.main(["bench", "--V", "40", "--recipe", "--classes", "4", "--sampled", "10"]) == 2
+    assert "--classes or --sampled" in capsys.readouterr().err
 
 
 def test_bench_recipe_takes_trains_bptt_unless_given(capsys):

@@ -92,7 +92,16 @@ class Params:
     The constructor copies U and b2 there unless they already are, so a
     Params does not share U or b2 with the arrays it was made from;
     ``as_dict`` returns the views themselves.
+
+    ``scoring`` (not a tensor): how scoring runs the model, "compiled" (the
+    compiled time loop and class softmax of ``fast.scan`` and
+    ``fast.classscore``, equal to the NumPy path to rounding) or "numpy"
+    (the step-by-step NumPy path). A model file says which in config.json;
+    files written before the key existed score by "numpy", so their
+    figures stay the same to the last digit.
     """
+    scoring = "compiled"            # a class attribute, not a field: as_dict holds tensors only
+
     L: np.ndarray
     I: np.ndarray
     H: np.ndarray
@@ -242,10 +251,9 @@ class Params:
 
     def astype(self, dtype) -> "Params":
         """The float tensors cast to ``dtype`` (class_bounds stay integers)."""
-        return self._like({k: v.astype(dtype) if v.dtype.kind == "f" else v.copy()
-                           for k, v in self.as_dict().items()})
+        return self._like({k: v.astype(dtype) if v.dtype.kind == "f" else v.copy() for k, v in self.as_dict().items()})
 
     def _like(self, arrays: dict) -> "Params":
-        p = type(self)(**arrays)
-        p.direct_hash = self.direct_hash
-        return p
+        out = type(self)(**arrays)
+        out.scoring, out.direct_hash = self.scoring, self.direct_hash
+        return out
