@@ -12,7 +12,7 @@ import threading
 
 import numpy as np
 
-from elman.fast import scratch
+from elman.fast import kernels_optim as ko, scratch
 from elman.errors import ElmanError
 from elman.fast.threads import chunks, parallel_for
 from elman.core.sparse import SparseGrad, sq_sum
@@ -56,6 +56,7 @@ class Optimizer:
     name = ""
     slots: tuple = ()  # per-parameter state arrays, e.g. Adam's ("m", "v")
     dense_only = False
+    compiled = True    # SGD's and Adagrad's rules through ``fast.kernels_optim`` (False: NumPy's, the reference)
 
     def __init__(self, params: dict, lr: float, clip: float = 0.0, plain: dict | None = None):
         self.lr = self.lr0 = float(lr)
@@ -88,6 +89,8 @@ class Optimizer:
     def _plain_step(self, p, g, rate: float) -> None:
         """p <- p - rate · (lr / lr0) · g."""
         c = p.dtype.type(rate * self.lr / self.lr0)
+        if self.compiled and self._rows(lambda P, _, v, i: ko.sgd(P, v, i, c), p, g, {}):
+            return
         if isinstance(g, SparseGrad):
             g.put(p, g.take(p) - c * g.values)
         else:
@@ -98,6 +101,8 @@ class Optimizer:
         state = {slot: self.state[slot][k] for slot in self.slots}
         if isinstance(g, SparseGrad) and self.dense_only:
             g = g.dense()
+        if self.compiled and self._rows(self.rows_rule, p, g, state):
+            return
         if isinstance(g, SparseGrad):
             self._sparse_step(p, g, state)
         elif p.size < 1 << 18:
@@ -141,6 +146,32 @@ class Optimizer:
     def rule(self, p: np.ndarray, g: np.ndarray, **state) -> None:
         """Update ``p`` (and the state arrays) in place from ``g``."""
         raise NotImplementedError
+
+    rows_rule = None    # the rule compiled: (P, state rows or None, vals, idx) -> bool, as kernels_optim's
+
+    def _rows(self, rule, p, g, state: dict) -> bool:
+        """The compiled ``rule`` on rows of p (``kernels_optim.rows_of``): a
+        sparse gradient's rows or columns through its index, a dense one's
+        every row; big ones cut into blocks of rows that the cores share
+        (rows never repeat, so blocks are independent). False, with nothing
+        done, where there is no compiled rule or it does not take the layout."""
+        if rule is None or len(state) > 1 or np.ndim(p) not in (1, 2):
+            return False
+        sparse = isinstance(g, SparseGrad)
+        axis = g.axis if sparse else ko.dense_axis(p)
+        P, vals = ko.rows_of(p, axis), ko.rows_of(g.values if sparse else g, axis)
+        S = ko.rows_of(next(iter(state.values())), axis) if state else None
+        idx = g.index if sparse else None
+        if not all(ko.flat(a) is not None for a in (P, S) if a is not None) or not ko.compiled(P, vals):
+            return False
+        blocks = chunks(len(vals), max(1, ko.BLOCK // max(vals.shape[1], 1)))
+
+        def block(i):
+            b = blocks[i]
+            rows = (P, S) if sparse else (P[b], None if S is None else S[b])
+            rule(*rows, vals[b], idx[b] if sparse else None)
+        parallel_for(block, len(blocks), serial=len(blocks) == 1)
+        return True
 
     # -- state for the checkpoint ----------------------------------------------
 
@@ -209,6 +240,9 @@ class SGD(Optimizer):
         for i in _pieces(p):
             p[i] -= np.multiply(g[i], lr, out=_tmp("a", g[i]))
 
+    def rows_rule(self, P, _, vals, idx):
+        return ko.sgd(P, vals, idx, self.lr)
+
 
 class Adagrad(Optimizer):
     """Per-coordinate steps lr / sqrt(sum of squared gradients): rare words
@@ -221,6 +255,9 @@ class Adagrad(Optimizer):
     def rule(self, p, g, G):
         for i in _pieces(p):
             self._piece(p[i], g[i], G[i])
+
+    def rows_rule(self, P, G, vals, idx):
+        return ko.adagrad(P, G, vals, idx, self.lr, self.eps)
 
     def _piece(self, p, g, G):
         a, b = _tmp("a", g), _tmp("b", g)
