@@ -134,7 +134,7 @@ def features(p: Params, inputs, history=None):
 
 
 def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dropout=None,
-         scale: float = 1.0, history=None, per_position: bool = False):
+         scale: float = 1.0, history=None, per_position: bool = False, deferred: bool = False):
     """Loss and exact gradients over B streams of T steps (truncated BPTT).
 
     inputs, targets: int arrays (B,T), targets[b,t] = inputs[b,t+1] in a
@@ -161,6 +161,10 @@ def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dro
     of each stream before the window (-1: none; None: all none).
     ``per_position``: the losses of every position, (B,T), in place of their
     sum (dynamic evaluation scores and learns from one forward pass).
+    ``deferred`` (with ``sparse``): under sampled or class softmax, dJ/dD as
+    ``fast.kernels_direct.ScatterGrad``, the scatter that would build it,
+    which an optimizer's plain step adds straight into D (one process: a
+    sum over processes needs the arrays).
 
     Backward, in the seed's words: δ2 = yhat - y at every position (one
     product over all B·T rows gives dJ/dU and dJ/dh); then, from t = T down
@@ -171,7 +175,8 @@ def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dro
     """
     if sampled is not None and p.classes:
         raise ValueError("sampled softmax trains the full-softmax model, not a class softmax")
-    from elman.fast.rowsums import row_sums     # Numba takes 0.3 s to import: only gradients pay it
+    from elman.fast.kernels_direct import ScatterGrad   # Numba takes 0.3 s to import: only gradients pay it
+    from elman.fast.rowsums import row_sums
     B, T = np.shape(inputs)
     feats = features(p, inputs, history)
     e_mask, h_mask = dropout_masks(p, B, T, *dropout) if dropout else (None, None)
@@ -209,7 +214,9 @@ def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dro
             # The recurrence's backward pass (and the direct weights' scatter)
             # on one core, the sampled columns' gradient on the others.
             g = recurrence_backward(dh_out)
-            if feats:
+            if feats and deferred and sparse:
+                g["D"] = ScatterGrad.sampled(p.D, feats.O, y, samples, *sampled_deltas(out_cache, scale))
+            elif feats:
                 g["D"] = feats.sampled_grad(y, samples, *sampled_deltas(out_cache, scale), sparse)
             return g
         _, rows, ids, grads = sampled_backward(scale, out_cache, overlap=overlap)
@@ -224,7 +231,9 @@ def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dro
         _, cols, dU, db2, dUc, dbc, grads = class_output_backward(scale, out_cache, overlap=recurrence_backward)
         grads.update(U=SparseGrad(cols, dU, p.U.shape, -1), b2=SparseGrad(cols, db2, p.b2.shape, -1),
                      Uc=dUc, bc=dbc)
-        if feats:
+        if feats and deferred and sparse:
+            grads["D"] = ScatterGrad.classes(p.D, feats.O, feats.Oc, class_output_deltas(out_cache, scale))
+        elif feats:
             grads["D"] = feats.class_grad(class_output_deltas(out_cache, scale), sparse)
         if not sparse:
             grads = densify(grads)

@@ -13,6 +13,7 @@ import threading
 import numpy as np
 
 from elman.fast import kernels_optim as ko, scratch
+from elman.fast.kernels_direct import ScatterGrad
 from elman.errors import ElmanError
 from elman.fast.threads import chunks, parallel_for
 from elman.core.sparse import SparseGrad, sq_sum
@@ -20,7 +21,8 @@ from elman.core.sparse import SparseGrad, sq_sum
 
 def global_norm(grads: dict) -> float:
     """The L2 norm of all gradients taken together, accumulated in float64."""
-    return float(np.sqrt(sum(g.sq_sum() if isinstance(g, SparseGrad) else sq_sum(g) for g in grads.values())))
+    return float(np.sqrt(sum(g.sq_sum() if isinstance(g, (SparseGrad, ScatterGrad)) else sq_sum(g)
+                             for g in grads.values())))
 
 
 def clip_by_global_norm(grads: dict, max_norm: float) -> float:
@@ -75,7 +77,7 @@ class Optimizer:
         gradient raises FloatingPointError and leaves ``params`` untouched."""
         plain = {k: grads.pop(k) for k in self.plain if k in grads}
         norm = clip_by_global_norm(grads, self.clip)
-        if not math.isfinite(norm) or not math.isfinite(global_norm(plain)):
+        if not math.isfinite(norm) or not _finite(plain):
             raise FloatingPointError(f"the gradient norm is {norm if not math.isfinite(norm) else global_norm(plain)}")
         self.t += 1
         # The tensors' updates are independent: the cores share them, the
@@ -89,6 +91,9 @@ class Optimizer:
     def _plain_step(self, p, g, rate: float) -> None:
         """p <- p - rate · (lr / lr0) · g."""
         c = p.dtype.type(rate * self.lr / self.lr0)
+        if isinstance(g, ScatterGrad):          # the scatter that makes g, straight into p
+            g.apply(p, -c)
+            return
         if self.compiled and self._rows(lambda P, _, v, i: ko.sgd(P, v, i, c), p, g, {}):
             return
         if isinstance(g, SparseGrad):
@@ -99,6 +104,8 @@ class Optimizer:
     def _update(self, p, g, k: str) -> None:
         """The rule on parameter ``k``, dense or sparse."""
         state = {slot: self.state[slot][k] for slot in self.slots}
+        if isinstance(g, ScatterGrad):
+            g = g.dense()
         if isinstance(g, SparseGrad) and self.dense_only:
             g = g.dense()
         if self.compiled and self._rows(self.rows_rule, p, g, state):
@@ -199,6 +206,13 @@ class Optimizer:
 
 def _size(g) -> int:
     return g.values.size if isinstance(g, SparseGrad) else g.size
+
+
+def _finite(plain: dict) -> bool:
+    """Whether the plain steps' gradients are finite: a ``ScatterGrad`` by
+    its values (its table is never built), the others by their norm."""
+    return all(g.finite() if isinstance(g, ScatterGrad) else math.isfinite(global_norm({k: g}))
+               for k, g in plain.items())
 
 
 def _tmp(name: str, like: np.ndarray) -> np.ndarray:

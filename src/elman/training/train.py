@@ -254,7 +254,7 @@ def _train_epoch(run: Run, corpus: Corpus, clock: _Clock, ctrl_c: _CtrlC, quiet:
             # Gradients of the mean loss over the B*T positions of all processes, summed over them.
             positions = s.streams * x.shape[1]
             loss, grads, h = bptt(p, x, y, run.h[part], sampled=sampled, sparse=True, dropout=dropout,
-                                  scale=1.0 / positions, history=history)
+                                  scale=1.0 / positions, history=history, deferred=run.comm.size == 1)
             if "D" in grads:
                 # The direct weights' plain SGD rate is per token, as RNNLM's: an
                 # Adagrad step, normalised per weight, moves every weight the

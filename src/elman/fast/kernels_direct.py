@@ -1,0 +1,110 @@
+"""The direct weights' gradient as the scatter that would build it.
+
+Under sampled softmax (or a class softmax) a window's dJ/dD is a sum of
+N·F·S values scattered into the table D (M,): each (position n, feature f,
+column s) adds dJ/dO[n, s] at D[O[n, f] + cols[s]] (``core.direct``, whose
+``Features.sampled_grad`` and ``class_grad`` stay the reference). At the
+recipe's sizes (B·T = 320, F = 2, S = 1000, M = 2M) that touches a third
+of the table, so the reference builds it dense: it zeroes 2M entries,
+scatters, and the trainer then passes over all 2M four more times (the
+per-token scale, the finiteness check, the plain SGD step). D takes plain
+SGD steps outside the clipping (``training.optim``), a linear update, so
+
+    D <- D - c·Σ (scattered values)  =  scatter of (-c·values) into D:
+
+``ScatterGrad`` keeps the parts of the scatter, takes ``*=`` as a factor,
+and the optimizer's plain step scatters them straight into D with the
+rate (``apply``): one pass over the N·F·S cells, none over the table. It
+differs from the reference's update only in rounding (each value is
+scaled before it is added, not the sum after). ``dense()`` builds the
+reference's array, the same additions in the same order (its bits).
+
+Parts: ("cols", O (n,F), cols (S,), vals (n,S)): D[O[n,f] + cols[s]] += vals[n,s];
+("points", O (n,F), y (n,), vals (n,)): D[O[n,f] + y[n]] += vals[n].
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def scatter_cols(D, O, cols, vals, c):
+    """D[O[n, f] + cols[s]] += c·vals[n, s], n then f then s (repeats add up in that order)."""
+    N, F = O.shape
+    for n in range(N):
+        v = vals[n]
+        for f in range(F):
+            W = D[O[n, f]:]
+            for s in range(cols.shape[0]):
+                W[cols[s]] += c * v[s]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def scatter_points(D, O, y, vals, c):
+    """D[O[n, f] + y[n]] += c·vals[n], f then n (the reference's ``np.add.at`` per feature)."""
+    N, F = O.shape
+    for f in range(F):
+        for n in range(N):
+            D[O[n, f] + y[n]] += c * vals[n]
+
+
+class ScatterGrad:
+    """dJ/dD (``shape`` (M,)) as the parts of its scatter, times ``scale``."""
+
+    axis = 0
+
+    def __init__(self, shape, dtype, parts):
+        self.shape, self.dtype, self.scale = tuple(shape), np.dtype(dtype), 1.0
+        self.parts = [(kind, np.ascontiguousarray(O, np.int64), np.ascontiguousarray(at, np.int64),
+                       np.ascontiguousarray(v, dtype)) for kind, O, at, v in parts]
+
+    @classmethod
+    def sampled(cls, D, O, y, samples, dtrue, dO) -> "ScatterGrad":
+        """From ``sampled.sampled_deltas``: as ``core.direct.Features.sampled_grad``."""
+        return cls(D.shape, D.dtype, [("points", O, y, dtrue), ("cols", O, samples, dO)])
+
+    @classmethod
+    def classes(cls, D, O, Oc, parts) -> "ScatterGrad":
+        """From ``classes.class_output_deltas``' (kind, rows, c, dz): as ``Features.class_grad``."""
+        return cls(D.shape, D.dtype, [("cols", (Oc if kind == "classes" else O)[slice(None) if rows is None else rows],
+                                       np.arange(c.start, c.stop), dz) for kind, rows, c, dz in parts])
+
+    def __imul__(self, c):
+        self.scale *= float(c)
+        return self
+
+    @property
+    def size(self) -> int:
+        """Cells the scatter adds to, repeats counted."""
+        return sum(O.shape[1] * v.size for _, O, _, v in self.parts)
+
+    def finite(self) -> bool:
+        return all(bool(np.isfinite(v).all()) for *_, v in self.parts) and np.isfinite(self.scale)
+
+    def apply(self, D, c: float) -> None:
+        """D += c·scale·(this gradient), scattered straight into D."""
+        self._scatter(D, c * self.scale)
+
+    def dense(self):
+        """The gradient as an (M,) array: the reference's additions, in its order."""
+        out = np.zeros(self.shape, self.dtype)
+        self._scatter(out, 1.0)
+        if self.scale != 1.0:
+            out *= self.dtype.type(self.scale)
+        return out
+
+    def sq_sum(self) -> float:
+        d = self.dense()
+        return float(np.dot(d, d))
+
+    def _scatter(self, D, c: float) -> None:
+        c = D.dtype.type(c)
+        for kind, O, at, v in self.parts:
+            (scatter_points if kind == "points" else scatter_cols)(D, O, at, v, c)
+
+    def __repr__(self):
+        return f"ScatterGrad({self.size} cells of {self.shape} in {len(self.parts)} parts)"
+
+
+__all__ = ["ScatterGrad", "scatter_cols", "scatter_points"]
