@@ -151,8 +151,13 @@ def test_bench_recipe_is_elman_trains_defaults(capsys):
                      "--rounds", "1", "--recipe", "--json"]) == 0
     c = json.loads(capsys.readouterr().out)["config"]
     assert (c["sampled"], c["direct"], c["direct_order"], c["dropout"]) == (SAMPLED, DIRECT * 1e6, 3, 0.25)
-    assert cli.main(["bench", "--V", "40", "--recipe", "--classes", "4"]) == 2
-    assert "--recipe" in capsys.readouterr().err
+    # With --classes, the class softmax's rows beside the recipe's (whose output layer stays train's: sampled)
+    assert cli.main(["bench", "--V", "40", "--d", "3", "--Dh", "4", "--B", "2", "--T", "3", "--steps", "2",
+                     "--rounds", "1", "--recipe", "--classes", "4", "--no-full", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert {r["impl"] for r in res["rows"]} == {"elman classes", "elman sampled", "elman recipe"}
+    recipe = [r for r in res["rows"] if r["impl"] == "elman recipe" and r["mode"] == "train"][0]
+    assert recipe["output_width"] == SAMPLED + 1
 
 
 def test_bench_recipe_takes_trains_bptt_unless_given(capsys):

@@ -10,7 +10,9 @@ falls on both, and the ratio is the median of the per-round ratios.
 
 A training step is forward, backward and an in-place SGD update, as the
 trainer does them (dJ/dL, and under sampled softmax dJ/dU and dJ/db2, as
-``SparseGrad`` rows or columns), on synthetic word ids drawn from a Zipf
+``SparseGrad`` rows or columns); the recipe's step is the trainer's own
+(``elman train``'s optimizer with its clipping, the direct weights' plain
+steps scattered into D, the mean over positions), on synthetic word ids drawn from a Zipf
 law (the shape of real text, which is what the embedding scatter and the
 class softmax see). An evaluation step is one window of a stream evaluated
 as ``elman eval`` does it: the state carried from window to window, and
@@ -130,6 +132,10 @@ class _ElmanRunner(_Runner):
         self.batches = batches
         self.sampler = Sampler(unigram_proposal(counts), cfg.sampled, cfg.seed) if cfg.sampled else None
         self.opt = SGD(self.arrays, lr=0.0)         # the worker's rate comes with each step
+        self.recipe = bool(cfg.direct or cfg.dropout)
+        if self.recipe:                             # elman train's optimizer, rates and clipping
+            from elman.training.state import Settings, make_run_optimizer
+            self.opt = make_run_optimizer(Settings(train="", valid=""), self.arrays)
         self.k = 0
 
     def eval_loss(self, x, y):
@@ -146,9 +152,16 @@ class _ElmanRunner(_Runner):
         self.k += 1
         sampled = (self.sampler.draw(self.k), self.sampler.log_q) if self.sampler else None
         dropout = (self.dropout, (0, self.k)) if self.dropout else None
-        loss, grads, self.h = bptt(self.p, x, y, self.h, sampled=sampled, sparse=True,   # as the trainer
-                                   dropout=dropout)
-        self.opt.lr = lr
+        if self.recipe:                             # ``training.train``'s step, one process
+            positions = x.size
+            loss, grads, self.h = bptt(self.p, x, y, self.h, sampled=sampled, sparse=True, dropout=dropout,
+                                       scale=1.0 / positions, deferred=True)
+            if "D" in grads:
+                grads["D"] *= self.p.dtype.type(positions)
+        else:
+            loss, grads, self.h = bptt(self.p, x, y, self.h, sampled=sampled, sparse=True,   # as the trainer
+                                       dropout=dropout)
+            self.opt.lr = lr
         self.opt.step(self.arrays, grads)
         return loss
 
@@ -262,23 +275,26 @@ class _Worker:
         self.proc.wait()
 
 
-def bench(cfg: Config, steps: int = 20, rounds: int = 5, vs_torch: bool = False) -> dict:
-    """Run the benchmark: elman with the full softmax; with ``cfg.classes``
-    the class softmax too; with ``cfg.sampled`` sampled-softmax training
-    too; with ``vs_torch`` PyTorch. Returns a JSON-able dict (see
-    ``format_report``)."""
+def bench(cfg: Config, steps: int = 20, rounds: int = 5, vs_torch: bool = False, full: bool = True,
+          peer: str | None = None) -> dict:
+    """Run the benchmark: elman with the full softmax (unless not ``full``);
+    with ``cfg.classes`` the class softmax too; with ``cfg.sampled``
+    sampled-softmax training too; with ``vs_torch`` PyTorch; with ``peer``
+    (faster-rnnlm's executable) its training speed after elman's rounds.
+    Returns a JSON-able dict (see ``format_report``)."""
     per = max(1, steps // rounds)
     plain = {"direct": 0, "dropout": 0.0}
-    full = Config(**{**asdict(cfg), "classes": 0, "sampled": 0, **plain})
-    workers = {"elman full": _Worker("elman", full)}
+    full_cfg = Config(**{**asdict(cfg), "classes": 0, "sampled": 0, **plain})
+    workers = {"elman full": _Worker("elman", full_cfg)} if full or vs_torch else {}
     if cfg.classes:
         workers["elman classes"] = _Worker("elman", Config(**{**asdict(cfg), "sampled": 0, **plain}))
     if cfg.sampled:
         workers["elman sampled"] = _Worker("elman", Config(**{**asdict(cfg), "classes": 0, **plain}))
     if cfg.direct or cfg.dropout:       # every option given, together: a training recipe
-        workers["elman recipe"] = _Worker("elman", cfg)
+        # (with both a class and a sampled softmax given, the recipe's is elman train's: sampled)
+        workers["elman recipe"] = _Worker("elman", Config(**{**asdict(cfg), "classes": 0}) if cfg.sampled else cfg)
     if vs_torch:
-        workers["torch full"] = _Worker("torch", full)
+        workers["torch full"] = _Worker("torch", full_cfg)
     for w in workers.values():                      # warm up: caches, pools, page faults
         w.run("train", 2)
         w.run("eval", 1)
@@ -305,6 +321,12 @@ def bench(cfg: Config, steps: int = 20, rounds: int = 5, vs_torch: bool = False)
                   peak_matrix=PEAK_N, blas=blas_info(), blas_note=kernel_note(), cpus=cpus(), rows=rows,
                   ratios={})
     _ratios(result, workers)
+    if peer:
+        from elman.bench.peers import faster_rnnlm
+        result["peer"] = faster_rnnlm(peer, cfg.V, cfg.Dh, seed=cfg.seed)
+        for r in rows:
+            if r["mode"] == "train":
+                result["ratios"][f"{r['impl']}/faster-rnnlm train words/s"] = r["words_per_s"] / result["peer"]["words_per_s"]
     return result
 
 
@@ -319,6 +341,8 @@ def _ratios(result: dict, workers: dict) -> None:
     if "torch full" in workers and "elman full" in workers:
         for mode in ("train", "eval"):
             r[f"elman/torch {mode} words/s"] = ratio("torch full", "elman full", mode)
+    if "elman full" not in workers:
+        return
     if "elman classes" in workers:
         r["classes/full train words/s"] = ratio("elman full", "elman classes", "train")
         r["classes/full eval words/s"] = ratio("elman full", "elman classes", "eval")
@@ -349,9 +373,13 @@ def format_report(res: dict) -> str:
         lines.append(f"{r['impl'] + ' ' + r['mode']:<20} {r['words_per_s']:>9.0f} {r['gflops']:>8.1f} "
                      f"{100 * r['frac_peak']:>6.1f}% {r['peak_rss_mib']:>13.1f} "
                      f"{r['peak_rss_mib'] / r['budget_mib']:>8.2f}x")
+    if res.get("peer"):
+        lines.append(f"{'faster-rnnlm train':<20} {res['peer']['words_per_s']:>9.0f} {'':>8} {'':>7}   "
+                     f"(hierarchical softmax, 1 thread, {res['peer']['seconds']:g} s of training: "
+                     f"{res['peer']['command']})")
     lines.append("budget = parameters + activations of one batch; peak RSS above the worker's own after imports")
     loss0 = {r["impl"]: r["loss0"] for r in res["rows"]}
-    if "torch full" in loss0:
+    if "torch full" in loss0 and "elman full" in loss0:
         same = abs(loss0["torch full"] - loss0["elman full"]) <= 1e-4 * abs(loss0["elman full"])
         lines.append(f"same model: first-batch loss elman {loss0['elman full']:.4f}, "
                      f"torch {loss0['torch full']:.4f} ({'agree' if same else 'DIFFER'})")

@@ -48,6 +48,12 @@ def add_bench(sub):
                    help="also bench the recipe of elman train's defaults (sampled softmax, direct connections, "
                         "dropout), each value unless given here")
     p.add_argument("--vs-torch", action="store_true", help="also run PyTorch eager autograd on the same model")
+    p.add_argument("--vs-peers", nargs="?", const="", metavar="PATH",
+                   help="also time faster-rnnlm's training (hierarchical softmax, one thread) on text of the "
+                        "same Zipf-drawn words, V words, Dh hidden units (PATH: its executable; default "
+                        "faster-rnnlm on PATH)")
+    p.add_argument("--no-full", action="store_true",
+                   help="leave out the full softmax's rows (at large V its steps take seconds)")
     p.add_argument("--processes", type=positive_int, metavar="N",
                    help="instead: N MPI processes x 1 thread against 1 process x N threads, training on the "
                         "same B streams, and the predicted words/s of N machines (needs elman[mpi])")
@@ -80,14 +86,19 @@ def run_bench(args) -> int:
     M = int(round(args.direct * 1e6))
     if args.direct and M < max(args.V, args.classes):
         raise ElmanError(f"--direct {args.direct:g} is {M} weights, fewer than the {args.V} words of --V")
-    if args.classes and args.sampled and (M or args.dropout):
+    if args.classes and args.sampled and (M or args.dropout) and not args.recipe:
         raise ElmanError("the recipe (--direct, --dropout) takes --classes or --sampled, not both")
     cfg = Config(V=args.V, d=args.d, Dh=args.Dh, B=args.B, T=args.T, dtype=args.dtype,
                  classes=args.classes, sampled=args.sampled, direct=M, direct_order=args.direct_order,
                  dropout=args.dropout, seed=args.seed)
     if args.processes:
         return _bench_processes(args, cfg)
-    res = bench(cfg, steps=args.steps, rounds=min(args.rounds, args.steps), vs_torch=args.vs_torch)
+    peer = None
+    if args.vs_peers is not None:
+        from elman.bench.peers import find_binary
+        peer = find_binary(args.vs_peers or None)
+    res = bench(cfg, steps=args.steps, rounds=min(args.rounds, args.steps), vs_torch=args.vs_torch,
+                full=not args.no_full, peer=peer)
     print(json.dumps(res, indent=1) if args.json else format_report(res))
     return 0
 
@@ -96,8 +107,6 @@ def _take_recipe(args) -> None:
     """Fill what ``--recipe`` sets and the options left unset: the train defaults."""
     from elman.training.state import DIRECT, SAMPLED, default
 
-    if args.recipe and args.classes:
-        raise ElmanError("--recipe benches elman train's defaults, which train without --classes")
     if args.T is None:          # the README's tables are at T = 20; a recipe is train's, its T included
         args.T = default("steps") if args.recipe else BENCH_T
     if args.recipe:
