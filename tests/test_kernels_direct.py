@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from elman.core.sparse import densify
+from elman.fast import kernels_direct as kd, threads
 from elman.fast.kernels_direct import ScatterGrad
 from elman.training.optim import make_optimizer
 from elman import bptt
@@ -21,11 +22,16 @@ def _window(K, dtype, seed=3, M=60):
     return p, x, y, h0, hist, sampled
 
 
+@pytest.mark.parametrize("threads_n", [1, 2])
 @pytest.mark.parametrize("M", [60, 4000])            # the reference's dense and sparse cases
 @pytest.mark.parametrize("K", [0, 3])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_deferred_gradient_builds_the_references_bits(K, M, dtype):
+def test_deferred_gradient_builds_the_references_bits(K, M, dtype, threads_n, monkeypatch):
+    monkeypatch.setattr(threads, "THREADS", threads_n)
+    monkeypatch.setattr(kd, "CELLS", 8)                 # the table in ranges of cells the threads share
     p, x, y, h0, hist, sampled = _window(K, dtype, M=M)
+    if sampled is not None:                             # unsorted, with a repeat
+        sampled = (np.r_[sampled[0][::-1], sampled[0][2]], sampled[1])
     kw = dict(sampled=sampled, sparse=True, dropout=(0.3, 7), scale=1 / 15, history=hist)
     loss, ref, h = bptt(p, x, y, h0, **kw)
     loss2, got, h2 = bptt(p, x, y, h0, deferred=True, **kw)

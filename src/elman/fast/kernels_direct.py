@@ -27,26 +27,38 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from elman.fast.threads import chunks, parallel_for
+
+CELLS = 1 << 16         # the fewest cells worth sharing between threads (scattered, and table cells a range)
+
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def scatter_cols(D, O, cols, vals, c):
-    """D[O[n, f] + cols[s]] += c·vals[n, s], n then f then s (repeats add up in that order)."""
+def scatter_cols(D, O, cols, vals, c, lo, hi):
+    """D[m] += c·vals[n, s] for m = O[n, f] + cols[s] in [lo, hi), n then f
+    then s (repeats add up in that order); ``cols`` ascending, so each
+    window's cells in the range are one run of s, found by bisection."""
     N, F = O.shape
     for n in range(N):
         v = vals[n]
         for f in range(F):
-            W = D[O[n, f]:]
-            for s in range(cols.shape[0]):
+            o = O[n, f]
+            W = D[o:]
+            first = np.searchsorted(cols, lo - o)
+            last = np.searchsorted(cols, hi - o)
+            for s in range(first, last):
                 W[cols[s]] += c * v[s]
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def scatter_points(D, O, y, vals, c):
-    """D[O[n, f] + y[n]] += c·vals[n], f then n (the reference's ``np.add.at`` per feature)."""
+def scatter_points(D, O, y, vals, c, lo, hi):
+    """D[m] += c·vals[n] for m = O[n, f] + y[n] in [lo, hi), f then n (the
+    reference's ``np.add.at`` per feature)."""
     N, F = O.shape
     for f in range(F):
         for n in range(N):
-            D[O[n, f] + y[n]] += c * vals[n]
+            m = O[n, f] + y[n]
+            if lo <= m < hi:
+                D[m] += c * vals[n]
 
 
 class ScatterGrad:
@@ -61,7 +73,12 @@ class ScatterGrad:
 
     @classmethod
     def sampled(cls, D, O, y, samples, dtrue, dO) -> "ScatterGrad":
-        """From ``sampled.sampled_deltas``: as ``core.direct.Features.sampled_grad``."""
+        """From ``sampled.sampled_deltas``: as ``core.direct.Features.sampled_grad``.
+        The samples in ascending order (a stable sort: repeats keep their order)."""
+        samples = np.asarray(samples)
+        if np.any(np.diff(samples) < 0):
+            order = np.argsort(samples, kind="stable")
+            samples, dO = samples[order], dO[:, order]
         return cls(D.shape, D.dtype, [("points", O, y, dtrue), ("cols", O, samples, dO)])
 
     @classmethod
@@ -99,9 +116,17 @@ class ScatterGrad:
         return float(np.dot(d, d))
 
     def _scatter(self, D, c: float) -> None:
+        """The parts into D, the table cut into ranges of cells that the cores
+        share: each cell is written by one thread, its additions in the one
+        order, so the sums are the same whatever the threads."""
         c = D.dtype.type(c)
-        for kind, O, at, v in self.parts:
-            (scatter_points if kind == "points" else scatter_cols)(D, O, at, v, c)
+        cuts = chunks(D.size, CELLS) if self.size >= CELLS else [slice(0, D.size)]
+
+        def part(i):
+            lo, hi = cuts[i].start, cuts[i].stop
+            for kind, O, at, v in self.parts:
+                (scatter_points if kind == "points" else scatter_cols)(D, O, at, v, c, lo, hi)
+        parallel_for(part, len(cuts))
 
     def __repr__(self):
         return f"ScatterGrad({self.size} cells of {self.shape} in {len(self.parts)} parts)"
