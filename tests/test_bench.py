@@ -155,7 +155,9 @@ def test_bench_recipe_is_elman_trains_defaults(capsys):
     assert cli.main(["bench", "--V", "40", "--d", "3", "--Dh", "4", "--B", "2", "--T", "3", "--steps", "2",
                      "--rounds", "1", "--recipe", "--classes", "4", "--no-full", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
-    assert {r["impl"] for r in res["rows"]} == {"elman classes", "elman sampled", "elman recipe"}
+    assert {(r["impl"], r["mode"]) for r in res["rows"]} == {
+        ("elman classes", "train"), ("elman classes", "eval"), ("elman sampled", "train"),
+        ("elman recipe", "train"), ("elman recipe", "eval")}   # sampled's eval is the full softmax's
     recipe = [r for r in res["rows"] if r["impl"] == "elman recipe" and r["mode"] == "train"][0]
     assert recipe["output_width"] == SAMPLED + 1
 

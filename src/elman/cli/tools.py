@@ -53,7 +53,8 @@ def add_bench(sub):
                         "same Zipf-drawn words, V words, Dh hidden units (PATH: its executable; default "
                         "faster-rnnlm on PATH)")
     p.add_argument("--no-full", action="store_true",
-                   help="leave out the full softmax's rows (at large V its steps take seconds)")
+                   help="leave out the full softmax's rows, and sampled softmax's evaluation, which is the "
+                        "full softmax's (at large V their steps take seconds)")
     p.add_argument("--processes", type=positive_int, metavar="N",
                    help="instead: N MPI processes x 1 thread against 1 process x N threads, training on the "
                         "same B streams, and the predicted words/s of N machines (needs elman[mpi])")
