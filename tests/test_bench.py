@@ -172,3 +172,13 @@ def test_bench_recipe_takes_trains_bptt_unless_given(capsys):
         assert cli.main(["bench", *tiny, *extra]) == 0
         assert json.loads(capsys.readouterr().out)["config"]["T"] == T
     assert default("steps") != BENCH_T
+
+
+def test_bench_one_core_times_cpu_on_one_core_and_gives_the_cores_back(capsys):
+    import os
+    allowed = os.sched_getaffinity(0)
+    assert cli.main(["bench", "--V", "40", "--d", "3", "--Dh", "4", "--B", "2", "--T", "3", "--steps", "2",
+                     "--rounds", "1", "--one-core"]) == 0
+    out = capsys.readouterr().out
+    assert "one core, one thread, CPU time" in out and "elman full train" in out
+    assert os.sched_getaffinity(0) == allowed

@@ -26,6 +26,7 @@ measured in this same run (``elman.machine``).
 from __future__ import annotations
 
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -44,6 +45,8 @@ from elman.core.sampled import Sampler, unigram_proposal
 # after one untimed step, since the first step after a pause is slower.
 SETTLE_S = 0.25
 IMPLS = ("elman", "torch")
+# ``--one-core``: what a worker's libraries are told (their pools start at import, so in its environment).
+ONE_THREAD = {"ELMAN_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 @dataclass
@@ -61,6 +64,7 @@ class Config:
     dropout: float = 0.0        # > 0: dropout in training (the "recipe" worker)
     seed: int = 0
     batches: int = 4            # distinct synthetic windows, cycled
+    one_core: bool = False      # every process on one core, one thread, timed by its CPU time
 
 
 # -- synthetic data and counting ----------------------------------------------------
@@ -229,10 +233,11 @@ def worker(impl: str, cfg: Config) -> None:
         k += n + 1
         steps = runner.train_stream(windows, lr) if cmd == "train" else runner.eval_stream(windows)
         loss = next(steps)
-        t0 = time.perf_counter()
+        clock = time.process_time if cfg.one_core else time.perf_counter
+        t0 = clock()
         for _ in range(n):
             loss = next(steps)
-        seconds = time.perf_counter() - t0
+        seconds = clock() - t0
         steps.close()
         send(seconds=seconds, loss=loss, rss=_maxrss_bytes() - base)
 
@@ -249,9 +254,10 @@ def runner_arrays(runner) -> dict:
 class _Worker:
     def __init__(self, impl: str, cfg: Config):
         self.impl, self.cfg = impl, cfg
+        env = {**os.environ, **ONE_THREAD} if cfg.one_core else None
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "elman.bench.speed", impl, json.dumps(asdict(cfg))],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         self.info = self._read()
         self.times = {"train": [], "eval": []}
         self.modes = ("train", "eval")
@@ -283,6 +289,16 @@ def bench(cfg: Config, steps: int = 20, rounds: int = 5, vs_torch: bool = False,
     sampled-softmax training too; with ``vs_torch`` PyTorch; with ``peer``
     (faster-rnnlm's executable) its training speed after elman's rounds.
     Returns a JSON-able dict (see ``format_report``)."""
+    allowed = os.sched_getaffinity(0)
+    if cfg.one_core:                # this process and the workers it starts (they inherit it)
+        os.sched_setaffinity(0, {min(allowed)})
+    try:
+        return _bench(cfg, steps, rounds, vs_torch, full, peer)
+    finally:
+        os.sched_setaffinity(0, allowed)
+
+
+def _bench(cfg: Config, steps: int, rounds: int, vs_torch: bool, full: bool, peer: str | None) -> dict:
     per = max(1, steps // rounds)
     plain = {"direct": 0, "dropout": 0.0}
     full_cfg = Config(**{**asdict(cfg), "classes": 0, "sampled": 0, **plain})
@@ -303,7 +319,7 @@ def bench(cfg: Config, steps: int = 20, rounds: int = 5, vs_torch: bool = False,
             w.run(mode, n)
     peaks = []
     for r in range(rounds):
-        peaks.append(matmul_peak())
+        peaks.append(_peak(cfg.one_core))
         for mode in ("train", "eval"):
             for w in workers.values():
                 if mode in w.modes:
@@ -332,6 +348,16 @@ def bench(cfg: Config, steps: int = 20, rounds: int = 5, vs_torch: bool = False,
             if r["mode"] == "train":
                 result["ratios"][f"{r['impl']}/faster-rnnlm train words/s"] = r["words_per_s"] / result["peer"]["words_per_s"]
     return result
+
+
+def _peak(one_core: bool) -> float:
+    """The matmul peak: of every core BLAS uses, or with ``one_core`` of one
+    thread timed by CPU time, as the workers are then."""
+    if not one_core:
+        return matmul_peak()
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(limits=1, user_api="blas"):
+        return matmul_peak(clock=time.process_time)
 
 
 def _ratios(result: dict, workers: dict) -> None:
@@ -368,7 +394,8 @@ def format_report(res: dict) -> str:
             + ([f"dropout {c['dropout']:g}"] if c["dropout"] else []))]
     soft = ", ".join(["full softmax"] + ([f"{c['classes']} classes"] if c["classes"] else []) + sampled + recipe)
     lines = [f"elman bench: V={c['V']} d={c['d']} Dh={c['Dh']} B={c['B']} T={c['T']} {c['dtype']}, {soft}; "
-             f"{res['cpus']} CPUs; {res['rounds']} rounds x {res['steps_per_round']} steps, medians",
+             + ("one core, one thread, CPU time; " if c.get("one_core") else f"{res['cpus']} CPUs; ")
+             + f"{res['rounds']} rounds x {res['steps_per_round']} steps, medians",
              f"BLAS: {res['blas']}",
              *([res["blas_note"]] if res.get("blas_note") else []),
              f"matmul peak: {res['peak_gflops']:.1f} GFLOP/s (float32 {res['peak_matrix']}^2 product, best in run)",

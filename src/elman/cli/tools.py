@@ -52,6 +52,9 @@ def add_bench(sub):
                    help="also time faster-rnnlm's training (hierarchical softmax, one thread) on text of the "
                         "same Zipf-drawn words, V words, Dh hidden units (PATH: its executable; default "
                         "faster-rnnlm on PATH)")
+    p.add_argument("--one-core", action="store_true",
+                   help="every process on one core with one thread, steps timed by their CPU time against "
+                        "one thread's matmul peak (a figure that holds on a busy machine)")
     p.add_argument("--no-full", action="store_true",
                    help="leave out the full softmax's rows, and sampled softmax's evaluation, which is the "
                         "full softmax's (at large V their steps take seconds)")
@@ -91,7 +94,7 @@ def run_bench(args) -> int:
         raise ElmanError("the recipe (--direct, --dropout) takes --classes or --sampled, not both")
     cfg = Config(V=args.V, d=args.d, Dh=args.Dh, B=args.B, T=args.T, dtype=args.dtype,
                  classes=args.classes, sampled=args.sampled, direct=M, direct_order=args.direct_order,
-                 dropout=args.dropout, seed=args.seed)
+                 dropout=args.dropout, seed=args.seed, one_core=args.one_core)
     if args.processes:
         return _bench_processes(args, cfg)
     peer = None
