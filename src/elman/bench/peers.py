@@ -4,7 +4,7 @@ faster-rnnlm (yandex/faster-rnnlm) trains the same Elman network with a
 Huffman-tree hierarchical softmax, in C++ on one thread: the speed that a
 sampled or class softmax at large V is measured against. It reads text, so
 the bench writes the text of its own synthetic data: word ids drawn from
-the same Zipf law (``speed.zipf_counts``), 20 a line, after one line that
+the same Zipf law (the counts ``speed`` hands over), 20 a line, after one line that
 holds every word of the vocabulary once (so its vocabulary is V words, as
 the bench's model's). Its options are those of the recipes that compare the
 two (hidden size Dh, sigmoid, one thread, BPTT 4 every 10 words).
@@ -39,10 +39,10 @@ def find_binary(path: str | None) -> str:
     return found
 
 
-def write_text(path: Path, V: int, tokens: int, seed: int) -> None:
-    """Every word w0..w{V-1} once, then ``tokens`` Zipf-drawn words, LINE a line."""
-    from elman.bench.speed import zipf_counts
-    counts = zipf_counts(V)
+def write_text(path: Path, counts, tokens: int, seed: int) -> None:
+    """Every word w0..w{V-1} once, then ``tokens`` words drawn in proportion
+    to ``counts`` (V,), LINE a line."""
+    V = len(counts)
     rng = np.random.default_rng(seed)
     names = np.char.add("w", np.arange(V).astype(str))
     with open(path, "w", encoding="ascii") as f:
@@ -55,15 +55,16 @@ def write_text(path: Path, V: int, tokens: int, seed: int) -> None:
             f.write("\n".join(" ".join(row) for row in names[ids]) + "\n")
 
 
-def faster_rnnlm(binary: str, V: int, Dh: int, seconds: float = 20.0, seed: int = 0,
+def faster_rnnlm(binary: str, counts, Dh: int, seconds: float = 20.0, seed: int = 0,
                  words_per_s_guess: float = 400e3) -> dict:
-    """Run faster-rnnlm's training on the synthetic text for ``seconds`` after
-    it starts training; returns {"words_per_s", "seconds", "V", "Dh", "command"}."""
+    """Run faster-rnnlm's training on text of words drawn by ``counts`` (V,)
+    for ``seconds`` after it starts training; returns {"words_per_s", "seconds", "V", "Dh", "command"}."""
     with tempfile.TemporaryDirectory(prefix="elman-peer-") as tmp:
         tmp = Path(tmp)
         train, valid = tmp / "train.txt", tmp / "valid.txt"
-        write_text(train, V, int(words_per_s_guess * seconds * 1.5), seed)
-        write_text(valid, min(V, 1000), 2000, seed + 1)
+        V = len(counts)
+        write_text(train, counts, int(words_per_s_guess * seconds * 1.5), seed)
+        write_text(valid, counts[:1000], 2000, seed + 1)
         cmd = [binary, "-rnnlm", str(tmp / "model"), "-train", str(train), "-valid", str(valid),
                "-hidden", str(Dh), "-hidden-type", "sigmoid", "-threads", "1", "-bptt", "4",
                "-bptt-block", "10", "-seed", "1"]

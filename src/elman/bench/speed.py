@@ -343,7 +343,7 @@ def _bench(cfg: Config, steps: int, rounds: int, vs_torch: bool, full: bool, pee
     _ratios(result, workers)
     if peer:
         from elman.bench.peers import faster_rnnlm
-        result["peer"] = faster_rnnlm(peer, cfg.V, cfg.Dh, seed=cfg.seed)
+        result["peer"] = faster_rnnlm(peer, zipf_counts(cfg.V), cfg.Dh, seed=cfg.seed)
         for r in rows:
             if r["mode"] == "train":
                 result["ratios"][f"{r['impl']}/faster-rnnlm train words/s"] = r["words_per_s"] / result["peer"]["words_per_s"]
