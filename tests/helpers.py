@@ -14,7 +14,7 @@ from pathlib import Path
 import autograd.numpy as anp
 import numpy as np
 
-from elman.core.model import PARAM_NAMES
+from elman.model import PARAM_NAMES
 from elman.data import EOS, UNK, Vocab, read_tokens
 from elman.modelfile import save_checkpoint
 
@@ -72,7 +72,7 @@ def direct_losses(p, ids, h=None, prev=None, before=()):
     and ``output_probs``) from state ``h`` (default 0) after ``prev``
     (default ``<eos>`` = id ``EOS_ID``), and the state after the last one.
     ``before``: the words read before ``prev`` (direct connections see them)."""
-    from elman.core.model import output_probs, rnn_step
+    from elman.model import output_probs, rnn_step
     h = np.zeros((1, p.Dh)) if h is None else np.asarray(h, np.float64).reshape(1, -1)
     read = list(before) + [EOS_ID if prev is None else prev]
     out = []
@@ -87,7 +87,7 @@ def direct_losses(p, ids, h=None, prev=None, before=()):
 def random_model(V=13, d=5, Dh=7, dtype="float64", classes=0, seed=3, direct=0):
     """A model less uniform than a fresh one (its weights shaken); ``direct``:
     that many direct-connection weights, order 3."""
-    from elman.core.model import Params
+    from elman.model import Params
     p = Params.init(V, d, Dh, seed=seed, dtype=dtype, classes=classes, counts=np.arange(3 * V, 2 * V, -1),
                     direct=direct, direct_order=3)
     rng = np.random.default_rng(seed + 1)

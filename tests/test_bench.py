@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from elman import cli
-from elman.bench.speed import Config, bench, budget_bytes, format_report, matmul_flops, output_width, synthetic_batches
+from elman.bench.speed import Config, _ElmanRunner, bench, budget_bytes, format_report, matmul_flops, synthetic_batches
 from elman.core.classes import class_bounds
 
 TINY = dict(V=40, d=3, Dh=4, B=2, T=3)
@@ -33,9 +33,11 @@ def test_synthetic_ids_are_zipfian_and_classes_narrow_the_output():
     assert np.array_equal(batches[0][0][:, 1:], batches[0][1][:, :-1])      # targets are the next inputs
     ids = np.concatenate([x.ravel() for x, _ in batches])
     assert (ids < 10).mean() > 0.3                                          # frequent words dominate
-    b = class_bounds(counts, 20)
-    width = output_width(cfg, [y for _, y in batches], b)
-    assert 20 < width < 1000 and output_width(cfg, [y for _, y in batches]) == 1000
+    targets = [y for _, y in batches]
+    classes, full = _ElmanRunner(cfg, batches, counts), _ElmanRunner(Config(V=1000, B=8, T=50), batches, counts)
+    assert np.array_equal(classes.p.class_bounds, class_bounds(counts, 20))
+    width, eval_width = classes.widths(targets)
+    assert 20 < width == eval_width < 1000 and full.widths(targets) == (1000, 1000)
 
 
 def check_result(res, impls):

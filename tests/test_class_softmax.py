@@ -11,8 +11,8 @@ from hypothesis import given, settings, strategies as st
 
 from elman import Params, bptt, forward_losses, output_probs, step_gradients
 from elman.core.classes import class_bounds, word_classes
-from elman.core.gradcheck import central_difference, max_rel_error
-from elman.core.model import CLASS_NAMES, PARAM_NAMES
+from elman.model.gradcheck import central_difference, max_rel_error
+from elman.model import CLASS_NAMES, PARAM_NAMES
 
 FLOAT_NAMES = PARAM_NAMES + ("Uc", "bc")
 
@@ -231,7 +231,7 @@ def test_params_carry_the_class_tensors():
 def test_train_with_classes_saves_them_and_evaluates_exactly(tmp_path):
     from elman import cli
     from elman.inference.evaluate import load, perplexity, read_ids
-    from elman.core.model import rnn_step
+    from elman.model import rnn_step
 
     rng = np.random.default_rng(9)
     words = [f"w{i}" for i in range(25)]

@@ -12,8 +12,9 @@ from hypothesis import given, settings, strategies as st
 
 from elman import Params, bptt, forward_losses, output_probs, rnn_step
 from elman.core import direct as dc
-from elman.core.gradcheck import central_difference, max_rel_error
-from elman.core.model import features, window_losses
+from elman.fast import direct as fd
+from elman.model.gradcheck import central_difference, max_rel_error
+from elman.model import features, window_losses
 from elman.core.sampled import unigram_proposal
 from elman.core.sparse import SparseGrad, densify
 from helpers import ag_direct_loss, logsumexp, sigmoid_ref
@@ -357,12 +358,12 @@ def test_compiled_windows_equal_numpy(dtype):
     D = rng.normal(size=M).astype(dtype)
     O = rng.integers(0, M - V + 1, (N, F))
     cols = np.sort(rng.integers(0, V, S))
-    assert np.allclose(windows.gather_shared(D, O, cols), dc.gather_shared(D, O, cols), rtol=1e-6)
+    assert np.allclose(windows.gather_shared(D, O, cols), fd.gather_shared(D, O, cols), rtol=1e-6)
     dO = rng.normal(size=(N, S)).astype(dtype)
     for sparse in (False, True):
-        g = dc.DirectGrad(M, dtype, N * F * S, sparse=sparse)
+        g = fd.DirectGrad(M, dtype, N * F * S, sparse=sparse)
         g.shared(O, cols, dO)
-        h = dc.DirectGrad(M, dtype, N * F * S, sparse=sparse)
+        h = fd.DirectGrad(M, dtype, N * F * S, sparse=sparse)
         h.points(O[:, :, None] + cols, np.broadcast_to(dO[:, None, :], (N, F, S)))
         a, b = densify({"D": g.result()})["D"], densify({"D": h.result()})["D"]
         assert np.allclose(a, b, rtol=1e-5, atol=1e-5) and np.count_nonzero(a) > S

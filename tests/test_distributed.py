@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from elman.core.model import Params, bptt, dropout_masks
+from elman.model import Params, bptt, dropout_masks
 from elman.core.sampled import Sampler, unigram_proposal
 from elman.core.sparse import SparseGrad, densify, sum_sparse
 from elman.errors import ElmanError

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from elman import cli
-from elman.core.gradcheck import central_difference, max_rel_error, random_instance
-from elman.core.model import PARAM_NAMES, bptt, dropout_masks
+from elman.model.gradcheck import central_difference, max_rel_error, random_instance
+from elman.model import PARAM_NAMES, bptt, dropout_masks
 from helpers import SMALL, ag_loss, logsumexp, sigmoid_ref, write_corpus
 
 

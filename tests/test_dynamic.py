@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from elman import Params, cli
-from elman.core.model import features
-from elman.core.perplexity import stream_losses as static_losses
+from elman.model import features
+from elman.model.perplexity import stream_losses as static_losses
 from elman.inference import dynamic
-from elman.inference.score import batched
+from elman.inference.engine import batched
+from elman.inference.options import DYNAMIC_DEFAULTS
 from helpers import ag_direct_loss, write_corpus
 
 V, EOS = 11, 0
@@ -62,7 +63,7 @@ def reference(p, ids, lr, T, decay=0.0, scale=None):
 def test_stream_equals_the_definition(classes, T):
     p = model(direct=40, classes=classes)
     ids = np.random.default_rng(T).integers(0, V, 23)
-    got = dynamic.stream_losses(p, ids, EOS, lr=0.3, T=T)
+    got = dynamic.adapted_stream_losses(p, ids, EOS, lr=0.3, T=T)
     np.testing.assert_allclose(got, reference(p, ids, 0.3, T), rtol=1e-10)
     static = static_losses(p, ids, EOS)
     np.testing.assert_allclose(got[:T], static[:T], rtol=1e-12)   # the first segment: nothing learnt yet
@@ -75,9 +76,9 @@ def test_scaled_steps_with_decay_equal_the_definition(classes):
     rng = np.random.default_rng(5)
     scale = {k: rng.uniform(0.5, 2.0, v.shape) for k, v in p.as_dict().items() if v.dtype.kind == "f" and k != "D"}
     ids = rng.integers(0, V, 23)
-    got = dynamic.stream_losses(p, ids, EOS, lr=0.3, T=4, decay=0.2, scale=scale)
+    got = dynamic.adapted_stream_losses(p, ids, EOS, lr=0.3, T=4, decay=0.2, scale=scale)
     np.testing.assert_allclose(got, reference(p, ids, 0.3, 4, decay=0.2, scale=scale), rtol=1e-10)
-    assert np.abs(got - dynamic.stream_losses(p, ids, EOS, lr=0.3, T=4)).max() > 1e-3
+    assert np.abs(got - dynamic.adapted_stream_losses(p, ids, EOS, lr=0.3, T=4)).max() > 1e-3
 
 
 def test_training_scale_is_the_floored_root_of_adagrads_sums(runs):
@@ -102,8 +103,8 @@ def test_no_look_ahead(direct, classes):
     p = model(direct=direct, classes=classes)
     rng = np.random.default_rng(0)
     prefix = rng.integers(0, V, 13)
-    a = dynamic.stream_losses(p, np.r_[prefix, rng.integers(0, V, 20)], EOS, lr=0.5, T=5)
-    b = dynamic.stream_losses(p, np.r_[prefix, rng.integers(0, V, 9)], EOS, lr=0.5, T=5)
+    a = dynamic.adapted_stream_losses(p, np.r_[prefix, rng.integers(0, V, 20)], EOS, lr=0.5, T=5)
+    b = dynamic.adapted_stream_losses(p, np.r_[prefix, rng.integers(0, V, 9)], EOS, lr=0.5, T=5)
     assert np.array_equal(a[:13], b[:13])
     assert not np.allclose(a[13:22], b[13:22])
 
@@ -111,7 +112,7 @@ def test_no_look_ahead(direct, classes):
 def test_the_callers_weights_do_not_change():
     p = model(direct=40)
     before = {k: v.copy() for k, v in p.as_dict().items()}
-    dynamic.stream_losses(p, np.arange(30) % V, EOS, lr=1.0, T=5)
+    dynamic.adapted_stream_losses(p, np.arange(30) % V, EOS, lr=1.0, T=5)
     dynamic.line_losses(p, [np.array([3, 4, EOS])] * 3, lr=1.0)
     assert all(np.array_equal(v, p.as_dict()[k]) for k, v in before.items())
 
@@ -120,8 +121,8 @@ def test_a_tiny_rate_is_static_evaluation_and_repetition_is_learnt():
     p = model(direct=40)
     ids = np.tile(np.random.default_rng(1).integers(0, V, 30), 4)
     static = static_losses(p, ids, EOS)
-    np.testing.assert_allclose(dynamic.stream_losses(p, ids, EOS, lr=1e-12, T=5), static, rtol=1e-9)
-    learnt = dynamic.stream_losses(p, ids, EOS, lr=0.3, T=5)
+    np.testing.assert_allclose(dynamic.adapted_stream_losses(p, ids, EOS, lr=1e-12, T=5), static, rtol=1e-9)
+    learnt = dynamic.adapted_stream_losses(p, ids, EOS, lr=0.3, T=5)
     assert learnt[90:].mean() < 0.8 * static[90:].mean()   # the fourth repetition is easier
 
 
@@ -134,13 +135,13 @@ def test_lines_in_order_each_scored_before_its_step():
     np.testing.assert_allclose(got[0], static[0], rtol=1e-12)
     q = p.copy()
     for line, losses in zip(lines, got):                   # each line: the stream loop on it alone
-        np.testing.assert_allclose(losses, dynamic.stream_losses(q, line, EOS, lr=0.4, T=len(line)),
+        np.testing.assert_allclose(losses, dynamic.adapted_stream_losses(q, line, EOS, lr=0.4, T=len(line)),
                                    rtol=1e-12)
         dynamic.sgd_step(q.as_dict(), _grads(q, line), 0.4)
 
 
 def _grads(p, line):
-    from elman.core.model import bptt
+    from elman.model import bptt
     x = np.r_[EOS, line[:-1]][None, :]
     return bptt(p, x, line[None, :], np.zeros((1, p.Dh)))[1]
 
@@ -177,8 +178,8 @@ def test_eval_and_score_dynamic_leave_the_model_alone(runs, kind, capsys):
     dyn = json.loads(capsys.readouterr().out)
     # the scaled rule's default rate is per position of a training update
     settings = json.loads((run / "last" / "config.json").read_text())["settings"]
-    lr = dynamic.DEFAULTS["scaled"]["lr"] / (settings["streams"] * settings["steps"])
-    assert dyn["dynamic"] == {**dynamic.DEFAULTS["scaled"], "lr": lr, "scaled": True, "bptt": 7}
+    lr = DYNAMIC_DEFAULTS["scaled"]["lr"] / (settings["streams"] * settings["steps"])
+    assert dyn["dynamic"] == {**DYNAMIC_DEFAULTS["scaled"], "lr": lr, "scaled": True, "bptt": 7}
     assert math.isfinite(dyn["perplexity"])
     assert dyn["perplexity"] != static["perplexity"] and dyn["tokens"] == static["tokens"]
     # the direct weights' own rate is used: a different one gives another perplexity
@@ -190,7 +191,7 @@ def test_eval_and_score_dynamic_leave_the_model_alone(runs, kind, capsys):
     assert cli.main(["eval", "--model", str(run), "--data", data, "--json", "--dynamic", "--dynamic-plain",
                      "--dynamic-decay", "0"]) == 0
     plain = json.loads(capsys.readouterr().out)
-    assert plain["dynamic"]["lr"] == dynamic.DEFAULTS["plain"]["lr"] and plain["dynamic"]["decay"] == 0
+    assert plain["dynamic"]["lr"] == DYNAMIC_DEFAULTS["plain"]["lr"] and plain["dynamic"]["decay"] == 0
     assert not plain["dynamic"]["scaled"] and plain["perplexity"] != dyn["perplexity"]
     bare = d / f"{kind}-bare"
     bare.mkdir(exist_ok=True)
@@ -199,7 +200,7 @@ def test_eval_and_score_dynamic_leave_the_model_alone(runs, kind, capsys):
             (bare / f.name).write_bytes(f.read_bytes())
     assert cli.main(["eval", "--model", str(bare), "--data", data, "--dynamic"]) == 0
     line = capsys.readouterr().out
-    assert f"dynamic lr {dynamic.DEFAULTS['plain']['lr']:g} (plain SGD steps: no training state in" in line
+    assert f"dynamic lr {DYNAMIC_DEFAULTS['plain']['lr']:g} (plain SGD steps: no training state in" in line
     assert cli.main(["score", "--model", str(run), "--data", data, "--dynamic", "0.05"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[-1].startswith("total ") and len(lines) == 31
@@ -225,15 +226,15 @@ def test_bad_dynamic_options_are_one_line(runs, args, message, capsys):
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
 
 
-def test_the_cli_default_rates_are_the_librarys():
-    from elman.cli.inference import DYNAMIC_DEFAULTS
-    assert DYNAMIC_DEFAULTS == dynamic.DEFAULTS
+def test_the_cli_and_the_library_read_the_one_table_of_default_rates():
+    from elman.cli import inference as cli_inference
+    assert cli_inference.DYNAMIC_DEFAULTS is DYNAMIC_DEFAULTS is dynamic.DYNAMIC_DEFAULTS
 
 
 @pytest.mark.parametrize("direct,classes", [(0, 0), (40, 0), (40, 3)])
 def test_bptt_per_position_losses_are_the_forward_passs(direct, classes):
     """Dynamic evaluation scores a segment with the losses of the pass that gives its gradient."""
-    from elman.core.model import bptt, forward_losses
+    from elman.model import bptt, forward_losses
     p = model(direct=direct, classes=classes)
     rng = np.random.default_rng(7)
     x, y = rng.integers(0, V, (3, 6)), rng.integers(0, V, (3, 6))

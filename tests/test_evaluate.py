@@ -7,8 +7,8 @@ import pytest
 
 from elman import cli
 from elman.inference.evaluate import detokenize, load, perplexity, sample, stream_losses
-from elman.inference.score import batched
-from elman.core.model import Params, output_probs, rnn_step
+from elman.inference.engine import batched
+from elman.model import Params, output_probs, rnn_step
 from elman.training.train import train
 from helpers import PLAIN
 

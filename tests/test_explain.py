@@ -11,8 +11,8 @@ import pytest
 from elman.explain import engine, equations, explain, numeric, transpose_answer
 from elman.explain.through_time import through_time
 from elman.explain import expr as E
-from elman.core.gradcheck import step_loss
-from elman.core.model import step_gradients
+from elman.model.gradcheck import step_loss
+from elman.model import step_gradients
 
 SIZES = [None, dict(V=3, d=2, Dh=5), dict(V=7, d=4, Dh=2)]
 

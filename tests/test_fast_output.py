@@ -14,7 +14,7 @@ from elman import Params, bptt, forward_losses
 from elman.core import layers
 from elman.fast import output
 from elman.fast import threads as parallel
-from elman.core.gradcheck import max_rel_error
+from elman.model.gradcheck import max_rel_error
 from helpers import ag_loss
 
 N, Dh, V = 300, 7, 700          # N*V over the threshold: 2 column chunks
@@ -160,7 +160,7 @@ def test_pipelined_windows_equal_window_by_window(classes):
     """window_losses runs the next window's recurrence beside this window's
     output layer: the same numbers, bit for bit, as forward_losses called
     window by window with the state carried."""
-    from elman.core.model import window_losses
+    from elman.model import window_losses
     V = 2000
     counts = np.arange(V, 0, -1)
     p = Params.init(V=V, d=6, Dh=9, seed=4, classes=classes, counts=counts)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from elman.cli import main
-from elman.core import gradcheck as gc
+from elman.model import gradcheck as gc
 
 
 def test_gradcheck_passes_and_prints_table(capsys):

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from elman import Params, bptt, step_gradients
-from elman.core.gradcheck import central_difference, check_bptt, check_step, max_rel_error, random_instance
-from elman.core.model import PARAM_NAMES, forward_losses, output_probs, rnn_step
+from elman.model.gradcheck import central_difference, check_bptt, check_step, max_rel_error, random_instance
+from elman.model import PARAM_NAMES, forward_losses, output_probs, rnn_step
 from helpers import ag_loss, logsumexp, sigmoid_ref
 
 sizes = st.fixed_dictionaries(dict(

@@ -11,7 +11,7 @@ from elman import cli
 from elman.inference.evaluate import load
 from elman.inference.interpolate import fit_lambda, mix
 from elman.inference.ngram import NgramModel
-from elman.inference.nbest import Line
+from elman.inference.readers import Line
 
 WORDS = "a b c d e".split()
 

@@ -1,5 +1,5 @@
 """The direct weights' gradient as a deferred scatter (fast.kernels_direct)
-against core.direct's (the reference): the same array to the bit when built,
+against fast.direct's Features.grad (the reference): the same array to the bit when built,
 the same plain SGD step to rounding when scattered straight into D, through
 bptt and the optimizer as the trainer runs them, for sampled and class softmax."""
 import numpy as np

@@ -3,8 +3,9 @@ layer's column-sparse gradients and its eval unchanged from commit 5325e3d."""
 import numpy as np
 import pytest
 
-from elman.core import model, params as params_module
-from elman.core.model import Params
+from elman.core import params as params_module
+from elman.model import network as model
+from elman.model import Params
 
 
 def whole_draws(V, d, Dh, seed, dtype, classes=0):
@@ -69,7 +70,7 @@ def test_eval_of_a_class_model_is_unchanged_to_the_last_digit():
 
 @on_fixture_kernels
 def test_class_losses_scores_and_gradients_are_those_of_5325e3d():
-    from elman.core.model import bptt
+    from elman.model import bptt
     from elman.core.sparse import SparseGrad
     from elman.inference import evaluate
 
@@ -200,7 +201,7 @@ def test_lazy_adam_on_dense_gradients_is_adam_bit_for_bit():
 
 @pytest.mark.parametrize("classes", [0, 5])
 def test_evaluation_in_blocks_of_rows_gives_the_same_losses(classes, monkeypatch):
-    from elman.core.model import forward_losses, window_losses
+    from elman.model import forward_losses, window_losses
 
     rng = np.random.default_rng(4)
     V = 300
@@ -220,8 +221,8 @@ def test_evaluation_in_blocks_of_rows_gives_the_same_losses(classes, monkeypatch
 @pytest.mark.parametrize("seed", range(4))
 def test_class_gradients_are_the_columns_of_the_classes_present(seed):
     from elman.core.classes import word_classes
-    from elman.core.gradcheck import central_difference, max_rel_error
-    from elman.core.model import bptt
+    from elman.model.gradcheck import central_difference, max_rel_error
+    from elman.model import bptt
 
     rng = np.random.default_rng(seed)
     V, K = 40, 7

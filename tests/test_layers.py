@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from elman.core import layers
-from elman.core.gradcheck import max_rel_error
+from elman.model.gradcheck import max_rel_error
 from elman.fast import recurrence
 from elman.fast import threads
 from helpers import logsumexp
@@ -36,10 +36,10 @@ def test_fast_recurrence_products_equal_the_reference(monkeypatch, n_threads):
     rng = np.random.default_rng(2)
     N, d, Dh = 700, 40, 30                      # over the size at which the work is shared
     e, I, b1 = rng.normal(0, 1, (N, d)), rng.normal(0, 1, (d, Dh)), rng.normal(0, 1, Dh)
-    a = recurrence.rnn_input_forward(e, I, b1)
+    a = recurrence.threaded_input_forward(e, I, b1)
     assert a.shape == (N, Dh) and np.allclose(a, layers.rnn_input_forward(e, I, b1), rtol=1e-13, atol=1e-13)
     dz, h_prev, H = rng.normal(0, 1, (N, Dh)), rng.uniform(0, 1, (N, Dh)), rng.normal(0, 1, (Dh, Dh))
-    fast = recurrence.rnn_params_backward(dz, h_prev, e, H, I)
+    fast = recurrence.threaded_params_backward(dz, h_prev, e, H, I)
     ref = layers.rnn_params_backward(dz, h_prev, e, H, I)
     for f, r in zip(fast, ref):
         assert f.shape == r.shape and np.allclose(f, r, rtol=1e-12, atol=1e-12)

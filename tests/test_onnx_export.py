@@ -12,7 +12,7 @@ import pytest
 from helpers import random_model
 from elman import cli
 from elman.core import direct as dc
-from elman.core.model import Params, output_probs, rnn_step, window_losses
+from elman.model import Params, output_probs, rnn_step, window_losses
 from elman.inference import onnx_direct
 from elman.data import Vocab
 from elman.modelfile import save_checkpoint

@@ -9,7 +9,7 @@ import autograd.numpy as anp
 import numpy as np
 import pytest
 
-from elman.core.gradcheck import central_difference, max_rel_error
+from elman.model.gradcheck import central_difference, max_rel_error
 from elman.core.sampled import (Sampler, log_uniform_proposal, sampled_output_backward,
                            sampled_output_forward, sampled_output_losses, unigram_proposal)
 from elman.core.sparse import SparseGrad

@@ -14,12 +14,12 @@ import pytest
 import helpers
 from helpers import EOS_ID, direct_losses, random_model
 from elman import cli
-from elman.core.perplexity import stream_losses
+from elman.model.perplexity import stream_losses
 from elman.data import text_lines
 from elman.data.stream import iter_lines
-from elman.inference import score
+from elman.inference import engine
 from elman.inference.evaluate import load
-from elman.inference.nbest import Line
+from elman.inference.readers import Line
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -64,7 +64,7 @@ def test_the_stream_equals_eval_and_hands_back_each_line(kind):
     lines = _lines([(None, rng.integers(1, 13, n)) for n in (3, 0, 40, 1, 7, 300, 2)])
     want = stream_losses(p, np.concatenate([x.ids for x in lines]), EOS_ID)
     for window in (1, 7, 256):
-        got = list(score.stream(p, iter(lines), EOS_ID, window=window))
+        got = list(engine.stream(p, iter(lines), EOS_ID, window=window))
         assert [x for x, _ in got] == lines
         np.testing.assert_allclose(np.concatenate([g for _, g in got]), want, rtol=1e-12)
 
@@ -75,7 +75,7 @@ def test_a_long_line_in_windows_equals_one_pass(kind):
     ids = np.r_[np.random.default_rng(1).integers(1, 13, 3000), EOS_ID]
     one_pass = stream_losses(p, ids, EOS_ID, window=len(ids))
     for window in (256, 999):
-        got = score.batched(p, [np.r_[3, EOS_ID], ids, np.r_[4, 5, EOS_ID]], EOS_ID, window=window)[1]
+        got = engine.batched(p, [np.r_[3, EOS_ID], ids, np.r_[4, 5, EOS_ID]], EOS_ID, window=window)[1]
         np.testing.assert_allclose(got, one_pass, rtol=1e-10)
     np.testing.assert_allclose(one_pass[:50], direct_losses(p, ids[:50])[0], rtol=1e-12)
 
@@ -94,12 +94,12 @@ def test_nbest_hypotheses_start_from_their_utterance_state(kind):
             S = direct_losses(p, line.ids, h=S, before=read)[1]
             read += [EOS_ID] + list(line.ids[:-1])
     for group_tokens in (1, 1 << 16):           # utterances scored in one group or one by one
-        score.GROUP = group_tokens
+        engine.GROUP = group_tokens
         try:
-            got = list(score.line_losses(p, iter(lines), EOS_ID, carry=True, nbest=True))
-            indep = list(score.line_losses(p, iter(lines), EOS_ID, carry=False, nbest=True))
+            got = list(engine.line_losses(p, iter(lines), EOS_ID, carry=True, alternatives=True))
+            indep = list(engine.line_losses(p, iter(lines), EOS_ID, carry=False, alternatives=True))
         finally:
-            score.GROUP = 1 << 16
+            engine.GROUP = 1 << 16
         for (line, g), (_, i) in zip(got, indep):
             S, read = starts[line.uid]
             np.testing.assert_allclose(g, direct_losses(p, line.ids, h=S, before=read)[0], rtol=1e-10)
@@ -113,7 +113,7 @@ def test_carried_nbest_first_hypotheses_are_the_stream_of_the_one_best():
     rng = np.random.default_rng(2)
     spec = [(f"u{u}", rng.integers(1, 13, rng.integers(1, 9))) for u in range(30) for _ in range(3)]
     lines = _lines(spec)
-    got = list(score.line_losses(p, iter(lines), EOS_ID, carry=True, nbest=True))
+    got = list(engine.line_losses(p, iter(lines), EOS_ID, carry=True, alternatives=True))
     firsts = np.concatenate([g for k, (_, g) in enumerate(got) if k % 3 == 0])
     one_best = np.concatenate([x.ids for k, x in enumerate(lines) if k % 3 == 0])
     np.testing.assert_allclose(firsts, stream_losses(p, one_best, EOS_ID), rtol=1e-9)
@@ -193,7 +193,7 @@ def test_identical_lines_get_identical_scores_in_any_batch(model, tmp_path, caps
     lines = [" ".join(rng.choice(words, rng.integers(1, 30))) for _ in range(300)]
     lines[17] = lines[250] = lines[299] = "a b c d e a b"
     (tmp_path / "t.txt").write_text("\n".join(lines) + "\n")
-    monkeypatch.setattr(score, "GROUP", 500)          # the three copies land in different groups and batches
+    monkeypatch.setattr(engine, "GROUP", 500)          # the three copies land in different groups and batches
     out = _score(capsys, "--model", model, "--data", tmp_path / "t.txt")
     assert out[17] == out[250] == out[299]
     assert float(out[17]) == pytest.approx(_want(model, lines[17]), abs=1e-5)
@@ -236,3 +236,14 @@ def test_score_dynamic_learns_line_by_line_and_refuses_nbest_and_carry(model, tm
         rc = cli.main(["score", "--model", str(model), "--data", str(f), "--dynamic", *extra])
         err = capsys.readouterr()
         assert rc == 2 and err.out == "" and len(err.err.strip().splitlines()) == 1 and extra[0] in err.err
+
+
+def test_format_nbest_is_nbest_and_an_unknown_format_is_one_line(model, tmp_path, capsys):
+    f = tmp_path / "nb.txt"
+    f.write_text("u1 a b\nu1 b a c\nu2 c\n")
+    by_flag = _score(capsys, "--model", model, "--data", f, "--nbest", "--carry")
+    assert _score(capsys, "--model", model, "--data", f, "--format", "nbest", "--carry") == by_flag
+    assert _score(capsys, "--model", model, "--data", f, "--format", "lines") != by_flag
+    assert cli.main(["score", "--model", str(model), "--data", str(f), "--format", "slf"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["elman: error: --format slf: not an input format elman reads (lines, nbest)"]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from elman import cli, data, modelfile
-from elman.core.model import Params, bptt
+from elman.model import Params, bptt
 from elman.training.optim import clip_by_global_norm
 from elman.training.schedule import Schedule
 from elman.training.train import train

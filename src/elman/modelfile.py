@@ -34,15 +34,15 @@ from pathlib import Path
 import numpy as np
 
 from elman.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, fsync_dir, json_bytes
-from elman.core.model import PARAM_NAMES, Params
+from elman.model import PARAM_NAMES, Params
+from elman.model.outputs import model_outputs, output_name
 from elman.data import LEVELS, Vocab
 from elman.errors import ElmanError
 
 FORMAT = "elman-2"
-# Formats this elman reads: elman-1 (before the direct connections) had no
+# Formats this elman reads: elman-1 has no
 # "output" or "direct" key and no tensors beyond the seed's and the classes'.
 READS = ("elman-1", "elman-2")
-OUTPUTS = {"full": (), "classes": ("Uc", "bc", "class_bounds")}
 MODEL_FILE = "model.safetensors"
 VOCAB_FILE = "vocab.txt"
 CONFIG_FILE = "config.json"
@@ -168,7 +168,7 @@ def save_checkpoint(run_dir, params_dict: dict, vocab: Vocab, config: dict,
     Dh = np.asarray(params_dict["H"]).shape[0]
     _check_shapes({k: np.shape(v) for k, v in params_dict.items()}, V, d, Dh, len(vocab), "params_dict")
     derived = {"format": FORMAT, "V": int(V), "d": int(d), "Dh": int(Dh), "dtype": str(L.dtype),
-               "output": "classes" if "Uc" in params_dict else "full"}
+               "output": output_name(params_dict)}
     if "D" in params_dict:
         derived["direct"] = {"size": int(np.size(params_dict["D"])),
                              "order": int(np.asarray(params_dict["direct_order"]).reshape(-1)[0])}
@@ -286,12 +286,12 @@ def _check_layers(cfg: dict, params: dict, where) -> None:
     """config.json's "output" and "direct" (elman-2) agree with the tensors."""
     if cfg["format"] == "elman-1":
         return
-    output = cfg.get("output")
-    if output not in OUTPUTS:
+    output, outputs = cfg.get("output"), model_outputs()
+    if output not in outputs:
         raise ElmanError(f"{where}: output layer {output!r} is not one this elman knows "
-                         f"({', '.join(OUTPUTS)})")
-    extra = [n for names in OUTPUTS.values() for n in names if n in params]
-    if sorted(extra) != sorted(OUTPUTS[output]):
+                         f"({', '.join(outputs)})")
+    extra = [n for names in outputs.values() for n in names if n in params]
+    if sorted(extra) != sorted(outputs[output]):
         raise ElmanError(f"{where}: the config says a {output} output layer but the tensors are "
                          f"{', '.join(extra) or 'those of a full softmax'}")
     direct = cfg.get("direct")

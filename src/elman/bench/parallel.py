@@ -38,7 +38,7 @@ MACHINES = (1, 2, 4, 8, 16, 32, 64)
 
 def worker(cfg: Config) -> None:
     """One process of a bench job: rank 0 reads "train n" lines, every rank steps."""
-    from elman.core.model import Params, bptt
+    from elman.model import Params, bptt
     from elman.core.sampled import Sampler, unigram_proposal
     from elman.training.distributed import connect
     from elman.training.optim import make_optimizer

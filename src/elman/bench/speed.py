@@ -83,19 +83,6 @@ def synthetic_batches(cfg: Config):
     return [(w[:, :-1].copy(), w[:, 1:].copy()) for w in ids], counts
 
 
-def output_width(cfg: Config, targets, bounds=None, train: bool = True) -> float:
-    """Mean number of output units a position's loss touches: V for the full
-    softmax; K + |class of the target| for the class-factorised one; in
-    training with sampled softmax, S + 1 (the S ids and the target; its
-    evaluation is the full softmax)."""
-    if cfg.sampled and train:
-        return float(cfg.sampled + 1)
-    if bounds is None:
-        return float(cfg.V)
-    c = np.searchsorted(bounds, np.concatenate([t.ravel() for t in targets]), side="right") - 1
-    return float(cfg.classes + np.diff(bounds)[c].mean())
-
-
 def matmul_flops(cfg: Config, width: float, train: bool) -> float:
     """FLOPs of the matrix products of one (B,T) window."""
     forward = 2.0 * cfg.B * cfg.T * (cfg.d * cfg.Dh + cfg.Dh * cfg.Dh + cfg.Dh * width)
@@ -125,7 +112,7 @@ class _Runner:
 
 class _ElmanRunner(_Runner):
     def __init__(self, cfg: Config, batches, counts):
-        from elman.core.model import Params
+        from elman.model import Params
         kw = dict(classes=cfg.classes, counts=counts) if cfg.classes else {}
         self.p = Params.init(cfg.V, cfg.d, cfg.Dh, seed=cfg.seed, dtype=cfg.dtype, direct=cfg.direct,
                              direct_order=cfg.direct_order, **kw)
@@ -143,16 +130,16 @@ class _ElmanRunner(_Runner):
         self.k = 0
 
     def eval_loss(self, x, y):
-        from elman.core.model import forward_losses
+        from elman.model import forward_losses
         return float(forward_losses(self.p, x, y, self.h)[0].sum())
 
     def eval_stream(self, windows):
-        from elman.core.model import window_losses
+        from elman.model import window_losses
         for losses, self.h_eval in window_losses(self.p, windows, self.h_eval):
             yield float(losses.sum())
 
     def train_step(self, x, y, lr):
-        from elman.core.model import bptt
+        from elman.model import bptt
         self.k += 1
         sampled = (self.sampler.draw(self.k), self.sampler.log_q) if self.sampler else None
         dropout = (self.dropout, (0, self.k)) if self.dropout else None
@@ -169,16 +156,22 @@ class _ElmanRunner(_Runner):
         self.opt.step(self.arrays, grads)
         return loss
 
-    def bounds(self):
-        return getattr(self.p, "class_bounds", None)
+    def widths(self, targets) -> tuple:
+        """Output units a position computes, mean over ``targets``: in
+        training (the sampled softmax's S + 1 under ``sampled``) and in
+        evaluation (the model's own output layer)."""
+        from elman.model import layer_for
+        y = np.concatenate([t.ravel() for t in targets])
+        sampled = (self.sampler.draw(0), self.sampler.log_q) if self.sampler else None
+        return tuple(layer_for(self.p, s).units(self.p, y) for s in (sampled, None))
 
 
 class _TorchRunner(_Runner):
     def __init__(self, cfg: Config, batches, counts):
         import torch
-        from elman.core.model import Params
+        from elman.model import Params
         from elman.bench.torch_ref import TorchElman, as_tensors
-        self.torch = torch
+        self.torch, self.cfg = torch, cfg
         self.m = TorchElman(Params.init(cfg.V, cfg.d, cfg.Dh, seed=cfg.seed, dtype=cfg.dtype).as_dict())
         self.batches = [as_tensors(x, y) for x, y in batches]
         self.h = torch.zeros(cfg.B, cfg.Dh)
@@ -197,21 +190,21 @@ class _TorchRunner(_Runner):
         loss, self.h = self.m.train_step(x, y, self.h, lr)
         return loss
 
-    def bounds(self):
-        return None
+    def widths(self, targets) -> tuple:
+        return float(self.cfg.V), float(self.cfg.V)
 
 
 def worker(impl: str, cfg: Config) -> None:
     """Serve the parent: one JSON line in (a command), one JSON line out."""
     if impl == "torch":
         import elman.bench.torch_ref  # noqa: F401  (the library's own footprint is not the model's)
-    import elman.core.model  # noqa: F401
+    import elman.model  # noqa: F401
     base = _maxrss_bytes()
     data, counts = synthetic_batches(cfg)
     runner = (_ElmanRunner if impl == "elman" else _TorchRunner)(cfg, data, counts)
     n_params = sum(int(np.size(v)) for k, v in runner_arrays(runner).items() if k != "class_bounds")
     targets = [y for _, y in data]
-    width, eval_width = (output_width(cfg, targets, runner.bounds(), train) for train in (True, False))
+    width, eval_width = runner.widths(targets)
     lr = 0.1 / (cfg.B * cfg.T)
     loss0 = runner.eval_loss(*runner.batches[0])              # before any update: a parity check
     k = 0

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from elman.core.model import PARAM_NAMES
+from elman.model import PARAM_NAMES
 
 
 

@@ -23,6 +23,12 @@ nonnegative_float = _number(float, "a number", lambda v: 0 <= v < float("inf"), 
 rate = _number(float, "a number", lambda v: 0 <= v < 1, "a rate in [0, 1)")
 nonnegative_int = _number(int, "an integer", lambda v: v >= 0, "0 or more")
 ngram_order = _number(int, "an integer", lambda v: 2 <= v <= 20, "from 2 to 20")
+_weight = _number(float, "a number in [0, 1] or 'auto'", lambda v: 0.0 <= v <= 1.0, "a weight in [0, 1] (or 'auto')")
+
+
+def parse_lambda(text: str):
+    """``--lambda``: a weight in [0, 1], or ``auto`` (fit it by EM)."""
+    return "auto" if text == "auto" else _weight(text)
 
 
 def add_sizes(p, V: int, d: int, Dh: int, B: int, T: int | None, T_help: str | None = None) -> None:

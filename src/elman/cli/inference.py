@@ -1,13 +1,11 @@
 """``elman eval``, ``elman score``, ``elman generate``."""
 from __future__ import annotations
 
-from elman.cli.args import add_cache_dir, add_model_and_data, positive_float, positive_int, rate, say
+from elman.cli.args import add_cache_dir, add_model_and_data, parse_lambda, positive_float, positive_int, rate, say
 from elman.errors import ElmanError
 
-# Keep equal to elman.inference.dynamic.DEFAULTS (for the help text; the CLI
-# does not import it: speed; a test holds them equal).
-DYNAMIC_DEFAULTS = {"plain": {"lr": 0.02, "decay": 0.01, "direct_lr": 0.2},
-                    "scaled": {"lr": 0.016, "decay": 0.02, "direct_lr": 0.1}}
+from elman.inference.options import DYNAMIC_DEFAULTS, Dynamic, ScoreOptions
+
 _PLAIN, _SCALED = DYNAMIC_DEFAULTS["plain"], DYNAMIC_DEFAULTS["scaled"]
 _DEFAULT = object()        # --dynamic without LR (argparse would parse a string const)
 
@@ -29,25 +27,34 @@ def add_dynamic(p, unit: str) -> None:
                         f"(default {_SCALED['direct_lr']:g}, plain {_PLAIN['direct_lr']:g})")
 
 
-def _check_dynamic(args, p) -> None:
+def _dynamic(args, p) -> Dynamic | None:
     """The --dynamic-* options need --dynamic (and --dynamic-direct direct
-    connections); resolves the rule into args.dynamic_how, dynamic_scale and dynamic_why."""
+    connections); the rule they give, or None without --dynamic."""
     given = [o for o, v in (("--dynamic-direct", args.dynamic_direct), ("--dynamic-decay", args.dynamic_decay),
                             ("--dynamic-plain", args.dynamic_plain or None)) if v is not None]
     if given and args.dynamic is None:
         raise ElmanError(f"{given[0]} sets how --dynamic learns; give --dynamic too")
     if args.dynamic_direct is not None and not p.order:
         raise ElmanError("--dynamic-direct: this model has no direct connections")
-    if args.dynamic is not None:
-        from elman.inference import dynamic
-        lr = None if args.dynamic is _DEFAULT else args.dynamic
-        args.dynamic_how, args.dynamic_scale, args.dynamic_why = dynamic.settings(
-            args.model, p, lr, args.dynamic_decay, args.dynamic_direct, args.dynamic_plain)
+    if args.dynamic is None:
+        return None
+    from elman.inference import dynamic
+    lr = None if args.dynamic is _DEFAULT else args.dynamic
+    return Dynamic(*dynamic.settings(args.model, p, lr, args.dynamic_decay, args.dynamic_direct, args.dynamic_plain))
+
+
+def _score_options(args, command: str, dyn: Dynamic | None = None) -> ScoreOptions:
+    """``elman score``'s or per-token ``elman eval``'s options."""
+    score = command == "score"
+    return ScoreOptions(
+        data=args.data, format=args.format if score else "lines", encoding=args.encoding,
+        carry=not score or args.carry, per_line=score, keep_blank=score, per_token=args.per_token,
+        ngram=args.ngram, lm_prob=args.lm_prob, lam=args.lam, heldout=args.heldout,
+        heldout_lm_prob=args.heldout_lm_prob, json=args.json, dynamic=dyn)
 
 
 def _add_rescoring(p) -> None:
     """--per-token, --ngram/--lm-prob, --lambda, --heldout(-lm-prob), --json: eval's and score's alike."""
-    from elman.inference.interpolate import parse_lambda
     p.add_argument("--per-token", metavar="FILE",
                    help="write each predicted token and its log10 probability (token<TAB>log10 P), in order")
     other = p.add_mutually_exclusive_group()
@@ -87,23 +94,23 @@ def run_eval(args) -> int:
     if args.bptt is not None and args.dynamic is None:
         raise ElmanError("--bptt sets the segments of --dynamic; give --dynamic too")
     p, vocab, cfg = evaluate.load(args.model)
-    _check_dynamic(args, p)
+    dyn = _dynamic(args, p)
     if args.per_token or args.ngram or args.lm_prob or args.lam is not None or args.data == "-":
-        if args.dynamic is not None:
+        if dyn is not None:
             raise ElmanError("eval --dynamic reads a file and prints the perplexity only: it does not take "
                              "--per-token, --ngram, --lm-prob or --data - (elman score --dynamic does)")
-        from elman.inference import rescore
-        rescore.run(p, vocab, cfg, args, "eval")
+        from elman.inference import driver
+        driver.run(p, vocab, cfg, _score_options(args, "eval"))
         return 0
     ids = evaluate.read_ids(args.data, vocab, cfg, args.encoding, cache_dir=args.cache_dir, say=say)
-    if args.dynamic is None:
+    if dyn is None:
         result = evaluate.perplexity(p, ids, vocab.eos_id)
         how = ""
     else:
         T = args.bptt or cfg.get("settings", {}).get("steps", 20)
-        d = args.dynamic_how
-        result = evaluate.dynamic_perplexity(p, ids, vocab.eos_id, d, T, args.dynamic_scale)
-        how = (f"  dynamic lr {d['lr']:g} ({args.dynamic_why}), decay {d['decay']:g}"
+        d = dyn.how
+        result = evaluate.dynamic_perplexity(p, ids, vocab.eos_id, d, T, dyn.scale)
+        how = (f"  dynamic lr {d['lr']:g} ({dyn.why}), decay {d['decay']:g}"
                + (f", direct {d['direct_lr']:g}" if p.order else "") + f", T {T}")
     if args.json:
         print(json.dumps(result))
@@ -121,9 +128,10 @@ def add_score(sub):
                                    "--carry reads the lines as one stream, as RNNLM's -test does. --data - "
                                    "reads standard input.")
     add_model_and_data(p)
-    p.add_argument("--nbest", action="store_true",
-                   help="each line is 'ID hypothesis': the id is not scored, hypotheses with one id start "
-                        "from the same state")
+    p.add_argument("--format", default="lines", metavar="FORMAT",
+                   help="the input format: lines: a sentence a line (the default); nbest: each line is 'ID hypothesis', the id "
+                        "not scored, hypotheses with one id starting from the same state")
+    p.add_argument("--nbest", dest="format", action="store_const", const="nbest", help="--format nbest")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--independent", action="store_true",
                       help="every line (hypothesis) from h0 = 0 (the default)")
@@ -136,11 +144,10 @@ def add_score(sub):
 
 
 def run_score(args) -> int:
-    from elman.inference import evaluate, rescore
+    from elman.inference import driver, evaluate
 
     p, vocab, cfg = evaluate.load(args.model)
-    _check_dynamic(args, p)
-    rescore.run(p, vocab, cfg, args, "score")
+    driver.run(p, vocab, cfg, _score_options(args, "score", _dynamic(args, p)))
     return 0
 
 

@@ -13,7 +13,7 @@ def add_gradcheck(sub):
 
 
 def run_gradcheck(args) -> int:
-    from elman.core.gradcheck import format_table, gradcheck
+    from elman.model.gradcheck import format_table, gradcheck
 
     if args.V < 2:
         raise ElmanError("--V must be at least 2 (a softmax over one word predicts nothing)")

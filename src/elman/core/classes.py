@@ -14,21 +14,18 @@ The product is a normalised distribution over all V words (each factor is a
 softmax), so losses and perplexities computed from it are exact, not
 estimates: no sampling is involved.
 
-The class factor is the output layer itself (``fast.output``) over K
-classes; the word factor is an output layer over the columns of each class
-present, for the positions whose target is in it, all classes of a window
-at once (``fast.grouped``). Its gradients for U and b2 are zero outside the
-columns of those classes, and are returned as those columns only: a window
-of 640 positions touches 17% of U's columns at V = 800k, K = 900.
+This module is the reference (NumPy, dense (N,V) arrays); the fast form,
+``elman.fast.classes``, never forms the (N,V) logits.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from elman.core.direct import CLASSES, WORDS
 from elman.core.layers import log_softmax_rows, logits_forward
-from elman.fast.grouped import Plan, grouped_backward, grouped_deltas, grouped_losses
-from elman.fast.output import output_backward, output_deltas, output_losses
-from elman.fast.threads import one_blas_thread
+from elman.core.outputs import Backward, BlockDeltas, Forward, OutputLayer, Space, run_overlap
+
+CLASS_NAMES = ("Uc", "bc", "class_bounds")      # the tensors a class softmax adds to Params
 
 
 def class_bounds(counts, K: int, power: float = 0.5) -> np.ndarray:
@@ -64,73 +61,6 @@ def word_classes(bounds, y):
     return np.searchsorted(bounds, y, side="right") - 1
 
 
-def class_output_losses(h, U, b2, Uc, bc, bounds, y, direct=None):
-    """J_n = -log P(c_n | h_n) - log P(y_n | c_n, h_n) for each row (N,).
-
-    The class factor is one output layer over the K classes; the word
-    factor groups the positions by the class of their target once
-    (``fast.grouped``), each group an output layer over its class's columns
-    U[:, a:b] (Dh, b-a), so the (N,V) logits are never formed and no work
-    depends on V. Returns (losses, cache).
-    ``direct``: terms added to the logits (``core.direct``), an object with
-    ``add_classes(z, c, rows)`` and ``add_words(z, c, rows)`` (c a slice of
-    class or word ids, rows of h).
-    """
-    c = word_classes(bounds, y)
-    plan = Plan(c, bounds)
-    with one_blas_thread():                     # every product here is small
-        losses, class_cache, _ = output_losses(h, Uc, bc, c, add=direct and direct.add_classes)
-    word_losses, word_cache = grouped_losses(h, U, b2, y, plan, add=direct and direct.add_words)
-    losses += word_losses
-    return losses, (class_cache, word_cache)
-
-
-def class_output_forward(h, U, b2, Uc, bc, bounds, y, direct=None):
-    """loss = Σ_n J_n (natural log, summed in float64); returns (loss, cache)."""
-    losses, cache = class_output_losses(h, U, b2, Uc, bc, bounds, y, direct)
-    return float(losses.sum(dtype=np.float64)), cache
-
-
-def class_output_backward(dloss, cache, overlap=None):
-    """Gradients of loss = Σ_n J_n through both factors.
-
-    Class factor, δc = P(·|h) - onehot(c)                 (N,K):
-        dJ/dUc = hᵀ · δc      (Dh,N)(N,K) = (Dh,K)      dJ/dbc = Σ_rows δc  (K,)
-    Word factor of class c = [a,b), rows R with c(y) = c, δw = P(·|c,h) - onehot(y)  (|R|,b-a):
-        dJ/dU[:, a:b] = h_Rᵀ · δw   (Dh,|R|)(|R|,b-a)     dJ/db2[a:b] = Σ_rows δw
-    and the columns of classes no target is in get zero. Both factors read h:
-        dJ/dh = δc · Ucᵀ + (δw · U[:, a:b]ᵀ on the rows R of each class)   (N,Dh)
-
-    Returns (dh, cols, dU_cols, db2_cols, dUc, dbc, done): dJ/dU and dJ/db2
-    only on the columns ``cols`` (C,) (sorted; the classes present), as
-    (Dh,C) and (C,), every other column zero (a column ``SparseGrad``).
-    ``overlap``: a function of dJ/dh, run on one core while the others
-    compute the column gradients; ``done`` is its result (or None).
-    """
-    class_cache, word_cache = cache
-    with one_blas_thread():
-        dh_class, dUc, dbc, _ = output_backward(dloss, class_cache)
-
-    def total(dh_word):
-        dh_class[...] += dh_word
-        return overlap(dh_class) if overlap else None
-
-    _, G, done = grouped_backward(dloss, word_cache, overlap=total)
-    plan = word_cache[3]
-    Dh = G.shape[0] - 1
-    return dh_class, plan.columns(), G[:Dh], G[Dh], dUc, dbc, done
-
-
-def class_output_deltas(cache, dloss):
-    """After ``class_output_backward(dloss, cache)``: dJ/dz of both factors
-    as (kind, rows, c, dz): kind "classes" or "words", the rows of h (None:
-    all), c the slice of class or word ids, dz (rows, c) the logits' gradient."""
-    class_cache, word_cache = cache
-    parts, w = output_deltas(class_cache, dloss)
-    out = [("classes", None, c, D * w[:, None]) for c, D in parts]
-    return out + [("words", rows, c, dz) for rows, c, dz in grouped_deltas(word_cache, dloss)]
-
-
 def class_log_probs(h, U, b2, Uc, bc, bounds, extra=None):
     """log P(w | h) for every word (B,V): the class log-probability plus the
     log-softmax within each class, by segmented max and sum over the columns.
@@ -146,3 +76,82 @@ def class_log_probs(h, U, b2, Uc, bc, bounds, extra=None):
     within = np.log(np.add.reduceat(np.exp(z), starts, axis=1))
     z -= np.repeat(within - log_softmax_rows(zc), sizes, axis=1)
     return z
+
+
+class ClassSoftmax(OutputLayer):
+    """P(w | h) = P(c(w) | h) · P(w | c(w), h), K frequency-binned classes
+    (Uc, bc, class_bounds); J_n = -log P(c_n | h_n) - log P(y_n | c_n, h_n)."""
+
+    name = "classes"
+    tensors = CLASS_NAMES
+
+    def losses(self, p, h, y, direct=None, overlap=None) -> Forward:
+        y = np.asarray(y)
+        zw, zc = logits_forward(h, p.U, p.b2), logits_forward(h, p.Uc, p.bc)
+        if direct is not None:
+            direct.add_words(zw, slice(0, p.V))
+            direct.add_classes(zc, slice(0, p.classes))
+        bounds = p.class_bounds
+        starts, sizes = bounds[:-1], np.diff(bounds)
+        zw -= np.repeat(np.maximum.reduceat(zw, starts, axis=1), sizes, axis=1)
+        pw = np.exp(zw)
+        pw /= np.repeat(np.add.reduceat(pw, starts, axis=1), sizes, axis=1)   # P(w | c(w), h)
+        pc = np.exp(log_softmax_rows(zc))                                       # P(c | h)
+        c, rows = word_classes(bounds, y), np.arange(len(y))
+        losses = -np.log(pc[rows, c]) - np.log(pw[rows, y])
+        return Forward(losses, (h, p.U, p.Uc, bounds, y, c, pw, pc), run_overlap(overlap))
+
+    def _dz(self, dloss, cache):
+        """δc = P(·|h) - onehot(c) (N,K); δw = P(·|c,h) - onehot(y) on the
+        columns of c(y), 0 elsewhere (N,V); each times dloss."""
+        h, U, Uc, bounds, y, c, pw, pc = cache
+        rows = np.arange(len(y))
+        w = np.reshape(np.asarray(dloss, pw.dtype), (-1, 1))
+        dzc = pc.copy()
+        dzc[rows, c] -= 1.0
+        same = word_classes(bounds, np.arange(pw.shape[1]))[None, :] == c[:, None]
+        dzw = np.where(same, pw, 0.0).astype(pw.dtype)
+        dzw[rows, y] -= 1.0
+        return dzw * w, dzc * w
+
+    def backward(self, dloss, cache, overlap=None) -> Backward:
+        """dJ/dU = hᵀ δw, dJ/db2 = Σ_rows δw, dJ/dUc = hᵀ δc, dJ/dbc = Σ_rows δc,
+        dJ/dh = δw Uᵀ + δc Ucᵀ      (N,Dh)."""
+        h, U, Uc = cache[:3]
+        dzw, dzc = self._dz(dloss, cache)
+        dh = dzw @ U.T + dzc @ Uc.T
+        grads = {"U": h.T @ dzw, "b2": dzw.sum(axis=0), "Uc": h.T @ dzc, "bc": dzc.sum(axis=0)}
+        return Backward(dh, grads, run_overlap(overlap, dh))
+
+    def deltas(self, dloss, cache) -> BlockDeltas:
+        dzw, dzc = self._dz(dloss, cache)
+        return BlockDeltas([("classes", None, slice(0, dzc.shape[1]), dzc),
+                            ("words", None, slice(0, dzw.shape[1]), dzw)])
+
+    def log_probs(self, p, h, extra=None) -> np.ndarray:
+        return class_log_probs(h, p.U, p.b2, p.Uc, p.bc, p.class_bounds, extra)
+
+    def width(self, p) -> int:
+        return p.classes + int(np.diff(p.class_bounds).max())
+
+    def units(self, p, y) -> float:
+        """K + the mean size of the targets' classes."""
+        return float(p.classes + np.diff(p.class_bounds)[word_classes(p.class_bounds, np.ravel(y))].mean())
+
+    def logit_spaces(self, p) -> list:
+        return [Space("z", "U", "b2", p.V, WORDS), Space("zc", "Uc", "bc", p.classes, CLASSES)]
+
+    def onnx_nodes(self, p, inits: dict, helper) -> list:
+        """log P(w|h) = LogSoftmax over classes, gathered per word, + LogSoftmax within each class."""
+        bounds = np.asarray(p.class_bounds, np.int64)
+        K = len(bounds) - 1
+        inits.update(sizes=np.diff(bounds), word_class=np.repeat(np.arange(K, dtype=np.int64), np.diff(bounds)))
+        parts = [f"z_{c}" for c in range(K)]
+        return [
+            helper.make_node("LogSoftmax", ["zc"], ["log_pc"], axis=-1),
+            helper.make_node("Gather", ["log_pc", "word_class"], ["log_pc_w"], axis=2),
+            helper.make_node("Split", ["z", "sizes"], parts, axis=2),
+            *[helper.make_node("LogSoftmax", [z], [f"w_{z}"], axis=-1) for z in parts],
+            helper.make_node("Concat", [f"w_{z}" for z in parts], ["log_pw"], axis=2),
+            helper.make_node("Add", ["log_pc_w", "log_pw"], ["log_probs"]),
+        ]

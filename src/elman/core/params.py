@@ -1,7 +1,7 @@
 """The model's parameters: named and shaped as in the seed, with the optional
 tensors of the class-factorised softmax and of the direct connections.
 
-Data only (shapes, initialisation, conversions); ``elman.core.model``
+Data only (shapes, initialisation, conversions); ``elman.model``
 computes with them.
 """
 from __future__ import annotations
@@ -11,12 +11,32 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from elman.core import direct as dc
-from elman.core.classes import class_bounds
-from elman.fast.output import stacked_bias
+from elman.core.classes import CLASS_NAMES, class_bounds
 
 PARAM_NAMES = ("L", "I", "H", "U", "b1", "b2")
-CLASS_NAMES = ("Uc", "bc", "class_bounds")
 DIRECT_NAMES = ("D", "direct_order")
+
+
+def stacked_bias(U, b2):
+    """[U; b2] (Dh+1,V) as one array, without a copy, when b2 lies in memory
+    as one more row of U (``Params`` keeps them so); else None.
+
+    The bias trick: h U + b2 = [h, 1] · [U; b2], one product, where adding
+    b2 after it would be one more pass over the (N,V) logits.
+    """
+    Dh, V = U.shape
+    if b2.shape != (V,) or b2.dtype != U.dtype or b2.strides[0] != U.strides[1]:
+        return None
+    if b2.__array_interface__["data"][0] != U.__array_interface__["data"][0] + Dh * U.strides[0]:
+        return None
+    return np.lib.stride_tricks.as_strided(U, shape=(Dh + 1, V), strides=U.strides, writeable=False)
+
+
+def with_ones(h, dtype=None):
+    """[h, 1] (N,Dh+1): h with a column of ones, the left side of the bias trick."""
+    h1 = np.empty((h.shape[0], h.shape[1] + 1), dtype or h.dtype)
+    h1[:, :-1], h1[:, -1] = h, 1
+    return h1
 
 
 def word_major(Dh: int, V: int, dtype):
@@ -61,7 +81,7 @@ class Params:
     None fields are left out of ``as_dict``.
 
     U and b2 are views of one array, [U; b2] (Dh+1,V), b2 its last row (the
-    bias trick, ``fast.output.stacked_bias``), held in memory word by word:
+    bias trick, ``stacked_bias``), held in memory word by word:
     the array is W = [U; b2]ᵀ (V,Dh+1) and U = W[:, :Dh]ᵀ, a (Dh,V) view
     whose column for word w is one contiguous row of W. What reads a few
     words' columns (sampled softmax's ids, a class's words, their updates)
@@ -87,7 +107,7 @@ class Params:
 
     def __post_init__(self):
         # b2 is kept in memory as one more row of U, so that the logits
-        # h U + b2 are one product [h, 1]·[U; b2] (``fast.output.stacked_bias``).
+        # h U + b2 are one product [h, 1]·[U; b2] (``stacked_bias``).
         # Updates in place keep it so; a new U or b2 is copied in here.
         U, b2 = np.asarray(self.U), np.asarray(self.b2)
         if U.ndim == 2 and b2.shape == U.shape[1:] and b2.dtype == U.dtype and stacked_bias(U, b2) is None:

@@ -26,9 +26,14 @@ Shapes: h (N,Dh), U (Dh,V), b2 (V,), y (N,), samples (S,), log_q (V,).
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from elman.core.layers import embedding_row_sums
+from elman.core.outputs import Backward, ColumnDeltas, Forward, FullSoftmax, run_overlap
+from elman.core.params import with_ones
+from elman.core.sparse import SparseGrad
 
 # ----------------------------------------------------------------- proposals
 
@@ -102,6 +107,21 @@ class Sampler:
 # -------------------------------------------------------- forward / backward
 
 
+class SampledCache(NamedTuple):
+    """What the sampled softmax's forward pass hands its backward pass:
+    h (N,Dh) (``fast.sampled``: [h, 1]), the targets' and the samples'
+    columns of U (fast: of [U; b2], as rows), y, samples, E = exp(O - m)
+    (N,S), its row sums ``rest`` and s = exp(o_true - m) + rest (N,)."""
+    h: np.ndarray
+    Uy: np.ndarray
+    Us: np.ndarray
+    y: np.ndarray
+    samples: np.ndarray
+    E: np.ndarray
+    rest: np.ndarray
+    s: np.ndarray
+
+
 def sampled_output_losses(h, U, b2, y, samples, log_q, extra=None):
     """J_n (N,) of the module docstring, in the dtype of h and U, and a cache.
     ``extra`` = (zy (N,), zs (N,S)): terms added to the true and sampled
@@ -133,7 +153,7 @@ def sampled_output_losses(h, U, b2, y, samples, log_q, extra=None):
     e0 = np.exp(o_true - m)
     s = e0 + rest
     losses = np.log(s) - (o_true - m)
-    return losses, (h, Uy, Us, y, samples, E, rest, s)
+    return losses, SampledCache(h, Uy, Us, y, samples, E, rest, s)
 
 
 def sampled_output_forward(h, U, b2, y, samples, log_q, extra=None):
@@ -145,7 +165,7 @@ def sampled_output_forward(h, U, b2, y, samples, log_q, extra=None):
 def sampled_deltas(dloss, cache):
     """(dJ/do_true (N,), dJ/dO (N,S)) of dloss · Σ_n J_n: the gradients of
     the true and sampled logits (see ``sampled_output_backward``)."""
-    _, _, _, _, _, E, rest, s = cache
+    E, rest, s = cache.E, cache.rest, cache.s
     w = np.asarray(dloss, dtype=E.dtype) / s
     return -rest * w, E * w[:, None]
 
@@ -166,15 +186,51 @@ def sampled_output_backward(dloss, cache):
 
     Returns (dh, cols, dU_cols, db2_cols): cols (C,) the sorted unique ids of
     y ∪ samples, dJ/dU[:, cols] = dU_cols (Dh,C), dJ/db2[cols] = db2_cols
-    (C,), every other column zero (``elman.sparse.SparseGrad`` holds them so).
+    (C,), every other column zero (``elman.core.sparse.SparseGrad`` holds them so).
     """
     h, Uy, Us, y, samples, E, rest, s = cache
     N, Dh = h.shape
     dt = E.dtype
     dtrue, dO = sampled_deltas(dloss, cache)
     dh = dtrue[:, None] * Uy.T + dO @ Us.T
-    h1 = np.empty((N, Dh + 1), dtype=dt)
-    h1[:, :Dh], h1[:, Dh] = h, 1
+    h1 = with_ones(h, dt)
     rows = np.concatenate([h1 * dtrue[:, None], dO.T @ h1])
     cols, sums = embedding_row_sums(rows, np.concatenate([y, samples]))
     return dh, cols, sums[:, :Dh].T, sums[:, Dh]
+
+
+class SampledSoftmax(FullSoftmax):
+    """The sampled-softmax loss of a full-softmax model, for the S ids
+    ``samples`` drawn from q (``log_q`` (V,)): a layer for training only;
+    the model it trains scores with the full softmax."""
+
+    name = "sampled"
+    training_only = True
+
+    def __init__(self, samples, log_q):
+        self.samples, self.log_q = np.asarray(samples), log_q
+
+    @classmethod
+    def example(cls, p, rng) -> "SampledSoftmax":
+        q = unigram_proposal(rng.integers(0, 20, p.V))
+        return cls(np.sort(rng.choice(p.V, size=max(2, p.V // 2), p=q)), np.log(q).astype(p.dtype))
+
+    def losses(self, p, h, y, direct=None, overlap=None) -> Forward:
+        extra = direct.sampled_terms(np.asarray(y), self.samples) if direct is not None else None
+        losses, cache = sampled_output_losses(h, p.U, p.b2, y, self.samples, self.log_q, extra)
+        return Forward(losses, cache, run_overlap(overlap))
+
+    def backward(self, dloss, cache, overlap=None) -> Backward:
+        dh, cols, dU, db2 = sampled_output_backward(dloss, cache)
+        V = len(self.log_q)
+        grads = {"U": SparseGrad(cols, dU, (dU.shape[0], V), -1), "b2": SparseGrad(cols, db2, (V,), -1)}
+        return Backward(dh, grads, run_overlap(overlap, dh))
+
+    def deltas(self, dloss, cache) -> ColumnDeltas:
+        return ColumnDeltas(cache.y, cache.samples, *sampled_deltas(dloss, cache))
+
+    def width(self, p) -> int:
+        return len(self.samples) + 1
+
+    def units(self, p, y) -> float:
+        return float(len(self.samples) + 1)

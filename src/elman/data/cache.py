@@ -228,12 +228,8 @@ class Store:
         if self.problem:
             yield
             return
-        with open(self.root / f".{src.key}.lock", "a+b") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                self.say(f"elman: waiting for another process that builds the token ids of {src.name}")
-                fcntl.flock(f, fcntl.LOCK_EX)
+        waiting = f"elman: waiting for another process that builds the token ids of {src.name}"
+        with source_lock(self.root, src.key, wait=lambda: self.say(waiting)):
             for stale in self.root.glob(f".{src.key}*.tmp"):  # their builders are gone: we hold the lock
                 stale.unlink(missing_ok=True)
             yield
@@ -251,6 +247,23 @@ class Store:
     def failed(self, exc: OSError) -> ElmanError:
         return ElmanError(f"cannot write the token-id cache in {self.root} ({exc.strerror or exc}); no partial "
                           f"entry was left; free some space or choose another directory with --cache-dir DIR")
+
+
+@contextmanager
+def source_lock(root: Path, key: str, wait=None):
+    """Hold the OS lock ``.<key>.lock`` of one source's entries while the
+    block runs; yields whether it is held. Held by another process: with
+    ``wait`` (called first, to say so) wait for it, else yield False at once."""
+    with open(root / f".{key}.lock", "a+b") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if wait is None:
+                yield False
+                return
+            wait()
+            fcntl.flock(f, fcntl.LOCK_EX)
+        yield True
 
 
 # -- listing and clearing ----------------------------------------------------------------------
@@ -288,10 +301,8 @@ def clear(root=None) -> tuple[int, int, list[str]]:
             groups.setdefault(m.group(1), []).append(path)
     removed, freed, busy = 0, 0, []
     for key, paths in sorted(groups.items()):
-        with open(root / f".{key}.lock", "a+b") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+        with source_lock(root, key) as held:
+            if not held:
                 busy.append(key)
                 continue
             for path in paths:

@@ -2,31 +2,32 @@
 
 The word factor of a class softmax is, for each class c present in a
 window, an output layer over the columns [a_c, b_c) of [U; b2] for the rows
-whose target lies in c. Done one class at a time through ``fast.output``
-(the seed's code until issue 16), each class paid that function's fixed
-costs: its chunk plan, its scratch lookups, its dozen small NumPy calls and
-their temporaries, for a product of a few rows. Here the window is grouped
-once (``plan``), every group's logits go into one flat buffer, and all the
-element-wise work (exp, the targets' logits, D = E - s·y, the 1/s factors)
-is one NumPy call over the whole window. What stays per group is what the
-maths makes per group, the matrix products, and the row sums, which are
-products too (by BLAS, 3x faster than ``np.sum`` along rows). Each group's
-products have the shapes the one-class-at-a-time code gave them, so the
-numbers are the same bit for bit (a test holds them to commit 5325e3d's).
+whose target lies in c. The window is grouped once (``plan``), every
+group's logits go into one flat buffer, and all the element-wise work
+(exp, the targets' logits, D = E - s·y, the 1/s factors) is one NumPy call
+over the whole window: the fixed costs of an output layer (its chunk plan,
+scratch lookups, a dozen small NumPy calls) are paid once a window, not
+once a class. What stays per group is what the maths makes per group, the
+matrix products, and the row sums, which are products too (by BLAS, 3x
+faster than ``np.sum`` along rows). Each group's products have the shapes
+of an output layer over that class alone, so the numbers are those of
+``fast.output`` run class by class, bit for bit (a test holds them to a
+stored fixture).
 
-Shapes: h (N,Dh); Ub = [U; b2] (Dh+1,V) as one array (``output.stacked_bias``)
+Shapes: h (N,Dh); Ub = [U; b2] (Dh+1,V) as one array (``core.params.stacked_bias``)
 or U and b2 apart; groups: ``plan`` of seg (N,) with column ranges bounds.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
+from elman.core.outputs import BlockDeltas
+from elman.core.params import stacked_bias, with_ones
 from elman.fast import scratch
-from elman.fast.output import stacked_bias
+from elman.fast.output import TINY_SUM
 from elman.fast.threads import one_blas_thread, parallel_for
-
-# Below this sum a row's largest exp underflowed (see ``fast.output``).
-_TINY_SUM = 1e-20
 
 
 class Plan:
@@ -87,11 +88,7 @@ def grouped_losses(h, U, b2, y, plan: Plan, add=None):
     dtype = np.result_type(h, U)
     Ub = stacked_bias(U, b2)
     o = plan.order
-    if Ub is not None:
-        hs = np.empty((N, Dh + 1), dtype)
-        hs[:, :Dh], hs[:, Dh] = h[o], 1
-    else:
-        hs = h[o]
+    hs = h[o] if Ub is None else with_ones(h[o], dtype)
     flat = scratch.empty("grouped E", (int(plan.off[-1]),), dtype)
     s = np.empty(N, dtype)
     ones = np.ones(int(plan.width.max(initial=1)), dtype)
@@ -126,13 +123,13 @@ def grouped_losses(h, U, b2, y, plan: Plan, add=None):
         np.exp(flat, out=flat)
     with one_blas_thread():
         parallel_for(lambda i: sums(tasks[i]), len(tasks))
-    for r in np.flatnonzero(~((s > _TINY_SUM) & (s < np.inf))):
+    for r in np.flatnonzero(~((s > TINY_SUM) & (s < np.inf))):
         _redo_row(r, hs, U, b2, Ub, plan, flat, s, m, add)
     losses = np.subtract(m, zy, out=zy)
     losses += np.log(s)
     out = np.empty(N, dtype)
     out[o] = losses
-    return out, (hs, U, yl, plan, flat, Z, s)
+    return out, GroupedCache(hs, U, yl, plan, flat, Z, s)
 
 
 def _redo_row(r, hs, U, b2, Ub, plan, flat, s, m, add):
@@ -159,9 +156,9 @@ def grouped_backward(dloss, cache, overlap=None):
     ``overlap``: a function of dJ/dh run on one core while the others
     compute the column gradients (the recurrence's backward pass). Returns
     (dh, G, overlap(dh) or None); overwrites the cached E with D."""
-    hs, U, yl, plan, D, Dg, s = cache
+    hs, U, yl, plan, D, blocks, s = cache       # the cached E and its blocks, turned into D here
     N, Dh = hs.shape[0], U.shape[0]
-    w = dloss / s
+    w = _sorted(dloss, plan) / s
     D[plan.start + yl] -= s
     dhs = np.empty((N, Dh), s.dtype)
     hw = np.empty((Dh + 1, N), s.dtype)
@@ -177,15 +174,15 @@ def grouped_backward(dloss, cache, overlap=None):
     def dh_task(task):
         for g in task:
             i, j = plan.cuts[g], plan.cuts[g + 1]
-            np.matmul(Dg[g], U[:, plan.a[g]:plan.b[g]].T, out=dhs[i:j])
+            np.matmul(blocks[g], U[:, plan.a[g]:plan.b[g]].T, out=dhs[i:j])
 
     def dU_task(task):
         for g in task:
             i, j = plan.cuts[g], plan.cuts[g + 1]
             if word_major:
-                np.matmul(Dg[g].T, hw[:, i:j].T, out=GT[plan.coff[g]:plan.coff[g + 1]])
+                np.matmul(blocks[g].T, hw[:, i:j].T, out=GT[plan.coff[g]:plan.coff[g + 1]])
             else:
-                np.matmul(hw[:, i:j], Dg[g], out=G[:, plan.coff[g]:plan.coff[g + 1]])
+                np.matmul(hw[:, i:j], blocks[g], out=G[:, plan.coff[g]:plan.coff[g + 1]])
 
     tasks = _tasks(plan, np.diff(plan.off))
     with one_blas_thread():
@@ -198,11 +195,30 @@ def grouped_backward(dloss, cache, overlap=None):
     return dh, G, done
 
 
-def grouped_deltas(cache, dloss):
+def _sorted(dloss, plan):
+    """dloss, a scalar or per-row weights (N,) in the rows' order, in the plan's order."""
+    return dloss if np.ndim(dloss) == 0 else np.asarray(dloss)[plan.order]
+
+
+def grouped_deltas(dloss, cache, space: str = "words") -> BlockDeltas:
     """After ``grouped_backward(dloss, cache)``: dJ/dz of each group as
-    [(rows of h, slice of ids, dz (n_g, w_g))] (the cached E holds
-    D = E - s·y by then; dz = D/s·dloss)."""
-    hs, U, yl, plan, D, Dg, s = cache
-    w = dloss / s
-    return [(plan.order[i:j], slice(int(a), int(b)), Dg[g] * w[i:j, None])
-            for g, (i, j, a, b) in enumerate(zip(plan.cuts[:-1], plan.cuts[1:], plan.a, plan.b))]
+    blocks (space, rows of h, slice of ids, dz (n_g, w_g)) (the cached E
+    holds D = E - s·y by then; dz = D/s·dloss)."""
+    plan, blocks, s = cache.plan, cache.blocks, cache.s
+    w = _sorted(dloss, plan) / s
+    return BlockDeltas([(space, plan.order[i:j], slice(int(a), int(b)), blocks[g] * w[i:j, None])
+                        for g, (i, j, a, b) in enumerate(zip(plan.cuts[:-1], plan.cuts[1:], plan.a, plan.b))])
+
+
+class GroupedCache(NamedTuple):
+    """What ``grouped_losses`` hands ``grouped_backward``: the sorted rows hs
+    (with a column of ones beside h when [U; b2] is one array), the targets
+    yl within their groups, the plan, the flat E and its group ``blocks``
+    (views of it), the row sums s, all in the plan's order."""
+    hs: np.ndarray
+    U: np.ndarray
+    yl: np.ndarray
+    plan: Plan
+    flat: np.ndarray
+    blocks: list
+    s: np.ndarray

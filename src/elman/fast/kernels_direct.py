@@ -2,9 +2,8 @@
 
 Under sampled softmax (or a class softmax) a window's dJ/dD is a sum of
 N·F·S values scattered into the table D (M,): each (position n, feature f,
-column s) adds dJ/dO[n, s] at D[O[n, f] + cols[s]] (``core.direct``, whose
-``Features.sampled_grad`` and ``class_grad`` stay the reference). At the
-recipe's sizes (B·T = 320, F = 2, S = 1000, M = 2M) that touches a third
+column s) adds dJ/dO[n, s] at D[O[n, f] + cols[s]] (``fast.direct``'s
+``Features.grad``, which stays the reference). At the recipe's sizes (B·T = 320, F = 2, S = 1000, M = 2M) that touches a third
 of the table, so the reference builds it dense: it zeroes 2M entries,
 scatters, and the trainer then passes over all 2M four more times (the
 per-token scale, the finiteness check, the plain SGD step). D takes plain
@@ -72,8 +71,21 @@ class ScatterGrad:
                        np.ascontiguousarray(v, dtype)) for kind, O, at, v in parts]
 
     @classmethod
+    def of(cls, feats, deltas):
+        """From a window's ``fast.direct.Features`` and the logits' gradient
+        in a form of ``core.outputs``: columns (sampled softmax) or blocks
+        (a class softmax); None for the full softmax's chunks (every window
+        of V: the reference's dense array is the cheaper form there)."""
+        from elman.core.outputs import BlockDeltas, ColumnDeltas
+        if isinstance(deltas, ColumnDeltas):
+            return cls.sampled(feats.D, feats.O, *deltas)
+        if isinstance(deltas, BlockDeltas):
+            return cls.classes(feats.D, feats.O, feats.Oc, deltas.parts)
+        return None
+
+    @classmethod
     def sampled(cls, D, O, y, samples, dtrue, dO) -> "ScatterGrad":
-        """From ``sampled.sampled_deltas``: as ``core.direct.Features.sampled_grad``.
+        """From ``ColumnDeltas`` (y, samples, dtrue, dO): as ``fast.direct.Features.grad``.
         The samples in ascending order (a stable sort: repeats keep their order)."""
         samples = np.asarray(samples)
         if np.any(np.diff(samples) < 0):
@@ -83,7 +95,7 @@ class ScatterGrad:
 
     @classmethod
     def classes(cls, D, O, Oc, parts) -> "ScatterGrad":
-        """From ``classes.class_output_deltas``' (kind, rows, c, dz): as ``Features.class_grad``."""
+        """From ``BlockDeltas``' parts (space, rows, c, dz): as ``fast.direct.Features.grad``."""
         return cls(D.shape, D.dtype, [("cols", (Oc if kind == "classes" else O)[slice(None) if rows is None else rows],
                                        np.arange(c.start, c.stop), dz) for kind, rows, c, dz in parts])
 

@@ -1,59 +1,63 @@
-"""The output layer at speed: the same function as ``core.layers``'
-``softmax_loss_forward``/``softmax_loss_backward``, computed by vocabulary
+"""The full softmax at speed: the function of ``core.outputs.FullSoftmax``
+(the reference, which the tests hold this to), computed by vocabulary
 column chunks shared between the cores, into reused scratch buffers,
-without ever forming yhat (tests check it against the reference).
+without ever forming yhat.
+
+The shift. The loss of a row is J_n = log s_n + m_n - z2[n, y_n] with
+E = exp(z2 - m) and s its row sum; any shift m gives the same yhat = E/s.
+m = 0 is tried first: no pass to find the row max, none to subtract it,
+and a row sum is a sum of partial sums, so the vocabulary can be cut into
+column chunks c, shared between the cores (``parallel_for``): each a
+product h U[:, c] that packs only its own part of U, into a contiguous
+block E_c (N,|c|), its exp and sums done while it is in cache. A row for
+which m = 0 fails shows it in its sum: s = inf (an exp overflowed, or the
+sum did) or s below ``TINY_SUM`` (every exp underflowed); only such rows
+are done again with m = the row max, where every exp <= 1 and s >= 1, so
+logits of 1e4 neither overflow nor take log(0). The price of m = 0: J is a
+difference of numbers of the size of the logits, exact to |z2|·eps (4e-6
+nats at logits of 70 in float32) where the max shift gives J·eps. So
+float64, the precision for checking gradients by finite differences,
+always takes the max shift (one more pass over the chunks once every
+chunk's max is known); float32, the one for speed, m = 0.
 
 Every function returns the same shape of result whatever its options.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
+from elman.core.outputs import Backward, ChunkDeltas, Forward, FullSoftmax
+from elman.core.params import stacked_bias, with_ones
 from elman.fast import scratch
 from elman.fast.threads import chunks, parallel_for
 
+# A row sum of exp(z2) at least this large has a normal largest term, so
+# m = 0 lost no precision; below it the row is redone with the max shift.
+TINY_SUM = 1e-20
 
-def stacked_bias(U, b2):
-    """[U; b2] (Dh+1,V) as one array, without a copy, when b2 lies in memory
-    as one more row of U (``Params`` keeps them so); else None.
 
-    The bias trick: h U + b2 = [h, 1] · [U; b2], one product, where adding
-    b2 after it would be one more pass over the (N,V) logits.
-    """
-    Dh, V = U.shape
-    if b2.shape != (V,) or b2.dtype != U.dtype or b2.strides[0] != U.strides[1]:
-        return None
-    if b2.__array_interface__["data"][0] != U.__array_interface__["data"][0] + Dh * U.strides[0]:
-        return None
-    return np.lib.stride_tricks.as_strided(U, shape=(Dh + 1, V), strides=U.strides, writeable=False)
+class OutputCache(NamedTuple):
+    """What ``output_losses`` hands ``output_backward``: E by column chunks
+    ``cols`` (each (N,|c|)), the rows whose target lies in each (``hits``),
+    E's row sums s (N,)."""
+    h: np.ndarray
+    U: np.ndarray
+    y: np.ndarray
+    cols: list
+    hits: list
+    E: list
+    s: np.ndarray
 
 
 def output_losses(h, U, b2, y, overlap=None, add=None):
     """J_n = -log yhat[n, y_n] for each row (N,), yhat = softmax(h U + b2).
 
-    h (N,Dh), y (N,) target ids. Returns (losses, cache). The cache holds
-    the unnormalised E = exp(z2 - m) (N,V), z2 = h U + b2 and m (N,) a
-    shift per row, and E's row sums s (N,), yhat = E/s: the division is
-    never done on the (N,V) array, ``output_backward`` folds 1/s into its
-    (N,Dh)-sized factors.
-
-        J_n = log s_n + m_n - z2[n, y_n]
-
-    The shift only keeps exp in range; any m gives the same yhat. m = 0 is
-    tried first: no pass to find the row max, none to subtract it, and a
-    row sum is a sum of partial sums, so the vocabulary can be cut into
-    column chunks c, shared between the cores (``parallel_for``): each a
-    product h U[:, c] that packs only its own part of U, into a contiguous
-    block E_c (N,|c|), its exp and sums done while it is in cache. A row
-    for which m = 0 fails shows it in its sum: s = inf (an exp overflowed,
-    or the sum did) or s tiny (every exp underflowed); only such rows are
-    done again with m = the row max, where every exp ≤ 1 and s ≥ 1, so
-    logits of 1e4 neither overflow nor take log(0). The price of m = 0: J
-    is a difference of numbers of the size of the logits, exact to
-    |z2|·eps (4e-6 nats at logits of 70 in float32) where the max shift
-    gives J·eps. So float64, the precision for checking gradients by finite
-    differences, always takes the max shift (one more pass over the chunks
-    once every chunk's max is known); float32, the one for speed, m = 0.
+    h (N,Dh), y (N,) target ids. The cache holds E = exp(z2 - m) (N,V) by
+    column chunks, z2 = h U + b2, m (N,) a shift per row (module docstring),
+    and E's row sums s (N,): yhat = E/s, the division left to the (N,Dh)
+    factors of ``output_backward``.
 
     ``overlap``: a function of no arguments run on one core while the
     others do the chunks (``model.window_losses`` passes the next window's
@@ -64,19 +68,12 @@ def output_losses(h, U, b2, y, overlap=None, add=None):
     """
     N, V = len(y), U.shape[1]
     dtype = np.result_type(h, U)
-    cols = chunks(V, 256) if N * V >= 1 << 16 else [slice(0, V)]
-    flat = scratch.empty("output E", (N * V,), dtype)
-    E = [flat[N * c.start:N * c.stop].reshape(N, -1) for c in cols]    # E_c = E[:, c], contiguous
+    cols, E, hits = _chunks(y, V, dtype)
     parts = np.empty((len(cols), N), dtype)                             # each chunk's row sums
     zy = np.zeros(N, dtype)
     ones = np.ones(V, dtype)
     Ub = stacked_bias(U, b2)
-    if Ub is not None:
-        h1 = np.empty((N, U.shape[0] + 1), dtype)
-        h1[:, :-1], h1[:, -1] = h, 1
-
-    # The rows whose target lies in each chunk (the backward pass needs them too).
-    hits = [np.flatnonzero((y >= c.start) & (y < c.stop)) for c in cols]
+    h1 = None if Ub is None else with_ones(h, dtype)
     m = np.zeros(N, dtype)
     shift = dtype == np.float64
     maxes = np.empty((len(cols), N), dtype) if shift else None
@@ -110,26 +107,37 @@ def output_losses(h, U, b2, y, overlap=None, add=None):
         np.max(maxes, axis=0, out=m)
         parallel_for(exps, len(cols))
     s = parts.sum(axis=0)
-    redo = np.flatnonzero(~((s > _TINY_SUM) & (s < np.inf)))
-    if len(redo):
-        z = h[redo] @ U + b2
-        if add is not None:
-            add(z, slice(0, V), redo)
-        m[redo] = z.max(axis=1)
-        z -= m[redo, None]
-        np.exp(z, out=z)
-        s[redo] = z.sum(axis=1)
-        for c, block in zip(cols, E):
-            block[redo] = z[:, c]
+    _redo_rows(np.flatnonzero(~((s > TINY_SUM) & (s < np.inf))), h, U, b2, add, cols, E, m, s)
     losses = np.subtract(m, zy, out=zy)
     losses += np.log(s)
-    cache = (h, U, y, cols, hits, E, s)
-    return losses, cache, done
+    return losses, OutputCache(h, U, y, cols, hits, E, s), done
 
 
-# A row sum of exp(z2) at least this large has a normal largest term, so
-# m = 0 lost no precision; below it the row is redone with the max shift.
-_TINY_SUM = 1e-20
+def _chunks(y, V: int, dtype):
+    """The column chunks c of the vocabulary, E's blocks E_c = E[:, c]
+    (contiguous, in one scratch buffer), and the rows whose target lies in
+    each chunk (the backward pass needs them too)."""
+    N = len(y)
+    cols = chunks(V, 256) if N * V >= 1 << 16 else [slice(0, V)]
+    flat = scratch.empty("output E", (N * V,), dtype)
+    E = [flat[N * c.start:N * c.stop].reshape(N, -1) for c in cols]
+    return cols, E, [np.flatnonzero((y >= c.start) & (y < c.stop)) for c in cols]
+
+
+def _redo_rows(redo, h, U, b2, add, cols, E, m, s):
+    """The rows ``redo`` again with m = the row max (their m = 0 sum over- or
+    underflowed): their m, s and blocks of E rewritten."""
+    if not len(redo):
+        return
+    z = h[redo] @ U + b2
+    if add is not None:
+        add(z, slice(0, U.shape[1]), redo)
+    m[redo] = z.max(axis=1)
+    z -= m[redo, None]
+    np.exp(z, out=z)
+    s[redo] = z.sum(axis=1)
+    for c, block in zip(cols, E):
+        block[redo] = z[:, c]
 
 
 def output_forward(h, U, b2, y, add=None):
@@ -164,7 +172,7 @@ def output_backward(dloss, cache, overlap=None):
     needs dJ/dh and nothing of dJ/dU). Returns (dh, dU, db2, overlap(dh) or
     None). Overwrites the cached E with D.
     """
-    h, U, y, cols, hits, D, s = cache
+    h, U, y, cols, hits, D, s = cache          # D: the cached E, turned into D here
     (N, Dh), V = h.shape, U.shape[1]
     w = dloss / s
     hw = np.empty((Dh + 1, N), dtype=s.dtype)
@@ -198,9 +206,22 @@ def output_backward(dloss, cache, overlap=None):
     return dh, G[:Dh], G[Dh], done
 
 
-def output_deltas(cache, dloss):
+def output_deltas(dloss, cache) -> ChunkDeltas:
     """After ``output_backward(dloss, cache)``: dJ/dz2 by column chunks, as
     [(c, D_c)] and w (N,) with dJ/dz2[:, c] = D_c ⊙ w (row n times w_n).
     (The cached E holds D = E - s ⊙ y by then; the division stays deferred.)"""
-    _, _, _, cols, _, D, s = cache
-    return list(zip(cols, D)), dloss / s
+    return ChunkDeltas(list(zip(cache.cols, cache.E)), dloss / cache.s)
+
+
+class FastFullSoftmax(FullSoftmax):
+    """``FullSoftmax`` by ``output_losses``/``output_backward``/``output_deltas``."""
+
+    def losses(self, p, h, y, direct=None, overlap=None) -> Forward:
+        return Forward(*output_losses(h, p.U, p.b2, y, overlap=overlap, add=direct and direct.add_words))
+
+    def backward(self, dloss, cache, overlap=None) -> Backward:
+        dh, dU, db2, done = output_backward(dloss, cache, overlap)
+        return Backward(dh, {"U": dU, "b2": db2}, done)
+
+    def deltas(self, dloss, cache) -> ChunkDeltas:
+        return output_deltas(dloss, cache)

@@ -9,7 +9,7 @@ import numpy as np
 from elman.fast.threads import chunks, parallel_for
 
 
-def rnn_input_forward(e, I, b1):
+def threaded_input_forward(e, I, b1):
     """a = e I + b1 for every position at once: (N,d)(d,Dh) + (Dh,) = (N,Dh).
 
     The part of the pre-activation that does not depend on h(t-1), so a
@@ -27,7 +27,7 @@ def rnn_input_forward(e, I, b1):
     return a
 
 
-def rnn_params_backward(dz, h_prev, e, H, I):
+def threaded_params_backward(dz, h_prev, e, H, I):
     """``core.layers.rnn_params_backward`` (dJ/dH, dJ/dI, dJ/db1, dJ/de from
     the stacked dJ/dz), its three independent products shared by the cores."""
     products = [(h_prev.T, dz), (e.T, dz), (dz, I.T)]

@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from elman.fast.output import stacked_bias
+from elman.core.outputs import Backward, ColumnDeltas, Forward
+from elman.core.params import stacked_bias, with_ones
+from elman.core.sampled import SampledCache, SampledSoftmax
+from elman.core.sparse import SparseGrad
 from elman.fast.threads import chunks, one_blas_thread, parallel_for
 
 
@@ -41,8 +44,7 @@ def sampled_losses(h, U, b2, y, samples, log_q, extra=None):
     y, samples = np.asarray(y), np.asarray(samples)
     (N, Dh), S = h.shape, samples.size
     dt = np.result_type(h, U, b2)
-    h1 = np.empty((N, Dh + 1), dt)
-    h1[:, :Dh], h1[:, Dh] = h, 1
+    h1 = with_ones(h, dt)
     Wy, Ws = _rows(U, b2, y), _rows(U, b2, samples)
     Ws[:, Dh] -= (np.log(S) + log_q[samples]).astype(dt)
     o_true = np.einsum("nd,nd->n", h1, Wy)
@@ -68,7 +70,7 @@ def sampled_losses(h, U, b2, y, samples, log_q, extra=None):
         parallel_for(block, len(blocks))
     s = np.exp(o_true - m) + rest
     losses = np.log(s) - (o_true - m)
-    return losses, (h1, Wy, Ws, y, samples, E, rest, s)
+    return losses, SampledCache(h1, Wy, Ws, y, samples, E, rest, s)
 
 
 def sampled_backward(dloss, cache, overlap=None):
@@ -107,8 +109,40 @@ def sampled_backward(dloss, cache, overlap=None):
     return dh, rows, np.concatenate([y, samples]), done
 
 
-def sampled_deltas(cache, dloss):
-    """After ``sampled_backward(dloss, cache)``: (dJ/do_true (N,), dJ/dO (N,S)),
-    the gradients of the true and sampled logits (the cached E holds dJ/dO)."""
-    _, _, _, _, _, E, rest, s = cache
-    return -rest * (np.asarray(dloss, dtype=E.dtype) / s), E
+def sampled_deltas(dloss, cache) -> ColumnDeltas:
+    """After ``sampled_backward(dloss, cache)``: dJ/do_true (N,) and dJ/dO
+    (N,S), the gradients of the true and sampled logits (the cached E holds dJ/dO)."""
+    w = np.asarray(dloss, dtype=cache.E.dtype) / cache.s
+    return ColumnDeltas(cache.y, cache.samples, -cache.rest * w, cache.E)
+
+
+class FastSampledSoftmax(SampledSoftmax):
+    """``SampledSoftmax`` by ``sampled_losses``/``sampled_backward``; the
+    direct connections' terms of the sampled columns (which need no h) are
+    gathered on another core from ``begin`` on, beside the recurrence."""
+
+    def begin(self, direct, y) -> None:
+        from elman.fast.threads import beside
+        if direct is not None:
+            self._extra = beside(lambda: direct.sampled_terms(y, self.samples))
+
+    def losses(self, p, h, y, direct=None, overlap=None) -> Forward:
+        extra = None
+        if direct is not None:
+            extra = self.__dict__.pop("_extra", None)
+            extra = extra() if extra is not None else direct.sampled_terms(np.asarray(y), self.samples)
+        losses, cache = sampled_losses(h, p.U, p.b2, y, self.samples, self.log_q, extra=extra)
+        return Forward(losses, cache, overlap() if overlap is not None else None)
+
+    def backward(self, dloss, cache, overlap=None) -> Backward:
+        """Sums the rows of one column (compiled) and returns dJ/dU, dJ/db2 as
+        column ``SparseGrad``s."""
+        from elman.fast.rowsums import row_sums     # Numba takes 0.3 s to import: only gradients pay it
+        dh, rows, ids, done = sampled_backward(dloss, cache, overlap=overlap)
+        cols, sums = row_sums(rows, ids)
+        V, Dh = len(self.log_q), dh.shape[1]
+        return Backward(dh, {"U": SparseGrad(cols, sums[:, :-1].T, (Dh, V), -1),
+                             "b2": SparseGrad(cols, sums[:, -1], (V,), -1)}, done)
+
+    def deltas(self, dloss, cache) -> ColumnDeltas:
+        return sampled_deltas(dloss, cache)

@@ -25,7 +25,7 @@ scoring pass started from, sparse where the model's gradients are. Only a
 copy of the weights changes: the model file, and the caller's Params, stay
 as they were.
 
-``stream_losses``: the text as one stream (``elman eval``), segments of T
+``adapted_stream_losses``: the text as one stream (``elman eval``), segments of T
 tokens, the state and the direct connections' history carried as in
 ``perplexity``. ``line_losses``: each line on its own from h0 = 0 after
 ``<eos>`` (``elman score``), one step per line once it is scored.
@@ -35,20 +35,11 @@ from __future__ import annotations
 import numpy as np
 
 from elman.core.direct import contexts, next_history
-from elman.core.model import bptt
+from elman.model import bptt
 from elman.core.sparse import SparseGrad
+from elman.inference.options import DYNAMIC_DEFAULTS
 
-# ``elman eval/score --dynamic`` without rates: measured on the KJV
-# validation text (README, "Dynamic evaluation"). The direct weights take a
-# rate of their own, as in training (``--direct-lr``): an n-gram weight is
-# one context's, and the text just read is the best evidence of it.
-DEFAULTS = {"plain": {"lr": 0.02, "decay": 0.01, "direct_lr": 0.2},      # no training statistics
-            "scaled": {"lr": 0.016, "decay": 0.02, "direct_lr": 0.1}}    # steps / sqrt(G / t), Adagrad's
 FLOOR = 1.0             # s >= FLOOR * mean(s) of its tensor
-# The scaled rule's default rate is DEFAULTS' divided by the positions of a
-# training update (B·T): s is the RMS of gradients of the mean loss over
-# them, and the best rate on KJV's validation text went as 1/(B·T): 2.5e-5
-# for B·T = 640 (T = 20), 5e-5 for 320 (T = 10) (README, "Dynamic evaluation").
 
 
 class Adapter:
@@ -130,7 +121,7 @@ def settings(model_dir, p, lr: float | None = None, decay: float | None = None,
     scale, why, positions = (None, "plain SGD steps (--dynamic-plain)", 0) if plain else training_scale(model_dir, p)
     if scale is None and not plain:
         why = f"plain SGD steps: {why}"
-    default = dict(DEFAULTS["plain" if scale is None else "scaled"])
+    default = dict(DYNAMIC_DEFAULTS["plain" if scale is None else "scaled"])
     if scale is not None:
         default["lr"] /= positions
     how = {"lr": default["lr"] if lr is None else lr, "decay": default["decay"] if decay is None else decay,
@@ -140,7 +131,7 @@ def settings(model_dir, p, lr: float | None = None, decay: float | None = None,
     return how, scale, why
 
 
-def stream_losses(p, ids, eos_id: int, lr: float, T: int, direct_lr: float | None = None,
+def adapted_stream_losses(p, ids, eos_id: int, lr: float, T: int, direct_lr: float | None = None,
                   decay: float = 0.0, scale: dict | None = None) -> np.ndarray:
     """-ln P(token) (N,) float64 of ``ids`` read as one stream, adapting
     after each segment of T tokens."""

@@ -8,7 +8,7 @@ Conventions (the README's "Evaluating, scoring, sampling" repeats them):
   of ``window`` steps with the state carried across them, which is the same
   computation as one token at a time; it is *not* split into B parallel
   streams, since each would restart from h0 = 0 and see less context.
-* per-line scores (``elman score``) are ``score`` and ``rescore``'s: lines
+* per-line scores (``elman score``) are ``engine`` and ``driver``'s: lines
   read as they come, each from h0 = 0 or carried, in bounded memory.
 """
 from __future__ import annotations
@@ -16,9 +16,9 @@ from __future__ import annotations
 import numpy as np
 
 from elman import data, modelfile
-from elman.core import perplexity as _perplexity
-from elman.core.model import output_probs, rnn_step
-from elman.core.perplexity import stream_losses, summary  # noqa: F401  (eval's own functions)
+from elman.model import perplexity as _perplexity
+from elman.model import output_probs, rnn_step
+from elman.model.perplexity import stream_losses, summary  # noqa: F401  (eval's own functions)
 
 
 def load(model_dir):
@@ -34,7 +34,7 @@ def read_ids(path, vocab, cfg: dict, encoding: str | None = None, cache_dir=None
 
 
 def perplexity(p, ids, eos_id: int) -> dict:
-    """``core.perplexity.perplexity`` of ``ids``; the pages of a memory-mapped
+    """``model.perplexity.perplexity`` of ``ids``; the pages of a memory-mapped
     ``TokenIds`` are handed back as they are read."""
     return _perplexity.perplexity(p, ids, eos_id, release=getattr(ids, "release", None))
 
@@ -42,8 +42,8 @@ def perplexity(p, ids, eos_id: int) -> dict:
 def dynamic_perplexity(p, ids, eos_id: int, how: dict, T: int, scale: dict | None = None) -> dict:
     """``perplexity``'s dict for dynamic evaluation (``inference.dynamic``) with
     the rule ``how`` (``dynamic.settings``), as ``"dynamic": {**how, "bptt": T}``."""
-    from elman.inference.dynamic import stream_losses
-    losses = stream_losses(p, ids, eos_id, how["lr"], T, how.get("direct_lr"), how["decay"], scale)
+    from elman.inference.dynamic import adapted_stream_losses
+    losses = adapted_stream_losses(p, ids, eos_id, how["lr"], T, how.get("direct_lr"), how["decay"], scale)
     return {**summary(losses), "dynamic": {**how, "bptt": T}}
 
 

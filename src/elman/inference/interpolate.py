@@ -24,20 +24,6 @@ from elman.errors import ElmanError
 LN10 = math.log(10.0)
 
 
-def parse_lambda(text: str):
-    """``--lambda``: a weight in [0, 1], or ``auto`` (fit it by EM)."""
-    import argparse
-    if text == "auto":
-        return "auto"
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number in [0, 1] or 'auto'") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be a weight in [0, 1] (or 'auto'), got {text}")
-    return value
-
-
 def mix(ln_rnn: np.ndarray, ln_other: np.ndarray, lam: float) -> np.ndarray:
     """ln(λ·P_rnn + (1 − λ)·P_other) per token, from natural logs; λ = 1 or
     0 gives one model's numbers exactly (log 0 = -inf drops the other)."""

@@ -38,10 +38,10 @@ from pathlib import Path
 import numpy as np
 
 from elman.atomic import atomic_write_bytes
-from elman.core import direct as dc
-from elman.core.model import CLASS_NAMES, DIRECT_NAMES, PARAM_NAMES, Params
+from elman.core.params import DIRECT_NAMES, PARAM_NAMES, Params
 from elman.errors import ElmanError
 from elman.inference import onnx_direct
+from elman.model.outputs import layer_for, model_outputs
 
 OPSET = 17            # LogSoftmax on any axis, Split/Squeeze/Unsqueeze taking their sizes as inputs
 IR_VERSION = 8        # the IR of opsets 17 and 18, so that older runtimes load the file too
@@ -50,12 +50,14 @@ MAX_BYTES = 2_000_000_000   # one protobuf message: 2 GiB at most
 
 def exportable(arrays: dict, cfg: dict, where) -> None:
     """Refuse, in one line, a model with parts the graph does not express."""
-    extra = sorted(set(arrays) - set(PARAM_NAMES) - set(CLASS_NAMES) - set(DIRECT_NAMES))
+    outputs = model_outputs()
+    owned = {n for names in outputs.values() for n in names}
+    extra = sorted(set(arrays) - set(PARAM_NAMES) - owned - set(DIRECT_NAMES))
     if extra:
         raise ElmanError(f"{where}: the model has tensors the ONNX graph cannot express ({', '.join(extra)}: "
                          "an output layer it does not know); not exported")
     output = cfg.get("output", "full")
-    if output not in ("full", "classes"):
+    if output not in outputs:
         raise ElmanError(f"{where}: the output layer {output!r} cannot be expressed in the ONNX graph; not exported")
 
 
@@ -86,26 +88,23 @@ def build(p: Params, vocab, meta: dict):
         helper.make_node("Squeeze", ["Y", "axis1"], ["Y_tbh"]),
         helper.make_node("Transpose", ["Y_tbh"], ["hid"], perm=[1, 0, 2]),
         helper.make_node("Squeeze", ["Y_h", "axis0"], ["h"]),
-        helper.make_node("MatMul", ["hid", "U"], ["zU"]),
-        helper.make_node("Add", ["zU", "b2"], ["z_h" if p.order else "z"]),
     ]
-    if p.classes:
-        inits.update(Uc=f32["Uc"], bc=f32["bc"])
-        nodes += [helper.make_node("MatMul", ["hid", "Uc"], ["zc_U"]),
-                  helper.make_node("Add", ["zc_U", "bc"], ["zc_h" if p.order else "zc"])]
+    layer = layer_for(p)
+    spaces = layer.logit_spaces(p)
+    for z, weight, bias, _, _ in spaces:            # z = hid W + bias, then the direct terms' sum
+        inits.update({weight: f32[weight], bias: f32[bias]})
+        nodes += [helper.make_node("MatMul", ["hid", weight], [f"{z}_{weight}"]),
+                  helper.make_node("Add", [f"{z}_{weight}", bias], [f"{z}_h" if p.order else z])]
     inputs = [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "time"]),
               helper.make_tensor_value_info("h0", TensorProto.FLOAT, ["batch", Dh])]
     outputs = [helper.make_tensor_value_info("log_probs", TensorProto.FLOAT, ["batch", "time", p.V]),
                helper.make_tensor_value_info("h", TensorProto.FLOAT, ["batch", Dh])]
     if p.order:
-        targets = [(dc.WORDS, p.V, "z_h", "z")] + ([(dc.CLASSES, p.classes, "zc_h", "zc")] if p.classes else [])
+        targets = [(space.salt, space.width, f"{space.graph_name}_h", space.graph_name) for space in spaces]
         nodes += onnx_direct.nodes(p.order, f32["D"], inits, helper, targets)
         more_in, more_out = onnx_direct.io(helper, p.order)
         inputs, outputs = inputs + more_in, outputs + more_out
-    if p.classes:
-        nodes += _class_nodes(p, inits, helper)
-    else:
-        nodes.append(helper.make_node("LogSoftmax", ["z"], ["log_probs"], axis=-1))
+    nodes += layer.onnx_nodes(p, inits, helper)
     size = sum(a.nbytes for a in inits.values())
     if size > MAX_BYTES:
         raise ElmanError(f"the model's {size / 2**30:.1f} GiB of weights do not fit one ONNX file (2 GiB at most)")
@@ -117,22 +116,6 @@ def build(p: Params, vocab, meta: dict):
     helper.set_model_props(model, {k: str(v) for k, v in meta.items()})
     onnx.checker.check_model(model)
     return model
-
-
-def _class_nodes(p: Params, inits: dict, helper) -> list:
-    """log P(w|h) = LogSoftmax over classes, gathered per word, + LogSoftmax within each class."""
-    bounds = np.asarray(p.class_bounds, np.int64)
-    K = len(bounds) - 1
-    inits.update(sizes=np.diff(bounds), word_class=np.repeat(np.arange(K, dtype=np.int64), np.diff(bounds)))
-    parts = [f"z_{c}" for c in range(K)]
-    return [
-        helper.make_node("LogSoftmax", ["zc"], ["log_pc"], axis=-1),
-        helper.make_node("Gather", ["log_pc", "word_class"], ["log_pc_w"], axis=2),
-        helper.make_node("Split", ["z", "sizes"], parts, axis=2),
-        *[helper.make_node("LogSoftmax", [z], [f"w_{z}"], axis=-1) for z in parts],
-        helper.make_node("Concat", [f"w_{z}" for z in parts], ["log_pw"], axis=2),
-        helper.make_node("Add", ["log_pc_w", "log_pw"], ["log_probs"]),
-    ]
 
 
 def export(model_dir, onnx_path) -> dict:
@@ -150,7 +133,7 @@ def export(model_dir, onnx_path) -> dict:
     meta = {"format": "elman-onnx-1", "source_format": cfg.get("format"), "level": cfg.get("level", "word"),
             "vocab_size": len(vocab), "hidden_size": p.Dh, "unk_id": vocab.unk_id, "eos_id": vocab.eos_id,
             "vocab_file": "vocab.txt", "vocab_sha256": hashlib.sha256(vocab_bytes).hexdigest(),
-            "output": "classes" if p.classes else "full"}
+            "output": layer_for(p).name}
     if p.order:
         meta.update(direct_order=p.order, direct_size=int(p.D.size), history_size=p.order - 2)
     data = build(p, vocab, meta).SerializeToString()

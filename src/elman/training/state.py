@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from elman.core.model import Params
+from elman.model import Params
 from elman.data import Vocab
 from elman.errors import ElmanError
 from elman.training.distributed import Local

@@ -32,8 +32,8 @@ import numpy as np
 from tqdm import tqdm
 
 from elman import data, modelfile
-from elman.core.model import Params, bptt
-from elman.core.perplexity import perplexity
+from elman.model import Params, bptt
+from elman.model.perplexity import perplexity
 from elman.errors import ElmanError
 from elman.core.sampled import Sampler, unigram_proposal
 from elman.fast import threads

@@ -20,7 +20,7 @@ from itertools import chain
 
 import numpy as np
 
-from elman.core.model import window_losses
+from elman.model.network import window_losses
 
 WINDOW = 256            # positions per window: eval's logits are WINDOW × V floats
 RELEASE_EVERY = 1 << 16  # ids between calls of ``release``

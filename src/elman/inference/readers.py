@@ -1,20 +1,25 @@
-"""The lines that ``elman score`` and ``elman eval`` score, read as they come.
+"""The input readers of ``elman score`` and ``elman eval`` (``--format``):
+what a text to score is made of, read as it comes.
 
-A plain line is a sentence. An n-best line (``--nbest``, the format of
+A reader (``READERS``, by the name ``--format`` gives) has ``read`` and
+``check`` of a path, both yielding or counting :class:`Line`s, and says
+whether the lines of one ``uid`` are ``alternatives``, hypotheses of one
+utterance scored from one start state. ``lines``: a plain line is a
+sentence. ``nbest``: an n-best line (``--format nbest``, the format of
 Mikolov's RNNLM and the toolkits that feed it) is an utterance id, then
 whitespace, then one hypothesis; the id is not scored, and the hypotheses
 of one utterance are consecutive lines with the same id.
 
 Checked here, each as one line naming the input and the line: an n-best
 line that is only an id (a list written without ids would otherwise lose
-every first word, as Kaldi's did: kaldi-asr/kaldi#364), and an id that
+every first word), and an id that
 comes back after another one (the hypotheses of an utterance must be
 consecutive, or "the same start" would mean nothing).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import ClassVar, Iterator
 
 import numpy as np
 
@@ -84,3 +89,32 @@ def check_lines(path, vocab, level: str, encoding: str, nbest: bool, keep_blank:
     if not words:
         raise ElmanError(f"{path}: empty or whitespace-only file, no text to score")
     return tokens
+
+
+class Reader:
+    """The interface of an input format; ``read`` yields the lines of
+    ``path`` as they come, ``check`` reads it whole first (every error
+    before the first score) and returns its number of predicted tokens."""
+
+    name: ClassVar[str] = ""
+    alternatives: ClassVar[bool] = False
+
+    def read(self, path, vocab, level: str, encoding: str, keep_blank: bool) -> Iterator[Line]:
+        return read_lines(path, vocab, level, encoding, self.alternatives, keep_blank)
+
+    def check(self, path, vocab, level: str, encoding: str, keep_blank: bool) -> int:
+        return check_lines(path, vocab, level, encoding, self.alternatives, keep_blank)
+
+
+class PlainLines(Reader):
+    """One sentence a line."""
+    name = "lines"
+
+
+class NbestLines(Reader):
+    """'ID hypothesis' a line; the lines of one ID are consecutive alternatives."""
+    name = "nbest"
+    alternatives = True
+
+
+READERS = {r.name: r for r in (PlainLines(), NbestLines())}

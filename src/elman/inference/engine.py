@@ -27,9 +27,9 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from elman.core.model import window_losses
+from elman.model import window_losses
+from elman.model.perplexity import WINDOW    # eval's stream window (validation's too)
 
-WINDOW = 256          # eval's stream window (validation's too)
 POSITIONS = 2048      # rows × columns of one batched step
 GROUP = 1 << 16       # tokens read ahead, then sorted by length
 
@@ -145,20 +145,21 @@ def _run(p, rows: list, eos_id: int, h, window: int, history=None) -> list:
 
 # -- lines as score reads them ----------------------------------------------------
 
-def line_losses(p, lines: Iterable, eos_id: int, carry: bool = False, nbest: bool = False) -> Iterator:
+def line_losses(p, lines: Iterable, eos_id: int, carry: bool = False, alternatives: bool = False) -> Iterator:
     """(line, -ln P of each target) for each line, in input order.
 
     Plain lines: each from h0 = 0 (``--independent``, the default), or one
-    stream (``carry``). N-best lines: every hypothesis of an utterance from
+    stream (``carry``). ``alternatives`` (the reader's: n-best lines, the
+    lines of one ``uid`` alternatives of one utterance): every hypothesis of an utterance from
     the same start, h0 = 0 or (``carry``) the state after the previous
     utterance's first hypothesis. Identical lines with the same start are
     run once, so identical hypotheses get identical scores."""
-    if carry and not nbest:
+    if carry and not alternatives:
         yield from stream(p, lines, eos_id)
         return
     chain = np.zeros(p.Dh, p.dtype)         # carry: the start of the next utterance
     words = _words_before(p, None, None, eos_id)     # and the words before it (direct connections)
-    for group in (_utterance_groups(lines) if nbest else _groups(lines)):
+    for group in (_utterance_groups(lines) if alternatives else _groups(lines)):
         utterance = _utterances(group)
         if carry:
             firsts = [line for i, line in enumerate(group) if i == 0 or utterance[i] != utterance[i - 1]]
