@@ -1,4 +1,4 @@
-"""The README's "Recipes measured on KJV": the ablation of elman train's
+"""The ablation of elman train's (docs/benchmarks/recipes.md)
 defaults, one row a run, each trained alone with `elman train` on the
 demo's KJV split and then evaluated on its test text, statically and with
 `elman eval --dynamic` at the default rate. A benchmark, not a test: it
@@ -34,7 +34,7 @@ ROWS = {
     "direct-lr-0.1": ["--direct-lr", "0.1"],
     "direct-8-order-4": ["--direct", "8", "--direct-order", "4"],
     "classes-100": ["--classes", "100"],
-    # before issue 13: sampled 1000 and dropout 0.25 given, 20 epochs, nothing else
+    # the plain model with sampled softmax and dropout: 20 epochs, no direct connections, no annealing
     "old": ["--direct", "0", "--anneal", "0", "--epochs", "20"],
     "old-defaults": ["--direct", "0", "--anneal", "0", "--epochs", "20", "--sampled", "0", "--dropout", "0"],
 }

@@ -1,4 +1,4 @@
-"""The README's "Rescoring" figures: n-best scoring speed against eval's,
+"""The figures of docs/benchmarks/rescoring.md: n-best scoring speed against eval's,
 and perplexities on the KJV test text interpolated with an n-gram model.
 A benchmark, not a test: it prints what it measured.
 

@@ -1,4 +1,4 @@
-"""The README's dynamic-evaluation figures on WikiText-2: a model trained
+"""The dynamic-evaluation figures on WikiText-2 (docs/benchmarks/dynamic.md): a model trained
 with elman train's defaults on the first 90% of WikiText-2's valid text
 (split at a line boundary), validated on the rest, then evaluated on its
 test text statically and with `elman eval --dynamic` at each rate given.

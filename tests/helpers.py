@@ -134,9 +134,9 @@ def on_fixture_kernels(test):
 
 
 SMALL = dict(hidden=12, embed=10, streams=4, steps=6)
-# The plain Elman model of the seed, as training's defaults were before the
-# recipe (issue 13): tests that pin a run's figures or compare with code
-# that has no direct connections, dropout or annealing train this.
+# The plain Elman model of the seed (no direct connections, dropout, sampled
+# softmax or annealing): tests that pin a run's figures, or compare with model
+# files of that form, train this.
 PLAIN = dict(dropout=0.0, direct=0.0, sampled=0, anneal=0)
 
 
@@ -230,11 +230,11 @@ def write_arpa(path, model: dict) -> None:
     Path(path).write_text("\n".join(lines) + "\n")
 
 
-# -- the in-memory reading of corpora before the token-id cache (commit 5325e3d) ----------
+# -- the in-memory reading of corpora: the reference the token-id cache must equal ---------
 
 def legacy_vocab(tokens, max_vocab=None, min_count=1) -> Vocab:
-    """``Vocab.build`` as it was before the streaming count, verbatim: the
-    reference the streaming vocabulary must equal."""
+    """``Vocab.build`` over a whole list of tokens: the reference the
+    streaming vocabulary must equal."""
     counter = Counter(tokens)  # insertion order = first occurrence
     first = {tok: i for i, tok in enumerate(counter)}
     words = [t for t, c in counter.most_common() if c >= min_count and t not in (EOS, UNK)]

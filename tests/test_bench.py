@@ -166,7 +166,7 @@ def test_bench_recipe_is_elman_trains_defaults(capsys):
 
 def test_bench_recipe_takes_trains_bptt_unless_given(capsys):
     """T is part of the recipe: --recipe without --T benches elman train's
-    --bptt; without --recipe the bench keeps its own T (the README's tables)."""
+    --bptt; without --recipe the bench keeps its own T (the tables of docs/benchmarks/speed.md)."""
     from elman.cli.tools import BENCH_T
     from elman.training.state import default
     tiny = ["--V", "40", "--d", "3", "--Dh", "4", "--B", "2", "--steps", "2", "--rounds", "1", "--json"]

@@ -179,7 +179,7 @@ def test_U_has_index_step_outer_product_and_shape_check_in_both_conventions(conv
 def test_U_witness_is_elmans_backward_against_finite_differences():
     data = explain(["U"]).document.data["targets"][0]
     w = data["witness"]
-    assert w["source"].startswith("elman.core.model.step_gradients")
+    assert w["source"].startswith("elman.model.step_gradients")
     d = engine.derive(equations.load("seed"))
     g = step_gradients(numeric.seed_params(d.inputs), int(np.argmax(d.inputs["x"])),
                        int(np.argmax(d.inputs["y"])), d.inputs["h_prev"][0].copy())["U"]

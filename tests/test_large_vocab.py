@@ -1,5 +1,7 @@
-"""Large vocabularies (issue 16): the parameters drawn in blocks, the class
-layer's column-sparse gradients and its eval unchanged from commit 5325e3d."""
+"""Large vocabularies: the parameters drawn in blocks, the class layer's
+column-sparse gradients, and its eval held to reference figures
+(fixtures/class-reference: computed by a one-class-at-a-time class layer
+with a dense dJ/dU)."""
 import numpy as np
 import pytest
 
@@ -9,7 +11,7 @@ from elman.model import Params
 
 
 def whole_draws(V, d, Dh, seed, dtype, classes=0):
-    """Params.init as it was before issue 16: every tensor drawn whole in float64, then cast."""
+    """Params.init drawing every tensor whole in float64, then cast: the block-wise draws' reference."""
     rng = np.random.default_rng(seed)
 
     def glorot(n_in, n_out):
@@ -36,7 +38,7 @@ def test_init_in_blocks_draws_the_same_values(block, dtype, monkeypatch):
     assert params_module.stacked_bias(p.U, p.b2) is not None
 
 
-# -------------------------------------------- the class layer against commit 5325e3d
+# -------------------------------------------- the class layer against its reference figures
 
 import hashlib  # noqa: E402
 import json  # noqa: E402
@@ -46,7 +48,7 @@ from pathlib import Path  # noqa: E402
 
 from helpers import on_fixture_kernels  # noqa: E402
 
-FIXTURE = Path(__file__).parent / "fixtures" / "class-5325e3d"
+FIXTURE = Path(__file__).parent / "fixtures" / "class-reference"
 
 
 def expected():
@@ -59,8 +61,8 @@ def sha(a):
 
 @on_fixture_kernels
 def test_eval_of_a_class_model_is_unchanged_to_the_last_digit():
-    """The values ``elman eval`` printed at commit 5325e3d (before the
-    grouped class layer), for a class model trained by that commit."""
+    """The values ``elman eval`` printed with the reference class layer
+    (one class at a time) for the fixture's class model."""
     want = expected()
     run = lambda *a: subprocess.run([sys.executable, "-m", "elman", "eval", "--model", "model",  # noqa: E731
                                      "--data", "valid.txt", *a], cwd=FIXTURE, capture_output=True, text=True)
@@ -69,7 +71,7 @@ def test_eval_of_a_class_model_is_unchanged_to_the_last_digit():
 
 
 @on_fixture_kernels
-def test_class_losses_scores_and_gradients_are_those_of_5325e3d():
+def test_class_losses_scores_and_gradients_are_the_reference_ones():
     from elman.model import bptt
     from elman.core.sparse import SparseGrad
     from elman.inference import evaluate
@@ -78,9 +80,9 @@ def test_class_losses_scores_and_gradients_are_those_of_5325e3d():
     p, vocab, cfg = evaluate.load(FIXTURE / "model")
     ids = evaluate.read_ids(FIXTURE / "valid.txt", vocab, cfg)
     assert sha(evaluate.stream_losses(p, ids, vocab.eos_id).astype("<f8")) == want["stream_losses_sha256"]
-    # ``elman score`` itself was rewritten since (issue 14: streamed lines in
-    # batches of other shapes), so its float32 sums may round differently;
-    # its total agrees to the precision of those sums.
+    # ``elman score`` streams lines in batches of other shapes than the
+    # reference's, so its float32 sums may round differently; its total
+    # agrees to the precision of those sums.
     out = subprocess.run([sys.executable, "-m", "elman", "score", "--model", "model", "--data", "valid.txt"],
                          cwd=FIXTURE, capture_output=True, text=True).stdout
     total = float(out.strip().splitlines()[-1].split()[1])
@@ -97,10 +99,10 @@ def test_class_losses_scores_and_gradients_are_those_of_5325e3d():
         grads = {k: g.dense() if isinstance(g, SparseGrad) else g for k, g in grads.items()}
         for k, g in grads.items():
             if k in ("U", "b2", "L"):
-                # U's gradient is now formed word by word, in U's memory layout
-                # (dJ/dU[:, a:b]ᵀ = δwᵀ h_R instead of h_Rᵀ δw), and L's rows of
-                # one word are added one after another (fast.rowsums, where
-                # add.reduceat paired them otherwise): the same sums of the
+                # U's gradient is formed word by word, in U's memory layout
+                # (dJ/dU[:, a:b]ᵀ = δwᵀ h_R where the reference formed h_Rᵀ δw),
+                # and L's rows of one word are added one after another
+                # (fast.rowsums; add.reduceat pairs them): the same sums of the
                 # same products, rounded in another order.
                 np.testing.assert_allclose(g, old[k], rtol=1e-5, atol=1e-9)
                 assert np.array_equal(g == 0, old[k] == 0), k

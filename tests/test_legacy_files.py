@@ -1,7 +1,7 @@
-"""Files written before the layout change still load, evaluate and resume.
+"""Model files of the first format, "elman-1", still load, evaluate and resume.
 
-``fixtures/elman-1-run`` was written by elman at commit ee1f3cd (before the
-package was cut into subpackages and the training settings renamed), with
+``fixtures/elman-1-run`` was written by an elman that wrote that format
+(one package, the training settings under their first names), with
 
     train("run", dict(train="train.txt", valid="valid.txt", epochs=2, hidden=5, embed=4,
                       batch=2, bptt=3, checkpoint_every=3))

@@ -31,7 +31,7 @@ if not HAVE_MPI and not os.environ.get("CI"):  # CI installs the mpi extra: ther
 ARGS = ["--hidden", "12", "--embed", "10", "--batch", "4", "--bptt", "6", "--epochs", "2",
         "--sampled", "5", "--dropout", "0.2", "--direct", "0.01", "--direct-order", "3",
         "--checkpoint-every", "10", "--log-every", "50"]
-BOUND = 1e-4   # max|difference| / max|value| per tensor; measured 8.4e-7 (README, "Many processes")
+BOUND = 1e-4   # max|difference| / max|value| per tensor; measured 8.4e-7 (docs/benchmarks/mpi.md)
 
 
 def _env(**extra):

@@ -200,8 +200,8 @@ def test_identical_lines_get_identical_scores_in_any_batch(model, tmp_path, caps
 
 
 def test_a_line_of_200000_tokens_in_bounded_memory(tmp_path):
-    """100 short lines and one of 200,000 tokens: the old score padded them
-    into one (101 x 200,000) batch and asked for hundreds of GiB."""
+    """100 short lines and one of 200,000 tokens: padded into one
+    (101 x 200,000) batch they would ask for hundreds of GiB."""
     rng = np.random.default_rng(4)
     words = np.array("a b c d e".split())
     long = " ".join(rng.choice(words, 200_000))

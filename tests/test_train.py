@@ -282,8 +282,7 @@ def test_demo_end_to_end_on_a_tiny_budget(tmp_path, monkeypatch, capsys):
 
 
 def test_the_defaults_are_the_recipe_and_fit_any_vocabulary(tmp_path, capsys):
-    """elman train's defaults are the measured KJV recipe (README, "Recipes
-    measured on KJV"); what depends on the vocabulary is resolved from it
+    """elman train's defaults are the measured KJV recipe (docs/benchmarks/recipes.md); what depends on the vocabulary is resolved from it
     and saved, and a run saved before an option existed keeps what it did."""
     from elman.training.state import DIRECT, SAMPLED, LEGACY_VALUES, Settings
     s = Settings(train="t", valid="v")

@@ -13,7 +13,7 @@ import argparse
 import os
 import sys
 
-from elman.cli import explain, inference, tools, train
+from elman.cli import explain, inference, lattice, tools, train
 from elman.errors import ElmanError
 
 # Each entry adds one subcommand; keep one line per command.
@@ -24,6 +24,8 @@ COMMANDS = [
     inference.add_score,
     inference.add_generate,
     inference.add_export,
+    lattice.add_rescore,
+    lattice.add_import,
     tools.add_plot,
     tools.add_demo,
     explain.add_explain,

@@ -182,11 +182,17 @@ def add_export(sub):
                                    "connections of order N, also input history int64 [B,N-2] (the words "
                                    "before ids, -1 for none) and output next_history [B,N-2] (opset 18).")
     add_model_and_data(p, data=False)
-    p.add_argument("--onnx", required=True, metavar="FILE.onnx", help="the graph to write")
+    to = p.add_mutually_exclusive_group(required=True)
+    to.add_argument("--onnx", metavar="FILE.onnx", help="the graph to write")
+    to.add_argument("--rnnlm", metavar="FILE", help="instead: an RNNLM model file (text) for rnnlm -test, -nbest "
+                                                    "and Kaldi's RNNLM rescoring")
     p.set_defaults(func=run_export)
 
 
 def run_export(args) -> int:
+    if args.rnnlm:
+        from elman.cli.lattice import run_export_rnnlm
+        return run_export_rnnlm(args)
     from elman.inference import onnx_export
 
     meta = onnx_export.export(args.model, args.onnx)

@@ -23,7 +23,7 @@ def run_gradcheck(args) -> int:
     return 0 if all(r.max_rel_error < args.tol for r in rows) else 1
 
 
-BENCH_T = 20       # elman bench's T without --recipe (the README's speed tables)
+BENCH_T = 20       # elman bench's T without --recipe (the speed tables of docs/benchmarks)
 
 
 def add_bench(sub):
@@ -111,7 +111,7 @@ def _take_recipe(args) -> None:
     """Fill what ``--recipe`` sets and the options left unset: the train defaults."""
     from elman.training.state import DIRECT, SAMPLED, default
 
-    if args.T is None:          # the README's tables are at T = 20; a recipe is train's, its T included
+    if args.T is None:          # the speed tables are at T = 20; a recipe is train's, its T included
         args.T = default("steps") if args.recipe else BENCH_T
     if args.recipe:
         args.sampled = args.sampled or SAMPLED

@@ -71,7 +71,7 @@ def add_train(sub):
                    help="plain SGD rate of the direct weights, per token, halved with the run's rate "
                         f"(default {default('direct_lr'):g}; RNNLM's is 0.1)")
     p.add_argument("--minutes", type=positive_float, metavar="M",
-                   help="stop after M minutes of this session: the epoch in progress is cut short, "
+                   help="stop after M minutes of this run: the epoch in progress is cut short, "
                         "validated and kept if better (default: no limit)")
     p.add_argument("--checkpoint-every", type=positive_int, metavar="N",
                    help="also checkpoint every N batches (default: each epoch only)")

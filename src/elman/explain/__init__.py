@@ -149,7 +149,7 @@ def verification(model, names, seeds=(1, 2, 3, 4, 5)):
     blocks = [Heading(2, ["Verification"]),
               Para([f"Each formula derived again on {len(seeds)} random instances of other sizes and compared "
                     "with finite differences; its column-vector form compared with the row form transposed"
-                    + ("; elman.core.model.step_gradients compared with finite differences"
+                    + ("; elman.model.step_gradients compared with finite differences"
                        if numeric.is_seed(model) else "") + ("; through time, each parameter's sum and each state's recurrence at every "
                                    "step against finite differences of the unrolled loss" if "bptt" in names
                                    else "") + ". Largest relative error of all these, per quantity:"]),
@@ -211,7 +211,7 @@ def transpose_answer(convention: str = "row") -> str:
     name = "W" if convention == "column" else "U"
     lines += [
         "  The seed's hᵀ(y − ŷ) has the opposite sign: y − ŷ is the gradient of log ŷ_y, i.e. −dJ/dz.",
-        f"  Witness (|V|={model.dims['V']}, Dh={model.dims['Dh']}, float64): elman.core.model.step_gradients vs central",
+        f"  Witness (|V|={model.dims['V']}, Dh={model.dims['Dh']}, float64): elman.model.step_gradients vs central",
         f"  finite differences, entry {name}[0,0]: {g[0, 0]:+.9f} vs {fd[0, 0]:+.9f};",
         f"  largest difference over all {g.size} entries: {diff:.1e}.   More: elman explain U"
         + (" --convention column" if convention == "column" else ""),

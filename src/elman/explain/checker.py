@@ -33,6 +33,7 @@ from elman.explain import expr as E
 from elman.explain import formula as F
 from elman.explain import notation as nt
 from elman.explain.engine import derive
+from elman.explain.eqmath import equation_math
 from elman.explain.equations import load
 from elman.explain.numeric import sizes_for
 
@@ -125,7 +126,6 @@ class _Case:
 
 def _sign_hint(case):
     """Where a minus sign comes from on the way to the target."""
-    from elman.explain.document import equation_math
     d0 = case.ds[0]
     flips = [e for n in d0.chain(case.wrt) for e in [case.model.definition(n)]
              if e is not None and any(t.op == "const" for t in e.terms)]

@@ -4,7 +4,7 @@ Not derived by the equation engine: the hashed lookup is an embedding of
 several ids into overlapping windows of one table, which the equation
 language does not write. The explanation follows the engine's order
 (forward, indices, matrices and the transpose, shapes, columns, a witness)
-and its witness is elman's own backward pass (``core.model.bptt``) beside
+and its witness is elman's own backward pass (``elman.model.bptt``) beside
 central differences of J on a random float64 instance.
 """
 from __future__ import annotations
@@ -49,8 +49,8 @@ MATRICES = [
 def witness(V=5, M=9, seed=0):
     """Rows (m, formula, central difference) and the largest difference, for
     dJ/dD of one window of a random float64 model of order 3."""
-    from elman.core.gradcheck import central_difference
-    from elman.core.model import Params, bptt
+    from elman.model.gradcheck import central_difference
+    from elman.model import Params, bptt
 
     rng = np.random.default_rng(seed)
     p = Params.init(V, 3, 4, seed=seed, dtype="float64", direct=M, direct_order=3)

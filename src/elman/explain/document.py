@@ -21,7 +21,10 @@ import numpy as np
 from elman.explain import expr as E
 from elman.explain import notation as nt
 from elman.explain import numeric, seed_notes
-from elman.explain.rules import J, LOG, Ctx, fan_out
+from elman.explain.checker import check, namespace
+from elman.explain.contrib import J, Ctx
+from elman.explain.eqmath import equation_math
+from elman.explain.rules import fan_out
 
 
 @dataclass
@@ -64,30 +67,6 @@ class Document:
 
 def mdict(m):
     return {"text": m.text, "tex": m.tex}
-
-
-def equation_math(model, eq, timed=False) -> nt.M:
-    r = lambda e: E.render(e, model, timed)  # noqa: E731
-    lhs = r(E.Sym(eq.lhs))
-    if eq.kind == "loss":
-        return nt.seq(J, "(t)" if timed else "", " = −", LOG, nt.idx(r(E.Sym(eq.args[0])), "y"))
-    if eq.kind == "func":
-        return nt.seq(lhs, " = ", nt.fn(eq.func), "(", r(E.Sym(eq.args[0])), ")")
-    out = nt.seq(lhs, " = ")
-    for i, t in enumerate(eq.terms):
-        term = term_math(t, r)
-        out = nt.seq(out, ("−" if t.sign < 0 else "") if i == 0 else (" − " if t.sign < 0 else " + "), term)
-    return out
-
-
-def term_math(t, r) -> nt.M:
-    """One term of a sum as written, without its sign: 0.5 a W, a Wᵀ, a ⊙ b, 1."""
-    if t.op == "const":
-        return E.number(t.coef)
-    syms = [r(E.Sym(f)) for f in t.factors]
-    body = {"mul": lambda: nt.seq(syms[0], " ", syms[1]), "mulT": lambda: nt.seq(syms[0], " ", syms[1], "ᵀ"),
-            "had": lambda: nt.seq(syms[0], " ⊙ ", syms[1]), "plain": lambda: syms[0]}[t.op]()
-    return body if t.coef == 1 else nt.seq(E.number(t.coef), " ", body)
 
 
 def shape_line(e, model) -> nt.M:
@@ -139,7 +118,7 @@ def _entries(name, value, fd, limit=6):
 def witness_section(d, name, seed_values=None):
     step, model = d.steps[name], d.model
     value = seed_values[name] if seed_values is not None and name in seed_values else step.value
-    source = "elman.core.model.step_gradients (elman.core.layers backward)" if value is not step.value else "the formula"
+    source = "elman.model.step_gradients (elman.core.layers backward)" if value is not step.value else "the formula"
     diff = float(np.abs(value - step.fd).max())
     dims = ", ".join(f"{nt.dim(k).text}={v}" for k, v in model.dims.items())
     formula = E.render(step.expr, model)
@@ -185,7 +164,6 @@ def column_section(d, name):
 
 def seed_section(d, name):
     from elman.explain import formula
-    from elman.explain.checker import check, namespace
     seed_text, seed_numpy, notes = seed_notes.SEED[name]
     v = check(seed_numpy, name, d.model)
     c = Ctx(d.model)

@@ -1,14 +1,14 @@
 """Numbers for the witnesses: random instances of a model, its forward pass
 with any quantity overridden, and central finite differences (float64).
 
-Finite differences use ``elman.core.gradcheck.central_difference``, the one
+Finite differences use ``elman.model.gradcheck.central_difference``, the one
 implementation in the project. A derived formula for dJ/dv is compared with
 the difference quotient of J in v, where v may be a parameter, an input, or
 an intermediate quantity such as h or z1: the forward pass then takes v as
 given instead of computing it.
 
 For the seed's own model, ``seed_gradients`` asks the project's backward
-functions (``elman.core.model.step_gradients`` and ``bptt``, built of
+functions (``elman.model.step_gradients`` and ``bptt``, built of
 ``elman.core.layers``) for the same gradients, so the explainer's witness and the
 trainer run one implementation of each formula.
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from elman.core.gradcheck import central_difference, max_rel_error
+from elman.model.gradcheck import central_difference, max_rel_error
 from elman.core.layers import log_softmax_rows, sigmoid
 
 FUNCS = {
@@ -161,23 +161,23 @@ def is_seed(model) -> bool:
 
 
 def seed_params(env):
-    from elman.core.model import Params
+    from elman.model import Params
     return Params.from_dict({n: env[n].reshape(-1) if n in ("b1", "b2") else env[n]
                              for n in ("L", "I", "H", "U", "b1", "b2")})
 
 
 def seed_gradients(env):
-    """The seed's eight quantities from ``elman.core.model.step_gradients`` (the
+    """The seed's eight quantities from ``elman.model.step_gradients`` (the
     project's backward pass), as (1,n) rows where the engine has rows."""
-    from elman.core.model import step_gradients
+    from elman.model import step_gradients
     g = step_gradients(seed_params(env), onehot_index(env["x"]), onehot_index(env["y"]),
                        env["h_prev"][0].copy())
     return {k: np.atleast_2d(v) for k, v in g.items()}
 
 
 def seed_bptt(steps):
-    """Full-sequence gradients from ``elman.core.model.bptt`` for the steps."""
-    from elman.core.model import bptt
+    """Full-sequence gradients from ``elman.model.bptt`` for the steps."""
+    from elman.model import bptt
     inputs = np.array([[onehot_index(s["x"]) for s in steps]])
     targets = np.array([[onehot_index(s["y"]) for s in steps]])
     _, grads, _ = bptt(seed_params(steps[0]), inputs, targets, steps[0]["h_prev"].copy())
@@ -185,5 +185,5 @@ def seed_bptt(steps):
 
 
 def agree(a, b) -> float:
-    """The relative error used everywhere: elman.core.gradcheck's."""
+    """The relative error used everywhere: elman.model.gradcheck's."""
     return max_rel_error(a, b)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from elman.explain import expr as E
 from elman.explain import notation as nt
 from elman.explain.notation import frac, idx, seq, words
-from elman.explain.rules import J, Contrib, Ctx, sign_word, signed
+from elman.explain.contrib import J, Contrib, Ctx, sign_word, signed
 
 
 def product_weight(model, eq, term) -> Contrib:

@@ -16,9 +16,10 @@ from __future__ import annotations
 from elman.explain import expr as E
 from elman.explain import notation as nt
 from elman.explain import numeric, seed_notes
-from elman.explain.document import Display, Figure, Heading, Para, Table, equation_math, figure_data, mdict
+from elman.explain.document import Display, Figure, Heading, Para, Table, figure_data, mdict
+from elman.explain.eqmath import equation_math
 from elman.explain.pictures import unrolled_picture
-from elman.explain.rules import J, Ctx
+from elman.explain.contrib import J, Ctx
 from elman.explain.through_time import through_time
 
 
@@ -132,7 +133,7 @@ def _witness(d, tt, seed_model):
             row.append(f"{numeric.agree(ref[p].reshape(tt.fd[p].shape), tt.fd[p]):.1e}")
         rows.append(row)
     header = ["parameter", "Σ_t formula vs FD", "without the carried term"]
-    blocks.append(Table(header + (["elman.core.model.bptt vs FD"] if ref is not None else []), rows))
+    blocks.append(Table(header + (["elman.model.bptt vs FD"] if ref is not None else []), rows))
     blocks.append(Para(["(Maximum relative errors. The carried term matters for every weight that acts "
                         "before a state; the output weights do not see it.) Each state's adjoint, at every step "
                         "t = 1 … T, against finite differences of Σ_t J(t) in that state at that step alone:"]))

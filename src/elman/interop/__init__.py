@@ -1,0 +1,1 @@
+"""Models of other toolkits: Mikolov's RNNLM files."""

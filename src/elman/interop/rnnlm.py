@@ -1,0 +1,126 @@
+"""RNNLM's model <-> elman's: the same function, other parameters.
+
+RNNLM's step, with no biases: h(t) = σ(syn0[:, w] + R h(t-1)), R the
+state's columns of syn0, and P(w) = P(c(w)) P(w | c(w)) from the logits
+syn1 h(t) (the class rows after the word rows). Its state starts at 1.0
+(``netReset``; ``-test`` without ``-independent`` starts from the state
+saved in the file), elman's at h0 = 0. Both are read through h' = 1 - h,
+itself an Elman state: 1 - σ(a) = σ(-a), so
+
+    h'(t) = σ(-syn0[:, w] - R·1 + R h'(t-1)),   logits = syn1·1 - syn1 h'
+
+which is elman's step with L = -syn0[:, :V]ᵀ, I = 1 (d = Dh), H = Rᵀ,
+b1 = -R·1, U = -syn1ᵀ, b2 = syn1·1, and h' starts at 0 exactly where h
+starts at 1. Words are renumbered so that each class is a range of ids
+(RNNLM's classes by frequency already are, but a file need not be).
+
+Back (``from_elman``): RNNLM's state is r = 1 - h plus one unit that stays
+at 1 (its own weight of ``HOLD`` saturates the sigmoid, and RNNLM's state
+starts at 1.0), which carries b1 and b2; L·I is folded into syn0; a full
+softmax is one class holding every word; ``</s>`` becomes word 0, as
+RNNLM requires.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from elman.core.params import Params
+from elman.data.corpus import EOS, UNK
+from elman.data.vocab import Vocab
+from elman.errors import ElmanError
+from elman.interop.rnnlm_file import RnnlmModel, assign_classes
+
+HOLD = 40.0                     # the constant unit's weight on itself: σ(40) = 1 in float32 (and 64)
+NEVER = -50.0                   # b2 of an <unk> the RNNLM file lacks: a word it never predicts
+
+
+def to_elman(m: RnnlmModel, where: str = "") -> tuple:
+    """(Params, Vocab, config) of an RNNLM model without direct connections."""
+    if m.direct.size:
+        raise ElmanError(f"{where}: direct connections ({m.direct.size} hashed weights of order {m.order}): "
+                         "elman imports RNNLM models without them (train with -direct 0)")
+    V, Dh = len(m.words), m.syn0.shape[0]
+    K = max(m.K, 1)
+    perm = np.argsort(m.classes, kind="stable")         # elman id -> RNNLM index
+    words = [EOS if m.words[i] == "</s>" else m.words[i] for i in perm]
+    if EOS in m.words[1:] or (m.words[0] != "</s>"):
+        raise ElmanError(f"{where}: the vocabulary must hold </s> once, as word 0")
+    W, R = m.syn0[:, :V].astype(np.float64), m.syn0[:, V:].astype(np.float64)
+    S1 = m.syn1.astype(np.float64)
+    arrays = dict(L=-W.T[perm], I=np.eye(Dh), H=R.T, b1=-R.sum(axis=1),
+                  U=-S1[:V][perm].T, b2=S1[:V][perm].sum(axis=1))
+    counts = m.counts[perm]
+    bounds = np.searchsorted(m.classes[perm], np.arange(K + 1)).astype(np.int64)
+    if (np.diff(bounds) <= 0).any():
+        raise ElmanError(f"{where}: class {int(np.flatnonzero(np.diff(bounds) <= 0)[0])} has no words")
+    if m.K > 1:                                          # one class: P(c) = 1, a full softmax
+        arrays.update(Uc=-S1[V:V + K].T, bc=S1[V:V + K].sum(axis=1), class_bounds=bounds)
+    if UNK not in words:                                 # elman's vocabulary always has <unk>
+        words.append(UNK)
+        counts = np.append(counts, 0)
+        arrays["L"] = np.vstack([arrays["L"], np.zeros(Dh)])
+        arrays["U"] = np.hstack([arrays["U"], np.zeros((Dh, 1))])
+        arrays["b2"] = np.append(arrays["b2"], NEVER)
+        if "class_bounds" in arrays:
+            arrays["class_bounds"][-1] += 1
+    p = Params(**{k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in arrays.items()})
+    p.check_shapes()
+    config = {"level": "word", "rnnlm": {"source": where, "version": int(m.header.get("version", 10)),
+                                         "hidden_state": [float(x) for x in m.hidden],
+                                         "independent": int(m.header.get("independent sentences mode", 0) or 0)}}
+    return p, Vocab(words, counts), config
+
+
+def from_elman(p: Params, vocab: Vocab) -> RnnlmModel:
+    """The RNNLM model that computes what ``p`` does (see the module)."""
+    if p.D is not None:
+        raise ElmanError("this model has direct connections hashed elman's way; RNNLM reads only its own "
+                         "hashing: export a model trained without --direct")
+    V, Dh = p.V, p.Dh
+    f = lambda a: np.asarray(a, np.float64)             # noqa: E731
+    L, I, H, U, b1, b2 = (f(x) for x in (p.L, p.I, p.H, p.U, p.b1, p.b2))
+    if p.classes:
+        cls_of = np.searchsorted(p.class_bounds, np.arange(V), side="right") - 1
+        Uc, bc, K = f(p.Uc), f(p.bc), p.classes
+    else:
+        cls_of, Uc, bc, K = np.zeros(V, np.int64), np.zeros((Dh, 1)), np.zeros(1), 1
+    # RNNLM index -> elman id: </s> first, as RNNLM requires, so its class
+    # first, then each class's words in turn: RNNLM assigns classes to
+    # runs of words (``rnnlm_counts``)
+    first = int(cls_of[vocab.eos_id])
+    class_order = [first] + [c for c in range(K) if c != first]
+    order = np.array([i for c in class_order for i in sorted(np.flatnonzero(cls_of == c),
+                                                             key=lambda i: (i != vocab.eos_id, i))])
+    Uc, bc = Uc[:, class_order], bc[class_order]
+    new_class = np.empty(K, np.int64)
+    new_class[class_order] = np.arange(K)
+    words = ["</s>" if i == vocab.eos_id else vocab.itos[i] for i in order]
+    syn0 = np.zeros((Dh + 1, V + Dh + 1))
+    syn0[:Dh, :V] = -(L @ I)[order].T                    # the word's column, for r = 1 - h
+    syn0[:Dh, V:V + Dh] = H.T
+    syn0[:Dh, V + Dh] = -b1 - H.sum(axis=0)             # through the unit that stays at 1
+    syn0[Dh, V + Dh] = HOLD
+    syn1 = np.zeros((V + K, Dh + 1))
+    syn1[:V, :Dh] = -U[:, order].T
+    syn1[:V, Dh] = b2[order] + U[:, order].sum(axis=0)
+    syn1[V:, :Dh] = -Uc.T
+    syn1[V:, Dh] = bc + Uc.sum(axis=0)
+    classes = new_class[cls_of[order]]
+    return RnnlmModel(words, rnnlm_counts(classes, K), classes, K, np.ones(Dh + 1, np.float32),
+                      syn0.astype(np.float32), syn1.astype(np.float32), np.zeros(0, np.float32), 3, old_classes=1)
+
+
+def rnnlm_counts(classes, K: int) -> np.ndarray:
+    """Word counts from which RNNLM's ``old classes`` binning (running share
+    of the counts past (a+1)/K) gives back ``classes`` (runs 0, 1, ... K-1 in
+    order): each class holds T counts (the first one more), its last word
+    most of them, so the running share passes (c+1)/K at that word exactly
+    (by (K-c-1)/(K(KT+1)), far above rounding) and not before."""
+    classes = np.asarray(classes)
+    T = max(10 ** 6, 10 * len(classes))
+    counts = np.ones(len(classes), np.int64)
+    for c in range(K):
+        at = np.flatnonzero(classes == c)
+        counts[at[-1]] = T - (len(at) - 1) + (1 if c == 0 else 0)
+    assert (assign_classes(counts, K, True) == classes).all()
+    return counts
