@@ -14,11 +14,12 @@ import pytest
 
 from elman.model import Params, bptt, dropout_masks
 from elman.core.sampled import Sampler, unigram_proposal
-from elman.core.sparse import SparseGrad, densify, sum_sparse
+from elman.core.sparse import SparseGrad, densify
 from elman.errors import ElmanError
 from elman.training import rundir
 from elman.training.distributed import Local, connect
 from elman.training.gradsync import OVERRIDE, CostModel
+from elman.training.nodesync import sum_parts
 from elman.training.train import train
 from helpers import SMALL, write_corpus
 
@@ -69,7 +70,7 @@ def test_gathered_sparse_gradients_sum_like_dense_ones(axis):
         g = SparseGrad(np.array(ids, np.int64), values, shape, axis)
         dense += g.dense()
         parts.append((g.index, g.values))
-    s = sum_sparse(parts, g)
+    s = sum_parts(parts, g)
     assert list(s.index) == [0, 1, 4, 7, 8]
     assert np.array_equal(s.dense(), dense)
 
@@ -78,13 +79,22 @@ def test_the_cost_model_gathers_what_is_cheaper_to_gather(monkeypatch):
     monkeypatch.delenv(OVERRIDE, raising=False)
     cost = CostModel(allreduce=(5e-6, 1e-9), allgather=(5e-6, 1e-9), gamma=1e-10, processes=2)
     # The embedding of a 10k vocabulary: 1280 rows of 8 MB; a 17-word one: more ids than entries.
-    assert cost.gather({"L": 8_000_000}, {"L": 1280 * 808}) == {"L"}
-    assert cost.gather({"L": 680}, {"L": 48 * 48}) == set()
+    assert cost.gather({"L": 8_000_000}, {"L": 1280 * 808}, {"L": 1280}) == {"L"}
+    assert cost.gather({"L": 680}, {"L": 48 * 48}, {"L": 48}) == set()
     # A saving smaller than one more latency is not worth a second collective.
-    assert cost.gather({"b2": 1000}, {"b2": 900}) == set()
+    assert cost.gather({"b2": 1000}, {"b2": 900}, {"b2": 75}) == set()
+    # The direct weights of 64 machines: 64 x 260k cells (ids, values) of an 8 MB table. On the wire
+    # alone gathering is cheaper; their indexed sum and steps (per_id, measured) are not.
+    D = ({"D": 8_000_000}, {"D": 64 * 260_000 * 12}, {"D": 64 * 260_000})
+    wire = CostModel(allreduce=(5e-6, 1e-9), allgather=(5e-6, 1e-11), gamma=1e-12, processes=64)
+    assert wire.gather(*D) == {"D"}
+    assert CostModel(**{**wire.state(), "per_id": 5e-9}).gather(*D) == set()
     monkeypatch.setenv(OVERRIDE, "gather")
-    assert cost.gather({"L": 680}, {"L": 48 * 48}) == {"L"}
+    assert cost.gather({"L": 680}, {"L": 48 * 48}, {"L": 48}) == {"L"}
     assert CostModel.from_state(cost.state()).state() == cost.state()
+    # A model saved without per_id makes the choices it made then: ids cost nothing extra.
+    old = {k: v for k, v in cost.state().items() if k != "per_id"}
+    assert CostModel.from_state(old).per_id == 0.0
 
 
 def test_one_process_is_local_and_its_collectives_are_the_identity(monkeypatch):

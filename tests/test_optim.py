@@ -37,10 +37,12 @@ def test_clip_zero_disables_clipping():
 
 
 def _reference(name, lr, steps):
-    """The update rules as the papers write them, on the same gradient sequence."""
+    """The update rules as the papers write them, on the same gradient sequence
+    (Adagrad's sum from G0, as TensorFlow's initial_accumulator_value)."""
+    from elman.training.optim import ADAGRAD_INITIAL
     params, grads_seq = _arrays(0), [_arrays(10 + i) for i in range(steps)]
     m = {k: np.zeros_like(v) for k, v in params.items()}
-    v = {k: np.zeros_like(x) for k, x in params.items()}
+    v = {k: np.full_like(x, ADAGRAD_INITIAL if name == "adagrad" else 0.0) for k, x in params.items()}
     for t, grads in enumerate(grads_seq, start=1):
         for k, g in grads.items():
             if name == "sgd":
@@ -201,3 +203,71 @@ def test_tensors_updated_side_by_side_equal_one_thread(name, monkeypatch):
         results.append(p)
     for k in params:
         assert not np.array_equal(results[0][k], params[k]) and np.array_equal(results[0][k], results[1][k]), k
+
+
+def test_adagrads_initial_value_bounds_the_step_of_a_tiny_gradient_and_is_kept_with_its_state():
+    """G0 = 0 makes the first step lr·sign(g) whatever |g|: a gradient that is
+    zero but for rounding moves a full step. With G0 it moves lr·|g|/sqrt(G0)
+    at most, and a gradient well above sqrt(G0) still takes about lr."""
+    from elman.training.optim import ADAGRAD_INITIAL, Adagrad
+    assert ADAGRAD_INITIAL > 0
+    tiny, big = 0.1 * ADAGRAD_INITIAL ** 0.5, 1e3 * ADAGRAD_INITIAL ** 0.5
+    steps = {}
+    for G0 in (0.0, ADAGRAD_INITIAL):
+        p = {"W": np.zeros(2, np.float32)}
+        opt = make_optimizer("adagrad", p, lr=0.1, initial=G0)
+        opt.step(p, {"W": np.array([tiny, big], np.float32)})
+        assert abs(p["W"][1]) == pytest.approx(0.1, rel=1e-3)
+        steps[G0] = abs(p["W"][0])
+    assert steps[0.0] > 0.09 and steps[ADAGRAD_INITIAL] < 0.1 * tiny / ADAGRAD_INITIAL ** 0.5 == pytest.approx(0.01)
+    assert opt.state_scalars()["initial"] == ADAGRAD_INITIAL
+    assert np.all(Adagrad({"W": np.zeros(3)}, 0.1).state["G"]["W"] == ADAGRAD_INITIAL)
+
+
+def test_a_checkpoint_without_adagrads_initial_value_resumes_as_it_was():
+    """State saved before G0 existed started at 0: its arrays carry that,
+    and the run continues with exactly the steps it would have taken."""
+    grads_seq = [_arrays(20 + i, np.float32) for i in range(4)]
+    a = _arrays(0, np.float32)
+    old = make_optimizer("adagrad", a, lr=0.05, initial=0.0)
+    old.step(a, {k: g.copy() for k, g in grads_seq[0].items()})
+    arrays = {k: v.copy() for k, v in old.state_arrays().items()}
+    scalars = {k: v for k, v in old.state_scalars().items() if k != "initial"}     # an older file
+    b = {k: v.copy() for k, v in a.items()}
+    for grads in grads_seq[1:]:
+        old.step(a, {k: g.copy() for k, g in grads.items()})
+    resumed = make_optimizer("adagrad", b)                 # today's default G0
+    resumed.load_state(arrays, scalars)
+    assert resumed.initial == 0.0
+    for grads in grads_seq[1:]:
+        resumed.step(b, {k: g.copy() for k, g in grads.items()})
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adagrad"])
+def test_the_processes_parts_of_a_gradient_step_as_their_sum(name):
+    """A gradient left as the processes' parts (training.nodesync): a rule
+    takes their sum, bit for bit; a plain parameter applies them in turn,
+    the same up to rounding."""
+    from elman.core.sparse import SparseGrad
+    from elman.training.nodesync import SparseParts, sum_parts
+    rng = np.random.default_rng(5)
+    params = {"L": rng.normal(size=(40, 6)).astype(np.float32), "D": rng.normal(size=500).astype(np.float32)}
+    L_parts = [(np.array([1, 5, 9]), rng.normal(size=(3, 6)).astype(np.float32)),
+               (np.array([0, 5, 39]), rng.normal(size=(3, 6)).astype(np.float32))]
+    D_parts = [(np.sort(rng.choice(500, 80, replace=False)), rng.normal(size=80).astype(np.float32))
+               for _ in range(2)]
+    like_L, like_D = SparseGrad(*L_parts[0], (40, 6), 0), SparseGrad(*D_parts[0], (500,), 0)
+    results = []
+    for parts in (True, False):
+        p = {k: v.copy() for k, v in params.items()}
+        opt = make_optimizer(name, p, lr=0.1, clip=5.0, plain={"D": 0.5})
+        if parts:
+            g = {"L": SparseParts(L_parts, like_L), "D": SparseParts(D_parts, like_D)}
+        else:
+            g = {"L": sum_parts(L_parts, like_L), "D": sum_parts(D_parts, like_D)}
+        opt.step(p, g)
+        results.append(p)
+    assert np.array_equal(results[0]["L"], results[1]["L"]) and not np.array_equal(results[0]["L"], params["L"])
+    assert np.allclose(results[0]["D"], results[1]["D"], rtol=0, atol=1e-6)
+    assert not np.array_equal(results[0]["D"], params["D"])

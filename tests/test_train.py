@@ -166,7 +166,7 @@ def test_a_worse_epoch_restores_the_best_weights(tmp_path, monkeypatch):
     train(tmp_path / "two", dict(opts, epochs=2), quiet=True)
     ppls = iter([50.0, 40.0, 45.0, 41.0])  # epochs 3 and 4 get worse
     monkeypatch.setattr("elman.training.train.perplexity",
-                        lambda p, ids, eos, release=None: {"perplexity": next(ppls), "tokens": len(ids), "bits_per_token": 0})
+                        lambda p, ids, eos, release=None, step=None: {"perplexity": next(ppls), "tokens": len(ids), "bits_per_token": 0})
     s = train(tmp_path / "m", dict(opts, epochs=10), quiet=True)
     assert s["stopped"] == "schedule" and s["best_epoch"] == 2 and s["epochs_done"] == 4
     epochs = [r for r in _metrics(tmp_path / "m") if r["valid_ppl"] is not None]

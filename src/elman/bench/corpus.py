@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from elman import progress
+
 GENERATOR = 2             # bump when the synthetic text changes
 TYPES = 50_000            # distinct words of the synthetic language
 MODEL = ["--hidden", "200", "--embed", "200", "--max-vocab", "10000", "--batch", "32", "--bptt", "20"]
@@ -149,6 +151,7 @@ def bench_size(tokens: int, root: Path, compare_src: str | None) -> dict:
 def bench_corpus(sizes: list[int], root, compare_src: str | None = None) -> dict:
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    sizes = progress.track(sizes, "bench --corpus", "tokens", sum(sizes), count=lambda n: n)
     return {"load": os.getloadavg(), "cpus": os.cpu_count(), "compare_src": compare_src,
             "rows": [bench_size(n, root, compare_src) for n in sizes]}
 

@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from elman import progress
 from elman.bench.machine import PEAK_N, blas_info, cpus, kernel_note, matmul_peak
 from elman.training.optim import SGD
 from elman.core.sampled import Sampler, unigram_proposal
@@ -248,9 +249,11 @@ class _Worker:
     def __init__(self, impl: str, cfg: Config):
         self.impl, self.cfg = impl, cfg
         env = {**os.environ, **ONE_THREAD} if cfg.one_core else None
+        # A session of its own: Ctrl-C on the terminal stops the parent alone,
+        # and the worker ends when its stdin closes with it.
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "elman.bench.speed", impl, json.dumps(asdict(cfg))],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True, env=env)
         self.info = self._read()
         self.times = {"train": [], "eval": []}
         self.modes = ("train", "eval")
@@ -307,16 +310,20 @@ def _bench(cfg: Config, steps: int, rounds: int, vs_torch: bool, full: bool, pee
         workers["torch full"] = _Worker("torch", full_cfg)
     if "elman sampled" in workers and not full:     # its evaluation is the full softmax's
         workers["elman sampled"].modes = ("train",)
-    for w in workers.values():                      # warm up: caches, pools, page faults
-        for mode, n in zip(w.modes, (2, 1)):
-            w.run(mode, n)
-    peaks = []
-    for r in range(rounds):
-        peaks.append(_peak(cfg.one_core))
-        for mode in ("train", "eval"):
-            for w in workers.values():
-                if mode in w.modes:
-                    w.times[mode].append(w.run(mode, per))
+    steps_all = sum(len(w.modes) * (1 + rounds * per) + 1 for w in workers.values())
+    with progress.job("bench", "steps", steps_all) as job:
+        for w in workers.values():                      # warm up: caches, pools, page faults
+            for mode, n in zip(w.modes, (2, 1)):
+                w.run(mode, n)
+                job.update(n)
+        peaks = []
+        for r in range(rounds):
+            peaks.append(_peak(cfg.one_core))
+            for mode in ("train", "eval"):
+                for w in workers.values():
+                    if mode in w.modes:
+                        w.times[mode].append(w.run(mode, per))
+                        job.update(per)
     for w in workers.values():
         w.close()
     peak = max(peaks)

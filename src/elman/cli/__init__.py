@@ -13,6 +13,7 @@ import argparse
 import os
 import sys
 
+from elman import progress
 from elman.cli import explain, inference, lattice, tools, train
 from elman.errors import ElmanError
 
@@ -58,14 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    progress.reset()
+    progress.configure(quiet=getattr(args, "quiet", False))
     try:
         return int(args.func(args) or 0)
     except ElmanError as exc:
         if not getattr(exc, "silent", False):  # one MPI process (rank 0) speaks for all that failed alike
             print(f"elman: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("elman: interrupted", file=sys.stderr)
+    except KeyboardInterrupt:      # the line says how far the job got (files are written whole or not at all)
+        print(progress.interrupted(), file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return 0

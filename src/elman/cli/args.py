@@ -54,10 +54,16 @@ def add_cache_dir(p) -> None:
                    help="the token-id cache (default $XDG_CACHE_HOME/elman/ids or ~/.cache/elman/ids)")
 
 
+def add_quiet(p, help: str | None = None) -> None:
+    """--quiet: no progress bar (one is drawn on stderr only when it is a terminal)."""
+    p.add_argument("--quiet", action="store_true",
+                   help=help or "no progress bar (drawn on stderr only when it is a terminal; never on stdout)")
+
+
 def say(message: str) -> None:
-    """One line for the user on stderr (stdout stays the command's output)."""
-    import sys
-    print(message, file=sys.stderr, flush=True)
+    """One line for the user on stderr (stdout stays the command's output), under any progress bar."""
+    from elman import progress
+    progress.write(message)
 
 
 def emit(text: str, out) -> None:

@@ -1,7 +1,8 @@
 """``elman eval``, ``elman score``, ``elman generate``."""
 from __future__ import annotations
 
-from elman.cli.args import add_cache_dir, add_model_and_data, parse_lambda, positive_float, positive_int, rate, say
+from elman.cli.args import (add_cache_dir, add_model_and_data, add_quiet, parse_lambda, positive_float, positive_int,
+                            rate, say)
 from elman.errors import ElmanError
 
 from elman.inference.options import DYNAMIC_DEFAULTS, Dynamic, ScoreOptions
@@ -81,6 +82,7 @@ def add_eval(sub):
     p.add_argument("--bptt", type=positive_int, metavar="T",
                    help="with --dynamic: the segment length (default: the model's training --bptt)")
     add_cache_dir(p)
+    add_quiet(p)
     p.set_defaults(func=run_eval)
 
 
@@ -140,6 +142,7 @@ def add_score(sub):
                            "of an utterance to every hypothesis of the next (RNNLM's default)")
     _add_rescoring(p)
     add_dynamic(p, "line")
+    add_quiet(p)
     p.set_defaults(func=run_score)
 
 
@@ -186,6 +189,7 @@ def add_export(sub):
     to.add_argument("--onnx", metavar="FILE.onnx", help="the graph to write")
     to.add_argument("--rnnlm", metavar="FILE", help="instead: an RNNLM model file (text) for rnnlm -test, -nbest "
                                                     "and Kaldi's RNNLM rescoring")
+    add_quiet(p)
     p.set_defaults(func=run_export)
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from elman.cli.args import _number, parse_lambda, positive_float, positive_int, say
+from elman.cli.args import _number, add_quiet, parse_lambda, positive_float, positive_int, say
 from elman.errors import ElmanError
 
 
@@ -48,6 +48,7 @@ def add_rescore(sub):
                         "state holds Dh floats)")
     p.add_argument("--jobs", type=positive_int, metavar="J",
                    help="processes (default: the machine's cores)")
+    add_quiet(p)
     p.set_defaults(func=run_rescore)
 
 

@@ -1,7 +1,7 @@
 """``elman gradcheck``, ``elman bench``, ``elman plot``, ``elman demo``."""
 from __future__ import annotations
 
-from elman.cli.args import add_cache_dir, add_sizes, ngram_order, nonnegative_float, positive_float, positive_int, rate
+from elman.cli.args import add_cache_dir, add_quiet, add_sizes, ngram_order, nonnegative_float, positive_float, positive_int, rate
 from elman.errors import ElmanError
 
 def add_gradcheck(sub):
@@ -69,6 +69,7 @@ def add_bench(sub):
                                                       "(default: elman-corpus-bench in the temporary directory)")
     p.add_argument("--compare-src", metavar="DIR", help="with --corpus: also run the elman whose source tree "
                                                         "(the directory holding elman/) is DIR")
+    add_quiet(p)
     p.set_defaults(func=run_bench)
 
 
@@ -127,9 +128,10 @@ def _bench_processes(args, cfg) -> int:
 
     from elman.bench import parallel
 
-    if args.classes or args.vs_torch or args.direct or args.dropout:
-        raise ElmanError("--processes compares processes with threads on the full or sampled softmax; "
-                         "drop --classes, --direct, --dropout, --recipe and --vs-torch")
+    if args.vs_torch:
+        raise ElmanError("--processes compares elman's processes with its threads; drop --vs-torch")
+    if args.classes and args.sampled:
+        raise ElmanError("--processes trains one model, as elman train: --classes or --sampled, not both")
     if args.B % args.processes:
         raise ElmanError(f"--B {args.B}: {args.processes} processes cannot share {args.B} streams equally")
     if importlib.util.find_spec("mpi4py") is None:
@@ -191,6 +193,7 @@ def add_cache(sub):
                                    "or clear them (only files elman wrote, and none a running build holds).")
     p.add_argument("action", choices=("list", "clear"))
     add_cache_dir(p)
+    add_quiet(p)
     p.set_defaults(func=run_cache)
 
 

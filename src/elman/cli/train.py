@@ -5,7 +5,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from elman.cli.args import add_cache_dir, ngram_order, nonnegative_float, nonnegative_int, positive_float, positive_int, rate
+from elman.cli.args import add_cache_dir, add_quiet, ngram_order, nonnegative_float, nonnegative_int, positive_float, positive_int, rate
 from elman.errors import ElmanError
 from elman.training.optim import DEFAULT_LR
 from elman.training.state import DIRECT, SAMPLED, Settings, default
@@ -80,7 +80,7 @@ def add_train(sub):
     again = p.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue the run saved in DIR/last")
     again.add_argument("--force", action="store_true", help="replace a model already in DIR")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    add_quiet(p, "no progress bar or per-epoch lines")
     add_cache_dir(p)
     p.set_defaults(func=run_train)
 

@@ -101,25 +101,6 @@ def sq_sum(a) -> float:
     return float(np.einsum("ij,ij->", b, b)) if b.ndim == 2 else float(np.dot(b, b))
 
 
-def sum_sparse(parts: list, like: SparseGrad) -> SparseGrad:
-    """The sum of several processes' ``(ids, values)`` of one gradient (each
-    laid out as ``like.values``, sorted unique ids): the union of the ids,
-    each part added in turn in the order of ``parts`` (so every process that
-    sums the same parts gets the same bits). Adding into the columns of U in
-    place is ten times faster than sorting rows and reducing them."""
-    ids = np.unique(np.concatenate([i for i, _ in parts])) if len(parts) > 1 else np.asarray(parts[0][0])
-    shape, v = like.shape_of(len(ids)), like.values
-    # In the values' own layout: U's columns are word by word (``core.params``).
-    out = np.zeros(shape[::-1], v.dtype).T if v.ndim == 2 and v.strides[0] < v.strides[1] else np.zeros(shape, v.dtype)
-    for index, values in parts:
-        at = np.searchsorted(ids, index)
-        if like.axis == 0:
-            out[at] += values
-        else:
-            out[..., at] += values
-    return SparseGrad(ids, out, like.shape, like.axis)
-
-
 def densify(grads: dict) -> dict:
     """The same gradients, every one a dense array."""
     return {k: g.dense() if isinstance(g, SparseGrad) else g for k, g in grads.items()}

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from elman import progress
 from elman.data import cachefile
 from elman.data import stream
 from elman.data.cache import Source, Store, TokenIds, id_dtype, vocab_key
@@ -77,7 +78,13 @@ class _Build:
 
     def parts(self):
         src = self.src
-        return tokenise_file(src.path, src.codec, src.level, src.size, self.workers, self.part_bytes, src.name)
+        with progress.job(f"tokenising {src.name}", progress.BYTES, src.size, note="nothing cached",
+                          rates=True) as job:
+            for part in tokenise_file(src.path, src.codec, src.level, src.size, self.workers, self.part_bytes,
+                                      src.name):
+                yield part
+                job.update(part.stop - job.done)
+                job.count(tokens=len(part))
 
     def ids(self, vocab: Vocab) -> TokenIds:
         """The file's ids under a known vocabulary."""

@@ -52,10 +52,12 @@ _ASCII_WS_OTHER = (b"\x1c", b"\x1d", b"\x1e", b"\x1f")  # str.split() splits on 
 class Part:
     """One part of a file: ``keys`` its distinct tokens in order of first
     occurrence, ``counts`` theirs, ``ids`` the part's tokens as indices into
-    ``keys`` (``<eos>`` included, blank lines gone)."""
+    ``keys`` (``<eos>`` included, blank lines gone); ``stop`` the byte
+    offset in the file just after it."""
     keys: list
     counts: np.ndarray
     ids: np.ndarray
+    stop: int = 0
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -137,7 +139,7 @@ def tokenise_part(job) -> Part:
             text = text.replace("\r\n", "\n").replace("\r", "\n")
         keys, ids = (_words(text, "\n", " ", EOS) if level == "word" else _chars(text))
     ids = ids.astype(np.uint16) if len(keys) <= 1 << 16 else ids  # half the bytes on the way back
-    return Part(keys, np.bincount(ids, minlength=len(keys)).astype(np.int64), ids)
+    return Part(keys, np.bincount(ids, minlength=len(keys)).astype(np.int64), ids, stop)
 
 
 def _decode(path, data: bytes, start: int, codec: str, name) -> str:

@@ -12,11 +12,11 @@ SGD steps outside the clipping (``training.optim``), a linear update, so
     D <- D - c·Σ (scattered values)  =  scatter of (-c·values) into D:
 
 ``ScatterGrad`` keeps the parts of the scatter, takes ``*=`` as a factor,
-and the optimizer's plain step scatters them straight into D with the
-rate (``apply``): one pass over the N·F·S cells, none over the table. It
-differs from the reference's update only in rounding (each value is
-scaled before it is added, not the sum after). ``dense()`` builds the
-reference's array, the same additions in the same order (its bits).
+and the optimizer's plain step (``apply``) builds the sums in a table kept
+all zero between calls, then steps and zeroes only the cells touched: the
+reference's numbers to the bit (the same additions in the same order, then
+the same scaling and step), with no pass over the whole table. ``dense()``
+builds the reference's array.
 
 Parts: ("cols", O (n,F), cols (S,), vals (n,S)): D[O[n,f] + cols[s]] += vals[n,s];
 ("points", O (n,F), y (n,), vals (n,)): D[O[n,f] + y[n]] += vals[n].
@@ -58,6 +58,34 @@ def scatter_points(D, O, y, vals, c, lo, hi):
             m = O[n, f] + y[n]
             if lo <= m < hi:
                 D[m] += c * vals[n]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def drain_cols(D, acc, O, cols, c, scale, lo, hi):
+    """For the cells of ``scatter_cols`` in [lo, hi): D[m] -= (acc[m]·scale)·c
+    and acc[m] = 0, once a cell (a cell left zero takes no step: D - 0 = D)."""
+    N, F = O.shape
+    for n in range(N):
+        for f in range(F):
+            o = O[n, f]
+            for s in range(np.searchsorted(cols, lo - o), np.searchsorted(cols, hi - o)):
+                m = o + cols[s]
+                a = acc[m]
+                if a != 0:
+                    D[m] -= (a * scale) * c
+                    acc[m] = 0
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def drain_points(D, acc, O, y, c, scale, lo, hi):
+    """``drain_cols`` for the cells of ``scatter_points``."""
+    N, F = O.shape
+    for f in range(F):
+        for n in range(N):
+            m = O[n, f] + y[n]
+            if lo <= m < hi and acc[m] != 0:
+                D[m] -= (acc[m] * scale) * c
+                acc[m] = 0
 
 
 class ScatterGrad:
@@ -112,8 +140,21 @@ class ScatterGrad:
         return all(bool(np.isfinite(v).all()) for *_, v in self.parts) and np.isfinite(self.scale)
 
     def apply(self, D, c: float) -> None:
-        """D += c·scale·(this gradient), scattered straight into D."""
-        self._scatter(D, c * self.scale)
+        """D -= c·(scale·(this gradient)), the reference's dense step to the
+        bit: the sums built in a table kept all zero between calls (the
+        reference's additions, in its order), then each touched cell scaled,
+        stepped and zeroed again; no pass over the whole table."""
+        dt = D.dtype.type
+        acc = _kept_zeros(D.shape, D.dtype)
+        cuts = chunks(D.size, CELLS) if self.size >= CELLS else [slice(0, D.size)]
+
+        def part(i):
+            lo, hi = cuts[i].start, cuts[i].stop
+            for kind, O, at, v in self.parts:
+                (scatter_points if kind == "points" else scatter_cols)(acc, O, at, v, dt(1.0), lo, hi)
+            for kind, O, at, v in self.parts:
+                (drain_points if kind == "points" else drain_cols)(D, acc, O, at, dt(c), dt(self.scale), lo, hi)
+        parallel_for(part, len(cuts))
 
     def dense(self):
         """The gradient as an (M,) array: the reference's additions, in its order."""
@@ -142,6 +183,18 @@ class ScatterGrad:
 
     def __repr__(self):
         return f"ScatterGrad({self.size} cells of {self.shape} in {len(self.parts)} parts)"
+
+
+_KEPT: dict = {}
+
+
+def _kept_zeros(shape, dtype):
+    """A table of zeros kept from call to call (``apply`` leaves it zero)."""
+    key = (tuple(shape), np.dtype(dtype).str)
+    if key not in _KEPT:
+        _KEPT.clear()                               # one table size at a time
+        _KEPT[key] = np.zeros(shape, dtype)
+    return _KEPT[key]
 
 
 __all__ = ["ScatterGrad", "scatter_cols", "scatter_points"]

@@ -21,6 +21,7 @@ from contextlib import ExitStack, nullcontext
 
 import numpy as np
 
+from elman import progress
 from elman.atomic import atomic_text_stream
 from elman.data import EOS
 from elman.data.stream import STDIN, spool
@@ -103,8 +104,10 @@ class Scorer:
         """λ by EM on the --heldout text, read and run as the data is; said on stderr."""
         a = self.opts
         held = other if a.ngram else interpolate.LmProbFile(a.heldout_lm_prob)
-        held.check(self.lines(a.heldout), self.lines(a.heldout, check=True))
-        pairs = [(r, o) for _, r, o, _ in self.scored(a.heldout, held, 1.0)]
+        tokens = self.lines(a.heldout, check=True)
+        held.check(self.lines(a.heldout), tokens)
+        pairs = [(r, o) for _, r, o, _ in progress.track(self.scored(a.heldout, held, 1.0), "--lambda auto",
+                                                          "tokens", tokens, count=lambda row: len(row[3]))]
         lam, steps = interpolate.fit_lambda(np.concatenate([r for r, _ in pairs]),
                                             np.concatenate([o for _, o in pairs]))
         n = sum(len(r) for r, _ in pairs)
@@ -129,17 +132,29 @@ def run(p, vocab, cfg, opts: ScoreOptions, out=None) -> dict:
         lam = s.fit_lambda(other) if opts.lam == "auto" else opts.lam
         totals = interpolate.Totals(lam if other is not None else None)
         per_token = stack.enter_context(atomic_text_stream(opts.per_token) if opts.per_token else nullcontext())
+        job = stack.enter_context(progress.job("score" if opts.per_line else "eval", "tokens", tokens,
+                                               note=_left_behind(opts)))
+        write = job.guard(out).write
         for line, ln_rnn, ln_other, ln_p in s.scored(data, other, lam):
             totals.add(ln_p, ln_rnn, ln_other)
             if opts.per_line:
-                out.write(_line_record(line, ln_rnn, ln_other, ln_p, opts.json))
+                write(_line_record(line, ln_rnn, ln_other, ln_p, opts.json))
             if per_token is not None:
                 per_token.write("".join(f"{t}\t{v / LN10:.7f}\n" for t, v in zip(line.tokens + [EOS], ln_p)))
+            job.update(len(ln_p))
+            job.count(**{"hypotheses" if s.reader.alternatives else "lines": 1})
         if not totals.tokens:
             raise ElmanError(f"{opts.data}: empty or whitespace-only input, no text to score")
         summary = totals.summary()
     _report(summary, opts, out)
     return summary
+
+
+def _left_behind(opts: ScoreOptions) -> str:
+    """What an interrupted run leaves: score's lines scored so far, never a part of a file."""
+    if not opts.per_line:
+        return "nothing written"
+    return "standard output has the scores of the lines done" + ("; no --per-token file" if opts.per_token else "")
 
 
 def _line_record(line, ln_rnn, ln_other, ln_p, as_json: bool) -> str:

@@ -132,9 +132,9 @@ def settings(model_dir, p, lr: float | None = None, decay: float | None = None,
 
 
 def adapted_stream_losses(p, ids, eos_id: int, lr: float, T: int, direct_lr: float | None = None,
-                  decay: float = 0.0, scale: dict | None = None) -> np.ndarray:
+                          decay: float = 0.0, scale: dict | None = None, step=None) -> np.ndarray:
     """-ln P(token) (N,) float64 of ``ids`` read as one stream, adapting
-    after each segment of T tokens."""
+    after each segment of T tokens (``step(n)``, when given, told of each)."""
     p = p.copy()
     adapt = Adapter(p.as_dict(), lr, direct_lr, decay, scale)
     ids = np.asarray(ids, dtype=np.int64)
@@ -152,6 +152,8 @@ def adapted_stream_losses(p, ids, eos_id: int, lr: float, T: int, direct_lr: flo
         if p.order:
             history = next_history(contexts(xs, history, p.order), p.order)
         h = h_next
+        if step is not None:
+            step(xs.shape[1])
     return out
 
 

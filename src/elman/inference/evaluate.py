@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from elman import data, modelfile
+from elman import data, modelfile, progress
 from elman.model import perplexity as _perplexity
 from elman.model import output_probs, rnn_step
 from elman.model.perplexity import stream_losses, summary  # noqa: F401  (eval's own functions)
@@ -36,14 +36,17 @@ def read_ids(path, vocab, cfg: dict, encoding: str | None = None, cache_dir=None
 def perplexity(p, ids, eos_id: int) -> dict:
     """``model.perplexity.perplexity`` of ``ids``; the pages of a memory-mapped
     ``TokenIds`` are handed back as they are read."""
-    return _perplexity.perplexity(p, ids, eos_id, release=getattr(ids, "release", None))
+    with progress.job("eval", "tokens", len(ids)) as job:
+        return _perplexity.perplexity(p, ids, eos_id, release=getattr(ids, "release", None), step=job.update)
 
 
 def dynamic_perplexity(p, ids, eos_id: int, how: dict, T: int, scale: dict | None = None) -> dict:
     """``perplexity``'s dict for dynamic evaluation (``inference.dynamic``) with
     the rule ``how`` (``dynamic.settings``), as ``"dynamic": {**how, "bptt": T}``."""
     from elman.inference.dynamic import adapted_stream_losses
-    losses = adapted_stream_losses(p, ids, eos_id, how["lr"], T, how.get("direct_lr"), how["decay"], scale)
+    with progress.job("eval --dynamic", "tokens", len(ids)) as job:
+        losses = adapted_stream_losses(p, ids, eos_id, how["lr"], T, how.get("direct_lr"), how["decay"], scale,
+                                       job.update)
     return {**summary(losses), "dynamic": {**how, "bptt": T}}
 
 

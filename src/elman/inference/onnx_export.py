@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from elman import progress
 from elman.atomic import atomic_write_bytes
 from elman.core.params import DIRECT_NAMES, PARAM_NAMES, Params
 from elman.errors import ElmanError
@@ -136,7 +137,12 @@ def export(model_dir, onnx_path) -> dict:
             "output": layer_for(p).name}
     if p.order:
         meta.update(direct_order=p.order, direct_size=int(p.D.size), history_size=p.order - 2)
-    data = build(p, vocab, meta).SerializeToString()
-    atomic_write_bytes(onnx_path.parent / "vocab.txt", vocab_bytes)
-    atomic_write_bytes(onnx_path, data)
+    with progress.job("export", "steps", 3, note="no file half-written") as job:
+        model = build(p, vocab, meta)
+        job.update()
+        data = model.SerializeToString()
+        job.update()
+        atomic_write_bytes(onnx_path.parent / "vocab.txt", vocab_bytes)
+        atomic_write_bytes(onnx_path, data)
+        job.update()
     return meta

@@ -23,6 +23,7 @@ from typing import ClassVar, Iterator
 
 import numpy as np
 
+from elman import progress
 from elman.data import EOS, line_tokens
 from elman.data.stream import STDIN, iter_lines
 from elman.errors import ElmanError
@@ -83,7 +84,8 @@ def check_lines(path, vocab, level: str, encoding: str, nbest: bool, keep_blank:
     number of predicted tokens: every error of the input is found before the
     first score is written. A file with nothing to score is an error."""
     tokens = words = 0
-    for line in read_lines(path, vocab, level, encoding, nbest, keep_blank):
+    lines = read_lines(path, vocab, level, encoding, nbest, keep_blank)
+    for line in progress.track(lines, f"reading {path}", "lines"):
         tokens += len(line.ids)
         words += len(line.tokens)
     if not words:

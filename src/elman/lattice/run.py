@@ -12,11 +12,11 @@ the output; the others are rescored. A lattice whose expansion passes
 from __future__ import annotations
 
 import contextlib
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from elman import progress
 from elman.errors import ElmanError
 from elman.fast.threads import one_blas_thread
 from elman.lattice import kaldi, slf
@@ -72,49 +72,25 @@ def slf_inputs(path) -> list:
     return [Path(x) if Path(x).is_absolute() else path.parent / x for x in lines]
 
 
-class Progress:
-    """A one-line progress bar on stderr, shown only where stderr is a terminal."""
-
-    def __init__(self, total: int, stream=sys.stderr):
-        self.total, self.done, self.arcs, self.t0 = total, 0, 0, time.perf_counter()
-        self.show = total > 1 and stream.isatty()
-        self.stream, self.last = stream, 0.0
-
-    def step(self, arcs: int) -> None:
-        self.done, self.arcs = self.done + 1, self.arcs + arcs
-        now = time.perf_counter()
-        if self.show and (now - self.last > 0.2 or self.done == self.total):
-            width = 30
-            fill = width * self.done // self.total
-            rate = self.arcs / max(now - self.t0, 1e-9)
-            self.stream.write(f"\r[{'#' * fill}{'.' * (width - fill)}] {self.done}/{self.total} lattices, "
-                              f"{rate:,.0f} arcs/s")
-            if self.done == self.total:
-                self.stream.write("\n")
-            self.stream.flush()
-            self.last = now
-
-
 def run(job: Job, items: list, jobs: int, on_result) -> dict:
     """Rescore ``items`` (SLF paths or Lattice objects or ElmanErrors from
     the reader) over ``jobs`` processes; ``on_result(result tuple)`` gets
     each, in input order. Returns the counts and the time."""
-    progress = Progress(len(items))
     stats = {"lattices": len(items), "failed": 0, "kept": 0, "arcs": 0}
     t0 = time.perf_counter()
 
     def handle(res):
         if res[6] is not None:
             stats["failed"] += 1
-            print(f"elman: error: {res[6]}", file=sys.stderr, flush=True)
+            progress.write(f"elman: error: {res[6]}")
         else:
             stats["arcs"] += res[4]
             if res[5]:
                 stats["kept"] += 1
-                print(f"elman: {res[7]}: utterance {res[0]}: {res[5]}; kept with its old scores",
-                      file=sys.stderr, flush=True)
+                progress.write(f"elman: {res[7]}: utterance {res[0]}: {res[5]}; kept with its old scores")
             on_result(res)
-        progress.step(res[4])
+        bar.update(1)
+        bar.count(arcs=res[4])
 
     _load(job)                    # once, here: a bad model is one error, and the workers inherit it
     _WORKER["processes"] = jobs   # several: one BLAS thread each, or they crowd the cores
@@ -122,17 +98,18 @@ def run(job: Job, items: list, jobs: int, on_result) -> dict:
     t0 = time.perf_counter()
     errors = [x for x in items if isinstance(x, ElmanError)]
     work = [x for x in items if not isinstance(x, ElmanError)]
-    for exc in errors:
-        handle((None, None, None, None, 0, None, str(exc), ""))
-    if jobs <= 1 or len(work) <= 1:
-        for item in work:
-            handle(_one(item))
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-        ctx = multiprocessing.get_context("fork")     # the workers start with the loaded models
-        with ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
-            for res in pool.map(_one, work, chunksize=max(1, min(16, len(work) // (4 * jobs)))):
-                handle(res)
+    with progress.job("rescore", "utterances", total=len(items), note="HTK lattices of the utterances done are written; no 1-best list or Kaldi archive") as bar:
+        for exc in errors:
+            handle((None, None, None, None, 0, None, str(exc), ""))
+        if jobs <= 1 or len(work) <= 1:
+            for item in work:
+                handle(_one(item))
+        else:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+            ctx = multiprocessing.get_context("fork")     # the workers start with the loaded models
+            with ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
+                for res in pool.map(_one, work, chunksize=max(1, min(16, len(work) // (4 * jobs)))):
+                    handle(res)
     stats["seconds"] = time.perf_counter() - t0
     return stats

@@ -51,10 +51,17 @@ def stream_losses(p, ids, eos_id: int, window: int = WINDOW) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0)
 
 
-def perplexity(p, ids, eos_id: int, release=None) -> dict:
-    """``{"perplexity", "tokens", "bits_per_token"}`` of ``ids`` as one stream."""
+def perplexity(p, ids, eos_id: int, release=None, step=None) -> dict:
+    """``{"perplexity", "tokens", "bits_per_token"}`` of ``ids`` as one stream;
+    ``step(n)``, when given, is told of each window's n tokens once they are scored."""
     losses = stream_window_losses(p, ids, eos_id, release=release)
-    return _result(math.fsum(chain.from_iterable(part.tolist() for part in losses)), len(ids))
+    return _result(math.fsum(chain.from_iterable(_told(part.tolist(), step) for part in losses)), len(ids))
+
+
+def _told(values: list, step) -> list:
+    if step is not None:
+        step(len(values))
+    return values
 
 
 def summary(losses) -> dict:

@@ -32,6 +32,7 @@ import zlib
 
 import numpy as np
 
+from elman import progress
 from elman.errors import ElmanError
 from elman.fast import threads
 from elman.training.gradsync import GradSync
@@ -113,6 +114,27 @@ def _launched():
     return None
 
 
+LAUNCHERS = ("mpiexec", "mpiexec.hydra", "mpirun", "orterun", "prterun", "srun")
+
+
+def launcher_on_terminal() -> bool:
+    """Whether the MPI launcher that started this process writes its stderr to
+    a terminal. A rank's own stderr is a pipe to the launcher (through a
+    proxy), so a progress bar asks the launcher's instead (Linux's /proc)."""
+    pid = os.getpid()
+    for _ in range(4):                          # rank <- proxy <- launcher, and a wrapper or two
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{pid}/comm") as f:
+                name = f.read().strip()
+            if name in LAUNCHERS:
+                return os.readlink(f"/proc/{pid}/fd/2").startswith(("/dev/pts/", "/dev/tty"))
+        except (OSError, ValueError, IndexError):
+            return False
+    return False
+
+
 def connect():
     """``Local()``, or under an MPI launcher with N > 1 an ``MPIComm`` whose
     processes each use their share of the machine's cores."""
@@ -144,6 +166,8 @@ class MPIComm:
         self.MPI, self.world = MPI, world
         self.rank, self.size = world.Get_rank(), world.Get_size()
         self.writer = self.rank == 0
+        # One bar for the job: rank 0's, drawn when the launcher's stderr is a terminal.
+        progress.configure(terminal=launcher_on_terminal()) if self.writer else progress.configure(quiet=True)
         self.sync = GradSync(world, MPI)
         self.where = self._allgather_json(_here())
 

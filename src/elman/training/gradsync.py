@@ -33,9 +33,9 @@ import time
 
 import numpy as np
 
-from elman.core.sparse import SparseGrad, sum_sparse
+from elman.core.sparse import SparseGrad
 from elman.errors import ElmanError
-from elman.training.nodesync import NodeExchange
+from elman.training.nodesync import NodeExchange, SparseParts
 
 # ELMAN_SPARSE_REDUCE=gather|dense overrides the cost model (tests, measurements);
 # ELMAN_EXCHANGE=mpi uses MPI's collectives on one machine too (nodesync otherwise).
@@ -43,20 +43,29 @@ OVERRIDE, TRANSPORT = "ELMAN_SPARSE_REDUCE", "ELMAN_EXCHANGE"
 
 
 class CostModel:
-    """Seconds of the two collectives as ``alpha + beta * bytes``, and
-    ``gamma``: seconds a byte of one element-wise pass over memory costs (a
-    dense gradient makes the optimizer and the packing pass over all of it,
-    a gathered one only over its rows)."""
+    """Seconds of the two collectives as ``alpha + beta * bytes``; ``gamma``:
+    seconds a byte of one element-wise pass over memory costs (a dense
+    gradient makes the packing, the sum and the optimizer pass over all of
+    it, a gathered one only over its rows); ``per_id``: seconds each id of
+    a gathered one adds to those passes, which go through an index (its
+    parts added into the sum, the optimizer's take and put): on this
+    machine's 2M direct weights an indexed pass costs 10 to 20 times a
+    streaming one per element."""
 
     PASSES = 3                  # zero-fill or copy, sum, optimizer: about three passes a byte either way
 
-    def __init__(self, allreduce=(0.0, 0.0), allgather=(0.0, 0.0), gamma=0.0, processes=1):
+    def __init__(self, allreduce=(0.0, 0.0), allgather=(0.0, 0.0), gamma=0.0, processes=1, per_id=0.0):
         self.allreduce, self.allgather = tuple(allreduce), tuple(allgather)
         self.gamma, self.processes = float(gamma), int(processes)
+        self.per_id = float(per_id)     # 0 in a model saved without it: the choices it made then
 
     def state(self) -> dict:
         return {"allreduce": list(self.allreduce), "allgather": list(self.allgather), "gamma": self.gamma,
-                "processes": self.processes}
+                "processes": self.processes, "per_id": self.per_id}
+
+    def local(self, nbytes: float, ids: float = 0.0) -> float:
+        """Seconds of the passes over a gradient of ``nbytes`` (``ids`` of them through an index)."""
+        return self.PASSES * (self.gamma * nbytes + self.per_id * ids)
 
     @classmethod
     def from_state(cls, state) -> "CostModel":
@@ -90,31 +99,49 @@ class CostModel:
             beta = max(t_large - t_small, 0.0) / (large - small)
             return max(t_small - beta * small, 0.0), beta
 
-        a, b = np.ones(large // 4, np.float32), np.ones(large // 4, np.float32)
-        gamma = best(lambda: np.add(a, b, out=a)) / large
+        gamma, per_id = local_costs(large)
         model = cls(line(allreduce(small), allreduce(large)), line(allgather(small), allgather(large)), gamma,
-                    world.Get_size())
+                    world.Get_size(), per_id)
         # Every process decides with rank 0's numbers, so all make the same choice.
         return cls.from_state(_bcast_floats(world, model))
 
-    def gather(self, dense_bytes: dict, gathered_bytes: dict) -> set:
-        """The names of the sparse gradients to all-gather rather than densify."""
+    def gather(self, dense_bytes: dict, gathered_bytes: dict, ids: dict) -> set:
+        """The names of the sparse gradients to all-gather rather than densify
+        (``ids``: how many ids the processes' parts of each hold together)."""
         forced = os.environ.get(OVERRIDE, "")
         if forced in ("gather", "dense"):
             return set(dense_bytes) if forced == "gather" else set()
-        local = self.PASSES * self.gamma
-        pick = {k for k in dense_bytes
-                if (self.allgather[1] + local) * gathered_bytes[k] < (self.allreduce[1] + local) * dense_bytes[k]}
-        saved = sum((self.allreduce[1] + local) * dense_bytes[k] - (self.allgather[1] + local) * gathered_bytes[k]
-                    for k in pick)
-        return pick if saved > self.allgather[0] else set()     # a gather costs one latency more
+        def saved(k):       # seconds an all-gather of k's (ids, rows) saves over densifying it
+            return (self.allreduce[1] * dense_bytes[k] + self.local(dense_bytes[k])
+                    - self.allgather[1] * gathered_bytes[k] - self.local(gathered_bytes[k], ids[k]))
+        pick = {k for k in dense_bytes if saved(k) > 0}
+        return pick if sum(saved(k) for k in pick) > self.allgather[0] else set()    # one latency more
+
+
+def local_costs(nbytes: int = 1 << 22) -> tuple[float, float]:
+    """(gamma, per_id) of ``CostModel`` on this process, best of 5: a streaming
+    add of float32 arrays of ``nbytes``, and an indexed add of a quarter of
+    their entries less its 12 bytes (id, value) of streaming."""
+    def best(fn):
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    a, b = np.ones(nbytes // 4, np.float32), np.ones(nbytes // 4, np.float32)
+    gamma = best(lambda: np.add(a, b, out=a)) / nbytes
+    ids = np.sort(np.random.default_rng(0).choice(a.size, a.size // 4, replace=False))
+    per_id = max(best(lambda: a.__setitem__(ids, a[ids] + b[:ids.size])) / ids.size - 12 * gamma, 0.0)
+    return gamma, per_id
 
 
 def _bcast_floats(world, model: CostModel) -> dict:
-    flat = np.array([*model.allreduce, *model.allgather, model.gamma, model.processes], np.float64)
+    flat = np.array([*model.allreduce, *model.allgather, model.gamma, model.processes, model.per_id], np.float64)
     world.Bcast(flat, root=0)
     return {"allreduce": flat[0:2].tolist(), "allgather": flat[2:4].tolist(), "gamma": float(flat[4]),
-            "processes": int(flat[5])}
+            "processes": int(flat[5]), "per_id": float(flat[6])}
 
 
 class GradSync:
@@ -132,7 +159,8 @@ class GradSync:
             node.Free()
         self.buffer = np.empty(0, np.float32)
         self.updates, self.seconds, self.waited, self.reduced_bytes, self.gathered_bytes = 0, 0.0, 0.0, 0, 0
-        self.offered = np.zeros(3)  # sums over updates: dense-only bytes, sparse (ids, rows) a process, their dense size
+        self.offered = np.zeros(1)  # sums over updates: the dense gradients' bytes
+        self.sparse_sizes = {}      # name -> sums over updates: (ids, rows) bytes a process, the dense tensor's
         self.gathered = {}          # name -> updates in which it was all-gathered
 
     def calibrate(self, state=None) -> None:
@@ -204,7 +232,7 @@ class GradSync:
                 n = c * g.width * g.values.dtype.itemsize
                 parts[k].append((ids, recv[at:at + n].view(g.values.dtype).reshape(g.shape_of(c))))
                 at += n
-        return {k: sum_sparse(parts[k], sparse[k]) for k in names}
+        return {k: SparseParts(parts[k], sparse[k]) for k in names}
 
     def allreduce(self, grads: dict, loss: float, flags=()):
         """The sums over the processes: ``(grads, loss, flags)``, flags OR-ed."""
@@ -212,21 +240,19 @@ class GradSync:
         sparse = {k: g for k, g in grads.items() if isinstance(g, SparseGrad)}
         loss, flags, counts = self._meta(loss, flags, sparse)
         self.waited += time.perf_counter() - t0     # mostly waiting for the slowest process
-        if self.node is not None:
-            summed, dense_read, sparse_read = self.node.exchange(grads, counts)
-            self.reduced_bytes += dense_read // self.size
-            self.gathered_bytes += sparse_read
-            self.offered += (dense_read // self.size, sparse_read / self.size,
-                             sum(g.width * g.values.dtype.itemsize * g.shape[g.axis] for g in sparse.values()))
-            return self._done(t0, summed, grads, loss, flags)
-        if sparse and self.cost is None:
-            raise ElmanError("internal: the gradient exchange was not calibrated")
         row = {k: g.width * g.values.dtype.itemsize for k, g in sparse.items()}
         dense_bytes = {k: row[k] * g.shape[g.axis] for k, g in sparse.items()}
         gathered_bytes = {k: int(counts[:, j].sum()) * (row[k] + 8) for j, k in enumerate(sparse)}
-        gather = self.cost.gather(dense_bytes, gathered_bytes) if sparse else set()
-        self.offered += (sum(g.nbytes for g in grads.values() if not isinstance(g, SparseGrad)),
-                         sum(gathered_bytes.values()) / self.size, sum(dense_bytes.values()))
+        ids = {k: int(counts[:, j].sum()) for j, k in enumerate(sparse)}
+        self._offer(grads, dense_bytes, gathered_bytes, ids)
+        if self.node is not None:
+            summed, dense_read, sparse_read = self.node.exchange(grads, counts, self._node_dense(sparse))
+            self.reduced_bytes += dense_read // self.size
+            self.gathered_bytes += sparse_read
+            return self._done(t0, summed, grads, loss, flags)
+        if sparse and self.cost is None:
+            raise ElmanError("internal: the gradient exchange was not calibrated")
+        gather = self.cost.gather(dense_bytes, gathered_bytes, ids) if sparse else set()
         summed = self._packed(grads, {k for k in sparse if k not in gather})
         if gather:
             cols = [j for j, k in enumerate(sparse) if k in gather]
@@ -234,6 +260,17 @@ class GradSync:
             for k in gather:
                 self.gathered[k] = self.gathered.get(k, 0) + 1
         return self._done(t0, summed, grads, loss, flags)
+
+    def _node_dense(self, sparse: dict) -> set:
+        """The sparse gradients to sum densely through shared memory."""
+        return set(sparse) if os.environ.get(OVERRIDE) == "dense" else set()
+
+    def _offer(self, grads: dict, dense_bytes: dict, gathered_bytes: dict, ids: dict) -> None:
+        """Sum up what a model of other machines needs (``stats``)."""
+        self.offered[0] += sum(g.nbytes for g in grads.values() if not isinstance(g, SparseGrad))
+        for k in dense_bytes:
+            self.sparse_sizes[k] = self.sparse_sizes.get(k, 0) + np.array([gathered_bytes[k] / self.size,
+                                                                             dense_bytes[k], ids[k] / self.size])
 
     def _done(self, t0, summed, grads, loss, flags):
         self.updates += 1
@@ -246,11 +283,14 @@ class GradSync:
         in the exchange, of which ``waited`` in its first step, where every
         process waits for the slowest to arrive; and what a
         model of other machines needs (``bench.parallel``): the bytes of the
-        dense gradients, the (ids, rows) of the sparse ones of one process,
-        and the sparse ones' size as dense tensors."""
+        dense gradients, and for each sparse one (``sparse``) the bytes of
+        one process's (ids, rows), its size as a dense tensor, and one
+        process's ids; the totals of the first two."""
         n = max(self.updates, 1)
-        dense, sparse, sparse_dense = self.offered / n
+        sparse = {k: [float(x) for x in v / n] for k, v in self.sparse_sizes.items()}
         return {"updates": self.updates, "allreduce_bytes": self.reduced_bytes / n,
                 "allgather_bytes": self.gathered_bytes / n, "seconds": self.seconds / n, "waited": self.waited / n,
-                "dense_bytes": dense, "sparse_bytes": sparse, "sparse_dense_bytes": sparse_dense,
+                "dense_bytes": float(self.offered[0] / n), "sparse": sparse,
+                "sparse_bytes": sum(v[0] for v in sparse.values()),
+                "sparse_dense_bytes": sum(v[1] for v in sparse.values()),
                 "gathered": {k: v / n for k, v in self.gathered.items()}}

@@ -17,11 +17,12 @@ from elman.fast.kernels_direct import ScatterGrad
 from elman.errors import ElmanError
 from elman.fast.threads import chunks, parallel_for
 from elman.core.sparse import SparseGrad, sq_sum
+from elman.training.nodesync import SparseParts
 
 
 def global_norm(grads: dict) -> float:
     """The L2 norm of all gradients taken together, accumulated in float64."""
-    return float(np.sqrt(sum(g.sq_sum() if isinstance(g, (SparseGrad, ScatterGrad)) else sq_sum(g)
+    return float(np.sqrt(sum(g.sq_sum() if isinstance(g, (SparseGrad, SparseParts, ScatterGrad)) else sq_sum(g)
                              for g in grads.values())))
 
 
@@ -60,13 +61,18 @@ class Optimizer:
     dense_only = False
     compiled = True    # SGD's and Adagrad's rules through ``fast.kernels_optim`` (False: NumPy's, the reference)
 
-    def __init__(self, params: dict, lr: float, clip: float = 0.0, plain: dict | None = None):
+    initial = 0.0   # the value every state array starts at
+
+    def __init__(self, params: dict, lr: float, clip: float = 0.0, plain: dict | None = None,
+                 initial: float | None = None):
         self.lr = self.lr0 = float(lr)
         self.clip = float(clip)
         self.t = 0  # number of updates taken
         self.plain = dict(plain or {})
+        if initial is not None:
+            self.initial = float(initial)
         # Only float tensors learn (a model may carry integer tables, e.g. class bounds).
-        self.state = {slot: {k: np.zeros_like(v) for k, v in params.items()
+        self.state = {slot: {k: np.full_like(v, self.initial) for k, v in params.items()
                              if v.dtype.kind == "f" and k not in self.plain}
                       for slot in self.slots}
 
@@ -76,6 +82,9 @@ class Optimizer:
         ``grads`` is scaled in place by the clipping. A NaN or infinite
         gradient raises FloatingPointError and leaves ``params`` untouched."""
         plain = {k: grads.pop(k) for k in self.plain if k in grads}
+        for k, g in grads.items():      # the processes' parts (training.nodesync), summed for the rule
+            if isinstance(g, SparseParts):
+                grads[k] = g.total()
         norm = clip_by_global_norm(grads, self.clip)
         if not math.isfinite(norm) or not _finite(plain):
             raise FloatingPointError(f"the gradient norm is {norm if not math.isfinite(norm) else global_norm(plain)}")
@@ -89,14 +98,17 @@ class Optimizer:
         return norm
 
     def _plain_step(self, p, g, rate: float) -> None:
-        """p <- p - rate · (lr / lr0) · g."""
+        """p <- p - rate · (lr / lr0) · g; the processes' parts of g one after another."""
         c = p.dtype.type(rate * self.lr / self.lr0)
         if isinstance(g, ScatterGrad):          # the scatter that makes g, straight into p
-            g.apply(p, -c)
+            g.apply(p, c)
             return
-        if self.compiled and self._rows(lambda P, _, v, i: ko.sgd(P, v, i, c), p, g, {}):
+        if isinstance(g, SparseParts):
+            for part in g.sparse_steps():
+                part.put(p, part.take(p) - c * part.values)
+        elif self.compiled and self._rows(lambda P, _, v, i: ko.sgd(P, v, i, c), p, g, {}):
             return
-        if isinstance(g, SparseGrad):
+        elif isinstance(g, SparseGrad):
             g.put(p, g.take(p) - c * g.values)
         else:
             p -= np.multiply(g, c, out=g)       # in g's own memory: a temporary of a big table costs 2.5x the time
@@ -187,7 +199,8 @@ class Optimizer:
         return {f"{slot}.{k}": a for slot, arrays in self.state.items() for k, a in arrays.items()}
 
     def state_scalars(self) -> dict:
-        return {"name": self.name, "lr": self.lr, "clip": self.clip, "t": self.t, "lr0": self.lr0}
+        return {"name": self.name, "lr": self.lr, "clip": self.clip, "t": self.t, "lr0": self.lr0,
+                **({"initial": self.initial} if self.slots else {})}
 
     def load_state(self, arrays: dict, scalars: dict) -> None:
         if scalars.get("name") != self.name:
@@ -195,6 +208,8 @@ class Optimizer:
                              f"not {self.name!r}; resume with --optimizer {scalars.get('name')}")
         self.lr, self.clip, self.t = float(scalars["lr"]), float(scalars["clip"]), int(scalars["t"])
         self.lr0 = float(scalars.get("lr0", self.lr0))     # older files: the starting rate given
+        # Older files started their state at 0; the arrays below carry it either way.
+        self.initial = float(scalars.get("initial", 0.0)) if self.slots else self.initial
         for slot, own in self.state.items():
             for k, a in own.items():
                 saved = arrays.get(f"{slot}.{k}")
@@ -205,6 +220,8 @@ class Optimizer:
 
 
 def _size(g) -> int:
+    if isinstance(g, SparseParts):
+        return sum(values.size for _, values in g.parts)
     return g.values.size if isinstance(g, SparseGrad) else g.size
 
 
@@ -244,6 +261,10 @@ def _pieces(p):
     return [(slice(None),) * ax + (slice(i, i + step),) for i in range(0, n, step)]
 
 
+# G0 of Adagrad, chosen by quality on KJV and WikiText-2 (README, "Training").
+ADAGRAD_INITIAL = 1e-7
+
+
 class SGD(Optimizer):
     """p <- p - lr g."""
 
@@ -259,12 +280,19 @@ class SGD(Optimizer):
 
 
 class Adagrad(Optimizer):
-    """Per-coordinate steps lr / sqrt(sum of squared gradients): rare words
-    keep large steps while frequent ones settle (Duchi et al. 2011)."""
+    """Per-coordinate steps lr / sqrt(G0 + sum of squared gradients): rare
+    words keep large steps while frequent ones settle (Duchi et al. 2011).
+
+    G0 (``initial``, as TensorFlow's initial_accumulator_value) bounds the
+    first step of a tiny gradient: with G0 = 0 it is lr·sign(g) whatever |g|,
+    so a gradient that is zero but for rounding (a rare word's row, summed
+    in another order on another number of processes) moved a full step one
+    way or the other."""
 
     name = "adagrad"
     slots = ("G",)
     eps = 1e-8
+    initial = ADAGRAD_INITIAL
 
     def rule(self, p, g, G):
         for i in _pieces(p):
@@ -323,7 +351,8 @@ DEFAULT_LR = {"sgd": 8.0, "adagrad": 0.1, "adam": 0.002, "lazyadam": 0.002}
 
 
 def make_optimizer(name: str, params: dict, lr: float | None = None, clip: float = 0.0,
-                   plain: dict | None = None) -> Optimizer:
+                   plain: dict | None = None, initial: float | None = None) -> Optimizer:
+    """``initial``: where the state arrays start (None: the optimizer's own, Adagrad's G0)."""
     if name not in OPTIMIZERS:
         raise ElmanError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
-    return OPTIMIZERS[name](params, DEFAULT_LR[name] if lr is None else lr, clip, plain)
+    return OPTIMIZERS[name](params, DEFAULT_LR[name] if lr is None else lr, clip, plain, initial)

@@ -22,16 +22,14 @@ from __future__ import annotations
 
 import math
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from elman import data, modelfile
+from elman import data, modelfile, progress
 from elman.model import Params, bptt
 from elman.model.perplexity import perplexity
 from elman.errors import ElmanError
@@ -67,7 +65,7 @@ class _CtrlC:
 
 
 def _say(message: str) -> None:
-    tqdm.write(message, file=sys.stderr)
+    progress.write(message)
 
 
 @dataclass
@@ -238,8 +236,8 @@ def _train_epoch(run: Run, corpus: Corpus, clock: _Clock, ctrl_c: _CtrlC, quiet:
     # Draws depend on (seed, update number) only: a resumed run draws the same ids.
     sampler = Sampler(unigram_proposal(run.vocab.counts), s.sampled, seed=s.seed) if run.samples else None
     params, part = p.as_dict(), run.comm.part(s.streams)
-    bar = tqdm(total=nb, initial=prog.windows_done, desc=f"epoch {prog.epoch}/{s.epochs}", unit="win",
-               file=sys.stderr, leave=False, dynamic_ncols=True, disable=quiet or not sys.stderr.isatty())
+    bar = progress.job(f"epoch {prog.epoch}/{s.epochs}", "windows", nb, initial=prog.windows_done,
+                       quiet=quiet or not run.comm.writer, note=f"nothing saved since the last checkpoint in {run.out}")
     t0, tokens0 = time.monotonic(), prog.tokens
     with bar:
         for k, x, y in corpus.streams.windows(s.steps, start=prog.windows_done):
@@ -274,7 +272,7 @@ def _train_epoch(run: Run, corpus: Corpus, clock: _Clock, ctrl_c: _CtrlC, quiet:
             prog.elapsed = clock.elapsed()
             wps = (prog.tokens - tokens0) / max(time.monotonic() - t0, 1e-9)
             bar.update(1)
-            bar.set_postfix(ppl=f"{prog.train_ppl:.1f}", wps=f"{wps:.0f}", refresh=False)
+            bar.set_postfix(ppl=f"{prog.train_ppl:.1f}", wps=f"{wps:.0f}")
             _after_window(run, nb, wps, stop)
             if over:
                 prog.stopped = "budget"
@@ -298,9 +296,7 @@ def _end_epoch(run: Run, corpus: Corpus, clock: _Clock, wps: float, say) -> None
     next rate, stop), log and checkpoint."""
     s, prog, sched, opt = run.settings, run.prog, run.sched, run.opt
     params = run.params.as_dict()
-    # The whole validation text as one stream, on rank 0: exactly `elman eval`'s number.
-    valid = run.comm.on_writer(lambda: perplexity(run.params, corpus.valid.ids, run.vocab.eos_id,
-                                                  release=corpus.valid.release))
+    valid = _perplexity(run, corpus.valid, "validation")
     if not math.isfinite(valid["perplexity"]):
         raise run.diverged(prog.windows_done, f"the validation perplexity is {valid['perplexity']}")
     decision = sched.update(prog.epoch, math.log(valid["perplexity"]), anneal=_few_left(run, clock))
@@ -322,6 +318,14 @@ def _end_epoch(run: Run, corpus: Corpus, clock: _Clock, wps: float, say) -> None
     prog.epoch_started = prog.elapsed
     run.h = np.zeros_like(run.h)
     rundir.save(run)
+
+
+def _perplexity(run: Run, text: data.TokenIds, desc: str) -> dict:
+    """The whole ``text`` as one stream, on rank 0 (its bar there): exactly `elman eval`'s number."""
+    def rank0():
+        with progress.job(desc, "tokens", len(text), quiet=not run.comm.writer) as job:
+            return perplexity(run.params, text.ids, run.vocab.eos_id, release=text.release, step=job.update)
+    return run.comm.on_writer(rank0)
 
 
 def _few_left(run: Run, clock: _Clock) -> bool:
@@ -350,8 +354,7 @@ def _budget_ramp(run: Run, clock: _Clock, nb: int) -> float:
 def _finish(run: Run, corpus: Corpus, say) -> dict:
     test = None
     if corpus.test is not None:
-        test = run.comm.on_writer(lambda: perplexity(run.params, corpus.test.ids, run.vocab.eos_id,
-                                                     release=corpus.test.release))
+        test = _perplexity(run, corpus.test, "test")
         run.metrics.write(test_ppl=test["perplexity"], test_tokens=test["tokens"])
         say(f"test perplexity {test['perplexity']:.2f} ({test['tokens']} tokens of {run.settings.test})")
     say(f"elman: best validation perplexity {math.exp(run.sched.best):.2f} (epoch {run.sched.best_epoch}); "
