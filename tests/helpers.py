@@ -134,10 +134,10 @@ def on_fixture_kernels(test):
 
 
 SMALL = dict(hidden=12, embed=10, streams=4, steps=6)
-# The plain Elman model of the seed (no direct connections, dropout, sampled
-# softmax or annealing): tests that pin a run's figures, or compare with model
-# files of that form, train this.
-PLAIN = dict(dropout=0.0, direct=0.0, sampled=0, anneal=0)
+# The plain Elman model of the seed (the full softmax, no direct connections,
+# dropout, sampled softmax or annealing): tests that pin a run's figures, or
+# compare with model files of that form, train this.
+PLAIN = dict(dropout=0.0, direct=0.0, sampled=0, anneal=0, classes=0)
 
 
 # -- checkpoints of a tiny model ------------------------------------------------

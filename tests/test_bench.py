@@ -147,21 +147,20 @@ def test_corpus_bench_runs_cold_then_warm_and_reports(tmp_path):
 
 
 def test_bench_recipe_is_elman_trains_defaults(capsys):
-    """--recipe fills in train's defaults: S, the table size, the order, the dropout rate."""
-    from elman.training.state import DIRECT, SAMPLED
-    assert cli.main(["bench", "--V", "40", "--d", "3", "--Dh", "4", "--B", "2", "--T", "3", "--steps", "2",
-                     "--rounds", "1", "--recipe", "--json"]) == 0
+    """--recipe fills in train's defaults: the classes, the table size, the order, the dropout rate;
+    with --sampled S, the full softmax trained sampled."""
+    from elman.training.state import DIRECT, default_classes
+    tiny = ["bench", "--V", "40", "--d", "3", "--Dh", "4", "--B", "2", "--T", "3", "--steps", "2", "--rounds", "1",
+            "--recipe", "--json"]
+    assert cli.main(tiny) == 0
     c = json.loads(capsys.readouterr().out)["config"]
-    assert (c["sampled"], c["direct"], c["direct_order"], c["dropout"]) == (SAMPLED, DIRECT * 1e6, 3, 0.25)
-    # With --classes, the class softmax's rows beside the recipe's (whose output layer stays train's: sampled)
-    assert cli.main(["bench", "--V", "40", "--d", "3", "--Dh", "4", "--B", "2", "--T", "3", "--steps", "2",
-                     "--rounds", "1", "--recipe", "--classes", "4", "--no-full", "--json"]) == 0
-    res = json.loads(capsys.readouterr().out)
-    assert {(r["impl"], r["mode"]) for r in res["rows"]} == {
-        ("elman classes", "train"), ("elman classes", "eval"), ("elman sampled", "train"),
-        ("elman recipe", "train"), ("elman recipe", "eval")}   # sampled's eval is the full softmax's
-    recipe = [r for r in res["rows"] if r["impl"] == "elman recipe" and r["mode"] == "train"][0]
-    assert recipe["output_width"] == SAMPLED + 1
+    assert (c["classes"], c["sampled"], c["direct"], c["direct_order"], c["dropout"]) == \
+        (default_classes(40), 0, DIRECT * 1e6, 3, 0.25)
+    assert cli.main(tiny + ["--sampled", "10"]) == 0
+    c = json.loads(capsys.readouterr().out)["config"]
+    assert (c["classes"], c["sampled"]) == (0, 10)
+    assert cli.main(["bench", "--V", "40", "--recipe", "--classes", "4", "--sampled", "10"]) == 2
+    assert "--classes or --sampled" in capsys.readouterr().err
 
 
 def test_bench_recipe_takes_trains_bptt_unless_given(capsys):
@@ -174,13 +173,3 @@ def test_bench_recipe_takes_trains_bptt_unless_given(capsys):
         assert cli.main(["bench", *tiny, *extra]) == 0
         assert json.loads(capsys.readouterr().out)["config"]["T"] == T
     assert default("steps") != BENCH_T
-
-
-def test_bench_one_core_times_cpu_on_one_core_and_gives_the_cores_back(capsys):
-    import os
-    allowed = os.sched_getaffinity(0)
-    assert cli.main(["bench", "--V", "40", "--d", "3", "--Dh", "4", "--B", "2", "--T", "3", "--steps", "2",
-                     "--rounds", "1", "--one-core"]) == 0
-    out = capsys.readouterr().out
-    assert "one core, one thread, CPU time" in out and "elman full train" in out
-    assert os.sched_getaffinity(0) == allowed

@@ -196,7 +196,7 @@ def test_forward_losses_match_bptt_loss_and_probabilities():
     losses, h2 = forward_losses(p, inputs, targets, h0)
     assert losses.shape == inputs.shape
     assert losses.sum() == pytest.approx(loss, rel=1e-12)
-    assert np.array_equal(h_last, h2)
+    assert np.allclose(h_last, h2, rtol=1e-13, atol=1e-15)      # scoring's compiled loop: equal to rounding
     # position (b,t) loss equals -log of the stepped model's probability
     h = h0
     for t in range(inputs.shape[1]):

@@ -312,11 +312,12 @@ def test_ranks_build_the_token_id_cache_once_with_forked_tokenisers(tmp_path):
     corpus.write_text("".join(f"w{i % 97} w{i % 13} x{i % 1001} .\n" for i in range(40_000)))
     code = ("import sys, hashlib; from mpi4py import MPI; from elman.data import corpus_ids; "
             "v, ids = corpus_ids(sys.argv[1], cache_dir=sys.argv[2], say=print, workers=2, part_bytes=1 << 14); "
-            "print('rank', MPI.COMM_WORLD.rank, hashlib.sha256(ids.ids.tobytes()).hexdigest(), len(ids))")
+            "print('rank', MPI.COMM_WORLD.rank, hashlib.sha256(ids.ids.tobytes()).hexdigest(), len(ids), flush=True)")
     out = subprocess.run([str(MPIEXEC), "-n", "2", sys.executable, "-c", code, str(corpus), str(tmp_path / "cache")],
                          env=_env(), capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    ranks = [line.split()[1:] for line in out.stdout.splitlines() if line.startswith("rank")]
+    # the launcher forwards two processes' output into one pipe: find each rank's line wherever it falls
+    ranks = [list(m) for m in re.findall(r"rank (\d) ([0-9a-f]{64}) (\d+)", out.stdout)]
     assert sorted(r[0] for r in ranks) == ["0", "1"] and len({tuple(r[1:]) for r in ranks}) == 1
     assert int(ranks[0][2]) == 200_000 and out.stdout.count("tokenised") == 1
 

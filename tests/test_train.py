@@ -286,8 +286,15 @@ def test_the_defaults_are_the_recipe_and_fit_any_vocabulary(tmp_path, capsys):
     and saved, and a run saved before an option existed keeps what it did."""
     from elman.training.state import DIRECT, SAMPLED, LEGACY_VALUES, Settings
     s = Settings(train="t", valid="v")
-    assert (s.epochs, s.anneal, s.sampled, s.dropout, s.direct_order, s.direct_lr) == (14, 1, SAMPLED, 0.25, 3, 0.05)
+    assert (s.epochs, s.anneal, s.sampled, s.dropout, s.direct_order, s.direct_lr) == (14, 1, 0, 0.25, 3, 0.05)
+    s.fit_vocabulary(10_000)
+    assert (s.classes, s.sampled) == (100, 0)              # a class softmax of about sqrt(V) classes, exact
+    s = Settings(train="t", valid="v")
+    s.fit_vocabulary(800_000)
+    assert s.classes == 894
     assert Settings(train="t", valid="v", classes=100).sampled == 0     # classes train the exact softmax
+    assert Settings(train="t", valid="v", classes=0).sampled == SAMPLED  # the full softmax, sampled
+    assert Settings(train="t", valid="v", sampled=500).classes == 0      # --sampled S alone: the full softmax
     for V, M in ((20, 4000), (10_000, DIRECT * 1e6), (400_000, DIRECT * 1e6), (3_000_000, 6_000_000)):
         s = Settings(train="t", valid="v")
         s.fit_vocabulary(V)
@@ -297,12 +304,18 @@ def test_the_defaults_are_the_recipe_and_fit_any_vocabulary(tmp_path, capsys):
     assert given.direct == 0.0
     old = Settings.from_saved({"train": "t", "valid": "v"})
     assert {k: getattr(old, k) for k in LEGACY_VALUES} == LEGACY_VALUES
-    # a tiny corpus: S >= V trains the full softmax, the table is 200 weights a word
+    # a tiny corpus: a class softmax of about sqrt(V) classes, the table 200 weights a word;
+    # with --classes 0, S >= V trains the full softmax
     tr, va = write_corpus(tmp_path)
-    assert cli.main(["train", "--train", tr, "--valid", va, "--out", str(tmp_path / "m"), "--hidden", "8",
-                     "--embed", "6", "--batch", "4", "--bptt", "5", "--epochs", "1"]) == 0
-    assert "full softmax (--sampled 1000 >= the vocabulary)" in capsys.readouterr().err
+    tiny = ["train", "--train", tr, "--valid", va, "--hidden", "8", "--embed", "6", "--batch", "4", "--bptt", "5",
+            "--epochs", "1"]
+    assert cli.main(tiny + ["--out", str(tmp_path / "m")]) == 0
     saved = json.loads((tmp_path / "m" / "config.json").read_text())
-    V = saved["V"]
-    assert saved["settings"]["sampled"] == SAMPLED and saved["settings"]["dropout"] == 0.25
-    assert saved["direct"] == {"size": 200 * V, "order": 3}
+    V, K = saved["V"], round(saved["V"] ** 0.5)
+    assert f"class softmax, {K} classes" in capsys.readouterr().err
+    assert saved["output"] == "classes" and saved["settings"]["classes"] == K and saved["settings"]["sampled"] == 0
+    assert saved["settings"]["dropout"] == 0.25 and saved["direct"] == {"size": 200 * V, "order": 3}
+    assert cli.main(tiny + ["--out", str(tmp_path / "f"), "--classes", "0"]) == 0
+    assert "full softmax (--sampled 1000 >= the vocabulary)" in capsys.readouterr().err
+    saved = json.loads((tmp_path / "f" / "config.json").read_text())
+    assert saved["output"] == "full" and saved["settings"]["sampled"] == SAMPLED

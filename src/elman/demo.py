@@ -39,7 +39,8 @@ def demo(out="runs/demo", minutes: float = 3.0) -> int:
     _print(f"elman demo: the King James Bible, PTB style, 10,000-word vocabulary ({files['train'].parent})")
     s = Settings(train="", valid="", **SETTINGS)
     s.fit_vocabulary(kjv.VOCAB_SIZE)
-    _print(f"training an Elman RNN (d={s.embed}, Dh={s.hidden}; sampled softmax, S={s.sampled}; dropout "
+    output = f"class softmax, {s.classes} classes" if s.classes else f"sampled softmax, S={s.sampled}"
+    _print(f"training an Elman RNN (d={s.embed}, Dh={s.hidden}; {output}; dropout "
            f"{s.dropout:g}; direct connections, {s.direct:g}M weights of order {s.direct_order}) for about "
            f"{minutes:g} minutes into {out} ...")
     out.mkdir(parents=True, exist_ok=True)

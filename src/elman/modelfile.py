@@ -56,7 +56,10 @@ __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "save
            "checkpoint_dir", "read_safetensors", "FORMAT", "LAST"]
 REQUIRED_TENSORS = PARAM_NAMES
 # Keys save_checkpoint computes itself; a caller's value must agree.
-DERIVED_KEYS = ("format", "V", "d", "Dh", "dtype", "files", "vocab_counts", "output", "direct")
+DERIVED_KEYS = ("format", "V", "d", "Dh", "dtype", "files", "vocab_counts", "output", "direct", "scoring")
+# How the models this elman writes score (``Params.scoring``); a file without
+# the key scores as it always did, by "numpy".
+SCORING = "compiled"
 
 
 # -- checksums ----------------------------------------------------------------------
@@ -168,7 +171,7 @@ def save_checkpoint(run_dir, params_dict: dict, vocab: Vocab, config: dict,
     Dh = np.asarray(params_dict["H"]).shape[0]
     _check_shapes({k: np.shape(v) for k, v in params_dict.items()}, V, d, Dh, len(vocab), "params_dict")
     derived = {"format": FORMAT, "V": int(V), "d": int(d), "Dh": int(Dh), "dtype": str(L.dtype),
-               "output": output_name(params_dict)}
+               "output": output_name(params_dict), "scoring": SCORING}
     if "D" in params_dict:
         derived["direct"] = {"size": int(np.size(params_dict["D"])),
                              "order": int(np.asarray(params_dict["direct_order"]).reshape(-1)[0])}
@@ -390,6 +393,10 @@ def load_params(run_dir, slot: str = "best") -> tuple[Params, Vocab, dict]:
     bad = [k for k, v in p.as_dict().items() if not np.isfinite(v).all()]
     if bad:
         raise ElmanError(f"{where}: tensor {bad[0]} holds NaN or infinite values")
+    p.scoring = cfg.get("scoring", "numpy")
+    if p.scoring not in ("compiled", "numpy"):
+        raise ElmanError(f"{checkpoint_dir(run_dir, slot) / CONFIG_FILE}: \"scoring\" is {p.scoring!r}, "
+                         "not \"compiled\" or \"numpy\"")
     return p, vocab, cfg
 
 

@@ -304,8 +304,7 @@ def _bench(cfg: Config, steps: int, rounds: int, vs_torch: bool, full: bool, pee
     if cfg.sampled:
         workers["elman sampled"] = _Worker("elman", Config(**{**asdict(cfg), "classes": 0, **plain}))
     if cfg.direct or cfg.dropout:       # every option given, together: a training recipe
-        # (with both a class and a sampled softmax given, the recipe's is elman train's: sampled)
-        workers["elman recipe"] = _Worker("elman", Config(**{**asdict(cfg), "classes": 0}) if cfg.sampled else cfg)
+        workers["elman recipe"] = _Worker("elman", cfg)
     if vs_torch:
         workers["torch full"] = _Worker("torch", full_cfg)
     if "elman sampled" in workers and not full:     # its evaluation is the full softmax's

@@ -45,7 +45,8 @@ def add_bench(sub):
     p.add_argument("--direct-order", type=ngram_order, metavar="N", help="their order (default 3)")
     p.add_argument("--dropout", type=rate, default=0.0, metavar="P", help="the recipe's dropout rate")
     p.add_argument("--recipe", action="store_true",
-                   help="also bench the recipe of elman train's defaults (sampled softmax, direct connections, "
+                   help="also bench the recipe of elman train's defaults (a class softmax of about sqrt(V) "
+                        "classes, or with --sampled S the full softmax trained sampled; direct connections, "
                         "dropout), each value unless given here")
     p.add_argument("--vs-torch", action="store_true", help="also run PyTorch eager autograd on the same model")
     p.add_argument("--vs-peers", nargs="?", const="", metavar="PATH",
@@ -91,7 +92,7 @@ def run_bench(args) -> int:
     M = int(round(args.direct * 1e6))
     if args.direct and M < max(args.V, args.classes):
         raise ElmanError(f"--direct {args.direct:g} is {M} weights, fewer than the {args.V} words of --V")
-    if args.classes and args.sampled and (M or args.dropout) and not args.recipe:
+    if args.classes and args.sampled and (M or args.dropout):
         raise ElmanError("the recipe (--direct, --dropout) takes --classes or --sampled, not both")
     cfg = Config(V=args.V, d=args.d, Dh=args.Dh, B=args.B, T=args.T, dtype=args.dtype,
                  classes=args.classes, sampled=args.sampled, direct=M, direct_order=args.direct_order,
@@ -110,12 +111,13 @@ def run_bench(args) -> int:
 
 def _take_recipe(args) -> None:
     """Fill what ``--recipe`` sets and the options left unset: the train defaults."""
-    from elman.training.state import DIRECT, SAMPLED, default
+    from elman.training.state import DIRECT, default, default_classes
 
     if args.T is None:          # the speed tables are at T = 20; a recipe is train's, its T included
         args.T = default("steps") if args.recipe else BENCH_T
     if args.recipe:
-        args.sampled = args.sampled or SAMPLED
+        if not args.sampled:    # train's output layer: a class softmax (with --sampled S, the full one)
+            args.classes = args.classes or default_classes(args.V)
         args.direct = args.direct or DIRECT
         args.dropout = args.dropout or default("dropout")
     if args.direct_order is None:

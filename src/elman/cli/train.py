@@ -49,17 +49,20 @@ def add_train(sub):
                         f"epochs' time at the current pace (default {default('anneal')}; 0: off, "
                         "halving only when validation stalls)")
     p.add_argument("--seed", type=int, help=f"initialisation seed (default {default('seed')})")
-    p.add_argument("--classes", type=positive_int, metavar="K",
+    p.add_argument("--classes", type=nonnegative_int, metavar="K",
                    help="class-factorised softmax over K frequency-binned word classes: a position costs "
-                        "K + |class| output units instead of V; perplexity stays exact (default: full softmax)")
+                        "K + |class| output units instead of V, to train and to score; perplexity stays exact "
+                        "(default: the square root of the vocabulary size, 100 for 10k words; 0: the full "
+                        "softmax over all V words, trained with --sampled)")
     p.add_argument("--dropout", type=rate, metavar="P",
                    help="inverted dropout with rate P on e(t) into the recurrence and on h(t) into the "
                         f"output layer, in training only (default {default('dropout'):g}; 0: none)")
     p.add_argument("--sampled", type=nonnegative_int, metavar="S",
                    help="train with sampled softmax: each window's loss over its targets and S ids drawn "
                         "from the unigram^0.75 distribution instead of all V words; the model and its "
-                        "validation and test perplexities stay the exact full softmax's "
-                        f"(default {SAMPLED}, or 0 with --classes; 0, or S >= V: the full softmax)")
+                        "validation and test perplexities stay the exact full softmax's; S > 0 alone "
+                        f"means --classes 0 (default {SAMPLED} with --classes 0, else 0; 0, or S >= V: the "
+                        "full softmax)")
     p.add_argument("--direct", type=nonnegative_float, metavar="SIZE",
                    help="direct connections (RNNME): SIZE million hashed n-gram weights added to the output "
                         f"logits (4 bytes each) (default {DIRECT:g}; 200 a word for fewer than 10k words, "

@@ -10,6 +10,7 @@ layer, in reference form (NumPy, here in ``core``) and in fast form
     backward(dloss, cache, overlap=None)        -> Backward(dh (N,Dh), grads {name: array}, done)
     deltas(dloss, cache)                        -> the logits' gradient, one of the Deltas forms
     log_probs(p, h, extra=None)                 -> log P(w | h) for every word (N,V)
+    scores(p, h, y, direct=None, overlap=None)  -> (losses (N,), done): no cache (scoring)
     width(p)                                    -> logits a row computes (bounds evaluation's memory)
     units(p, y)                                 -> logits a row with target y computes, mean over y
     logit_spaces(p)                             -> the logits it reads: [Space]
@@ -121,6 +122,12 @@ class OutputLayer:
         """An instance for ``p``, drawing with ``rng`` whatever data of its
         own a call takes (the shared tests run every layer through this)."""
         return cls()
+
+    def scores(self, p, h, y, direct=None, overlap=None):
+        """(losses (N,), overlap() or None): ``losses`` without a cache, for
+        scoring (no gradient follows); a layer may compute them its own way."""
+        fwd = self.losses(p, h, y, direct=direct, overlap=overlap)
+        return fwd.losses, fwd.done
 
     def begin(self, direct, y) -> None:
         """Called before the forward pass, while nothing else runs: work that

@@ -92,7 +92,16 @@ class Params:
     The constructor copies U and b2 there unless they already are, so a
     Params does not share U or b2 with the arrays it was made from;
     ``as_dict`` returns the views themselves.
+
+    ``scoring`` (not a tensor): how scoring runs the model, "compiled" (the
+    compiled time loop and class softmax of ``fast.scan`` and
+    ``fast.classscore``, equal to the NumPy path to rounding) or "numpy"
+    (the step-by-step NumPy path). A model file says which in config.json;
+    files written before the key existed score by "numpy", so their
+    figures stay the same to the last digit.
     """
+    scoring = "compiled"            # a class attribute, not a field: as_dict holds tensors only
+
     L: np.ndarray
     I: np.ndarray
     H: np.ndarray
@@ -235,9 +244,13 @@ class Params:
             dc.check(self.D, self.direct_order, V, self.classes)
 
     def copy(self) -> "Params":
-        return type(self)(**{k: v.copy() for k, v in self.as_dict().items()})
+        return self._like({k: v.copy() for k, v in self.as_dict().items()})
 
     def astype(self, dtype) -> "Params":
         """The float tensors cast to ``dtype`` (class_bounds stay integers)."""
-        return type(self)(**{k: v.astype(dtype) if v.dtype.kind == "f" else v.copy()
-                             for k, v in self.as_dict().items()})
+        return self._like({k: v.astype(dtype) if v.dtype.kind == "f" else v.copy() for k, v in self.as_dict().items()})
+
+    def _like(self, arrays: dict) -> "Params":
+        out = type(self)(**arrays)
+        out.scoring = self.scoring
+        return out

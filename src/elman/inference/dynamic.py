@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from elman.core.classes import word_classes
 from elman.core.direct import contexts, next_history
 from elman.model import bptt
 from elman.core.sparse import SparseGrad
@@ -43,12 +44,60 @@ FLOOR = 1.0             # s >= FLOOR * mean(s) of its tensor
 
 
 class Adapter:
-    """The step rule above on ``params`` (a dict of arrays, changed in place)."""
+    """The step rule above on ``params`` (a dict of arrays, changed in place).
+
+    The decay is lazy where a segment reads a small part of a tensor: the
+    rows of L (its inputs) and, with a class softmax, the columns of U and
+    b2 (its targets' classes). Untouched for n segments, a weight is
+
+        θ = θ0 + (θ_then - θ0)·(1 - decay)^n
+
+    so each row (class) keeps the segment it was last brought to, and
+    ``ready`` brings the ones a segment reads up to date before it reads
+    them; the rest of the tensor costs nothing. Every other tensor decays
+    after each step, as the rule is written."""
 
     def __init__(self, params: dict, lr: float, direct_lr: float | None = None, decay: float = 0.0,
-                 scale: dict | None = None):
+                 scale: dict | None = None, bounds=None):
         self.params, self.lr, self.direct_lr, self.decay, self.scale = params, lr, direct_lr, decay, scale
         self.theta0 = {k: v.copy() for k, v in params.items() if v.dtype.kind == "f" and k != "D"} if decay else {}
+        self.k = 0                                           # segments stepped
+        self.bounds = bounds                                 # a class softmax's classes: U and b2 lazy too
+        self.rows = np.zeros(len(params["L"]), np.int64) if decay and "L" in params else None
+        self.classes = np.zeros(len(bounds) - 1, np.int64) if decay and bounds is not None else None
+        self.lazy = {"L"} if self.rows is not None else set()
+        if self.classes is not None:
+            self.lazy |= {"U", "b2"}
+
+    def ready(self, x, classes=None) -> None:
+        """Bring up to date the rows of L for the ids ``x`` and, with a class
+        softmax, the columns of U and b2 of the class ids ``classes``."""
+        if self.rows is not None:
+            ids = np.unique(x)
+            self._catch_up(["L"], ids, self.k - self.rows[ids], 0)
+            self.rows[ids] = self.k
+        if self.classes is not None and classes is not None:
+            cs = np.unique(classes)
+            behind = self.k - self.classes[cs]
+            for c, n in zip(cs[behind > 0].tolist(), behind[behind > 0].tolist()):
+                cols = slice(int(self.bounds[c]), int(self.bounds[c + 1]))
+                self._catch_up(["U", "b2"], cols, n, -1)
+            self.classes[cs] = self.k
+
+    def _catch_up(self, names, idx, behind, axis: int) -> None:
+        """θ = θ0 + (θ - θ0)·(1 - decay)^behind on ``idx`` of each tensor (rows, or columns)."""
+        if np.ndim(behind):
+            keep = behind > 0
+            idx, behind = idx[keep], behind[keep]
+            if not len(idx):
+                return
+        for name in names:
+            p, p0 = self.params[name], self.theta0[name]
+            f = np.power(1.0 - self.decay, behind).astype(p.dtype)
+            if axis == 0:
+                p[idx] = p0[idx] + (p[idx] - p0[idx]) * (f[:, None] if np.ndim(f) else f)
+            else:
+                p[..., idx] = p0[..., idx] + (p[..., idx] - p0[..., idx]) * f
 
     def step(self, grads: dict) -> None:
         for name, g in grads.items():
@@ -62,10 +111,18 @@ class Adapter:
             else:
                 p -= rate * g if s is None else rate * g / s
         for name, p0 in self.theta0.items():
+            if name in self.lazy:
+                continue
             p = self.params[name]
             pull = np.subtract(p0, p)
             pull *= p.dtype.type(self.decay)
             p += pull
+        self.k += 1
+
+    def finish(self) -> None:
+        """Every lazy weight brought up to date (the params as the eager rule leaves them)."""
+        if self.rows is not None:
+            self.ready(np.arange(len(self.rows)), None if self.classes is None else np.arange(len(self.classes)))
 
 
 def sgd_step(params: dict, grads: dict, lr: float, direct_lr: float | None = None) -> None:
@@ -136,7 +193,7 @@ def adapted_stream_losses(p, ids, eos_id: int, lr: float, T: int, direct_lr: flo
     """-ln P(token) (N,) float64 of ``ids`` read as one stream, adapting
     after each segment of T tokens (``step(n)``, when given, told of each)."""
     p = p.copy()
-    adapt = Adapter(p.as_dict(), lr, direct_lr, decay, scale)
+    adapt = Adapter(p.as_dict(), lr, direct_lr, decay, scale, p.class_bounds)
     ids = np.asarray(ids, dtype=np.int64)
     x = np.concatenate([[eos_id], ids[:-1]])
     h = np.zeros((1, p.Dh), dtype=p.dtype)
@@ -144,6 +201,7 @@ def adapted_stream_losses(p, ids, eos_id: int, lr: float, T: int, direct_lr: flo
     out = np.empty(len(ids))
     for s in range(0, len(ids), T):
         xs, ys = x[None, s:s + T], ids[None, s:s + T]
+        adapt.ready(xs, _classes(p, ys))
         # One forward pass scores the segment and gives its gradient: the
         # losses are taken before the step.
         losses, grads, h_next = bptt(p, xs, ys, h, sparse=True, history=history, per_position=True)
@@ -169,13 +227,19 @@ def iter_line_losses(p, lines, lr: float, direct_lr: float | None = None, decay:
                      scale: dict | None = None):
     """``line_losses`` one line at a time, for lines read as they come (``elman score``)."""
     p = p.copy()
-    adapt = Adapter(p.as_dict(), lr, direct_lr, decay, scale)
+    adapt = Adapter(p.as_dict(), lr, direct_lr, decay, scale, p.class_bounds)
     eos = None
     for line in lines:
         line = np.asarray(line, dtype=np.int64)
         eos = line[-1] if eos is None else eos       # every line ends in <eos>
         x = np.concatenate([[eos], line[:-1]])[None, :]
         h0 = np.zeros((1, p.Dh), dtype=p.dtype)
+        adapt.ready(x, _classes(p, line))
         losses, grads, _ = bptt(p, x, line[None, :], h0, sparse=True, per_position=True)
         yield losses[0].astype(np.float64)
         adapt.step(grads)
+
+
+def _classes(p, y):
+    """The classes of the targets ``y`` (the columns of U a segment reads), None without classes."""
+    return None if not p.classes else word_classes(p.class_bounds, np.ravel(y))

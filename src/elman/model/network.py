@@ -71,11 +71,12 @@ def step_gradients(p: Params, x: int, y: int, h_prev) -> dict:
 # ---------------------------------------------------------- truncated BPTT
 
 
-def _forward_hidden(p: Params, inputs, h0, e_mask=None):
+def _forward_hidden(p: Params, inputs, h0, e_mask=None, grad: bool = True):
     """Run the recurrence over (B,T) inputs. Returns (x, e, hs, caches) with
     positions in time-major order (row t*B + b), hs (T+1,B,Dh), hs[0] = h0,
     and each step's ``rnn_step_forward`` cache; with ``e_mask`` (B*T,d), e
-    is the embedding after dropout."""
+    is the embedding after dropout. ``grad`` False (scoring): no caches
+    (None), the time loop compiled (``fast.scan``)."""
     B, T = inputs.shape
     x = _time_major(inputs)
     e, _ = embedding_forward(x, p.L)
@@ -86,15 +87,18 @@ def _forward_hidden(p: Params, inputs, h0, e_mask=None):
     caches = []
     with one_blas_thread():
         a = threaded_input_forward(e, p.I, p.b1).reshape(T, B, -1)
+        if not grad:
+            from elman.fast.scan import scan_forward     # Numba's import: only scoring pays it
+            return x, e, scan_forward(p.H, a, hs), None
         for t in range(T):
             caches.append(rnn_step_forward(hs[t], a[t], p.H, out=hs[t + 1])[1])
     return x, e, hs, caches
 
 
-def _forward_positions(p: Params, inputs, targets, h0, e_mask=None):
+def _forward_positions(p: Params, inputs, targets, h0, e_mask=None, grad: bool = True):
     """The forward recurrence plus the time-major targets and the stacked h(t):
     (x, e, hs, caches, y (B*T,), h_all (B*T,Dh)), row t*B + b for stream b at step t."""
-    x, e, hs, caches = _forward_hidden(p, np.asarray(inputs), h0, e_mask)
+    x, e, hs, caches = _forward_hidden(p, np.asarray(inputs), h0, e_mask, grad)
     y = _time_major(targets)
     return x, e, hs, caches, y, hs[1:].reshape(len(y), -1)
 
@@ -263,15 +267,19 @@ def window_losses(p: Params, windows, h0, history=None, states: bool = False):
 
     windows = iter(windows)
     window, feats = fetch()
-    ready = None if window is None else _forward_positions(p, *window, h0)
+    grad = p.scoring != "compiled"  # "numpy": the step-by-step path of the gradient pass, digit for digit
+    with one_blas_thread():         # every product of scoring is small: BLAS's threads would only spin
+        ready = None if window is None else _forward_positions(p, *window, h0, grad=grad)
     while ready is not None:
         _, _, hs, _, y, h_all = ready
         window, next_feats = fetch()
 
         def ahead(hs=hs, window=window):
-            return None if window is None else _forward_positions(p, *window, hs[-1][:np.shape(window[0])[0]])
+            return None if window is None else _forward_positions(p, *window, hs[-1][:np.shape(window[0])[0]],
+                                                                  grad=grad)
 
-        losses, ready = _bounded_losses(p, h_all, y, ahead, feats)
+        with one_blas_thread():
+            losses, ready = _bounded_losses(p, h_all, y, ahead, feats)
         feats = next_feats
         T, B = hs.shape[0] - 1, hs.shape[1]
         yield losses.reshape(T, B).T, (hs[1:] if states else hs[-1].copy())
@@ -294,9 +302,15 @@ def _bounded_losses(p: Params, h_all, y, ahead, feats=None):
     for i in range(0, max(len(y), 1), step):
         rows = slice(i, i + step)
         part = feats and _RowsOf(feats, np.arange(len(y))[rows])
-        losses[rows], _, got = layer.losses(p, h_all[rows], y[rows], direct=part, overlap=ahead if i == 0 else None)
+        score = layer.scores if p.scoring == "compiled" else _losses_of(layer)
+        losses[rows], got = score(p, h_all[rows], y[rows], direct=part, overlap=ahead if i == 0 else None)
         ready = got if i == 0 else ready
     return losses, ready
+
+
+def _losses_of(layer):
+    """The layer's ``losses`` as ``scores`` returns them: (losses, done)."""
+    return lambda *args, **kw: layer.losses(*args, **kw)[::2]
 
 
 class _RowsOf:
@@ -304,6 +318,15 @@ class _RowsOf:
 
     def __init__(self, feats, idx):
         self.feats, self.idx = feats, idx
+        self.D = feats.D
+
+    @property
+    def O(self):
+        return self.feats.O[self.idx]
+
+    @property
+    def Oc(self):
+        return None if self.feats.Oc is None else self.feats.Oc[self.idx]
 
     def add_words(self, z, c, rows=None):
         self.feats.add_words(z, c, self.idx if rows is None else self.idx[rows])

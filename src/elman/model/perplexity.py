@@ -23,6 +23,19 @@ import numpy as np
 from elman.model.network import window_losses
 
 WINDOW = 256            # positions per window: eval's logits are WINDOW × V floats
+# A compiled class softmax (``Params.scoring``) holds K + |c| logits a row
+# and computes each row on its own, so its windows are longer: a window's
+# fixed costs (the hashing of its direct features, the hand-over to the
+# core that runs the next recurrence) then weigh a sixteenth as much; its
+# numbers do not depend on the window.
+CLASS_WINDOW = 4096
+
+
+def window_of(p, window: int | None) -> int:
+    """``window``, or when None the stream window that suits ``p``."""
+    if window is not None:
+        return window
+    return CLASS_WINDOW if p.classes and p.scoring == "compiled" else WINDOW
 RELEASE_EVERY = 1 << 16  # ids between calls of ``release``
 
 
@@ -38,14 +51,14 @@ def stream_windows(ids, eos_id: int, window: int = WINDOW, release=None):
         yield x[None, :], y[None, :]
 
 
-def stream_window_losses(p, ids, eos_id: int, window: int = WINDOW, release=None):
+def stream_window_losses(p, ids, eos_id: int, window: int | None = None, release=None):
     """-ln P(token) of each window of ``ids`` as one stream: float64 (w,) arrays, in order."""
     h0 = np.zeros((1, p.Dh), dtype=p.dtype)
-    for losses, _ in window_losses(p, stream_windows(ids, eos_id, window, release), h0):
+    for losses, _ in window_losses(p, stream_windows(ids, eos_id, window_of(p, window), release), h0):
         yield np.asarray(losses[0], dtype=np.float64)
 
 
-def stream_losses(p, ids, eos_id: int, window: int = WINDOW) -> np.ndarray:
+def stream_losses(p, ids, eos_id: int, window: int | None = None) -> np.ndarray:
     """-ln P(token) for every token of ``ids`` read as one stream, float64 (N,)."""
     parts = list(stream_window_losses(p, ids, eos_id, window))
     return np.concatenate(parts) if parts else np.zeros(0)

@@ -22,6 +22,14 @@ SAMPLED = 1000        # the default S of sampled softmax
 DIRECT = 2.0          # the default size of the direct connections, millions of weights
 
 
+def default_classes(V: int) -> int:
+    """K of the defaults' class softmax: about sqrt(V), where K + V/K, the
+    output units a position costs with classes of equal size, is least
+    (100 for 10k words, 894 for 800k). Measured on KJV against the full
+    softmax trained sampled: README, "Scoring speed"."""
+    return max(1, min(V, int(round(math.sqrt(V)))))
+
+
 @dataclass
 class Settings:
     """Everything that defines a training run (saved in config.json). These
@@ -48,9 +56,10 @@ class Settings:
     anneal: int = 1                   # halve from at the latest N epochs before the end of --epochs;
                                       # under --minutes, ramp the rate to 0 over the last N epochs' time (0: off)
     seed: int = 0
-    classes: int = 0                  # K > 0: class-factorised softmax, K frequency-binned classes
+    classes: int | None = None        # K > 0: class-factorised softmax, K frequency-binned classes; 0: the
+                                      # full softmax; None: default_classes(V), or 0 under --sampled S > 0
     sampled: int | None = None        # S > 0: sampled softmax, S ids a window (unigram^0.75); None: SAMPLED
-                                      # (0, the exact softmax, with --classes); S >= V trains the full softmax
+                                      # for the full softmax, 0 (the exact one) for classes; S >= V: the full
     dropout: float = 0.25             # rate of dropout on e into the recurrence and h into the output
     direct: float | None = None       # direct connections: millions of hashed n-gram weights (0: none);
                                       # None: DIRECT, fewer or more to fit the vocabulary (fit_vocabulary)
@@ -63,13 +72,18 @@ class Settings:
     def __post_init__(self):
         if self.lr is None:
             self.lr = DEFAULT_LR.get(self.optimizer, 1.0)
+        if self.classes is None and self.sampled:      # --sampled S alone: the full softmax it trains
+            self.classes = 0
         if self.sampled is None:
-            self.sampled = 0 if self.classes else SAMPLED
+            self.sampled = SAMPLED if self.classes == 0 else 0
 
     def fit_vocabulary(self, V: int) -> None:
         """Resolve what depends on the vocabulary: the default table size,
         DIRECT million weights, 200 a word below 10k words (a small corpus
-        has few n-grams to store), and never under two windows."""
+        has few n-grams to store), and never under two windows; the classes,
+        ``default_classes(V)``."""
+        if self.classes is None:
+            self.classes = default_classes(V)
         if self.direct is None:
             self.direct = max(min(200 * V, DIRECT * 1e6), 2 * max(V, self.classes)) / 1e6
 
@@ -85,7 +99,7 @@ class Settings:
 
 # What a run saved before a setting existed did: a field its config.json
 # lacks takes this value, not today's default (which may be a newer recipe).
-LEGACY_VALUES = {"direct": 0.0, "direct_order": 3, "anneal": 0, "direct_lr": 0.1, "sampled": 0, "dropout": 0.0}
+LEGACY_VALUES = {"classes": 0, "direct": 0.0, "direct_order": 3, "anneal": 0, "direct_lr": 0.1, "sampled": 0, "dropout": 0.0}
 
 
 def make_run_optimizer(s: Settings, params: dict):

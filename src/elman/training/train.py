@@ -199,7 +199,8 @@ def _announce(run: Run, corpus: Corpus, say) -> None:
         f"tokens of {s.train}: {s.streams} streams x {s.steps} steps, {corpus.windows(s.steps)} windows an "
         f"epoch, {s.optimizer} lr {run.opt.lr:g}"
         + (f"; sampled softmax, {s.sampled} ids a window (train ppl* is the sampled loss's)" if run.samples
-           else f"; full softmax (--sampled {s.sampled} >= the vocabulary)" if s.sampled else "")
+           else f"; full softmax (--sampled {s.sampled} >= the vocabulary)" if s.sampled
+           else f"; class softmax, {s.classes} classes" if s.classes else "")
         + (f"; dropout {s.dropout:g}" if s.dropout else "")
         + (f"; direct connections: {s.direct_size} weights, order {s.direct_order}" if s.direct else ""))
     if run.comm.size > 1:
