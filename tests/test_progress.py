@@ -155,13 +155,19 @@ def _interrupt(argv, label: str):
     """Start ``elman argv`` with stderr on a terminal, SIGINT it once its bar
     shows 1% or more done; (exit status, stdout, the last stderr line)."""
     proc, term = _start(argv, tty=True)
+    # Drain stdout as it comes: a full pipe would stop the job before its bar shows progress.
+    chunks = []
+    reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: proc.stdout.read1(1 << 16), b"")))
+    reader.start()
     deadline = time.monotonic() + 120
     while not re.search(rf"\r{re.escape(label)}: +[1-9]\d*%".encode(), term.data):
         assert proc.poll() is None, "the job ended before it could be interrupted"
         assert time.monotonic() < deadline
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGINT)
-    out, _ = proc.communicate(timeout=60)
+    proc.wait(timeout=60)
+    reader.join(timeout=60)
+    out = b"".join(chunks)
     err = term.output().decode()
     return proc.returncode, out, err.replace("\r\n", "\n").rstrip("\n").split("\n")[-1].split("\r")[-1]
 

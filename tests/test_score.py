@@ -214,12 +214,19 @@ def test_a_line_of_200000_tokens_in_bounded_memory(tmp_path):
     code = ("import re, sys; from elman import cli; rc = cli.main(sys.argv[1:]); "
             "print('VmHWM', re.search(r'VmHWM:\\s*(\\d+)', open('/proc/self/status').read()).group(1)); "
             "sys.exit(rc)")
-    run = subprocess.run([sys.executable, "-c", code, "score", "--model", str(tmp_path / "m"), "--data", str(f)],
-                         capture_output=True, text=True, env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin"})
-    assert run.returncode == 0, run.stderr
-    out = run.stdout.splitlines()
+    def peak_kib(data):
+        run = subprocess.run([sys.executable, "-c", code, "score", "--model", str(tmp_path / "m"), "--data", str(data)],
+                             capture_output=True, text=True, env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin"})
+        assert run.returncode == 0, run.stderr
+        return run.stdout.splitlines()
+
+    # The same command on the short lines alone is the baseline: what the interpreter, NumPy and
+    # the compiler bring weighs more than what a bounded score needs, and varies between machines.
+    (tmp_path / "short.txt").write_text("\n".join(short) + "\n")
+    base = int(peak_kib(tmp_path / "short.txt")[-1].split()[1])
+    out = peak_kib(f)
     assert len(out) == 103 and out[-2].startswith("total ")
-    assert int(out[-1].split()[1]) < 200_000               # KiB: the logits of one step, not of the line
+    assert int(out[-1].split()[1]) - base < 48 * 1024      # KiB: the logits of one step, not of the line
     p, vocab, _ = load(tmp_path / "m")
     ids = vocab.encode(long.split() + ["<eos>"])
     assert float(out[50]) == pytest.approx(-stream_losses(p, ids, vocab.eos_id).sum() / math.log(10), rel=1e-6)

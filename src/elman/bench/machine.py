@@ -9,17 +9,17 @@ import numpy as np
 PEAK_N = 2048
 
 
-def matmul_peak(n: int = PEAK_N, reps: int = 3) -> float:
-    """Best GFLOP/s of an (n,n)(n,n) float32 product with numpy's BLAS."""
+def matmul_peak(n: int = PEAK_N, reps: int = 3, clock=time.perf_counter) -> float:
+    """Best GFLOP/s of an (n,n)(n,n) float32 product with numpy's BLAS, timed by ``clock``."""
     rng = np.random.default_rng(0)
     a, b = rng.random((n, n), dtype=np.float32), rng.random((n, n), dtype=np.float32)
     c = np.empty_like(a)
     np.matmul(a, b, out=c)
     best = float("inf")
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0 = clock()
         np.matmul(a, b, out=c)
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, clock() - t0)
     return 2.0 * n ** 3 / best / 1e9
 
 

@@ -10,7 +10,9 @@ falls on both, and the ratio is the median of the per-round ratios.
 
 A training step is forward, backward and an in-place SGD update, as the
 trainer does them (dJ/dL, and under sampled softmax dJ/dU and dJ/db2, as
-``SparseGrad`` rows or columns), on synthetic word ids drawn from a Zipf
+``SparseGrad`` rows or columns); the recipe's step is the trainer's own
+(``elman train``'s optimizer with its clipping, the direct weights' plain
+steps scattered into D, the mean over positions), on synthetic word ids drawn from a Zipf
 law (the shape of real text, which is what the embedding scatter and the
 class softmax see). An evaluation step is one window of a stream evaluated
 as ``elman eval`` does it: the state carried from window to window, and
@@ -24,6 +26,7 @@ measured in this same run (``elman.machine``).
 from __future__ import annotations
 
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -43,6 +46,8 @@ from elman.core.sampled import Sampler, unigram_proposal
 # after one untimed step, since the first step after a pause is slower.
 SETTLE_S = 0.25
 IMPLS = ("elman", "torch")
+# ``--one-core``: what a worker's libraries are told (their pools start at import, so in its environment).
+ONE_THREAD = {"ELMAN_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 @dataclass
@@ -60,6 +65,7 @@ class Config:
     dropout: float = 0.0        # > 0: dropout in training (the "recipe" worker)
     seed: int = 0
     batches: int = 4            # distinct synthetic windows, cycled
+    one_core: bool = False      # every process on one core, one thread, timed by its CPU time
 
 
 # -- synthetic data and counting ----------------------------------------------------
@@ -118,6 +124,10 @@ class _ElmanRunner(_Runner):
         self.batches = batches
         self.sampler = Sampler(unigram_proposal(counts), cfg.sampled, cfg.seed) if cfg.sampled else None
         self.opt = SGD(self.arrays, lr=0.0)         # the worker's rate comes with each step
+        self.recipe = bool(cfg.direct or cfg.dropout)
+        if self.recipe:                             # elman train's optimizer, rates and clipping
+            from elman.training.state import Settings, make_run_optimizer
+            self.opt = make_run_optimizer(Settings(train="", valid=""), self.arrays)
         self.k = 0
 
     def eval_loss(self, x, y):
@@ -134,9 +144,16 @@ class _ElmanRunner(_Runner):
         self.k += 1
         sampled = (self.sampler.draw(self.k), self.sampler.log_q) if self.sampler else None
         dropout = (self.dropout, (0, self.k)) if self.dropout else None
-        loss, grads, self.h = bptt(self.p, x, y, self.h, sampled=sampled, sparse=True,   # as the trainer
-                                   dropout=dropout)
-        self.opt.lr = lr
+        if self.recipe:                             # ``training.train``'s step, one process
+            positions = x.size
+            loss, grads, self.h = bptt(self.p, x, y, self.h, sampled=sampled, sparse=True, dropout=dropout,
+                                       scale=1.0 / positions, deferred=True)
+            if "D" in grads:
+                grads["D"] *= self.p.dtype.type(positions)
+        else:
+            loss, grads, self.h = bptt(self.p, x, y, self.h, sampled=sampled, sparse=True,   # as the trainer
+                                       dropout=dropout)
+            self.opt.lr = lr
         self.opt.step(self.arrays, grads)
         return loss
 
@@ -210,10 +227,11 @@ def worker(impl: str, cfg: Config) -> None:
         k += n + 1
         steps = runner.train_stream(windows, lr) if cmd == "train" else runner.eval_stream(windows)
         loss = next(steps)
-        t0 = time.perf_counter()
+        clock = time.process_time if cfg.one_core else time.perf_counter
+        t0 = clock()
         for _ in range(n):
             loss = next(steps)
-        seconds = time.perf_counter() - t0
+        seconds = clock() - t0
         steps.close()
         send(seconds=seconds, loss=loss, rss=_maxrss_bytes() - base)
 
@@ -230,13 +248,15 @@ def runner_arrays(runner) -> dict:
 class _Worker:
     def __init__(self, impl: str, cfg: Config):
         self.impl, self.cfg = impl, cfg
+        env = {**os.environ, **ONE_THREAD} if cfg.one_core else None
         # A session of its own: Ctrl-C on the terminal stops the parent alone,
         # and the worker ends when its stdin closes with it.
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "elman.bench.speed", impl, json.dumps(asdict(cfg))],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True, env=env)
         self.info = self._read()
         self.times = {"train": [], "eval": []}
+        self.modes = ("train", "eval")
         self.rss = 0
 
     def _read(self) -> dict:
@@ -258,15 +278,27 @@ class _Worker:
         self.proc.wait()
 
 
-def bench(cfg: Config, steps: int = 20, rounds: int = 5, vs_torch: bool = False) -> dict:
-    """Run the benchmark: elman with the full softmax; with ``cfg.classes``
-    the class softmax too; with ``cfg.sampled`` sampled-softmax training
-    too; with ``vs_torch`` PyTorch. Returns a JSON-able dict (see
-    ``format_report``)."""
+def bench(cfg: Config, steps: int = 20, rounds: int = 5, vs_torch: bool = False, full: bool = True,
+          peer: str | None = None) -> dict:
+    """Run the benchmark: elman with the full softmax (unless not ``full``);
+    with ``cfg.classes`` the class softmax too; with ``cfg.sampled``
+    sampled-softmax training too; with ``vs_torch`` PyTorch; with ``peer``
+    (faster-rnnlm's executable) its training speed after elman's rounds.
+    Returns a JSON-able dict (see ``format_report``)."""
+    allowed = os.sched_getaffinity(0)
+    if cfg.one_core:                # this process and the workers it starts (they inherit it)
+        os.sched_setaffinity(0, {min(allowed)})
+    try:
+        return _bench(cfg, steps, rounds, vs_torch, full, peer)
+    finally:
+        os.sched_setaffinity(0, allowed)
+
+
+def _bench(cfg: Config, steps: int, rounds: int, vs_torch: bool, full: bool, peer: str | None) -> dict:
     per = max(1, steps // rounds)
     plain = {"direct": 0, "dropout": 0.0}
-    full = Config(**{**asdict(cfg), "classes": 0, "sampled": 0, **plain})
-    workers = {"elman full": _Worker("elman", full)}
+    full_cfg = Config(**{**asdict(cfg), "classes": 0, "sampled": 0, **plain})
+    workers = {"elman full": _Worker("elman", full_cfg)} if full or vs_torch else {}
     if cfg.classes:
         workers["elman classes"] = _Worker("elman", Config(**{**asdict(cfg), "sampled": 0, **plain}))
     if cfg.sampled:
@@ -274,26 +306,30 @@ def bench(cfg: Config, steps: int = 20, rounds: int = 5, vs_torch: bool = False)
     if cfg.direct or cfg.dropout:       # every option given, together: a training recipe
         workers["elman recipe"] = _Worker("elman", cfg)
     if vs_torch:
-        workers["torch full"] = _Worker("torch", full)
-    with progress.job("bench", "steps", len(workers) * (3 + 2 * rounds * per)) as job:
+        workers["torch full"] = _Worker("torch", full_cfg)
+    if "elman sampled" in workers and not full:     # its evaluation is the full softmax's
+        workers["elman sampled"].modes = ("train",)
+    steps_all = sum(len(w.modes) * (1 + rounds * per) + 1 for w in workers.values())
+    with progress.job("bench", "steps", steps_all) as job:
         for w in workers.values():                      # warm up: caches, pools, page faults
-            w.run("train", 2)
-            w.run("eval", 1)
-            job.update(3)
+            for mode, n in zip(w.modes, (2, 1)):
+                w.run(mode, n)
+                job.update(n)
         peaks = []
         for r in range(rounds):
-            peaks.append(matmul_peak())
+            peaks.append(_peak(cfg.one_core))
             for mode in ("train", "eval"):
                 for w in workers.values():
-                    w.times[mode].append(w.run(mode, per))
-                    job.update(per)
+                    if mode in w.modes:
+                        w.times[mode].append(w.run(mode, per))
+                        job.update(per)
     for w in workers.values():
         w.close()
     peak = max(peaks)
     N = cfg.B * cfg.T
     rows = []
     for name, w in workers.items():
-        for mode in ("train", "eval"):
+        for mode in w.modes:
             t = float(np.median(w.times[mode]))
             flops = w.info["flops_" + mode]
             rows.append(dict(impl=name, mode=mode, seconds_per_step=t, words_per_s=N / t,
@@ -304,7 +340,23 @@ def bench(cfg: Config, steps: int = 20, rounds: int = 5, vs_torch: bool = False)
                   peak_matrix=PEAK_N, blas=blas_info(), blas_note=kernel_note(), cpus=cpus(), rows=rows,
                   ratios={})
     _ratios(result, workers)
+    if peer:
+        from elman.bench.peers import faster_rnnlm
+        result["peer"] = faster_rnnlm(peer, zipf_counts(cfg.V), cfg.Dh, seed=cfg.seed)
+        for r in rows:
+            if r["mode"] == "train":
+                result["ratios"][f"{r['impl']}/faster-rnnlm train words/s"] = r["words_per_s"] / result["peer"]["words_per_s"]
     return result
+
+
+def _peak(one_core: bool) -> float:
+    """The matmul peak: of every core BLAS uses, or with ``one_core`` of one
+    thread timed by CPU time, as the workers are then."""
+    if not one_core:
+        return matmul_peak()
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(limits=1, user_api="blas"):
+        return matmul_peak(clock=time.process_time)
 
 
 def _ratios(result: dict, workers: dict) -> None:
@@ -314,10 +366,13 @@ def _ratios(result: dict, workers: dict) -> None:
 
     r = result["ratios"]
     for name, w in workers.items():
-        r[f"{name}: eval/train words/s"] = float(np.median(np.array(w.times["train"]) / np.array(w.times["eval"])))
+        if len(w.modes) == 2:
+            r[f"{name}: eval/train words/s"] = float(np.median(np.array(w.times["train"]) / np.array(w.times["eval"])))
     if "torch full" in workers and "elman full" in workers:
         for mode in ("train", "eval"):
             r[f"elman/torch {mode} words/s"] = ratio("torch full", "elman full", mode)
+    if "elman full" not in workers:
+        return
     if "elman classes" in workers:
         r["classes/full train words/s"] = ratio("elman full", "elman classes", "train")
         r["classes/full eval words/s"] = ratio("elman full", "elman classes", "eval")
@@ -338,7 +393,8 @@ def format_report(res: dict) -> str:
             + ([f"dropout {c['dropout']:g}"] if c["dropout"] else []))]
     soft = ", ".join(["full softmax"] + ([f"{c['classes']} classes"] if c["classes"] else []) + sampled + recipe)
     lines = [f"elman bench: V={c['V']} d={c['d']} Dh={c['Dh']} B={c['B']} T={c['T']} {c['dtype']}, {soft}; "
-             f"{res['cpus']} CPUs; {res['rounds']} rounds x {res['steps_per_round']} steps, medians",
+             + ("one core, one thread, CPU time; " if c.get("one_core") else f"{res['cpus']} CPUs; ")
+             + f"{res['rounds']} rounds x {res['steps_per_round']} steps, medians",
              f"BLAS: {res['blas']}",
              *([res["blas_note"]] if res.get("blas_note") else []),
              f"matmul peak: {res['peak_gflops']:.1f} GFLOP/s (float32 {res['peak_matrix']}^2 product, best in run)",
@@ -348,9 +404,13 @@ def format_report(res: dict) -> str:
         lines.append(f"{r['impl'] + ' ' + r['mode']:<20} {r['words_per_s']:>9.0f} {r['gflops']:>8.1f} "
                      f"{100 * r['frac_peak']:>6.1f}% {r['peak_rss_mib']:>13.1f} "
                      f"{r['peak_rss_mib'] / r['budget_mib']:>8.2f}x")
+    if res.get("peer"):
+        lines.append(f"{'faster-rnnlm train':<20} {res['peer']['words_per_s']:>9.0f} {'':>8} {'':>7}   "
+                     f"(hierarchical softmax, 1 thread, {res['peer']['seconds']:g} s of training: "
+                     f"{res['peer']['command']})")
     lines.append("budget = parameters + activations of one batch; peak RSS above the worker's own after imports")
     loss0 = {r["impl"]: r["loss0"] for r in res["rows"]}
-    if "torch full" in loss0:
+    if "torch full" in loss0 and "elman full" in loss0:
         same = abs(loss0["torch full"] - loss0["elman full"]) <= 1e-4 * abs(loss0["elman full"])
         lines.append(f"same model: first-batch loss elman {loss0['elman full']:.4f}, "
                      f"torch {loss0['torch full']:.4f} ({'agree' if same else 'DIFFER'})")

@@ -49,6 +49,16 @@ def add_bench(sub):
                         "classes, or with --sampled S the full softmax trained sampled; direct connections, "
                         "dropout), each value unless given here")
     p.add_argument("--vs-torch", action="store_true", help="also run PyTorch eager autograd on the same model")
+    p.add_argument("--vs-peers", nargs="?", const="", metavar="PATH",
+                   help="also time faster-rnnlm's training (hierarchical softmax, one thread) on text of the "
+                        "same Zipf-drawn words, V words, Dh hidden units (PATH: its executable; default "
+                        "faster-rnnlm on PATH)")
+    p.add_argument("--one-core", action="store_true",
+                   help="every process on one core with one thread, steps timed by their CPU time against "
+                        "one thread's matmul peak (a figure that holds on a busy machine)")
+    p.add_argument("--no-full", action="store_true",
+                   help="leave out the full softmax's rows, and sampled softmax's evaluation, which is the "
+                        "full softmax's (at large V their steps take seconds)")
     p.add_argument("--processes", type=positive_int, metavar="N",
                    help="instead: N MPI processes x 1 thread against 1 process x N threads, training on the "
                         "same B streams, and the predicted words/s of N machines (needs elman[mpi])")
@@ -86,10 +96,15 @@ def run_bench(args) -> int:
         raise ElmanError("the recipe (--direct, --dropout) takes --classes or --sampled, not both")
     cfg = Config(V=args.V, d=args.d, Dh=args.Dh, B=args.B, T=args.T, dtype=args.dtype,
                  classes=args.classes, sampled=args.sampled, direct=M, direct_order=args.direct_order,
-                 dropout=args.dropout, seed=args.seed)
+                 dropout=args.dropout, seed=args.seed, one_core=args.one_core)
     if args.processes:
         return _bench_processes(args, cfg)
-    res = bench(cfg, steps=args.steps, rounds=min(args.rounds, args.steps), vs_torch=args.vs_torch)
+    peer = None
+    if args.vs_peers is not None:
+        from elman.bench.peers import find_binary
+        peer = find_binary(args.vs_peers or None)
+    res = bench(cfg, steps=args.steps, rounds=min(args.rounds, args.steps), vs_torch=args.vs_torch,
+                full=not args.no_full, peer=peer)
     print(json.dumps(res, indent=1) if args.json else format_report(res))
     return 0
 

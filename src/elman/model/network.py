@@ -145,7 +145,8 @@ def direct_features(p: Params, ctx):
 
 
 def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dropout=None,
-         scale: float = 1.0, history=None, per_position: bool = False, output=None):
+         scale: float = 1.0, history=None, per_position: bool = False, output=None,
+         deferred: bool = False):
     """Loss and exact gradients over B streams of T steps (truncated BPTT).
 
     inputs, targets: int arrays (B,T), targets[b,t] = inputs[b,t+1] in a
@@ -174,9 +175,14 @@ def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dro
     of each stream before the window (-1: none; None: all none).
     ``per_position``: the losses of every position, (B,T), in place of their
     sum (dynamic evaluation scores and learns from one forward pass).
+    ``deferred`` (with ``sparse``): under sampled or class softmax, dJ/dD as
+    ``fast.kernels_direct.ScatterGrad``, the scatter that would build it,
+    which an optimizer's plain step adds straight into D (one process: a
+    sum over processes needs the arrays).
     """
     if sampled is not None and p.classes:
         raise ValueError("sampled softmax trains the full-softmax model, not a class softmax")
+    from elman.fast.kernels_direct import ScatterGrad   # Numba takes 0.3 s to import: only gradients pay it
     layer = output or layer_for(p, sampled)
     B, T = np.shape(inputs)
     feats = features(p, inputs, history)
@@ -190,7 +196,8 @@ def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dro
     def overlap(dh_out):      # on one core while the others compute the output layer's weight gradients
         g = _recurrence_backward(p, dh_out, x, e, hs, caches, (e_mask, h_mask) if dropout else None, sparse)
         if feats:
-            g["D"] = feats.grad(layer.deltas(scale, fwd.cache), sparse)
+            deltas = layer.deltas(scale, fwd.cache)
+            g["D"] = (deferred and sparse and ScatterGrad.of(feats, deltas)) or feats.grad(deltas, sparse)
         return g
     _, out_grads, grads = layer.backward(scale, fwd.cache, overlap=overlap)
     grads.update(out_grads)

@@ -278,7 +278,7 @@ class GradSync:
         return {k: summed[k] for k in grads}, loss, flags
 
     def stats(self) -> dict:
-        """Per update, averaged over this session: bytes this process put
+        """Per update, averaged since this process started: bytes this process put
         into the all-reduce, bytes it received from the all-gather, seconds
         in the exchange, of which ``waited`` in its first step, where every
         process waits for the slowest to arrive; and what a

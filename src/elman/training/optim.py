@@ -12,7 +12,8 @@ import threading
 
 import numpy as np
 
-from elman.fast import scratch
+from elman.fast import kernels_optim as ko, scratch
+from elman.fast.kernels_direct import ScatterGrad
 from elman.errors import ElmanError
 from elman.fast.threads import chunks, parallel_for
 from elman.core.sparse import SparseGrad, sq_sum
@@ -21,7 +22,7 @@ from elman.training.nodesync import SparseParts
 
 def global_norm(grads: dict) -> float:
     """The L2 norm of all gradients taken together, accumulated in float64."""
-    return float(np.sqrt(sum(g.sq_sum() if isinstance(g, (SparseGrad, SparseParts)) else sq_sum(g)
+    return float(np.sqrt(sum(g.sq_sum() if isinstance(g, (SparseGrad, SparseParts, ScatterGrad)) else sq_sum(g)
                              for g in grads.values())))
 
 
@@ -58,6 +59,7 @@ class Optimizer:
     name = ""
     slots: tuple = ()  # per-parameter state arrays, e.g. Adam's ("m", "v")
     dense_only = False
+    compiled = True    # SGD's and Adagrad's rules through ``fast.kernels_optim`` (False: NumPy's, the reference)
 
     initial = 0.0   # the value every state array starts at
 
@@ -84,7 +86,7 @@ class Optimizer:
             if isinstance(g, SparseParts):
                 grads[k] = g.total()
         norm = clip_by_global_norm(grads, self.clip)
-        if not math.isfinite(norm) or not math.isfinite(global_norm(plain)):
+        if not math.isfinite(norm) or not _finite(plain):
             raise FloatingPointError(f"the gradient norm is {norm if not math.isfinite(norm) else global_norm(plain)}")
         self.t += 1
         # The tensors' updates are independent: the cores share them, the
@@ -98,9 +100,14 @@ class Optimizer:
     def _plain_step(self, p, g, rate: float) -> None:
         """p <- p - rate · (lr / lr0) · g; the processes' parts of g one after another."""
         c = p.dtype.type(rate * self.lr / self.lr0)
+        if isinstance(g, ScatterGrad):          # the scatter that makes g, straight into p
+            g.apply(p, c)
+            return
         if isinstance(g, SparseParts):
             for part in g.sparse_steps():
                 part.put(p, part.take(p) - c * part.values)
+        elif self.compiled and self._rows(lambda P, _, v, i: ko.sgd(P, v, i, c), p, g, {}):
+            return
         elif isinstance(g, SparseGrad):
             g.put(p, g.take(p) - c * g.values)
         else:
@@ -109,8 +116,12 @@ class Optimizer:
     def _update(self, p, g, k: str) -> None:
         """The rule on parameter ``k``, dense or sparse."""
         state = {slot: self.state[slot][k] for slot in self.slots}
+        if isinstance(g, ScatterGrad):
+            g = g.dense()
         if isinstance(g, SparseGrad) and self.dense_only:
             g = g.dense()
+        if self.compiled and self._rows(self.rows_rule, p, g, state):
+            return
         if isinstance(g, SparseGrad):
             self._sparse_step(p, g, state)
         elif p.size < 1 << 18:
@@ -155,6 +166,32 @@ class Optimizer:
         """Update ``p`` (and the state arrays) in place from ``g``."""
         raise NotImplementedError
 
+    rows_rule = None    # the rule compiled: (P, state rows or None, vals, idx) -> bool, as kernels_optim's
+
+    def _rows(self, rule, p, g, state: dict) -> bool:
+        """The compiled ``rule`` on rows of p (``kernels_optim.rows_of``): a
+        sparse gradient's rows or columns through its index, a dense one's
+        every row; big ones cut into blocks of rows that the cores share
+        (rows never repeat, so blocks are independent). False, with nothing
+        done, where there is no compiled rule or it does not take the layout."""
+        if rule is None or len(state) > 1 or np.ndim(p) not in (1, 2):
+            return False
+        sparse = isinstance(g, SparseGrad)
+        axis = g.axis if sparse else ko.dense_axis(p)
+        P, vals = ko.rows_of(p, axis), ko.rows_of(g.values if sparse else g, axis)
+        S = ko.rows_of(next(iter(state.values())), axis) if state else None
+        idx = g.index if sparse else None
+        if not all(ko.flat(a) is not None for a in (P, S) if a is not None) or not ko.compiled(P, vals):
+            return False
+        blocks = chunks(len(vals), max(1, ko.BLOCK // max(vals.shape[1], 1)))
+
+        def block(i):
+            b = blocks[i]
+            rows = (P, S) if sparse else (P[b], None if S is None else S[b])
+            rule(*rows, vals[b], idx[b] if sparse else None)
+        parallel_for(block, len(blocks), serial=len(blocks) == 1)
+        return True
+
     # -- state for the checkpoint ----------------------------------------------
 
     def state_arrays(self) -> dict:
@@ -186,6 +223,13 @@ def _size(g) -> int:
     if isinstance(g, SparseParts):
         return sum(values.size for _, values in g.parts)
     return g.values.size if isinstance(g, SparseGrad) else g.size
+
+
+def _finite(plain: dict) -> bool:
+    """Whether the plain steps' gradients are finite: a ``ScatterGrad`` by
+    its values (its table is never built), the others by their norm."""
+    return all(g.finite() if isinstance(g, ScatterGrad) else math.isfinite(global_norm({k: g}))
+               for k, g in plain.items())
 
 
 def _tmp(name: str, like: np.ndarray) -> np.ndarray:
@@ -231,6 +275,9 @@ class SGD(Optimizer):
         for i in _pieces(p):
             p[i] -= np.multiply(g[i], lr, out=_tmp("a", g[i]))
 
+    def rows_rule(self, P, _, vals, idx):
+        return ko.sgd(P, vals, idx, self.lr)
+
 
 class Adagrad(Optimizer):
     """Per-coordinate steps lr / sqrt(G0 + sum of squared gradients): rare
@@ -250,6 +297,9 @@ class Adagrad(Optimizer):
     def rule(self, p, g, G):
         for i in _pieces(p):
             self._piece(p[i], g[i], G[i])
+
+    def rows_rule(self, P, G, vals, idx):
+        return ko.adagrad(P, G, vals, idx, self.lr, self.eps)
 
     def _piece(self, p, g, G):
         a, b = _tmp("a", g), _tmp("b", g)

@@ -131,7 +131,7 @@ class Progress:
     windows_done: int = 0     # windows of this epoch already trained
     nats: float = 0.0         # training loss summed over this epoch so far
     tokens: int = 0           # positions in that sum
-    elapsed: float = 0.0      # wall seconds over all sessions
+    elapsed: float = 0.0      # wall seconds over every process that ran it (resumes included)
     epoch_started: float = 0.0  # ``elapsed`` when this epoch began
     metrics_lines: int = 0    # lines of metrics.jsonl this checkpoint accounts for
     stopped: str | None = None  # "schedule", "epochs" or "budget" once finished
@@ -207,7 +207,7 @@ class Run:
     def log(self, nb: int, wps: float, valid_ppl=None, **extra) -> None:
         prog = self.prog
         stats = self.comm.stats()
-        if stats:       # N processes: the gradient exchange per update, averaged over this session
+        if stats:       # N processes: the gradient exchange per update, averaged since this process started
             extra["exchange"] = {"seconds": round(stats["seconds"], 6), "waited": round(stats["waited"], 6),
                                  "allreduce_bytes": round(stats["allreduce_bytes"]),
                                  "allgather_bytes": round(stats["allgather_bytes"])}

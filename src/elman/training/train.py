@@ -229,7 +229,7 @@ def _announce(run: Run, corpus: Corpus, say) -> None:
 
 
 class _Clock:
-    """Wall time over all sessions (``elapsed``) and this session's budget."""
+    """Wall time over every process that ran it (resumes included) (``elapsed``) and this process's budget."""
 
     def __init__(self, elapsed: float, budget: float | None):
         self.started = time.monotonic() - elapsed
@@ -251,7 +251,7 @@ class _Clock:
 
 def _train_epoch(run: Run, corpus: Corpus, clock: _Clock, ctrl_c: _CtrlC, quiet: bool) -> float:
     """The epoch's remaining windows, each one step of truncated BPTT and an
-    update; returns the words/s of this session's part of the epoch."""
+    update; returns the words/s of this process's part of the epoch."""
     s, p, opt, prog = run.settings, run.params, run.opt, run.prog
     nb = corpus.windows(s.steps)
     # Draws depend on (seed, update number) only: a resumed run draws the same ids.
@@ -273,7 +273,7 @@ def _train_epoch(run: Run, corpus: Corpus, clock: _Clock, ctrl_c: _CtrlC, quiet:
             # Gradients of the mean loss over the B*T positions of all processes, summed over them.
             positions = s.streams * x.shape[1]
             loss, grads, h = bptt(p, x, y, run.h[part], sampled=sampled, sparse=True, dropout=dropout,
-                                  scale=1.0 / positions, history=history)
+                                  scale=1.0 / positions, history=history, deferred=run.comm.size == 1)
             if "D" in grads:
                 # The direct weights' plain SGD rate is per token, as RNNLM's: an
                 # Adagrad step, normalised per weight, moves every weight the
@@ -367,7 +367,7 @@ def _budget_ramp(run: Run, clock: _Clock, nb: int) -> float:
     left, n, prog = clock.left(), run.settings.anneal, run.prog
     if left is None or not n:
         return 1.0
-    if prog.windows_done:       # else the last epoch's pace, if this session saw one
+    if prog.windows_done:       # else the last epoch's pace, if this process saw one
         clock.window_s = (clock.elapsed() - prog.epoch_started) / prog.windows_done
     return 1.0 if clock.window_s is None else min(1.0, max(left, 0.0) / (n * nb * clock.window_s))
 

@@ -1,0 +1,200 @@
+"""The direct weights' gradient as the scatter that would build it.
+
+Under sampled softmax (or a class softmax) a window's dJ/dD is a sum of
+N·F·S values scattered into the table D (M,): each (position n, feature f,
+column s) adds dJ/dO[n, s] at D[O[n, f] + cols[s]] (``fast.direct``'s
+``Features.grad``, which stays the reference). At the recipe's sizes (B·T = 320, F = 2, S = 1000, M = 2M) that touches a third
+of the table, so the reference builds it dense: it zeroes 2M entries,
+scatters, and the trainer then passes over all 2M four more times (the
+per-token scale, the finiteness check, the plain SGD step). D takes plain
+SGD steps outside the clipping (``training.optim``), a linear update, so
+
+    D <- D - c·Σ (scattered values)  =  scatter of (-c·values) into D:
+
+``ScatterGrad`` keeps the parts of the scatter, takes ``*=`` as a factor,
+and the optimizer's plain step (``apply``) builds the sums in a table kept
+all zero between calls, then steps and zeroes only the cells touched: the
+reference's numbers to the bit (the same additions in the same order, then
+the same scaling and step), with no pass over the whole table. ``dense()``
+builds the reference's array.
+
+Parts: ("cols", O (n,F), cols (S,), vals (n,S)): D[O[n,f] + cols[s]] += vals[n,s];
+("points", O (n,F), y (n,), vals (n,)): D[O[n,f] + y[n]] += vals[n].
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from elman.fast.threads import chunks, parallel_for
+
+CELLS = 1 << 16         # the fewest cells worth sharing between threads (scattered, and table cells a range)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def scatter_cols(D, O, cols, vals, c, lo, hi):
+    """D[m] += c·vals[n, s] for m = O[n, f] + cols[s] in [lo, hi), n then f
+    then s (repeats add up in that order); ``cols`` ascending, so each
+    window's cells in the range are one run of s, found by bisection."""
+    N, F = O.shape
+    for n in range(N):
+        v = vals[n]
+        for f in range(F):
+            o = O[n, f]
+            W = D[o:]
+            first = np.searchsorted(cols, lo - o)
+            last = np.searchsorted(cols, hi - o)
+            for s in range(first, last):
+                W[cols[s]] += c * v[s]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def scatter_points(D, O, y, vals, c, lo, hi):
+    """D[m] += c·vals[n] for m = O[n, f] + y[n] in [lo, hi), f then n (the
+    reference's ``np.add.at`` per feature)."""
+    N, F = O.shape
+    for f in range(F):
+        for n in range(N):
+            m = O[n, f] + y[n]
+            if lo <= m < hi:
+                D[m] += c * vals[n]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def drain_cols(D, acc, O, cols, c, scale, lo, hi):
+    """For the cells of ``scatter_cols`` in [lo, hi): D[m] -= (acc[m]·scale)·c
+    and acc[m] = 0, once a cell (a cell left zero takes no step: D - 0 = D)."""
+    N, F = O.shape
+    for n in range(N):
+        for f in range(F):
+            o = O[n, f]
+            for s in range(np.searchsorted(cols, lo - o), np.searchsorted(cols, hi - o)):
+                m = o + cols[s]
+                a = acc[m]
+                if a != 0:
+                    D[m] -= (a * scale) * c
+                    acc[m] = 0
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def drain_points(D, acc, O, y, c, scale, lo, hi):
+    """``drain_cols`` for the cells of ``scatter_points``."""
+    N, F = O.shape
+    for f in range(F):
+        for n in range(N):
+            m = O[n, f] + y[n]
+            if lo <= m < hi and acc[m] != 0:
+                D[m] -= (acc[m] * scale) * c
+                acc[m] = 0
+
+
+class ScatterGrad:
+    """dJ/dD (``shape`` (M,)) as the parts of its scatter, times ``scale``."""
+
+    axis = 0
+
+    def __init__(self, shape, dtype, parts):
+        self.shape, self.dtype, self.scale = tuple(shape), np.dtype(dtype), 1.0
+        self.parts = [(kind, np.ascontiguousarray(O, np.int64), np.ascontiguousarray(at, np.int64),
+                       np.ascontiguousarray(v, dtype)) for kind, O, at, v in parts]
+
+    @classmethod
+    def of(cls, feats, deltas):
+        """From a window's ``fast.direct.Features`` and the logits' gradient
+        in a form of ``core.outputs``: columns (sampled softmax) or blocks
+        (a class softmax); None for the full softmax's chunks (every window
+        of V: the reference's dense array is the cheaper form there)."""
+        from elman.core.outputs import BlockDeltas, ColumnDeltas
+        if isinstance(deltas, ColumnDeltas):
+            return cls.sampled(feats.D, feats.O, *deltas)
+        if isinstance(deltas, BlockDeltas):
+            return cls.classes(feats.D, feats.O, feats.Oc, deltas.parts)
+        return None
+
+    @classmethod
+    def sampled(cls, D, O, y, samples, dtrue, dO) -> "ScatterGrad":
+        """From ``ColumnDeltas`` (y, samples, dtrue, dO): as ``fast.direct.Features.grad``.
+        The samples in ascending order (a stable sort: repeats keep their order)."""
+        samples = np.asarray(samples)
+        if np.any(np.diff(samples) < 0):
+            order = np.argsort(samples, kind="stable")
+            samples, dO = samples[order], dO[:, order]
+        return cls(D.shape, D.dtype, [("points", O, y, dtrue), ("cols", O, samples, dO)])
+
+    @classmethod
+    def classes(cls, D, O, Oc, parts) -> "ScatterGrad":
+        """From ``BlockDeltas``' parts (space, rows, c, dz): as ``fast.direct.Features.grad``."""
+        return cls(D.shape, D.dtype, [("cols", (Oc if kind == "classes" else O)[slice(None) if rows is None else rows],
+                                       np.arange(c.start, c.stop), dz) for kind, rows, c, dz in parts])
+
+    def __imul__(self, c):
+        self.scale *= float(c)
+        return self
+
+    @property
+    def size(self) -> int:
+        """Cells the scatter adds to, repeats counted."""
+        return sum(O.shape[1] * v.size for _, O, _, v in self.parts)
+
+    def finite(self) -> bool:
+        return all(bool(np.isfinite(v).all()) for *_, v in self.parts) and np.isfinite(self.scale)
+
+    def apply(self, D, c: float) -> None:
+        """D -= c·(scale·(this gradient)), the reference's dense step to the
+        bit: the sums built in a table kept all zero between calls (the
+        reference's additions, in its order), then each touched cell scaled,
+        stepped and zeroed again; no pass over the whole table."""
+        dt = D.dtype.type
+        acc = _kept_zeros(D.shape, D.dtype)
+        cuts = chunks(D.size, CELLS) if self.size >= CELLS else [slice(0, D.size)]
+
+        def part(i):
+            lo, hi = cuts[i].start, cuts[i].stop
+            for kind, O, at, v in self.parts:
+                (scatter_points if kind == "points" else scatter_cols)(acc, O, at, v, dt(1.0), lo, hi)
+            for kind, O, at, v in self.parts:
+                (drain_points if kind == "points" else drain_cols)(D, acc, O, at, dt(c), dt(self.scale), lo, hi)
+        parallel_for(part, len(cuts))
+
+    def dense(self):
+        """The gradient as an (M,) array: the reference's additions, in its order."""
+        out = np.zeros(self.shape, self.dtype)
+        self._scatter(out, 1.0)
+        if self.scale != 1.0:
+            out *= self.dtype.type(self.scale)
+        return out
+
+    def sq_sum(self) -> float:
+        d = self.dense()
+        return float(np.dot(d, d))
+
+    def _scatter(self, D, c: float) -> None:
+        """The parts into D, the table cut into ranges of cells that the cores
+        share: each cell is written by one thread, its additions in the one
+        order, so the sums are the same whatever the threads."""
+        c = D.dtype.type(c)
+        cuts = chunks(D.size, CELLS) if self.size >= CELLS else [slice(0, D.size)]
+
+        def part(i):
+            lo, hi = cuts[i].start, cuts[i].stop
+            for kind, O, at, v in self.parts:
+                (scatter_points if kind == "points" else scatter_cols)(D, O, at, v, c, lo, hi)
+        parallel_for(part, len(cuts))
+
+    def __repr__(self):
+        return f"ScatterGrad({self.size} cells of {self.shape} in {len(self.parts)} parts)"
+
+
+_KEPT: dict = {}
+
+
+def _kept_zeros(shape, dtype):
+    """A table of zeros kept from call to call (``apply`` leaves it zero)."""
+    key = (tuple(shape), np.dtype(dtype).str)
+    if key not in _KEPT:
+        _KEPT.clear()                               # one table size at a time
+        _KEPT[key] = np.zeros(shape, dtype)
+    return _KEPT[key]
+
+
+__all__ = ["ScatterGrad", "scatter_cols", "scatter_points"]
