@@ -197,7 +197,8 @@ def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dro
         g = _recurrence_backward(p, dh_out, x, e, hs, caches, (e_mask, h_mask) if dropout else None, sparse)
         if feats:
             deltas = layer.deltas(scale, fwd.cache)
-            g["D"] = (deferred and sparse and ScatterGrad.of(feats, deltas)) or feats.grad(deltas, sparse)
+            scatter = deferred and sparse and p.direct_hash == "elman"    # ScatterGrad reads elman's windows
+            g["D"] = (scatter and ScatterGrad.of(feats, deltas)) or feats.grad(deltas, sparse)
         return g
     _, out_grads, grads = layer.backward(scale, fwd.cache, overlap=overlap)
     grads.update(out_grads)
