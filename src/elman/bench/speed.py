@@ -249,7 +249,7 @@ class _Worker:
     def __init__(self, impl: str, cfg: Config):
         self.impl, self.cfg = impl, cfg
         env = {**os.environ, **ONE_THREAD} if cfg.one_core else None
-        # A session of its own: Ctrl-C on the terminal stops the parent alone,
+        # Its own process group (start_new_session): Ctrl-C on the terminal stops the parent alone,
         # and the worker ends when its stdin closes with it.
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "elman.bench.speed", impl, json.dumps(asdict(cfg))],
