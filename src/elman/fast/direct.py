@@ -100,6 +100,18 @@ class DirectGrad:
             self.mask[...] = False
 
 
+def dense_terms(feats, n: int):
+    """(n,V) word terms and (n,K) class terms (None without classes) of any
+    hashing scheme's features: its own ``add_words`` and ``add_classes``."""
+    zd = np.zeros((n, feats.V), feats.D.dtype)
+    feats.add_words(zd, slice(0, feats.V))
+    if not feats.K:
+        return zd, None
+    zc = np.zeros((n, feats.K), feats.D.dtype)
+    feats.add_classes(zc, slice(0, feats.K))
+    return zd, zc
+
+
 class Features:
     """The direct features of one window of a model with table D (M,) and
     order N, for V words (and K classes): what the output layers add to
@@ -127,13 +139,7 @@ class Features:
 
     def dense_terms(self):
         """(N,V) word terms and (N,K) class terms (None without classes): all of them."""
-        zd = np.zeros((len(self.O), self.V), self.D.dtype)
-        self.add_words(zd, slice(0, self.V))
-        if not self.K:
-            return zd, None
-        zc = np.zeros((len(self.O), self.K), self.D.dtype)
-        self.add_classes(zc, slice(0, self.K))
-        return zd, zc
+        return dense_terms(self, len(self.O))
 
     # -- backward: dJ/dD from the logits' gradients
     def _grad(self, bound, sparse):

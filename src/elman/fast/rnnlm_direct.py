@@ -13,7 +13,7 @@ import numpy as np
 from elman.core import rnnlm_direct as rd
 from elman.core.outputs import BlockDeltas, ChunkDeltas, ColumnDeltas
 from elman.errors import ElmanError
-from elman.fast.direct import DirectGrad
+from elman.fast.direct import DirectGrad, dense_terms
 
 
 class RnnlmFeatures:
@@ -68,13 +68,7 @@ class RnnlmFeatures:
 
     def dense_terms(self):
         """(N,V) word terms and (N,K) class terms (None without classes)."""
-        zd = np.zeros((len(self.S), self.V), self.D.dtype)
-        self.add_words(zd, slice(0, self.V))
-        if not self.K:
-            return zd, None
-        zc = np.zeros((len(self.S), self.K), self.D.dtype)
-        self.add_classes(zc, slice(0, self.K))
-        return zd, zc
+        return dense_terms(self, len(self.S))
 
     # -- backward
     def grad(self, deltas, sparse: bool):
