@@ -211,12 +211,17 @@ def test_lambda_alone_mixes_with_the_old_score(model):
     assert checked > 5
 
 
-def test_class_targets_equal_the_full_output_layer():
-    """The class softmax's targets-only path against core's output_log_probs."""
+@pytest.mark.parametrize("classes, direct", [(3, 0), (3, 500), (0, 500)])
+def test_targets_only_equal_the_whole_output_layer(classes, direct):
+    """The lattice's targets-only path (scoring's: a class softmax's K + |c|
+    logits, the direct terms of those alone) against every logit of
+    output_log_probs, with the contexts the direct connections read."""
     from elman.lattice.lm import log_probs
     from elman.model import output_log_probs
-    p = random_model(V=len(WORDS), d=5, Dh=7, dtype="float64", classes=3)
-    H = np.random.default_rng(0).uniform(0, 1, (6, 7))
+    p = random_model(V=len(WORDS), d=5, Dh=7, dtype="float64", classes=classes, direct=direct)
+    rng = np.random.default_rng(0)
+    H = rng.uniform(0, 1, (6, 7))
+    context = rng.integers(-1, len(WORDS), (6, 2)) if direct else None
     req = np.array([(r, t) for r in range(6) for t in range(len(WORDS))])
-    want = output_log_probs(p, H)[req[:, 0], req[:, 1]]
-    np.testing.assert_allclose(log_probs(p, H, None, req), want, rtol=1e-12, atol=1e-12)
+    want = output_log_probs(p, H, context)[req[:, 0], req[:, 1]]
+    np.testing.assert_allclose(log_probs(p, H, context, req), want, rtol=1e-12, atol=1e-12)

@@ -17,12 +17,11 @@ import numpy as np
 
 from elman.core.layers import embedding_forward, rnn_step_forward
 from elman.fast.threads import one_blas_thread
-from elman.model import output_log_probs
+from elman.model import target_log_probs
 from elman.lattice.expand import Expanded
 from elman.lattice.graph import lm_word
 
 LN10 = math.log(10.0)
-ROWS = 512                 # states whose output layer is computed at once
 
 
 def _ids(vocab, words) -> np.ndarray:
@@ -64,45 +63,13 @@ def hidden_states(p, vocab, ex: Expanded):
 
 
 def log_probs(p, H, context, requests) -> np.ndarray:
-    """ln P(target | row) for each (row, target id) of ``requests`` (K,2)."""
+    """ln P(target | row) for each (row, target id) of ``requests`` (K,2), by
+    scoring's own path (a class softmax computes only the targets' classes)."""
     requests = np.asarray(requests, np.int64).reshape(-1, 2)
-    out = np.empty(len(requests))
     if not len(requests):
-        return out
-    if p.classes and p.D is None:
-        return _class_log_probs(p, H, requests)
-    need, where = np.unique(requests[:, 0], return_inverse=True)
-    for i in range(0, len(need), ROWS):
-        block = need[i:i + ROWS]
-        lp = output_log_probs(p, H[block], None if context is None else context[block])
-        mine = np.flatnonzero((where >= i) & (where < i + len(block)))
-        out[mine] = lp[where[mine] - i, requests[mine, 1]]
-    return out
-
-
-def _log_softmax_at(z, cols):
-    """ln softmax(z)[n, cols[n]] of each row n of z."""
-    top = z.max(axis=1, keepdims=True)
-    return (z[np.arange(len(z)), cols] - top[:, 0]) - np.log(np.exp(z - top).sum(axis=1))
-
-
-def _class_log_probs(p, H, requests) -> np.ndarray:
-    """``log_probs`` of a class softmax, computing only what the targets need:
-    ln P(c | h) over the K classes, then ln P(w | c, h) over the words of
-    the target's class alone (not all V)."""
+        return np.empty(0)
     rows, y = requests[:, 0], requests[:, 1]
-    c = np.searchsorted(p.class_bounds, y, side="right") - 1
-    out = np.empty(len(requests))
-    with one_blas_thread():
-        for i in range(0, len(rows), ROWS * 8):
-            h = H[rows[i:i + ROWS * 8]]
-            out[i:i + len(h)] = _log_softmax_at(h @ p.Uc + p.bc, c[i:i + ROWS * 8])
-        for k in np.unique(c):
-            at = np.flatnonzero(c == k)
-            lo, hi = p.class_bounds[k], p.class_bounds[k + 1]
-            z = H[rows[at]] @ p.U[:, lo:hi] + p.b2[lo:hi]
-            out[at] += _log_softmax_at(z, y[at] - lo)
-    return out
+    return target_log_probs(p, H[rows], y, None if context is None else context[rows])
 
 
 class NgramStates:

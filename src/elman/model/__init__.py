@@ -10,9 +10,10 @@ differences in float64.
 from elman.core.params import CLASS_NAMES, DIRECT_NAMES, PARAM_NAMES, Params
 from elman.model.network import (
     bptt, dropout_masks, features, forward_losses, output_log_probs, output_probs, rnn_step, step_gradients,
+    target_log_probs,
     window_losses,
 )
 from elman.model.outputs import LAYERS, layer_for, output_name, register
 
-__all__ = ["Params", "PARAM_NAMES", "CLASS_NAMES", "DIRECT_NAMES", "bptt", "dropout_masks", "features", "forward_losses", "output_log_probs", "output_probs", "rnn_step",
+__all__ = ["Params", "PARAM_NAMES", "CLASS_NAMES", "DIRECT_NAMES", "bptt", "dropout_masks", "features", "forward_losses", "output_log_probs", "output_probs", "rnn_step", "target_log_probs",
            "step_gradients", "window_losses", "LAYERS", "layer_for", "output_name", "register"]

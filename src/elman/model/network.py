@@ -374,5 +374,17 @@ def output_log_probs(p: Params, h, context=None):
     return layer_for(p).log_probs(p, h, extra)
 
 
+def target_log_probs(p: Params, h, y, context=None):
+    """ln yhat[y] of each row of h (N,Dh) for its target y (N,), by the path
+    scoring takes: only the logits a target needs where the layer can (a
+    class softmax: K + |c(y)|). ``context``: as ``output_log_probs``'s."""
+    feats = None
+    if p.D is not None:
+        ctx = None if context is None else np.asarray(context)
+        feats = features(p, np.full((len(y), 1), -1) if ctx is None else ctx[:, -1:],
+                         None if ctx is None else ctx[:, :-1])
+    return -_bounded_losses(p, np.atleast_2d(h), np.asarray(y), None, feats)[0].astype(np.float64)
+
+
 __all__ = ["Params", "PARAM_NAMES", "CLASS_NAMES", "DIRECT_NAMES", "features", "step_gradients", "bptt", "forward_losses",
-           "window_losses", "dropout_masks", "rnn_step", "output_probs", "output_log_probs", "sigmoid"]
+           "window_losses", "dropout_masks", "rnn_step", "output_probs", "output_log_probs", "target_log_probs", "sigmoid"]
