@@ -88,6 +88,14 @@ class Local:
     def cost_state(self):
         return None
 
+    deferred = True     # a plain parameter's gradient may come as a ScatterGrad (``bptt``)
+
+    def share(self, p, opt) -> None:
+        pass
+
+    def step(self, opt, params: dict, grads: dict) -> float:
+        return opt.step(params, grads)
+
     def stats(self):
         return None
 
@@ -315,6 +323,19 @@ class MPIComm:
 
     def cost_state(self):
         return self.sync.state()
+
+    def share(self, p, opt) -> None:
+        """Weights and optimizer state held once a machine, each process
+        updating its slice (``gradsync.GradSync.share``); every process
+        calls it with the same values, before the first update."""
+        self.sync.share(p, opt)
+
+    def step(self, opt, params: dict, grads: dict) -> float:
+        return self.sync.step(opt, params, grads)
+
+    @property
+    def deferred(self) -> bool:
+        return self.sync.deferred
 
     def stats(self):
         return self.sync.stats()
