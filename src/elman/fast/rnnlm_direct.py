@@ -19,19 +19,20 @@ from elman.fast.direct import DirectGrad, dense_terms
 class RnnlmFeatures:
     """The RNNLM-hashed direct features of one window: table D (M,), RNNLM
     order N, V words in classes ``bounds`` (K+1,) (None: one class of all
-    V, a full softmax), ``ctx`` (B, N-2+T) from ``core.direct.contexts``."""
+    V, a full softmax), ``ctx`` (B, N-2+T) from ``core.direct.contexts``,
+    ``oov``: the id that is out of RNNLM's vocabulary (None: none is)."""
 
-    def __init__(self, D, order: int, V: int, bounds, ctx):
+    def __init__(self, D, order: int, V: int, bounds, ctx, oov=None):
         self.D, self.V, self.M = D, V, D.size
         self.bounds = np.array([0, V]) if bounds is None else np.asarray(bounds)
         self.K = 0 if bounds is None else len(self.bounds) - 1
-        self.S = rd.sums(ctx, order)
-        self.Oc, self.on = rd.class_offsets(self.S, self.M) if self.K else (None, None)
+        self.S, self.alive = rd.sums(ctx, order), rd.live(ctx, order, oov)
+        self.Oc, self.on = rd.class_offsets(self.S, self.M, self.alive) if self.K else (None, None)
         self._words = {}
 
     def _word(self, k: int):
         if k not in self._words:
-            self._words[k] = rd.word_offsets(self.S, self.M, k)
+            self._words[k] = rd.word_offsets(self.S, self.M, k, self.alive)
         return self._words[k]
 
     def _class_cells(self, c, rows):

@@ -140,7 +140,7 @@ def direct_features(p: Params, ctx):
     """``fast.direct.Features`` or, for a model hashed RNNLM's way,
     ``fast.rnnlm_direct.RnnlmFeatures`` of contexts ``ctx``."""
     if p.direct_hash == "rnnlm":
-        return RnnlmFeatures(p.D, p.order, p.V, p.class_bounds, ctx)
+        return RnnlmFeatures(p.D, p.order, p.V, p.class_bounds, ctx, p.direct_oov)
     return Features(p.D, p.order, p.V, p.classes, ctx)
 
 
