@@ -226,3 +226,25 @@ def test_sparse_equals_dense(K):
     dense = bptt(p, x, y, h0, history=hist, sparse=False)[1]["D"]
     assert isinstance(sparse, SparseGrad) and not isinstance(dense, SparseGrad)
     np.testing.assert_array_equal(densify({"D": sparse})["D"], dense)
+
+
+@pytest.mark.parametrize("M,K,oov,seed,cut", [(23, 3, None, 0, True), (31, 4, 2, 1, False), (1001, 3, None, 2, False),
+                                              (24, 2, 7, 3, True)])
+def test_compiled_scoring_is_the_reference(M, K, oov, seed, cut):
+    """The compiled class-softmax loop (``fast.classscore``) on RNNLM's terms
+    (``RnnlmFeatures.scoring_terms``) gives numpy scoring's losses; the cut
+    windows and the switched-off features did happen."""
+    from elman.model import forward_losses
+    p, x, y, h0, hist = instance(V=10, B=3, T=9, N=3, M=M, K=K, seed=seed, oov=oov)
+    if oov is not None:
+        x[:, 2::3] = oov
+    p.scoring = "numpy"
+    want, _ = forward_losses(p, x, y, h0, hist)
+    p.scoring = "compiled"
+    got, _ = forward_losses(p, x, y, h0, hist)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    D2, O, Oc = features(p, x, hist).scoring_terms(y.T.ravel())
+    pad = max(int(np.diff(p.class_bounds).max()), K)
+    if oov is not None:                                             # features off: reading the zeros past D
+        assert (O + p.class_bounds[np.searchsorted(p.class_bounds, y.T.ravel(), "right") - 1][:, None] == M).any()
+    assert (len(D2) > M + pad) == cut                               # windows cut at the table's end, copied

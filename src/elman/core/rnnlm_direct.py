@@ -93,12 +93,14 @@ def class_offsets(S, M: int, alive=None) -> tuple:
     return O, np.logical_and.accumulate(nonzero, axis=1)
 
 
-def word_offsets(S, M: int, k: int, alive=None) -> tuple:
+def word_offsets(S, M: int, k, alive=None) -> tuple:
     """(offsets (N,F) int64 in [h, M), limits (N,F)): target class k's word
-    part; feature a reads the class's j-th word while j < limits[:, a]
-    (0 where ``alive`` is not: the features past an out-of-vocabulary word)."""
+    part (k an int, or (N,): each row's own); feature a reads the class's
+    j-th word while j < limits[:, a] (0 where ``alive`` is not: the
+    features past an out-of-vocabulary word)."""
     h = M // 2
-    O = ((np.uint64(BASE) * np.uint64(k + 1) + S) % np.uint64(h)).astype(np.int64) + h
+    k1 = np.asarray(k, np.uint64) + np.uint64(1)
+    O = ((np.uint64(BASE) * (k1[:, None] if k1.ndim else k1) + S) % np.uint64(h)).astype(np.int64) + h
     lim = M - np.maximum.accumulate(O, axis=1)
     return O, lim if alive is None else np.where(alive, lim, 0)
 

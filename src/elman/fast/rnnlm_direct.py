@@ -64,6 +64,27 @@ class RnnlmFeatures:
         idx, on = self._class_cells(c, rows)
         z += np.where(on, self.D[idx], 0).sum(axis=1)
 
+    def scoring_terms(self, y, rows=None):
+        """(D', O, Oc) for ``fast.classscore.class_losses``, whose loop adds
+        D'[O[n,f] + w] to each word w of y_n's class and D'[Oc[n,f] + c] to
+        each class c: RNNLM's terms of targets ``y`` exactly. D' is D, then
+        zeros (where a feature that is off reads), then a copy of each word
+        window the table's end cuts, zeros past the cut."""
+        rows = slice(None) if rows is None else rows
+        k = np.searchsorted(self.bounds, np.asarray(y), "right") - 1
+        width = np.diff(self.bounds)[k][:, None]
+        start, lim = rd.word_offsets(self.S[rows], self.M, k, self.alive[rows])
+        pad = max(int(width.max(initial=0)), self.K)
+        start = np.where(lim > 0, start, self.M)
+        table = [self.D, np.zeros(pad, self.D.dtype)]
+        n, f = np.nonzero((lim > 0) & (lim < width))
+        if len(n):                       # rare: a window within a class's width of the table's end
+            table += [np.r_[self.D[s:s + m], np.zeros(w - m, self.D.dtype)]
+                      for s, m, w in zip(start[n, f], lim[n, f], width[n, 0])]
+            start[n, f] = self.M + pad + np.r_[0, np.cumsum(width[n, 0])[:-1]]
+        Oc = None if not self.K else np.where(self.on[rows], self.Oc[rows], self.M)
+        return np.concatenate(table), start - self.bounds[k][:, None], Oc
+
     def sampled_terms(self, y, samples):
         raise ElmanError("direct connections hashed RNNLM's way need a class or full softmax, not a sampled one")
 
