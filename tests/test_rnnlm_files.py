@@ -270,3 +270,14 @@ def test_a_vocabulary_without_unk_keeps_rnnlms_rule_both_ways(tmp_path):
     elman("import", "--rnnlm", tmp_path / "back.rnnlm", tmp_path / "again")
     assert load_params(tmp_path / "again")[0].direct_oov == p.direct_oov
     assert elman_ppl(tmp_path / "again") == pytest.approx(elman_ppl(tmp_path / "m"), rel=2e-4)
+
+
+@pytest.mark.parametrize("value", [999, "1", -1])
+def test_a_bad_direct_oov_is_refused_in_one_line(tmp_path, value):
+    import json
+    shutil.copytree(FIX / "elman-rnnme", tmp_path / "m")
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    (tmp_path / "m" / "config.json").write_text(json.dumps({**cfg, "direct_oov": value}))
+    done = subprocess.run([sys.executable, "-m", "elman", "eval", "--model", tmp_path / "m", "--data",
+                           FIX / "test.txt"], capture_output=True, text=True)
+    assert done.returncode == 2 and "direct_oov" in done.stderr and len(done.stderr.strip().splitlines()) == 1
