@@ -3,8 +3,10 @@ interface of ``fast.direct.Features``: the terms the output layers add to
 their logits, and dJ/dD from the logits' gradients (the tests hold both to
 ``core.rnnlm_direct``'s reference forms). A word's window depends on its
 class (RNNLM hashes the target's class into it), so the word terms are
-gathered class by class; the sampled softmax, whose samples cross classes,
-is refused.
+gathered class by class; scoring, which needs only each row's target
+class, hands ``fast.classscore``'s compiled loop one window a row and
+feature (``scoring_terms``). The sampled softmax, whose samples cross
+classes, is refused.
 """
 from __future__ import annotations
 
