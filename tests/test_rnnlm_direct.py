@@ -248,3 +248,20 @@ def test_compiled_scoring_is_the_reference(M, K, oov, seed, cut):
     if oov is not None:                                             # features off: reading the zeros past D
         assert (O + p.class_bounds[np.searchsorted(p.class_bounds, y.T.ravel(), "right") - 1][:, None] == M).any()
     assert (len(D2) > M + pad) == cut                               # windows cut at the table's end, copied
+
+
+@pytest.mark.parametrize("M,K,oov", [(23, 3, None), (24, 2, 7), (1001, 0, 3)])
+def test_targets_only_equal_the_whole_output_layer(M, K, oov):
+    """target_log_probs (the lattice's path: compiled, a row's target class
+    alone) against every logit of output_log_probs, RNNLM's hashing."""
+    from elman.model import output_log_probs, target_log_probs
+    p, *_ = instance(V=10, N=3, M=M, K=K, seed=M, oov=oov)
+    p.scoring = "compiled"
+    rng = np.random.default_rng(M)
+    H = rng.uniform(0, 1, (8, p.Dh))
+    context = rng.integers(-1, 10, (8, 2))
+    if oov is not None:
+        context[::2, 0] = oov
+    rows, y = np.repeat(np.arange(8), 10), np.tile(np.arange(10), 8)
+    want = output_log_probs(p, H, context)[rows, y]
+    np.testing.assert_allclose(target_log_probs(p, H[rows], y, context[rows]), want, rtol=1e-12, atol=1e-12)
