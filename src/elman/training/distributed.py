@@ -10,8 +10,9 @@ Synchronous data parallelism: process r of N takes streams r·B/N ..
 (r+1)·B/N - 1 of the run's B (``part``), computes the gradients of its
 positions (each already divided by the global B·T), and the sum over the
 processes (``gradsync``) is the one-process gradient up to the order of the
-float additions; every process then applies the same update to its own
-copy of the weights. Rank 0 is the writer: it alone holds the run
+float additions. Between machines every process then applies the same
+update to its own copy of the weights; the processes of one machine hold
+one copy in shared memory, each updating its slice (``nodeshare``). Rank 0 is the writer: it alone holds the run
 directory's lock and writes checkpoints, metrics and progress.
 
 A failure every process meets at the same point (bad input, divergence,

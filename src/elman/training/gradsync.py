@@ -24,7 +24,9 @@ resumed run with the same number of processes makes the same choices.
 
 That is the exchange between machines. When every process of the job is on
 one machine, 2 and 3 are one write into shared memory and one barrier
-instead (``nodesync``: robust to busy cores); the sums are the same.
+instead (``nodesync``: robust to busy cores); the sums are the same. There
+the weights too are shared, and each process sums and updates only its
+slice (``nodeshare``, through ``share`` and ``step``).
 """
 from __future__ import annotations
 
