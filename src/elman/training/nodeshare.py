@@ -1,20 +1,21 @@
 """One machine's processes hold one copy of the weights and optimizer state, each updating a slice.
 
-With the gradients summed through shared memory (``nodesync``), every
-process used to apply the whole optimizer step to its own copy of the
-weights: N processes did the same work N times. Here the weights and the
-optimizer's state arrays live in one MPI shared-memory window of the
-machine's processes, and process r sums and updates only slice r of each
-tensor (``shard``): rows of L and of the direct weights, columns of U (its
-words), row blocks of the dense ones. A rule is element-wise, so a slice's
-numbers are those of the whole update; the global norm of the clipping is
-the sum of the slices' squared norms, added in rank order by every process
-(``NodeShare.agree``), so all scale alike. A barrier after the step keeps
-any process from reading weights another is still writing.
+Were each process to apply the summed gradients (``nodesync``) to a copy
+of its own, N processes would do the same optimizer step N times. Here the
+weights and the optimizer's state arrays live in one MPI shared-memory
+window of the machine's processes, and each process sums and updates only
+its slice of each tensor: a dense tensor's row blocks (U's blocks of words,
+as it is held word by word, ``shard_axis``), a sparse gradient's ids cut
+at quantiles of process 0's ids (``NodeExchange._slice``). A rule is
+element-wise, so a slice's numbers are those of the whole update; the
+clipping's global norm is the sum of the slices' squared norms, added in
+rank order by every process (``NodeShare.agree``), so all scale alike. The
+direct weights' plain step takes each process's own scatter, never
+exchanged (``NodeShare.step``). A barrier after the step keeps any process
+from reading weights another is still writing.
 """
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
@@ -45,7 +46,7 @@ def settle(req) -> None:
             time.sleep(NAP_S)
 
 
-SPIN_S, NAP_S = float(os.environ.get("ELMAN_SPIN", "5e-5")), float(os.environ.get("ELMAN_NAP", "5e-5"))
+SPIN_S, NAP_S = 5e-5, 5e-5      # a barrier of two running processes takes microseconds; a nap, about 60
 
 
 def shard(n: int, rank: int, size: int) -> tuple[int, int]:
