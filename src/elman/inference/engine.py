@@ -11,7 +11,8 @@ then ``<eos>``; the word before a line's first token is ``<eos>``):
 * n-best with ``--carry``: every hypothesis of utterance u starts from the
   state S_u; S_1 = 0 and S_(u+1) is the state after u's first hypothesis
   (after its last word, before its ``<eos>`` is read), as RNNLM's
-  ``-nbest`` carries it: the first hypotheses form one stream.
+  ``-nbest`` carries it: the first hypotheses form one stream (``-nbest``
+  never reads the state saved in its model file, so neither does S_1).
 
 Memory: the (positions × V) logits of one step are the only V-sized
 array; a step holds at most ``POSITIONS`` positions (rows × window
@@ -27,7 +28,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from elman.model import window_losses
+from elman.model import initial_state, window_losses
 from elman.model.perplexity import WINDOW    # eval's stream window (validation's too)
 
 POSITIONS = 2048      # rows × columns of one batched step
@@ -51,7 +52,8 @@ def _groups(lines: Iterable, tokens: int = GROUP) -> Iterator[list]:
 
 def stream(p, lines: Iterable, eos_id: int, window: int = WINDOW, h0=None, states: bool = False, history=None):
     """Yield (line, losses) for each line in order, -ln P of each target
-    (float64), the lines read as one stream from ``h0`` (default 0; with
+    (float64), the lines read as one stream from ``h0`` (default the
+    model's starting state, ``initial_state``; with
     direct connections ``history``, the words before, default none).
     ``states``: yield (line, losses, S) with S the state after the line's
     last word (the one its ``<eos>`` is read with)."""
@@ -77,7 +79,7 @@ def stream(p, lines: Iterable, eos_id: int, window: int = WINDOW, h0=None, state
             spans.append(span)
             yield np.concatenate(xs)[None], np.concatenate(ys)[None]
 
-    h0 = np.zeros((1, p.Dh), p.dtype) if h0 is None else np.asarray(h0, p.dtype).reshape(1, -1)
+    h0 = initial_state(p, 1) if h0 is None else np.asarray(h0, p.dtype).reshape(1, -1)
     history = None if history is None else np.asarray(history).reshape(1, -1)
     for losses, hs in window_losses(p, windows(), h0, history, states=states):
         col = 0
@@ -148,8 +150,8 @@ def _run(p, rows: list, eos_id: int, h, window: int, history=None) -> list:
 def line_losses(p, lines: Iterable, eos_id: int, carry: bool = False, alternatives: bool = False) -> Iterator:
     """(line, -ln P of each target) for each line, in input order.
 
-    Plain lines: each from h0 = 0 (``--independent``, the default), or one
-    stream (``carry``). ``alternatives`` (the reader's: n-best lines, the
+    Plain lines: each from h0 = 0 (``--independent``, the default; RNNLM's
+    reset state), or one stream (``carry``) from the model's starting state. ``alternatives`` (the reader's: n-best lines, the
     lines of one ``uid`` alternatives of one utterance): every hypothesis of an utterance from
     the same start, h0 = 0 or (``carry``) the state after the previous
     utterance's first hypothesis. Identical lines with the same start are
