@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -165,3 +166,12 @@ def test_a_file_in_independent_sentences_mode_has_no_start(tmp_path):
     elman("import", "--rnnlm", path, tmp_path / "m")
     p, _, cfg = load_params(tmp_path / "m")
     assert p.h_start is None and cfg["rnnlm"]["independent"] == 1
+
+
+def test_a_start_of_the_wrong_shape_is_refused_in_one_line(tmp_path):
+    p, vocab, _ = load_params(FIX / "elman-model")
+    arrays = {**p.as_dict(), "h_start": np.zeros(p.Dh + 1, p.dtype)}
+    save_checkpoint(tmp_path / "m", arrays, vocab, {"level": "word"})
+    done = subprocess.run([sys.executable, "-m", "elman", "eval", "--model", tmp_path / "m", "--data",
+                           FIX / "test.txt"], capture_output=True, text=True)
+    assert done.returncode != 0 and "h_start" in done.stderr and len(done.stderr.strip().splitlines()) == 1
