@@ -134,14 +134,15 @@ def test_a_start_of_zeros_is_no_start_to_the_last_digit(tmp_path):
                                   adapted_stream_losses(p, ids, vocab.eos_id, 0.1, 10))
 
 
-@pytest.mark.parametrize("name", ["rnnlm-text", "rnnlm-binary"])
+@pytest.mark.parametrize("name", ["rnnlm-text", "rnnlm-binary", "rnnme-text"])
 def test_export_writes_the_saved_state_back(name, tmp_path):
     """import then ``export --rnnlm``: the file's saved state is the
     original's (to float32 rounding of 1 - (1 - s)); where the binary is at
     hand, its ``-test`` of the exported file is the original's figure."""
-    elman("import", "--rnnlm", FIX / f"{name}.model", tmp_path / "m")
+    path = _source(name, tmp_path)
+    elman("import", "--rnnlm", path, tmp_path / "m")
     elman("export", "--model", tmp_path / "m", "--rnnlm", tmp_path / "x.rnnlm")
-    original, back = rnnlm_file.read(FIX / f"{name}.model"), rnnlm_file.read(tmp_path / "x.rnnlm")
+    original, back = rnnlm_file.read(path), rnnlm_file.read(tmp_path / "x.rnnlm")
     Dh = original.syn0.shape[0]
     np.testing.assert_allclose(back.hidden[:Dh], original.hidden, atol=6e-8)
     assert back.hidden[Dh] == 1                                    # the unit that carries b1 and b2
