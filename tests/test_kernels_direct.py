@@ -36,6 +36,7 @@ def test_deferred_gradient_builds_the_references_bits(K, M, dtype, threads_n, mo
     loss, ref, h = bptt(p, x, y, h0, **kw)
     loss2, got, h2 = bptt(p, x, y, h0, deferred=True, **kw)
     assert isinstance(got["D"], ScatterGrad) and loss == loss2 and np.array_equal(h, h2)
+    assert [kind for kind, *_ in got["D"].parts] == (["cols", "rows"] if K else ["points", "cols"])   # one part a kind
     ref, got = densify(ref), {k: g.dense() if isinstance(g, ScatterGrad) else g for k, g in densify(got).items()}
     for k in ref:
         assert np.array_equal(ref[k], got[k]), k

@@ -36,7 +36,8 @@ def class_output_losses(h, U, b2, Uc, bc, bounds, y, direct=None):
     plan = Plan(c, bounds)
     with one_blas_thread():                     # every product here is small
         losses, class_cache, _ = output_losses(h, Uc, bc, c, add=direct and direct.add_classes)
-    word_losses, word_cache = grouped_losses(h, U, b2, y, plan, add=direct and direct.add_words)
+    word_losses, word_cache = grouped_losses(h, U, b2, y, plan, add=direct and direct.add_words,
+                                             add_flat=getattr(direct, "add_grouped", None))
     losses += word_losses
     return losses, (class_cache, word_cache)
 
@@ -83,8 +84,7 @@ def class_output_deltas(dloss, cache) -> BlockDeltas:
     h (None: all), c the slice of class or word ids, dz (rows, c) the logits' gradient."""
     class_cache, word_cache = cache
     parts, w = output_deltas(dloss, class_cache)
-    out = [("classes", None, c, D * w[:, None]) for c, D in parts]
-    return BlockDeltas(out + grouped_deltas(dloss, word_cache).parts)
+    return grouped_deltas(dloss, word_cache, head=[("classes", None, c, D * w[:, None]) for c, D in parts])
 
 
 class FastClassSoftmax(ClassSoftmax):
