@@ -153,7 +153,7 @@ def _redo_row(r, hs, U, b2, Ub, plan, flat, s, m, add):
     flat[plan.start[r]:plan.start[r] + b - a] = z
 
 
-def grouped_backward(dloss, cache, overlap=None):
+def grouped_backward(dloss, cache, overlap=None, product: bool = False):
     """Gradients of dloss·Σ_r J_r: dJ/dh (N,Dh) in the rows' order, and
     dJ/d[U; b2] on the C columns of the groups, (Dh+1,C) in ``plan.columns()``
     order (every other column is zero). As ``fast.output.output_backward``,
@@ -162,12 +162,17 @@ def grouped_backward(dloss, cache, overlap=None):
 
     ``overlap``: a function of dJ/dh run on one core while the others
     compute the column gradients (the recurrence's backward pass). Returns
-    (dh, G, overlap(dh) or None); overwrites the cached E with D."""
+    (dh, G, overlap(dh) or None); overwrites the cached E with D.
+    ``product``: G is not formed; in its place (hw, w), the factor
+    h/s·dloss (N,Dh) and w = dloss/s (N,) in the plan's order, for
+    ``fast.colgrad`` (then D, in the cache, is the other factor)."""
     hs, U, yl, plan, D, blocks, s = cache       # the cached E and its blocks, turned into D here
     N, Dh = hs.shape[0], U.shape[0]
     w = _sorted(dloss, plan) / s
     D[plan.start + yl] -= s
     dhs = np.empty((N, Dh), s.dtype)
+    if product:
+        return _dh(plan, blocks, U, w, dhs), (np.multiply(hs[:, :Dh], w[:, None]), w), None
     hw = np.empty((Dh + 1, N), s.dtype)
     np.multiply(hs[:, :Dh].T, w, out=hw[:Dh])
     hw[Dh] = w
@@ -178,11 +183,6 @@ def grouped_backward(dloss, cache, overlap=None):
     GT = scratch.empty("grouped G", (C, Dh + 1), s.dtype) if word_major else None
     G = GT.T if word_major else scratch.empty("grouped G", (Dh + 1, C), s.dtype)
 
-    def dh_task(task):
-        for g in task:
-            i, j = plan.cuts[g], plan.cuts[g + 1]
-            np.matmul(blocks[g], U[:, plan.a[g]:plan.b[g]].T, out=dhs[i:j])
-
     def dU_task(task):
         for g in task:
             i, j = plan.cuts[g], plan.cuts[g + 1]
@@ -191,15 +191,27 @@ def grouped_backward(dloss, cache, overlap=None):
             else:
                 np.matmul(hw[:, i:j], blocks[g], out=G[:, plan.coff[g]:plan.coff[g + 1]])
 
+    dh = _dh(plan, blocks, U, w, dhs)
+    tasks = _tasks(plan, np.diff(plan.off))
+    with one_blas_thread():
+        done = parallel_for(lambda i: dU_task(tasks[i]), len(tasks), first=overlap and (lambda: overlap(dh)))
+    return dh, G, done
+
+
+def _dh(plan, blocks, U, w, dhs):
+    """dJ/dh = (D U[:, a:b]ᵀ)·w group by group, (N,Dh) in the rows' own order."""
+    def dh_task(task):
+        for g in task:
+            i, j = plan.cuts[g], plan.cuts[g + 1]
+            np.matmul(blocks[g], U[:, plan.a[g]:plan.b[g]].T, out=dhs[i:j])
+
     tasks = _tasks(plan, np.diff(plan.off))
     with one_blas_thread():
         parallel_for(lambda i: dh_task(tasks[i]), len(tasks))
     dhs *= w[:, None]
     dh = np.empty_like(dhs)
     dh[plan.order] = dhs
-    with one_blas_thread():
-        done = parallel_for(lambda i: dU_task(tasks[i]), len(tasks), first=overlap and (lambda: overlap(dh)))
-    return dh, G, done
+    return dh
 
 
 def _sorted(dloss, plan):
