@@ -37,7 +37,7 @@ def test_deferred_gradient_builds_the_references_bits(K, M, dtype, threads_n, mo
     loss, ref, h = bptt(p, x, y, h0, **kw)
     loss2, got, h2 = bptt(p, x, y, h0, deferred=True, **kw)
     assert isinstance(got["D"], ScatterGrad) and loss == loss2 and np.array_equal(h, h2)
-    assert [kind for kind, *_ in got["D"].parts] == (["cols", "rows"] if K else ["points", "cols"])   # one part a kind
+    assert [kind for kind, *_ in got["D"].parts] == (["rows", "rows"] if K else ["points", "cols"])   # classes, words
     assert isinstance(got["U"], ColumnProduct) == bool(K)
     ref, got = densify(ref), {k: g.dense() if isinstance(g, (ScatterGrad, ColumnProduct)) else g
                               for k, g in densify(got).items()}

@@ -158,8 +158,8 @@ class ScatterGrad:
         the word blocks of ``fast.grouped.FlatBlocks`` as one "rows" part."""
         flat = getattr(parts, "plan", None) is not None and parts.space == "words"
         blocks = parts.head if flat else parts
-        out = [("cols", (Oc if kind == "classes" else O)[slice(None) if rows is None else rows],
-                np.arange(c.start, c.stop), dz) for kind, rows, c, dz in blocks]
+        out = [_block_part((Oc if kind == "classes" else O)[slice(None) if rows is None else rows], c, dz)
+               for kind, rows, c, dz in blocks]
         if flat:
             plan = parts.plan
             out.append(("rows", O[plan.order], np.stack([plan.start, plan.width, plan.col]), parts.values()))
@@ -221,6 +221,15 @@ class ScatterGrad:
 
     def __repr__(self):
         return f"ScatterGrad({self.size} cells of {self.shape} in {len(self.parts)} parts)"
+
+
+def _block_part(O, c: slice, dz):
+    """A block dz (n, |c|) of columns c of every row's windows as a "rows"
+    part: row r's values at r·|c| in dz's flat layout (the same cells and
+    additions, in the same order, as ("cols", O, c's ids, dz))."""
+    n, w = dz.shape
+    at = np.stack([np.arange(n) * w, np.full(n, w), np.full(n, c.start)])
+    return "rows", O, at, np.ascontiguousarray(dz).reshape(-1)
 
 
 _SCATTER = {"cols": scatter_cols, "points": scatter_points, "rows": scatter_rows}
