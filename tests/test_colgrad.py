@@ -82,9 +82,9 @@ def test_steps_from_the_factors_agree_with_the_steps_on_the_array(dtype, clip, o
         np.testing.assert_allclose(b, a, rtol=tol, atol=tol * np.abs(a).max())
 
 
-def test_one_thread_and_two_take_the_same_step(monkeypatch):
+def test_one_thread_two_and_sixteen_take_the_same_step(monkeypatch):
     out = []
-    for n in (1, 2):
+    for n in (1, 2, 16):
         monkeypatch.setattr(threads, "THREADS", n)
         p, h, y = _window(np.float32, V=300, K=12, N=200)
         params = p.as_dict()
@@ -92,7 +92,8 @@ def test_one_thread_and_two_take_the_same_step(monkeypatch):
         G = np.full_like(p.U, 1e-7)
         assert prod.step(p.U, G, 0.1, 1e-8)
         out.append((params["U"].copy(), G))
-    assert np.array_equal(out[0][0], out[1][0]) and np.array_equal(out[0][1], out[1][1])
+    for U, G in out[1:]:
+        assert np.array_equal(out[0][0], U) and np.array_equal(out[0][1], G)
 
 
 def test_a_layout_the_kernel_does_not_take_falls_back_to_the_array():
