@@ -138,6 +138,12 @@ class Features:
         from elman.fast import windows     # Numba takes 0.3 s to import: only gradients and classes pay it
         windows.add_rows(flat, self.D, self.O, plan.order, plan.start, plan.width, plan.col)
 
+    def scoring_terms(self, y, rows=None):
+        """(D, O, Oc) for ``fast.classscore.class_losses``: elman's windows, whatever the targets."""
+        if rows is None:
+            return self.D, self.O, self.Oc
+        return self.D, self.O[rows], None if self.Oc is None else self.Oc[rows]
+
     def sampled_terms(self, y, samples):
         """(N,) for the targets and (N,S) for the samples: the sampled softmax's ``extra``."""
         from elman.fast import windows     # Numba takes 0.3 s to import: only sampled runs pay it
