@@ -110,3 +110,12 @@ def test_a_layout_the_kernel_does_not_take_falls_back_to_the_array():
     G = o.initial + g * g
     want -= (g * np.float32(0.1)) / (np.sqrt(G) + np.float32(o.eps))
     np.testing.assert_allclose(U, want, rtol=1e-5, atol=1e-7)
+
+
+def test_the_product_outlives_the_next_forward_pass():
+    """The layer's buffers are reused window after window; the product keeps its own."""
+    p, h, y = _window(np.float32)
+    prod = _grads(p, h, y, 0.1, True)[2]
+    want = prod.dense()
+    class_output_losses(h[::-1].copy(), p.U, p.b2, p.Uc, p.bc, p.class_bounds, y)    # the same buffer's size
+    assert np.array_equal(prod.dense(), want)

@@ -19,8 +19,8 @@ the factors' Gram matrices, group by group,
 without the product (SGD's step likewise). ``sparse()`` builds the reference's array (the
 products ``fast.grouped`` made), for every other use; the step agrees with
 Adagrad on that array to rounding (the sums go in another order than
-BLAS's). The factors are the layer's scratch buffers: valid until the next
-window's forward pass, which is after the optimizer's step.
+BLAS's). D is the layer's scratch buffer, held: ``fast.scratch`` hands a
+buffer out again only once nothing uses it, so a step may come any time.
 """
 from __future__ import annotations
 
