@@ -16,13 +16,13 @@ from elman.training.optim import make_optimizer
 
 def _window(dtype, V=60, K=15, Dh=6, N=14, seed=2):
     rng = np.random.default_rng(seed)
-    counts = rng.integers(1, 100, V)
+    counts = np.round(1000 / np.arange(1, V + 1)).astype(np.int64) + 1      # Zipf: word 0 a class alone
     p = Params.init(V, 4, Dh, seed=seed, dtype=dtype, classes=K, counts=counts)
     p.U[...] = rng.normal(0, 0.5, p.U.shape)
     p.b2[...] = rng.normal(0, 0.5, V)
     h = rng.uniform(0, 1, (N, Dh)).astype(dtype)
     y = rng.choice(V, N, p=counts / counts.sum())
-    y[:3] = 0                                           # a class with several rows
+    y[:6] = 0                                           # word 0's class: more rows than twice its columns
     return p, h, y
 
 
@@ -43,6 +43,8 @@ def test_the_factors_make_the_arrays_of_the_layer(dtype):
     assert np.array_equal(built.index, cols) and len(cols) < p.V        # some classes have no target
     np.testing.assert_allclose(built.values, dU, rtol=tol, atol=tol * np.abs(dU).max())
     np.testing.assert_allclose(db2s.values, db2, rtol=tol, atol=tol * np.abs(db2).max())
+    n, w = np.diff(prod.plan.cuts), prod.plan.b - prod.plan.a
+    assert (n >= 2 * w).any() and (n < 2 * w).any()    # the norm's two ways, column by column and by Gram matrices
     assert prod.sq_sum() == pytest.approx(float(np.sum(dU.astype(np.float64) ** 2)), rel=tol)
     # and the reference: core's class layer, dense
     ref = ClassSoftmax()

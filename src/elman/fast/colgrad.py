@@ -16,9 +16,10 @@ the factors' Gram matrices, group by group,
 
     ||dJ/dU||² = Σ_c Σ_{r,r' ∈ R} (hw_r · hw_r') (D_r · D_r')
 
-without the product (SGD's step likewise). ``sparse()`` builds the reference's array (the
-products ``fast.grouped`` made), for every other use; the step agrees with
-Adagrad on that array to rounding (the sums go in another order than
+without the product (a class of many rows and few columns, a frequent
+word's, column by column). SGD's step goes the same way. ``sparse()``
+builds the reference's array (the products ``fast.grouped`` made), for
+every other use; the step agrees with the rule on that array to rounding (the sums go in another order than
 BLAS's). D is the layer's scratch buffer, held: ``fast.scratch`` hands a
 buffer out again only once nothing uses it, so a step may come any time.
 """
@@ -68,13 +69,26 @@ def step_columns(P, ps, S, ss, hw, flat, cuts, a, wid, off, g0, g1, scale, lr, e
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def gram_sq(hw, flat, cuts, wid, off):
-    """Σ over groups and their rows r, r' of (hw_r · hw_r')(D_r · D_r'), in
-    float64; the dot products' terms summed in any order (so in vector
-    registers: a norm for the clipping, not a gradient), NaN kept NaN."""
+    """Σ over groups of ||hw_Rᵀ D_R||², in float64: by the rows' Gram
+    matrices, Σ_{r,r'} (hw_r · hw_r')(D_r · D_r'), where a group has fewer
+    rows than twice its columns, else (a frequent word's class: many rows,
+    few columns) column by column. The terms summed in any order (so in
+    vector registers: a norm for the clipping, not a gradient), NaN kept NaN."""
     total = 0.0
     Dh = hw.shape[1]
+    v = np.empty(Dh, np.float64)
     for g in range(cuts.shape[0] - 1):
         i, j, w, o = cuts[g], cuts[g + 1], wid[g], off[g]
+        if j - i >= 2 * w:
+            for k in range(w):
+                v[:] = 0.0
+                for r in range(i, j):
+                    d = np.float64(flat[o + (r - i) * w + k])
+                    for q in range(Dh):
+                        v[q] += d * hw[r, q]
+                for q in range(Dh):
+                    total += v[q] * v[q]
+            continue
         for r in range(i, j):
             for r2 in range(r, j):
                 hh = 0.0
