@@ -29,6 +29,7 @@ import numpy as np
 
 from elman.model import window_losses
 from elman.model.perplexity import WINDOW    # eval's stream window (validation's too)
+from elman.inference.prefix import trie_losses
 
 POSITIONS = 2048      # rows × columns of one batched step
 GROUP = 1 << 16       # tokens read ahead, then sorted by length
@@ -152,8 +153,9 @@ def line_losses(p, lines: Iterable, eos_id: int, carry: bool = False, alternativ
     stream (``carry``). ``alternatives`` (the reader's: n-best lines, the
     lines of one ``uid`` alternatives of one utterance): every hypothesis of an utterance from
     the same start, h0 = 0 or (``carry``) the state after the previous
-    utterance's first hypothesis. Identical lines with the same start are
-    run once, so identical hypotheses get identical scores."""
+    utterance's first hypothesis, through a prefix trie of the
+    hypotheses of one start (``prefix``). Identical lines with the same
+    start are run once, so identical hypotheses get identical scores."""
     if carry and not alternatives:
         yield from stream(p, lines, eos_id)
         return
@@ -168,20 +170,20 @@ def line_losses(p, lines: Iterable, eos_id: int, carry: bool = False, alternativ
             for line in firsts:
                 before.append(_words_before(p, before[-1], line.ids, eos_id))
             starts, chain, words = [chain] + after[:-1], after[-1], before[-1]
-        index, rows, h0, history = {}, [], [], []
+        index, rows, root = {}, [], []
         for line, u in zip(group, utterance):
-            key = (u, line.ids.tobytes()) if carry else line.ids.tobytes()
+            key = (u if carry else 0, line.ids.tobytes())
             if key not in index:
                 index[key] = len(rows)
                 rows.append(line.ids)
-                if carry:
-                    h0.append(starts[u])
-                    history.append(before[u])
-        with_words = carry and p.D is not None
-        losses = batched(p, rows, eos_id, np.array(h0) if carry else None,
-                         history=np.array(history) if with_words else None)
+                root.append(key[0])
+        if alternatives:        # hypotheses share prefixes: each distinct one is run once (``prefix``)
+            losses = trie_losses(p, rows, eos_id, root, np.array(starts) if carry else None,
+                                 np.array(before[:-1]) if carry and p.D is not None else None)
+        else:                   # plain lines without carry: each from h0 = 0
+            losses = batched(p, rows, eos_id)
         for line, u in zip(group, utterance):
-            yield line, losses[index[(u, line.ids.tobytes()) if carry else line.ids.tobytes()]]
+            yield line, losses[index[u if carry else 0, line.ids.tobytes()]]
 
 
 def _words_before(p, before, ids, eos_id: int):

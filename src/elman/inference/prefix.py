@@ -1,0 +1,118 @@
+"""N-best hypotheses scored through a prefix trie: each distinct prefix's
+recurrence and each distinct (prefix, next token) log-probability computed
+once.
+
+The hypotheses of one start (h0 after ``<eos>``, and with direct
+connections the words before) that begin with the same words reach the
+same states after them: a recogniser's n-best list is near-copies of one
+sentence, differing mostly late, so most of a list's positions are
+prefixes that another hypothesis has already read. Here the rows (id
+arrays, each ending in ``<eos>``) are read into a trie: a root a start,
+a node a prefix, its state the one after the prefix's last id; the edge
+into a node is that id as a target, scored at the parent's state. A
+row's losses are those of the edges along its path. Direct connections'
+features are the last N-1 words read, which a node's prefix (and its
+root's words before) determines, so sharing is exact for them too.
+
+The trie runs depth by depth: the nodes at one depth with children
+advance together (one batched step of the recurrence, the compiled scan
+as ``model.window_losses`` runs it), and the edges into the next depth are
+scored together by the model's own scoring path
+(``model.target_log_probs``: a class softmax computes only the targets'
+logits). The next depth's recurrence, which needs one core, runs beside
+this depth's output layer. Memory: one depth's states and contexts, and
+the output layer's bounded blocks.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from elman.core.layers import embedding_forward, rnn_step_forward
+from elman.fast.recurrence import threaded_input_forward
+from elman.fast.threads import beside, one_blas_thread
+from elman.model import target_log_probs
+
+
+class Trie:
+    """The prefixes of ``rows``: node r < R is root r (it has read
+    ``<eos>``); every other node continues ``parent`` by ``token`` at
+    ``depth`` (ids read after the root's ``<eos>``). ``paths[i]``: row i's
+    nodes, one per id, so row i's k-th target is scored on the edge into
+    ``paths[i][k]``."""
+
+    def __init__(self, rows, roots, R: int, eos_id: int):
+        parent, token, depth = [-1] * R, [eos_id] * R, [0] * R
+        table, self.paths = {}, []
+        for row, node in zip(rows, roots):
+            path = []
+            for k, t in enumerate(row.tolist(), 1):
+                child = table.get((node, t))
+                if child is None:
+                    child = table[node, t] = len(parent)
+                    parent.append(node), token.append(t), depth.append(k)
+                path.append(child)
+                node = child
+            self.paths.append(np.array(path, np.int64))
+        self.parent, self.token, self.depth = np.array(parent), np.array(token, np.int64), np.array(depth)
+        self.R = R
+
+    def __len__(self) -> int:
+        return len(self.parent)
+
+    def levels(self) -> list:
+        """For each depth d: (the nodes at d with children, every root at
+        depth 0; the nodes at d + 1), each in the order of its node ids."""
+        inner = np.zeros(len(self), bool)
+        inner[:self.R] = True
+        inner[self.parent[self.R:]] = True
+        order = np.argsort(self.depth, kind="stable")
+        cuts = np.searchsorted(self.depth[order], np.arange(int(self.depth.max()) + 2))
+        nodes = [order[cuts[d]:cuts[d + 1]] for d in range(len(cuts) - 1)]
+        return [(nodes[d][inner[nodes[d]]], nodes[d + 1]) for d in range(len(nodes) - 1)]
+
+
+def _step(p, h_prev, ids):
+    """h after reading ``ids`` (B,) from ``h_prev`` (B,Dh), as scoring's
+    windows compute it (compiled, or the gradient pass's NumPy step)."""
+    e, _ = embedding_forward(ids, p.L)
+    a = threaded_input_forward(e, p.I, p.b1)
+    if p.scoring != "compiled":
+        return rnn_step_forward(h_prev, a, p.H)[0]
+    from elman.fast.scan import scan_forward        # Numba's import: only scoring pays it
+    hs = np.empty((2,) + a.shape, p.dtype)
+    hs[0] = h_prev
+    return scan_forward(p.H, a[None], hs)[1]
+
+
+def trie_losses(p, rows: list, eos_id: int, roots=None, h0=None, history=None) -> list:
+    """-ln P of each target (float64 arrays) of each id array in ``rows``
+    (each ending in ``<eos>``), as ``engine.batched`` gives them: row i
+    from start ``roots[i]`` (default 0 for all), start r from the state
+    h0[r] (default 0) before ``<eos>`` and, with direct connections, after
+    the words history[r] (default none)."""
+    roots = [0] * len(rows) if roots is None else list(roots)
+    R = max(roots, default=-1) + 1
+    trie = Trie(rows, roots, R, eos_id)
+    h = np.zeros((R, p.Dh), p.dtype) if h0 is None else np.asarray(h0, p.dtype).reshape(R, p.Dh)
+    ctx = None
+    if p.D is not None:          # each node's last N-1 ids read, -1 for none
+        n = max(p.order - 2, 0)
+        words = np.full((R, n), -1, np.int64) if history is None else np.asarray(history, np.int64).reshape(R, -1)
+        ctx = np.concatenate([words[:, words.shape[1] - n:], np.full((R, 1), eos_id)], axis=1)
+    lp = np.zeros(len(trie))
+    pos = np.zeros(len(trie), np.int64)      # a node's row in its depth's states
+    with one_blas_thread():      # one depth's products are small: BLAS's threads would only spin
+        states = _step(p, h, np.full(R, eos_id, np.int64))
+        levels = trie.levels()
+        for d, (here, below) in enumerate(levels):
+            pos[here] = np.arange(len(here))
+            inner = levels[d + 1][0] if d + 1 < len(levels) else below[:0]
+            at = pos[trie.parent[inner]]
+            later = beside(lambda s=states, at=at, ids=trie.token[inner]: _step(p, s[at], ids)) if len(inner) else None
+            rows_of = pos[trie.parent[below]]
+            lp[below] = target_log_probs(p, states[rows_of], trie.token[below],
+                                         None if ctx is None else ctx[rows_of])
+            if ctx is not None:
+                ctx = np.concatenate([ctx[at, 1:], trie.token[inner, None]], axis=1)
+            states = later() if later is not None else None
+    return [-lp[path] for path in trie.paths]
