@@ -35,25 +35,33 @@ from elman.model import target_log_probs
 
 class Trie:
     """The prefixes of ``rows``: node r < R is root r (it has read
-    ``<eos>``); every other node continues ``parent`` by ``token`` at
-    ``depth`` (ids read after the root's ``<eos>``). ``paths[i]``: row i's
+    ``<eos>``); every other node continues ``parent`` by ``token``. Nodes
+    are numbered depth by depth (ids read after the root's ``<eos>``),
+    those of depth d being ``cuts[d]:cuts[d+1]``. ``paths[i]``: row i's
     nodes, one per id, so row i's k-th target is scored on the edge into
-    ``paths[i][k]``."""
+    ``paths[i][k]``.
+
+    Built a depth at a time: the rows still running at depth k give
+    (their node at k - 1, their k-th id) pairs, and the distinct pairs
+    (``np.unique``) are the nodes of depth k."""
 
     def __init__(self, rows, roots, R: int, eos_id: int):
-        parent, token, depth = [-1] * R, [eos_id] * R, [0] * R
-        table, self.paths = {}, []
-        for row, node in zip(rows, roots):
-            path = []
-            for k, t in enumerate(row.tolist(), 1):
-                child = table.get((node, t))
-                if child is None:
-                    child = table[node, t] = len(parent)
-                    parent.append(node), token.append(t), depth.append(k)
-                path.append(child)
-                node = child
-            self.paths.append(np.array(path, np.int64))
-        self.parent, self.token, self.depth = np.array(parent), np.array(token, np.int64), np.array(depth)
+        lengths = np.array([len(r) for r in rows], np.int64)
+        width = int(lengths.max(initial=0))
+        ids = np.zeros((len(rows), width), np.int64)
+        ids[np.arange(width) < lengths[:, None]] = np.concatenate(rows) if rows else []
+        span = int(ids.max(initial=0)) + 1
+        node = np.array(roots, np.int64).reshape(len(rows))
+        paths = np.empty((len(rows), width), np.int64)
+        parent, token, self.cuts = [np.full(R, -1)], [np.full(R, eos_id)], [0, R]
+        for k in range(width):
+            live = np.flatnonzero(lengths > k)
+            pairs, inverse = np.unique(node[live] * span + ids[live, k], return_inverse=True)
+            node[live] = paths[live, k] = self.cuts[-1] + inverse.reshape(-1)
+            parent.append(pairs // span), token.append(pairs % span)
+            self.cuts.append(self.cuts[-1] + len(pairs))
+        self.parent, self.token = np.concatenate(parent), np.concatenate(token).astype(np.int64)
+        self.paths = [paths[i, :n] for i, n in enumerate(lengths)]
         self.R = R
 
     def __len__(self) -> int:
@@ -61,27 +69,20 @@ class Trie:
 
     def levels(self) -> list:
         """For each depth d: (the nodes at d with children, every root at
-        depth 0; the nodes at d + 1), each in the order of its node ids."""
-        inner = np.zeros(len(self), bool)
-        inner[:self.R] = True
-        inner[self.parent[self.R:]] = True
-        order = np.argsort(self.depth, kind="stable")
-        cuts = np.searchsorted(self.depth[order], np.arange(int(self.depth.max()) + 2))
-        nodes = [order[cuts[d]:cuts[d + 1]] for d in range(len(cuts) - 1)]
-        return [(nodes[d][inner[nodes[d]]], nodes[d + 1]) for d in range(len(nodes) - 1)]
+        depth 0; the nodes at d + 1), each in increasing node ids."""
+        c = self.cuts
+        below = [np.arange(c[d + 1], c[d + 2]) for d in range(len(c) - 2)]
+        here = [np.arange(self.R)] + [np.unique(self.parent[b]) for b in below[1:]]
+        return list(zip(here, below))
 
 
 def _step(p, h_prev, ids):
-    """h after reading ``ids`` (B,) from ``h_prev`` (B,Dh), as scoring's
-    windows compute it (compiled, or the gradient pass's NumPy step)."""
+    """h after reading ``ids`` (B,) from ``h_prev`` (B,Dh): the reference
+    step, one (B,Dh)(Dh,Dh) product for the B rows of a depth (their steps
+    are independent; a stream's are not, which is why a window's
+    recurrence runs compiled, ``fast.scan``: the two agree to rounding)."""
     e, _ = embedding_forward(ids, p.L)
-    a = threaded_input_forward(e, p.I, p.b1)
-    if p.scoring != "compiled":
-        return rnn_step_forward(h_prev, a, p.H)[0]
-    from elman.fast.scan import scan_forward        # Numba's import: only scoring pays it
-    hs = np.empty((2,) + a.shape, p.dtype)
-    hs[0] = h_prev
-    return scan_forward(p.H, a[None], hs)[1]
+    return rnn_step_forward(h_prev, threaded_input_forward(e, p.I, p.b1), p.H)[0]
 
 
 def trie_losses(p, rows: list, eos_id: int, roots=None, h0=None, history=None) -> list:
