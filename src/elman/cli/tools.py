@@ -59,6 +59,10 @@ def add_bench(sub):
     p.add_argument("--no-full", action="store_true",
                    help="leave out the full softmax's rows, and sampled softmax's evaluation, which is the "
                         "full softmax's (at large V their steps take seconds)")
+    p.add_argument("--no-scoring", action="store_true",
+                   help="leave out the scoring rows: one stream scored as elman eval scores it, for each output "
+                        "layer with and without direct connections (the class softmax's K: --classes, else the "
+                        "defaults'; the direct connections: --direct, else the defaults')")
     p.add_argument("--processes", type=positive_int, metavar="N",
                    help="instead: N MPI processes x 1 thread against 1 process x N threads, training on the "
                         "same B streams, and the predicted words/s of N machines (needs elman[mpi])")
@@ -104,7 +108,7 @@ def run_bench(args) -> int:
         from elman.bench.peers import find_binary
         peer = find_binary(args.vs_peers or None)
     res = bench(cfg, steps=args.steps, rounds=min(args.rounds, args.steps), vs_torch=args.vs_torch,
-                full=not args.no_full, peer=peer)
+                full=not args.no_full, peer=peer, score=not args.no_scoring)
     print(json.dumps(res, indent=1) if args.json else format_report(res))
     return 0
 
