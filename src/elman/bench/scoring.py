@@ -38,7 +38,7 @@ import numpy as np
 
 from elman.bench.zipf import zipf_counts
 
-WINDOWS = 4             # eval windows a round scores at least
+WINDOWS = 8             # eval windows a round scores at least
 
 
 def configurations(cfg, full: bool = True) -> list:
