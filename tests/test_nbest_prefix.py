@@ -36,23 +36,31 @@ def _alone(p, rows, h0=None, history=None):
                            history=None if history is None else history[i:i + 1])[0] for i, r in enumerate(rows)]
 
 
+@pytest.mark.parametrize("tail", [0, 16, 10**6])
 @pytest.mark.parametrize("dtype, rtol", [("float64", 1e-11), ("float32", 2e-5)])
 @pytest.mark.parametrize("kind", [*KINDS, "rnnlm-direct"])
-def test_the_trie_gives_each_hypothesis_its_own_losses(kind, dtype, rtol):
+def test_the_trie_gives_each_hypothesis_its_own_losses(kind, dtype, rtol, tail, monkeypatch):
+    """``tail``: rows still running under which the rest runs in windows (0: the trie to the end;
+    10**6: the trie for the first target only)."""
     p = random_model(dtype=dtype, **KINDS["classes+direct" if kind == "rnnlm-direct" else kind])
     if kind == "rnnlm-direct":
         p.direct_hash = "rnnlm"
+    monkeypatch.setattr(prefix, "TAIL", tail)
     rows, _ = _nbest()
+    rng = np.random.default_rng(4)
+    rows += [np.r_[rows[0][:5], rng.integers(1, 13, n), EOS_ID] for n in (300, 600, 40)]    # long tails
     got = prefix.trie_losses(p, rows, EOS_ID)
     for g, want in zip(got, _alone(p, rows)):
         assert g.dtype == np.float64 and g.shape == want.shape
         np.testing.assert_allclose(g, want, rtol=rtol, atol=rtol)
 
 
+@pytest.mark.parametrize("tail", [0, 10**6])
 @pytest.mark.parametrize("kind", KINDS)
-def test_starts_of_their_own_are_each_roots_state_and_words(kind):
+def test_starts_of_their_own_are_each_roots_state_and_words(kind, tail, monkeypatch):
     """Per-utterance roots (score --nbest --carry): root r from h0[r] after history[r]."""
     p = random_model(**KINDS[kind])
+    monkeypatch.setattr(prefix, "TAIL", tail)
     rows, utt = _nbest(seed=1)
     rng = np.random.default_rng(5)
     R = max(utt) + 1
@@ -72,6 +80,7 @@ def test_each_distinct_prefix_is_run_once_and_each_edge_scored_once(monkeypatch)
     rows, utt = _nbest(seed=2, per=40)
     stepped, scored = [], []
     step, target = prefix._step, prefix.target_log_probs
+    monkeypatch.setattr(prefix, "TAIL", 0)        # the trie to the end (no rows run in windows)
     monkeypatch.setattr(prefix, "_step", lambda p, h, ids: stepped.append(len(ids)) or step(p, h, ids))
     monkeypatch.setattr(prefix, "target_log_probs", lambda p, h, y, c: scored.append(len(y)) or target(p, h, y, c))
     for roots in (None, utt):
@@ -104,3 +113,17 @@ def test_engine_nbest_equals_scoring_each_hypothesis_alone_with_and_without_carr
         S, read = starts[line.uid]
         np.testing.assert_allclose(g, direct_losses(p, line.ids, h=S, before=read)[0], rtol=2e-4, atol=2e-5)
     assert not np.allclose(carried[len(rows) - 1][1], indep[len(rows) - 1][1])
+
+
+def test_a_long_hypothesis_runs_in_windows_once_few_rows_run_on(monkeypatch):
+    """A trie steps a depth at a time; with at most TAIL rows left, the rest runs in windows."""
+    p = random_model(classes=4, direct=40)
+    rng = np.random.default_rng(6)
+    rows = [np.r_[rng.integers(1, 13, 700), EOS_ID]] + [np.r_[rng.integers(1, 13, 3), EOS_ID] for _ in range(40)]
+    stepped = []
+    step = prefix._step
+    monkeypatch.setattr(prefix, "_step", lambda p, h, ids: stepped.append(len(ids)) or step(p, h, ids))
+    got = prefix.trie_losses(p, rows, EOS_ID)
+    assert len(stepped) <= 4 < len(rows[0])              # the depths while the short ones run, then windows
+    for g, want in zip(got, _alone(p, rows)):
+        np.testing.assert_allclose(g, want, rtol=1e-11)

@@ -30,7 +30,10 @@ import numpy as np
 from elman.core.layers import embedding_forward, rnn_step_forward
 from elman.fast.recurrence import threaded_input_forward
 from elman.fast.threads import beside, one_blas_thread
+from elman.inference.rows import batched
 from elman.model import target_log_probs
+
+TAIL = 16     # rows still running at or under which the rest of them runs in windows
 
 
 class Trie:
@@ -43,9 +46,10 @@ class Trie:
 
     Built a depth at a time: the rows still running at depth k give
     (their node at k - 1, their k-th id) pairs, and the distinct pairs
-    (``np.unique``) are the nodes of depth k."""
+    (``np.unique``) are the nodes of depth k; ``depth``: no deeper than
+    that (a path then holds a row's first ``depth`` nodes)."""
 
-    def __init__(self, rows, roots, R: int, eos_id: int):
+    def __init__(self, rows, roots, R: int, eos_id: int, depth: int | None = None):
         lengths = np.array([len(r) for r in rows], np.int64)
         width = int(lengths.max(initial=0))
         ids = np.zeros((len(rows), width), np.int64)
@@ -54,15 +58,15 @@ class Trie:
         node = np.array(roots, np.int64).reshape(len(rows))
         paths = np.empty((len(rows), width), np.int64)
         parent, token, self.cuts = [np.full(R, -1)], [np.full(R, eos_id)], [0, R]
-        for k in range(width):
+        for k in range(width if depth is None else min(width, depth)):
             live = np.flatnonzero(lengths > k)
             pairs, inverse = np.unique(node[live] * span + ids[live, k], return_inverse=True)
             node[live] = paths[live, k] = self.cuts[-1] + inverse.reshape(-1)
             parent.append(pairs // span), token.append(pairs % span)
             self.cuts.append(self.cuts[-1] + len(pairs))
         self.parent, self.token = np.concatenate(parent), np.concatenate(token).astype(np.int64)
-        self.paths = [paths[i, :n] for i, n in enumerate(lengths)]
-        self.R = R
+        self.paths = [paths[i, :n] for i, n in enumerate(np.minimum(lengths, len(self.cuts) - 2))]
+        self.ids, self.lengths, self.roots, self.R = ids, lengths, np.array(roots, np.int64).reshape(len(rows)), R
 
     def __len__(self) -> int:
         return len(self.parent)
@@ -87,13 +91,15 @@ def _step(p, h_prev, ids):
 
 def trie_losses(p, rows: list, eos_id: int, roots=None, h0=None, history=None) -> list:
     """-ln P of each target (float64 arrays) of each id array in ``rows``
-    (each ending in ``<eos>``), as ``engine.batched`` gives them: row i
+    (each ending in ``<eos>``), as ``rows.batched`` gives them: row i
     from start ``roots[i]`` (default 0 for all), start r from the state
     h0[r] (default 0) before ``<eos>`` and, with direct connections, after
-    the words history[r] (default none)."""
+    the words history[r] (default none). Once at most ``TAIL`` rows run
+    on, what is left of them runs in windows (``_tails``)."""
     roots = [0] * len(rows) if roots is None else list(roots)
     R = max(roots, default=-1) + 1
-    trie = Trie(rows, roots, R, eos_id)
+    longest = sorted((len(r) for r in rows), reverse=True)
+    trie = Trie(rows, roots, R, eos_id, max(longest[TAIL] if TAIL < len(longest) else 0, 1))
     h = np.zeros((R, p.Dh), p.dtype) if h0 is None else np.asarray(h0, p.dtype).reshape(R, p.Dh)
     ctx = None
     if p.D is not None:          # each node's last N-1 ids read, -1 for none
@@ -107,13 +113,36 @@ def trie_losses(p, rows: list, eos_id: int, roots=None, h0=None, history=None) -
         levels = trie.levels()
         for d, (here, below) in enumerate(levels):
             pos[here] = np.arange(len(here))
-            inner = levels[d + 1][0] if d + 1 < len(levels) else below[:0]
+            running = np.flatnonzero(trie.lengths > d + 1)      # the rows with targets past depth d + 1
+            tail = len(running) <= TAIL
+            inner = levels[d + 1][0] if d + 1 < len(levels) and not tail else below[:0]
             at = pos[trie.parent[inner]]
             later = beside(lambda s=states, at=at, ids=trie.token[inner]: _step(p, s[at], ids)) if len(inner) else None
             rows_of = pos[trie.parent[below]]
             lp[below] = target_log_probs(p, states[rows_of], trie.token[below],
                                          None if ctx is None else ctx[rows_of])
+            if tail:
+                return _tails(p, trie, lp, running, d, states, pos, ctx, eos_id)
             if ctx is not None:
                 ctx = np.concatenate([ctx[at, 1:], trie.token[inner, None]], axis=1)
-            states = later() if later is not None else None
+            states = later()
     return [-lp[path] for path in trie.paths]
+
+
+def _tails(p, trie: Trie, lp, running, d: int, states, pos, ctx, eos_id: int) -> list:
+    """Each row's losses: those of its edges to depth d + 1, then, for the
+    ``running`` rows, those of the rest of the row run in windows
+    (``rows.batched``) from the state of its node at depth d (which has
+    read its id d - 1), reading its id d first. A row's steps one at a
+    time cost a call each, a depth of the trie a few: with few rows left
+    the windows' compiled loop over the row is much the faster."""
+    out = [-lp[path[:d + 1]] for path in trie.paths]
+    if not len(running):
+        return out
+    nodes = trie.roots[running] if d == 0 else np.array([trie.paths[i][d - 1] for i in running])
+    at = pos[nodes]
+    rest = batched(p, [trie.ids[i, d + 1:trie.lengths[i]] for i in running], eos_id, states[at],
+                   history=None if ctx is None else ctx[at], first=trie.ids[running, d])
+    for i, losses in zip(running, rest):
+        out[i] = np.concatenate([out[i], losses])
+    return out
