@@ -127,3 +127,19 @@ def test_a_long_hypothesis_runs_in_windows_once_few_rows_run_on(monkeypatch):
     assert len(stepped) <= 4 < len(rows[0])              # the depths while the short ones run, then windows
     for g, want in zip(got, _alone(p, rows)):
         np.testing.assert_allclose(g, want, rtol=1e-11)
+
+
+def test_score_nbest_gives_each_hypothesis_the_score_of_the_line_alone(tmp_path, capsys):
+    import helpers
+    from elman import cli
+    helpers.save(tmp_path / "m")
+    hyps = [("u1", "a b a c d"), ("u1", "a b a c e"), ("u1", "a b e"), ("u1", "a b a c d"), ("u2", "b a"),
+            ("u2", "b a c d a b"), ("u2", "e")]
+    (tmp_path / "n.txt").write_text("".join(f"{u} {h}\n" for u, h in hyps))
+    (tmp_path / "l.txt").write_text("".join(f"{h}\n" for _, h in hyps))
+    outs = []
+    for data, extra in (("n.txt", ["--nbest"]), ("l.txt", [])):
+        assert cli.main(["score", "--model", str(tmp_path / "m"), "--data", str(tmp_path / data), *extra]) == 0
+        outs.append([float(x) for x in capsys.readouterr().out.splitlines()[:-1]])
+    np.testing.assert_allclose(outs[0], outs[1], atol=2e-6)
+    assert outs[0][0] == outs[0][3] and len(outs[0]) == len(hyps)
