@@ -20,8 +20,10 @@ one-core environment and affinity when ``--one-core``). A round scores as
 many tokens as a round of the training rows trains, and at least
 ``WINDOWS`` of the model's eval windows (so that the window pipeline
 runs); after an untimed window, the rounds go model after model, so a
-change of load hits each alike, and a row is the median over rounds. Each row says its mean loss (nats a token) over
-everything it scored, a check that the models differ as they should.
+change of load hits each alike, and a row is the median over rounds.
+Each row says its mean loss (nats a token) over everything it scored:
+the numbers were computed, and a random model's full softmax gives about
+ln V.
 FLOPs: the matrix products of a scored token, 2(d·Dh + Dh² + Dh·units),
 units the output layer's mean logits a token (``OutputLayer.units``).
 """

@@ -15,13 +15,15 @@ features are the last N-1 words read, which a node's prefix (and its
 root's words before) determines, so sharing is exact for them too.
 
 The trie runs depth by depth: the nodes at one depth with children
-advance together (one batched step of the recurrence, the compiled scan
-as ``model.window_losses`` runs it), and the edges into the next depth are
-scored together by the model's own scoring path
-(``model.target_log_probs``: a class softmax computes only the targets'
-logits). The next depth's recurrence, which needs one core, runs beside
-this depth's output layer. Memory: one depth's states and contexts, and
-the output layer's bounded blocks.
+advance together (one step of the recurrence for all of them, a matrix
+product), and the edges into the next depth are scored together by the
+model's own scoring path (``model.target_log_probs``: a class softmax
+computes only the targets' logits). The next depth's recurrence, which
+needs one core, runs beside this depth's output layer. A depth costs a
+few calls whatever its width, so once at most ``TAIL`` rows run on, the
+rest of each runs in windows from its node's state (``rows.batched``, a
+compiled loop over the row), and the trie is built no deeper. Memory:
+one depth's states and contexts, and the output layer's bounded blocks.
 """
 from __future__ import annotations
 
