@@ -198,6 +198,7 @@ def test_scoring_rows_for_each_output_layer_with_and_without_direct_connections(
         assert r["tokens"] == window + 2 * r["tokens_per_round"]         # the untimed window, then 2 rounds
         assert 0 < r["mean_loss"] < np.log(V) + 1
     full, classes = rows[0], rows[2]
+    assert abs(full["mean_loss"] - np.log(V)) < 0.5                    # a random model's softmax: near uniform
     assert full["flops_per_token"] == 2 * (d * Dh + Dh * Dh + Dh * V)
     assert 2 * (d * Dh + Dh * Dh + Dh * 4) < classes["flops_per_token"] < full["flops_per_token"]
     text = format_report(res)
