@@ -99,7 +99,7 @@ class FastClassSoftmax(ClassSoftmax):
         """Scoring's losses by one compiled loop (``fast.classscore``), ``overlap`` beside it."""
         from elman.fast.classscore import class_losses      # Numba's import: only scoring pays it
         later = beside(overlap) if overlap is not None else None
-        terms = direct and (direct.D, direct.O, direct.Oc)
+        terms = direct and direct.scoring_terms(y)
         losses = class_losses(h, p.U, p.b2, p.Uc, p.bc, p.class_bounds, y, terms)
         return losses, later() if later is not None else None
 
