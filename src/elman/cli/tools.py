@@ -28,7 +28,7 @@ BENCH_T = 20       # elman bench's T without --recipe (the speed tables of docs/
 
 def add_bench(sub):
     p = sub.add_parser("bench", help="time training and evaluation steps against this machine's matmul peak "
-                                     "(and PyTorch)")
+                                     "(and PyTorch), then one-stream scoring of each output layer")
     add_sizes(p, V=10000, d=200, Dh=200, B=32, T=None,
               T_help=f"time steps (default {BENCH_T}; with --recipe, elman train's --bptt)")
     p.add_argument("--steps", type=positive_int, default=20, help="timed steps per implementation (default 20)")
