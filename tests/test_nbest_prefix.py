@@ -143,3 +143,20 @@ def test_score_nbest_gives_each_hypothesis_the_score_of_the_line_alone(tmp_path,
         outs.append([float(x) for x in capsys.readouterr().out.splitlines()[:-1]])
     np.testing.assert_allclose(outs[0], outs[1], atol=2e-6)
     assert outs[0][0] == outs[0][3] and len(outs[0]) == len(hyps)
+
+
+def test_memory_follows_the_ids_however_unequal_the_rows():
+    """Many one-word hypotheses beside a few long ones: nothing the size of rows × the longest."""
+    import tracemalloc
+    p = random_model(classes=4, direct=40)
+    rng = np.random.default_rng(7)
+    rows = [np.r_[rng.integers(1, 13, 1), EOS_ID] for _ in range(20_000)]
+    rows += [np.r_[rng.integers(1, 13, 1000), EOS_ID] for _ in range(prefix.TAIL + 1)]
+    tracemalloc.start()
+    try:
+        got = prefix.trie_losses(p, rows, EOS_ID)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 80 * 2**20 < 8 * len(rows) * 1001          # a padded (rows, longest) int64 array: 160 MB
+    np.testing.assert_allclose(got[-1], _alone(p, rows[-1:])[0], rtol=1e-11)

@@ -44,7 +44,9 @@ class Trie:
     are numbered depth by depth (ids read after the root's ``<eos>``),
     those of depth d being ``cuts[d]:cuts[d+1]``. ``paths[i]``: row i's
     nodes, one per id, so row i's k-th target is scored on the edge into
-    ``paths[i][k]``.
+    ``paths[i][k]``. ``ids``: the rows one after another, row i from
+    ``starts[i]`` (nothing is padded: memory follows the ids, however
+    unequal the rows).
 
     Built a depth at a time: the rows still running at depth k give
     (their node at k - 1, their k-th id) pairs, and the distinct pairs
@@ -52,23 +54,25 @@ class Trie:
     that (a path then holds a row's first ``depth`` nodes)."""
 
     def __init__(self, rows, roots, R: int, eos_id: int, depth: int | None = None):
-        lengths = np.array([len(r) for r in rows], np.int64)
-        width = int(lengths.max(initial=0))
-        ids = np.zeros((len(rows), width), np.int64)
-        ids[np.arange(width) < lengths[:, None]] = np.concatenate(rows) if rows else []
-        span = int(ids.max(initial=0)) + 1
-        node = np.array(roots, np.int64).reshape(len(rows))
-        paths = np.empty((len(rows), width), np.int64)
+        self.lengths = np.array([len(r) for r in rows], np.int64)
+        self.ids = np.concatenate(rows).astype(np.int64) if rows else np.zeros(0, np.int64)   # row i at starts[i]
+        self.starts = np.cumsum(self.lengths) - self.lengths
+        self.roots, self.R = np.array(roots, np.int64).reshape(len(rows)), R
+        order = np.argsort(-self.lengths, kind="stable")       # the rows running at depth k come first
+        span = int(self.ids.max(initial=0)) + 1
+        node, nodes = self.roots[order], np.empty(len(self.ids), np.int64)    # nodes: each id's, as ids
         parent, token, self.cuts = [np.full(R, -1)], [np.full(R, eos_id)], [0, R]
+        width = int(self.lengths.max(initial=0))
         for k in range(width if depth is None else min(width, depth)):
-            live = np.flatnonzero(lengths > k)
-            pairs, inverse = np.unique(node[live] * span + ids[live, k], return_inverse=True)
-            node[live] = paths[live, k] = self.cuts[-1] + inverse.reshape(-1)
+            live = int(np.count_nonzero(self.lengths > k))
+            at = self.starts[order[:live]] + k
+            pairs, inverse = np.unique(node[:live] * span + self.ids[at], return_inverse=True)
+            node[:live] = nodes[at] = self.cuts[-1] + inverse.reshape(-1)
             parent.append(pairs // span), token.append(pairs % span)
             self.cuts.append(self.cuts[-1] + len(pairs))
         self.parent, self.token = np.concatenate(parent), np.concatenate(token).astype(np.int64)
-        self.paths = [paths[i, :n] for i, n in enumerate(np.minimum(lengths, len(self.cuts) - 2))]
-        self.ids, self.lengths, self.roots, self.R = ids, lengths, np.array(roots, np.int64).reshape(len(rows)), R
+        built = len(self.cuts) - 2
+        self.paths = [nodes[s:s + min(n, built)] for s, n in zip(self.starts, self.lengths)]
 
     def __len__(self) -> int:
         return len(self.parent)
@@ -143,8 +147,9 @@ def _tails(p, trie: Trie, lp, running, d: int, states, pos, ctx, eos_id: int) ->
         return out
     nodes = trie.roots[running] if d == 0 else np.array([trie.paths[i][d - 1] for i in running])
     at = pos[nodes]
-    rest = batched(p, [trie.ids[i, d + 1:trie.lengths[i]] for i in running], eos_id, states[at],
-                   history=None if ctx is None else ctx[at], first=trie.ids[running, d])
+    start = trie.starts[running]
+    rest = batched(p, [trie.ids[s + d + 1:s + n] for s, n in zip(start, trie.lengths[running])], eos_id,
+                   states[at], history=None if ctx is None else ctx[at], first=trie.ids[start + d])
     for i, losses in zip(running, rest):
         out[i] = np.concatenate([out[i], losses])
     return out
