@@ -160,3 +160,22 @@ def test_memory_follows_the_ids_however_unequal_the_rows():
         tracemalloc.stop()
     assert peak < 80 * 2**20 < 8 * len(rows) * 1001          # a padded (rows, longest) int64 array: 160 MB
     np.testing.assert_allclose(got[-1], _alone(p, rows[-1:])[0], rtol=1e-11)
+
+
+@pytest.mark.parametrize("order", [2, 4])
+def test_direct_connections_of_other_orders_with_and_without_carry(order):
+    from elman.model import Params
+    p = Params.init(13, 5, 7, seed=3, dtype="float64", classes=4, counts=np.arange(39, 26, -1), direct=60,
+                    direct_order=order)
+    rng = np.random.default_rng(8)
+    for a in p.as_dict().values():
+        if a.dtype.kind == "f":
+            a += rng.normal(scale=0.5, size=a.shape)
+    rows, utt = _nbest(seed=9)
+    R = max(utt) + 1
+    h0, history = rng.uniform(0, 1, (R, p.Dh)), rng.integers(-1, 13, (R, max(order - 2, 0)))
+    for args in ((None, None, None), (utt, h0, history)):
+        got = prefix.trie_losses(p, rows, EOS_ID, *args)
+        for i, g in enumerate(got):
+            h, before = (None, []) if args[0] is None else (h0[utt[i]], list(history[utt[i]]))
+            np.testing.assert_allclose(g, direct_losses(p, rows[i], h=h, before=before)[0], rtol=1e-10)
