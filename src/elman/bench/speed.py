@@ -148,7 +148,7 @@ class _ElmanRunner(_Runner):
             if "D" in grads:
                 grads["D"] *= self.p.dtype.type(positions)
         else:
-            loss, grads, self.h = bptt(self.p, x, y, self.h, sampled=sampled, sparse=True,   # as the trainer
+            loss, grads, self.h = bptt(self.p, x, y, self.h, sampled=sampled, sparse=True, deferred=True,   # as the trainer
                                        dropout=dropout)
             self.opt.lr = lr
         self.opt.step(self.arrays, grads)
