@@ -252,6 +252,10 @@ class GradSync:
         t0 = time.perf_counter()
         scatters = {k: grads.pop(k) for k in [k for k, g in grads.items() if isinstance(g, ScatterGrad)]
                     if self.shared is not None}
+        # Any other gradient left as the product that makes it (a class softmax's
+        # U, ``fast.colgrad``) is summed over the processes as its array.
+        grads = {k: g.sparse() if hasattr(g, "sparse") and not isinstance(g, SparseGrad) else g
+                 for k, g in grads.items()}
         sparse = {k: g for k, g in grads.items() if isinstance(g, SparseGrad)}
         nf = len(flags)
         loss, flags, counts = self._meta(loss, (*flags, *(not g.finite() for g in scatters.values())), sparse)
