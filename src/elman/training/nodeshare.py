@@ -32,6 +32,7 @@ class Slice(SparseGrad):
     def __init__(self, lo: int, values, shape, axis: int):
         n = values.shape[axis]
         super().__init__(np.arange(lo, lo + n), values, shape, axis)
+        self.span = slice(lo, lo + n)
 
 
 def settle(req) -> None:

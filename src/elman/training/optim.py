@@ -120,6 +120,8 @@ class Optimizer:
         if isinstance(g, ScatterGrad):          # the scatter that makes g, straight into p
             g.apply(p, c)
             return
+        if isinstance(g, Slice):                # a dense gradient's stretch: the dense step on p's
+            p, g = g.part(p, g.span), g.values
         if isinstance(g, SparseParts):
             for part in g.sparse_steps():
                 part.put(p, part.take(p) - c * part.values)
