@@ -25,6 +25,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from elman.fast.classscore import word_logit
+
 
 @njit(cache=True, nogil=True, fastmath=True)
 def _catch_up(P, P0, x, cls, bounds, stampL, stampC, k, decay, a, b):
@@ -82,14 +84,7 @@ def _output(P, D, h, Ot, Oct, c, yw, bounds, dc, dw, z):
     loss = _softmax_delta(z, K, c, dc)
     a, b = bounds[c], bounds[c + 1]
     for w in range(a, b):
-        row = W[w]
-        v = row[Dh]
-        for i in range(Dh):
-            v += h[i] * row[i]
-        u = np.float64(v)
-        for f in range(Ot.shape[0]):
-            u += D[Ot[f] + w]
-        z[w - a] = u
+        z[w - a] = word_logit(W[w], h, Dh, D, Ot, w)
     return loss + _softmax_delta(z, b - a, yw - a, dw)
 
 

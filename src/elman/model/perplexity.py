@@ -20,7 +20,7 @@ from itertools import chain
 
 import numpy as np
 
-from elman.model.network import window_losses
+from elman.model.network import input_table, window_losses
 
 WINDOW = 256            # positions per window: eval's logits are WINDOW × V floats
 # A compiled class softmax (``Params.scoring``) holds K + |c| logits a row
@@ -54,7 +54,8 @@ def stream_windows(ids, eos_id: int, window: int = WINDOW, release=None):
 def stream_window_losses(p, ids, eos_id: int, window: int | None = None, release=None):
     """-ln P(token) of each window of ``ids`` as one stream: float64 (w,) arrays, in order."""
     h0 = np.zeros((1, p.Dh), dtype=p.dtype)
-    for losses, _ in window_losses(p, stream_windows(ids, eos_id, window_of(p, window), release), h0):
+    table = input_table(p, len(ids))
+    for losses, _ in window_losses(p, stream_windows(ids, eos_id, window_of(p, window), release), h0, table=table):
         yield np.asarray(losses[0], dtype=np.float64)
 
 
