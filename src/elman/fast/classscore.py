@@ -67,10 +67,11 @@ def _losses(h, W, zc, cls, y, bounds, D, O, Oc, out, r0):
         n = r0 + m
         hn = h[n]
         for k in range(K):
-            v = np.float64(zc[m, k])
-            for f in range(Oc.shape[1]):
-                v += D[Oc[n, f] + k]
-            zw[k] = v
+            zw[k] = zc[m, k]
+        for f in range(Oc.shape[1]):            # a window of D at a time: a loop the compiler vectorises
+            base = Oc[n, f]
+            for k in range(K):
+                zw[k] += D[base + k]
         loss = _lse_loss(zw, K, cls[n])
         a, b = bounds[cls[n]], bounds[cls[n] + 1]
         for w in range(a, b):

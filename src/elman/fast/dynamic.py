@@ -77,10 +77,11 @@ def _output(P, D, h, Ot, Oct, c, yw, bounds, dc, dw, z):
         for k in range(K):
             zc[k] += hi * Uc[i, k]
     for k in range(K):
-        v = np.float64(zc[k])
-        for f in range(Oct.shape[0]):
-            v += D[Oct[f] + k]
-        z[k] = v
+        z[k] = zc[k]
+    for f in range(Oct.shape[0]):
+        base = Oct[f]
+        for k in range(K):
+            z[k] += D[base + k]
     loss = _softmax_delta(z, K, c, dc)
     a, b = bounds[c], bounds[c + 1]
     for w in range(a, b):
