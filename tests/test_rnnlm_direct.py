@@ -22,12 +22,14 @@ PRIMES = rd.PRIMES          # the table itself is checked against the C source's
 
 def c_cells(hist, k, size, K, M, order):
     """The C's loops for one position: ([(class c, cell)], [(word j of class k, cell)]).
-    ``hist``: history[0], history[1], ... (x(t), x(t-1), ...; RNNLM's start is word 0)."""
+    ``hist``: history[0], history[1], ... (x(t), x(t-1), ...; RNNLM's start is word 0, -1 out of vocabulary)."""
     U32, U64 = 2 ** 32 - 1, 2 ** 64 - 1
     classes, words = [], []
     for part in ("classes", "words"):
         hash_ = [0] * order
         for a in range(order):
+            if a > 0 and hist[a - 1] == -1:
+                break
             hash_[a] = (PRIMES[0] * PRIMES[1]) & U32
             if part == "words":
                 hash_[a] = (hash_[a] * (k + 1)) & U64
@@ -47,14 +49,14 @@ def c_cells(hist, k, size, K, M, order):
     return classes, words
 
 
-def instance(V=10, d=3, Dh=4, B=2, T=3, N=3, M=23, K=3, seed=0):
+def instance(V=10, d=3, Dh=4, B=2, T=3, N=3, M=23, K=3, seed=0, oov=None):
     rng = np.random.default_rng(seed)
     counts = np.sort(rng.integers(1, 1000, V))[::-1]
     p = Params.init(V, d, Dh, seed=seed, dtype="float64", classes=K, counts=counts, direct=M, direct_order=N)
     for name, arr in p.as_dict().items():
         if arr.dtype.kind == "f":
             arr[...] = rng.normal(0.0, 0.5, arr.shape)
-    p.direct_hash = "rnnlm"
+    p.direct_hash, p.direct_oov = "rnnlm", oov
     hist = rng.integers(-1, V, (B, max(N - 2, 0)))
     return p, rng.integers(0, V, (B, T)), rng.integers(0, V, (B, T)), rng.uniform(0, 1, (B, Dh)), hist
 
@@ -65,6 +67,8 @@ def transcribed(p, x, hist):
     bounds = p.class_bounds if p.classes else np.array([0, p.V])
     K, M, N = len(bounds) - 1, p.D.size, p.order
     ctx = np.maximum(dc.contexts(x, hist, N), 0)                 # none is RNNLM's start, word 0
+    if p.direct_oov is not None:                                 # and the word it lacks, -1
+        ctx[dc.contexts(x, hist, N) == p.direct_oov] = -1
     A, Ac = np.zeros((T, B, p.V, M)), np.zeros((T, B, K, M))
     for t in range(T):
         for b in range(B):
@@ -82,21 +86,30 @@ def test_the_primes_are_the_sources():
     assert len(PRIMES) == 36 and PRIMES[0] == 108641969 and PRIMES[-1] == 990122807
 
 
-@pytest.mark.parametrize("N,M,K,seed", [(3, 23, 3, 0), (4, 31, 4, 1), (2, 20, 2, 2), (5, 1001, 3, 3), (3, 24, 0, 4)])
-def test_terms_follow_the_c_loops(N, M, K, seed):
+@pytest.mark.parametrize("N,M,K,seed,oov", [(3, 23, 3, 0, None), (4, 31, 4, 1, None), (2, 20, 2, 2, None),
+                                            (5, 1001, 3, 3, None), (3, 24, 0, 4, None), (4, 1001, 3, 5, 2),
+                                            (3, 23, 3, 6, 4), (5, 31, 0, 7, 0)])
+def test_terms_follow_the_c_loops(N, M, K, seed, oov):
     """Every word's and class's direct term, fast and reference, equals the C's
-    sum; the stopping rules did happen (cut windows, zero class offsets)."""
-    p, x, _, _, hist = instance(B=3, T=4, N=N, M=M, K=K, seed=seed)
+    sum; the stopping rules did happen (cut windows, zero class offsets, an
+    out-of-vocabulary word in the history)."""
+    p, x, _, _, hist = instance(V=10 if oov is None else 5, B=3, T=6, N=N, M=M, K=K, seed=seed, oov=oov)
     A, Ac = transcribed(p, x, hist)
     T, B = x.shape[1], x.shape[0]
     zd, zc = features(p, x, hist).dense_terms()
     np.testing.assert_allclose(zd.reshape(T, B, -1), A @ p.D, rtol=1e-12, atol=1e-12)
-    S = rd.sums(dc.contexts(x, hist, N), N)
+    ctx = dc.contexts(x, hist, N)
+    S, alive = rd.sums(ctx, N), rd.live(ctx, N, oov)
     bounds = p.class_bounds if K else np.array([0, p.V])
-    np.testing.assert_allclose(rd.word_forward(S, p.D, bounds)[0], zd, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(rd.word_forward(S, p.D, bounds, alive)[0], zd, rtol=1e-12, atol=1e-12)
     if K:
         np.testing.assert_allclose(zc.reshape(T, B, -1), Ac @ p.D, rtol=1e-12, atol=1e-12)
-        np.testing.assert_allclose(rd.class_forward(S, p.D, K)[0], zc, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(rd.class_forward(S, p.D, K, alive)[0], zc, rtol=1e-12, atol=1e-12)
+    if oov is not None:                                           # features were switched off, not all
+        assert not alive[:, 1:].all() and alive[:, 1:].any()
+        off = transcribed(p.copy(), x, hist)                      # copy: direct_oov kept
+        p.direct_oov = None
+        assert not np.array_equal(transcribed(p, x, hist)[0], off[0])
     if M < 100:
         cut = A.sum(axis=3) < N                                   # a word with fewer than N features
         assert cut.any()
@@ -131,9 +144,10 @@ def ag_loss(a, A, Ac, bounds, inputs, targets, h0):
 
 
 @settings(max_examples=8, deadline=None)
-@given(st.integers(0, 2 ** 16), st.sampled_from([0, 2, 3]), st.integers(2, 4), st.booleans())
-def test_gradients_three_ways(seed, K, N, sparse):
-    p, x, y, h0, hist = instance(V=7, B=2, T=3, N=N, M=17, K=K, seed=seed)
+@given(st.integers(0, 2 ** 16), st.sampled_from([0, 2, 3]), st.integers(2, 4), st.booleans(),
+       st.sampled_from([None, 1]))
+def test_gradients_three_ways(seed, K, N, sparse, oov):
+    p, x, y, h0, hist = instance(V=7, B=2, T=3, N=N, M=17, K=K, seed=seed, oov=oov)
     loss, grads, _ = bptt(p, x, y, h0, history=hist, sparse=sparse)
     grads = densify(grads)
     g = grads["D"]
@@ -212,3 +226,42 @@ def test_sparse_equals_dense(K):
     dense = bptt(p, x, y, h0, history=hist, sparse=False)[1]["D"]
     assert isinstance(sparse, SparseGrad) and not isinstance(dense, SparseGrad)
     np.testing.assert_array_equal(densify({"D": sparse})["D"], dense)
+
+
+@pytest.mark.parametrize("M,K,oov,seed,cut", [(23, 3, None, 0, True), (31, 4, 2, 1, False), (1001, 3, None, 2, False),
+                                              (24, 2, 7, 3, True)])
+def test_compiled_scoring_is_the_reference(M, K, oov, seed, cut):
+    """The compiled class-softmax loop (``fast.classscore``) on RNNLM's terms
+    (``RnnlmFeatures.scoring_terms``) gives numpy scoring's losses; the cut
+    windows and the switched-off features did happen."""
+    from elman.model import forward_losses
+    p, x, y, h0, hist = instance(V=10, B=3, T=9, N=3, M=M, K=K, seed=seed, oov=oov)
+    if oov is not None:
+        x[:, 2::3] = oov
+    p.scoring = "numpy"
+    want, _ = forward_losses(p, x, y, h0, hist)
+    p.scoring = "compiled"
+    got, _ = forward_losses(p, x, y, h0, hist)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    D2, O, Oc = features(p, x, hist).scoring_terms(y.T.ravel())
+    pad = max(int(np.diff(p.class_bounds).max()), K)
+    if oov is not None:                                             # features off: reading the zeros past D
+        assert (O + p.class_bounds[np.searchsorted(p.class_bounds, y.T.ravel(), "right") - 1][:, None] == M).any()
+    assert (len(D2) > M + pad) == cut                               # windows cut at the table's end, copied
+
+
+@pytest.mark.parametrize("M,K,oov", [(23, 3, None), (24, 2, 7), (1001, 0, 3)])
+def test_targets_only_equal_the_whole_output_layer(M, K, oov):
+    """target_log_probs (the lattice's path: compiled, a row's target class
+    alone) against every logit of output_log_probs, RNNLM's hashing."""
+    from elman.model import output_log_probs, target_log_probs
+    p, *_ = instance(V=10, N=3, M=M, K=K, seed=M, oov=oov)
+    p.scoring = "compiled"
+    rng = np.random.default_rng(M)
+    H = rng.uniform(0, 1, (8, p.Dh))
+    context = rng.integers(-1, 10, (8, 2))
+    if oov is not None:
+        context[::2, 0] = oov
+    rows, y = np.repeat(np.arange(8), 10), np.tile(np.arange(10), 8)
+    want = output_log_probs(p, H, context)[rows, y]
+    np.testing.assert_allclose(target_log_probs(p, H[rows], y, context[rows]), want, rtol=1e-12, atol=1e-12)

@@ -185,6 +185,14 @@ def test_rnnme_import_equals_rnnlm_test(name, tmp_path):
     assert abs(elman_ppl(tmp_path / "plain") / theirs - 1) > 0.02
 
 
+def without_unk(tmp_path) -> Path:
+    """rnnme-text with its <unk> renamed: <unk> in the text is out of RNNLM's vocabulary."""
+    text = unzipped("rnnme-text.model", tmp_path).read_text(encoding="latin-1")
+    path = tmp_path / "nounk.model"
+    path.write_text(text.replace("\t<unk>\t", "\txxunk\t", 1), encoding="latin-1")
+    return path
+
+
 def _written(path: Path, m) -> Path:
     m.old_classes = int(m.header.get("old classes", 0))
     path.write_bytes(rnnlm_file.write_text(m))
@@ -207,14 +215,6 @@ def test_rnnme_export_is_what_the_binary_read(tmp_path):
     m.direct[...] = 0
     elman("import", "--rnnlm", _written(tmp_path / "zero.rnnlm", m), tmp_path / "zero")
     assert elman_ppl(tmp_path / "zero") > 1.5 * ours
-
-
-def test_onnx_refuses_rnnlm_hashing_in_one_line(tmp_path):
-    pytest.importorskip("onnx")
-    done = subprocess.run([sys.executable, "-m", "elman", "export", "--model", FIX / "elman-rnnme",
-                           "--onnx", tmp_path / "m.onnx"], capture_output=True, text=True)
-    assert done.returncode == 2 and "ONNX" in done.stderr and len(done.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "m.onnx").exists()
 
 
 def test_export_keeps_rnnlm_hashed_ids_or_refuses():
@@ -254,3 +254,30 @@ def test_export_refuses_elman_direct_connections(tmp_path):
                            "--rnnlm", tmp_path / "x.rnnlm"], capture_output=True, text=True)
     assert done.returncode == 2 and "direct connections" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.rnnlm").exists()
+
+
+def test_a_vocabulary_without_unk_keeps_rnnlms_rule_both_ways(tmp_path):
+    """An RNNME model whose vocabulary lacks <unk> (rnnme-text's, renamed):
+    elman's <unk> is RNNLM's -1, out of its vocabulary (its direct features
+    stop there: config "direct_oov"), and export --rnnlm leaves it out
+    again, so the file is the original's vocabulary and computes elman's numbers."""
+    elman("import", "--rnnlm", without_unk(tmp_path), tmp_path / "m")
+    p, vocab, cfg = load_params(tmp_path / "m")
+    assert cfg["direct_oov"] == p.direct_oov == vocab.unk_id == p.V - 1
+    elman("export", "--model", tmp_path / "m", "--rnnlm", tmp_path / "back.rnnlm")
+    original, back = rnnlm_file.read(tmp_path / "nounk.model"), rnnlm_file.read(tmp_path / "back.rnnlm")
+    assert back.words == original.words and (back.classes == original.classes).all()
+    elman("import", "--rnnlm", tmp_path / "back.rnnlm", tmp_path / "again")
+    assert load_params(tmp_path / "again")[0].direct_oov == p.direct_oov
+    assert elman_ppl(tmp_path / "again") == pytest.approx(elman_ppl(tmp_path / "m"), rel=2e-4)
+
+
+@pytest.mark.parametrize("value", [999, "1", -1])
+def test_a_bad_direct_oov_is_refused_in_one_line(tmp_path, value):
+    import json
+    shutil.copytree(FIX / "elman-rnnme", tmp_path / "m")
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    (tmp_path / "m" / "config.json").write_text(json.dumps({**cfg, "direct_oov": value}))
+    done = subprocess.run([sys.executable, "-m", "elman", "eval", "--model", tmp_path / "m", "--data",
+                           FIX / "test.txt"], capture_output=True, text=True)
+    assert done.returncode == 2 and "direct_oov" in done.stderr and len(done.stderr.strip().splitlines()) == 1

@@ -399,13 +399,17 @@ def load_params(run_dir, slot: str = "best") -> tuple[Params, Vocab, dict]:
     if p.scoring not in ("compiled", "numpy"):
         raise ElmanError(f"{checkpoint_dir(run_dir, slot) / CONFIG_FILE}: \"scoring\" is {p.scoring!r}, "
                          "not \"compiled\" or \"numpy\"")
-    set_direct_hash(p, cfg.get("direct_hash", "elman"), where)
+    set_direct_hash(p, cfg.get("direct_hash", "elman"), where, cfg.get("direct_oov"))
     return p, vocab, cfg
 
 
-def set_direct_hash(p: Params, scheme, where) -> None:
+def set_direct_hash(p: Params, scheme, where, oov=None) -> None:
     """p.direct_hash = ``scheme`` (config.json's "direct_hash": "elman",
-    the default, or "rnnlm"), checked against p's tensors."""
+    the default, or "rnnlm"), checked against p's tensors; p.direct_oov =
+    ``oov`` (config.json's "direct_oov": with "rnnlm", the id out of
+    RNNLM's vocabulary)."""
+    if oov is not None and (scheme != "rnnlm" or type(oov) is not int or not 0 <= oov < p.V):
+        raise ElmanError(f"{where}: direct_oov {oov!r} is not a word id below {p.V} of a model hashed RNNLM's way")
     if scheme not in DIRECT_HASHES:
         raise ElmanError(f"{where}: direct_hash {scheme!r} is not one this elman knows ({', '.join(DIRECT_HASHES)})")
     if scheme == "rnnlm" and p.D is not None:
@@ -413,7 +417,7 @@ def set_direct_hash(p: Params, scheme, where) -> None:
             rnnlm_direct.check(p.D, p.direct_order, p.V, p.classes)
         except ValueError as exc:
             raise ElmanError(f"{where}: {exc}") from None
-    p.direct_hash = scheme
+    p.direct_hash, p.direct_oov = scheme, oov
 
 
 def load_checkpoint(run_dir, slot: str = "last") -> tuple[dict, Vocab, dict, dict]:

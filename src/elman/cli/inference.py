@@ -201,6 +201,7 @@ def run_export(args) -> int:
 
     meta = onnx_export.export(args.model, args.onnx)
     direct = f", direct connections of order {meta['direct_order']}" if "direct_order" in meta else ""
+    direct += ", hashed RNNLM's way" if meta.get("direct_hash") == "rnnlm" else ""
     print(f"wrote {args.onnx} ({meta['output']} softmax{direct}, V={meta['vocab_size']}, Dh={meta['hidden_size']}) "
           f"and vocab.txt beside it (<eos> id {meta['eos_id']}, <unk> id {meta['unk_id']})")
     return 0

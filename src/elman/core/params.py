@@ -116,6 +116,8 @@ class Params:
     # how D is hashed: "elman" (``core.direct``) or "rnnlm" (``core.rnnlm_direct``);
     # config.json's "direct_hash", absent for elman's (a setting, not a tensor)
     direct_hash = "elman"
+    # with "rnnlm": the id out of RNNLM's vocabulary (config.json's "direct_oov"; None: none)
+    direct_oov = None
 
     def __post_init__(self):
         # b2 is kept in memory as one more row of U, so that the logits
@@ -255,5 +257,5 @@ class Params:
 
     def _like(self, arrays: dict) -> "Params":
         out = type(self)(**arrays)
-        out.scoring, out.direct_hash = self.scoring, self.direct_hash
+        out.scoring, out.direct_hash, out.direct_oov = self.scoring, self.direct_hash, self.direct_oov
         return out

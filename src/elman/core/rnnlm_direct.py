@@ -22,6 +22,12 @@ so feature a reads word j only while j < M - max_{b<=a} ow_b(k) (``limits``;
 no read ever wraps round). The history starts as word 0 (RNNLM's </s>),
 so "none" (-1) is hashed as word 0; ids are RNNLM's word indices (import
 and export keep them: </s> is id 0, each class a range in order).
+
+A word out of RNNLM's vocabulary is -1 in its history, and feature a is
+not formed when x(t-a+1) is -1 (``if (history[a-1]==-1) break``): it and
+every higher one are off, in both parts (``live``). elman reads such a
+word as an id of its own, ``oov`` (the <unk> an import adds to a
+vocabulary without one; Params.direct_oov); None: every id is RNNLM's.
 """
 from __future__ import annotations
 
@@ -66,26 +72,45 @@ def sums(ctx, order: int) -> np.ndarray:
     return S.reshape(T * B, order)
 
 
-def class_offsets(S, M: int) -> tuple:
-    """(offsets (N,F) int64 in [0, h), on (N,F) bool): the class part."""
+def live(ctx, order: int, oov=None) -> np.ndarray:
+    """(T*B, order) bool, rows as ``sums``': live[:, a] unless one of
+    x(t), ..., x(t-a+1) is the id ``oov`` (RNNLM's -1); None: all live."""
+    n = max(order - 2, 0)
+    ctx = np.asarray(ctx, np.int64)
+    B, T = ctx.shape[0], ctx.shape[1] - n
+    out = np.ones((T, B, order), bool)
+    if oov is not None:
+        for a in range(1, order):                                # x(t-a+1): column n + t - a + 1
+            out[:, :, a] = out[:, :, a - 1] & (ctx[:, n + 1 - a:n + 1 - a + T] != oov).T
+    return out.reshape(T * B, order)
+
+
+def class_offsets(S, M: int, alive=None) -> tuple:
+    """(offsets (N,F) int64 in [0, h), on (N,F) bool): the class part;
+    ``alive`` (N,F) from ``live`` (None: all)."""
     O = ((np.uint64(BASE) + S) % np.uint64(M // 2)).astype(np.int64)
-    return O, np.logical_and.accumulate(O != 0, axis=1)
+    nonzero = O != 0 if alive is None else (O != 0) & alive
+    return O, np.logical_and.accumulate(nonzero, axis=1)
 
 
-def word_offsets(S, M: int, k: int) -> tuple:
+def word_offsets(S, M: int, k, alive=None) -> tuple:
     """(offsets (N,F) int64 in [h, M), limits (N,F)): target class k's word
-    part; feature a reads the class's j-th word while j < limits[:, a]."""
+    part (k an int, or (N,): each row's own); feature a reads the class's
+    j-th word while j < limits[:, a] (0 where ``alive`` is not: the
+    features past an out-of-vocabulary word)."""
     h = M // 2
-    O = ((np.uint64(BASE) * np.uint64(k + 1) + S) % np.uint64(h)).astype(np.int64) + h
-    return O, M - np.maximum.accumulate(O, axis=1)
+    k1 = np.asarray(k, np.uint64) + np.uint64(1)
+    O = ((np.uint64(BASE) * (k1[:, None] if k1.ndim else k1) + S) % np.uint64(h)).astype(np.int64) + h
+    lim = M - np.maximum.accumulate(O, axis=1)
+    return O, lim if alive is None else np.where(alive, lim, 0)
 
 
 # ---------------------------------------------------- reference (as core.layers)
 
 
-def class_forward(S, D, K: int):
+def class_forward(S, D, K: int, alive=None):
     """Zc[n, c] = Σ_a on[n,a] D[oc[n,a] + c]   (N,K)."""
-    O, on = class_offsets(S, D.size)
+    O, on = class_offsets(S, D.size, alive)
     Zc = (D[O[:, :, None] + np.arange(K)] * on[:, :, None]).sum(axis=1)
     return Zc, (O, on, D.shape, K)
 
@@ -98,23 +123,23 @@ def class_backward(dZc, cache):
     return dD
 
 
-def word_forward(S, D, bounds):
+def word_forward(S, D, bounds, alive=None):
     """Zw[n, w] = Σ_a [j < lim_a] D[ow_a(k) + j] for w = bounds[k] + j   (N,V)."""
     Zw = np.zeros((len(S), int(bounds[-1])), D.dtype)
     for k in range(len(bounds) - 1):
-        O, lim = word_offsets(S, D.size, k)
+        O, lim = word_offsets(S, D.size, k, alive)
         j = np.arange(bounds[k + 1] - bounds[k])
         on = j < lim[:, :, None]
         Zw[:, bounds[k]:bounds[k + 1]] = (D[np.minimum(O[:, :, None] + j, D.size - 1)] * on).sum(axis=1)
-    return Zw, (S, D.shape, bounds)
+    return Zw, (S, D.shape, bounds, alive)
 
 
 def word_backward(dZw, cache):
     """dJ/dD[ow_a(k) + j] += [j < lim_a] dJ/dZw[n, bounds[k] + j]   (M,)"""
-    S, shape, bounds = cache
+    S, shape, bounds, alive = cache
     dD = np.zeros(shape, dZw.dtype)
     for k in range(len(bounds) - 1):
-        O, lim = word_offsets(S, shape[0], k)
+        O, lim = word_offsets(S, shape[0], k, alive)
         j = np.arange(bounds[k + 1] - bounds[k])
         on = j < lim[:, :, None]
         idx = np.minimum(O[:, :, None] + j, shape[0] - 1)

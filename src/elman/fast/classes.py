@@ -99,7 +99,7 @@ class FastClassSoftmax(ClassSoftmax):
         """Scoring's losses by one compiled loop (``fast.classscore``), its rows
         shared between the threads with ``overlap`` (run first, beside them)."""
         from elman.fast.classscore import class_losses      # Numba's import: only scoring pays it
-        terms = direct and (direct.D, direct.O, direct.Oc)
+        terms = direct and direct.scoring_terms(y)
         return class_losses(h, p.U, p.b2, p.Uc, p.bc, p.class_bounds, y, terms, beside=overlap)
 
     def backward(self, dloss, cache, overlap=None) -> Backward:

@@ -132,6 +132,12 @@ class Features:
     def add_classes(self, z, c, rows=None) -> None:
         add_windows(z, self.D, self.Oc if rows is None else self.Oc[rows], c.start, c.stop - c.start)
 
+    def scoring_terms(self, y, rows=None):
+        """(D, O, Oc) for ``fast.classscore.class_losses``: elman's windows, whatever the targets."""
+        if rows is None:
+            return self.D, self.O, self.Oc
+        return self.D, self.O[rows], None if self.Oc is None else self.Oc[rows]
+
     def sampled_terms(self, y, samples):
         """(N,) for the targets and (N,S) for the samples: the sampled softmax's ``extra``."""
         from elman.fast import windows     # Numba takes 0.3 s to import: only sampled runs pay it

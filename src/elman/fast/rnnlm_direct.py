@@ -3,8 +3,10 @@ interface of ``fast.direct.Features``: the terms the output layers add to
 their logits, and dJ/dD from the logits' gradients (the tests hold both to
 ``core.rnnlm_direct``'s reference forms). A word's window depends on its
 class (RNNLM hashes the target's class into it), so the word terms are
-gathered class by class; the sampled softmax, whose samples cross classes,
-is refused.
+gathered class by class; scoring, which needs only each row's target
+class, hands ``fast.classscore``'s compiled loop one window a row and
+feature (``scoring_terms``). The sampled softmax, whose samples cross
+classes, is refused.
 """
 from __future__ import annotations
 
@@ -19,19 +21,20 @@ from elman.fast.direct import DirectGrad, dense_terms
 class RnnlmFeatures:
     """The RNNLM-hashed direct features of one window: table D (M,), RNNLM
     order N, V words in classes ``bounds`` (K+1,) (None: one class of all
-    V, a full softmax), ``ctx`` (B, N-2+T) from ``core.direct.contexts``."""
+    V, a full softmax), ``ctx`` (B, N-2+T) from ``core.direct.contexts``,
+    ``oov``: the id that is out of RNNLM's vocabulary (None: none is)."""
 
-    def __init__(self, D, order: int, V: int, bounds, ctx):
+    def __init__(self, D, order: int, V: int, bounds, ctx, oov=None):
         self.D, self.V, self.M = D, V, D.size
         self.bounds = np.array([0, V]) if bounds is None else np.asarray(bounds)
         self.K = 0 if bounds is None else len(self.bounds) - 1
-        self.S = rd.sums(ctx, order)
-        self.Oc, self.on = rd.class_offsets(self.S, self.M) if self.K else (None, None)
+        self.S, self.alive = rd.sums(ctx, order), rd.live(ctx, order, oov)
+        self.Oc, self.on = rd.class_offsets(self.S, self.M, self.alive) if self.K else (None, None)
         self._words = {}
 
     def _word(self, k: int):
         if k not in self._words:
-            self._words[k] = rd.word_offsets(self.S, self.M, k)
+            self._words[k] = rd.word_offsets(self.S, self.M, k, self.alive)
         return self._words[k]
 
     def _class_cells(self, c, rows):
@@ -62,6 +65,27 @@ class RnnlmFeatures:
     def add_classes(self, z, c, rows=None) -> None:
         idx, on = self._class_cells(c, rows)
         z += np.where(on, self.D[idx], 0).sum(axis=1)
+
+    def scoring_terms(self, y, rows=None):
+        """(D', O, Oc) for ``fast.classscore.class_losses``, whose loop adds
+        D'[O[n,f] + w] to each word w of y_n's class and D'[Oc[n,f] + c] to
+        each class c: RNNLM's terms of targets ``y`` exactly. D' is D, then
+        zeros (where a feature that is off reads), then a copy of each word
+        window the table's end cuts, zeros past the cut."""
+        rows = slice(None) if rows is None else rows
+        k = np.searchsorted(self.bounds, np.asarray(y), "right") - 1
+        width = np.diff(self.bounds)[k][:, None]
+        start, lim = rd.word_offsets(self.S[rows], self.M, k, self.alive[rows])
+        pad = max(int(width.max(initial=0)), self.K)
+        start = np.where(lim > 0, start, self.M)
+        table = [self.D, np.zeros(pad, self.D.dtype)]
+        n, f = np.nonzero((lim > 0) & (lim < width))
+        if len(n):                       # rare: a window within a class's width of the table's end
+            table += [np.r_[self.D[s:s + m], np.zeros(w - m, self.D.dtype)]
+                      for s, m, w in zip(start[n, f], lim[n, f], width[n, 0])]
+            start[n, f] = self.M + pad + np.r_[0, np.cumsum(width[n, 0])[:-1]]
+        Oc = None if not self.K else np.where(self.on[rows], self.Oc[rows], self.M)
+        return np.concatenate(table), start - self.bounds[k][:, None], Oc
 
     def sampled_terms(self, y, samples):
         raise ElmanError("direct connections hashed RNNLM's way need a class or full softmax, not a sampled one")

@@ -49,29 +49,17 @@ def nodes(order: int, D, inits: dict, helper, targets) -> list:
     """The nodes that add the direct terms to logits; ``targets``: (salt,
     width, logits in, logits out) for each set of logits. D goes to ``inits``."""
     from onnx import TensorProto
-    n = order - 2
-    inits.update(D=np.ascontiguousarray(D, np.float32), direct_one=np.array(1, np.int64),
-                 direct_axis1=np.array([1], np.int64), direct_last=np.array([-1], np.int64),
+    inits.update(direct_one=np.array(1, np.int64), direct_last=np.array([-1], np.int64),
                  direct_m1=np.array(dc._M1), direct_m2=np.array(dc._M2), direct_s30=np.array(dc._S30),
-                 direct_s27=np.array(dc._S27), direct_s31=np.array(dc._S31),
-                 # n = 0 (order 2): an empty history, not the whole of ctx
-                 direct_keep=np.array([-n if n else _END], np.int64), direct_end=np.array([_END], np.int64))
-    out = [
-        helper.make_node("Concat", [HISTORY, "ids"], ["direct_ctx"], axis=1),
-        helper.make_node("Slice", ["direct_ctx", "direct_keep", "direct_end", "direct_axis1"], [NEXT_HISTORY]),
+                 direct_s27=np.array(dc._S27), direct_s31=np.array(dc._S31))
+    out = context_nodes(order, D, inits, helper) + [
         helper.make_node("Add", ["direct_ctx", "direct_one"], ["direct_ctx1"]),
         helper.make_node("Cast", ["direct_ctx1"], ["direct_words"], to=TensorProto.UINT64),
     ]
     for k in range(1, order):
-        # words[:, n+1-k : n+1-k+T]: the word k-1 places before each x(t)
-        inits[f"direct_from_{k}"] = np.array([n + 1 - k], np.int64)
-        inits[f"direct_to_{k}"] = np.array([-(k - 1) if k > 1 else _END], np.int64)
         inits[f"direct_k_{k}"] = _u64(k * dc._GOLDEN)
-        out += [
-            helper.make_node("Slice", ["direct_words", f"direct_from_{k}", f"direct_to_{k}", "direct_axis1"],
-                             [f"direct_w_{k}"]),
-            helper.make_node("Add", [f"direct_w_{k}", f"direct_k_{k}"], [f"direct_wk_{k}"]),
-        ]
+        out += [lag_node(order, k, "direct_words", f"direct_w_{k}", inits, helper),
+                helper.make_node("Add", [f"direct_w_{k}", f"direct_k_{k}"], [f"direct_wk_{k}"])]
     for salt, width, z_in, z_out in targets:
         tag = "words" if salt == dc.WORDS else "classes"
         inits[f"direct_seed_{tag}"] = _u64(salt * dc._GOLDEN)
@@ -94,6 +82,24 @@ def nodes(order: int, D, inits: dict, helper, targets) -> list:
             ]
             h, z = p + "h", p + "z"
     return out
+
+
+def context_nodes(order: int, D, inits: dict, helper) -> list:
+    """direct_ctx = Concat(history, ids) and next_history; D and the shared constants go to ``inits``."""
+    n = order - 2
+    inits.update(D=np.ascontiguousarray(D, np.float32), direct_axis1=np.array([1], np.int64),
+                 # n = 0 (order 2): an empty history, not the whole of ctx
+                 direct_keep=np.array([-n if n else _END], np.int64), direct_end=np.array([_END], np.int64))
+    return [helper.make_node("Concat", [HISTORY, "ids"], ["direct_ctx"], axis=1),
+            helper.make_node("Slice", ["direct_ctx", "direct_keep", "direct_end", "direct_axis1"], [NEXT_HISTORY])]
+
+
+def lag_node(order: int, k: int, src: str, out: str, inits: dict, helper):
+    """out = src[:, n+1-k : n+1-k+T] (src (B, n+T) as direct_ctx): the word k-1 places before each x(t)."""
+    n = order - 2
+    inits[f"direct_from_{k}"] = np.array([n + 1 - k], np.int64)
+    inits[f"direct_to_{k}"] = np.array([-(k - 1) if k > 1 else _END], np.int64)
+    return helper.make_node("Slice", [src, f"direct_from_{k}", f"direct_to_{k}", "direct_axis1"], [out])
 
 
 def _u64(x: int):

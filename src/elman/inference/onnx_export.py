@@ -23,7 +23,9 @@ A model with direct connections of order N (``onnx_direct``) takes one more
 input, history (int64, [B, N-2]: the words before ids, -1 for none; all
 -1 with the first <eos>), and gives one more output, next_history (the
 same for the next call, as h is h0's); its hashed n-gram weights are
-added to the logits (the class logits too) in the graph, at opset 18.
+added to the logits (the class logits too) in the graph, at opset 18,
+hashed elman's way (``onnx_direct``) or RNNLM's (``onnx_rnnlm_direct``),
+as the model's are (the metadata's direct_hash says which).
 A model without them keeps the graph above at opset 17.
 
 A model with tensors the graph cannot express exactly (a hierarchical
@@ -41,7 +43,7 @@ from elman import progress
 from elman.atomic import atomic_write_bytes
 from elman.core.params import DIRECT_NAMES, PARAM_NAMES, Params
 from elman.errors import ElmanError
-from elman.inference import onnx_direct
+from elman.inference import onnx_direct, onnx_rnnlm_direct
 from elman.model.outputs import layer_for, model_outputs
 
 OPSET = 17            # LogSoftmax on any axis, Split/Squeeze/Unsqueeze taking their sizes as inputs
@@ -102,7 +104,8 @@ def build(p: Params, vocab, meta: dict):
                helper.make_tensor_value_info("h", TensorProto.FLOAT, ["batch", Dh])]
     if p.order:
         targets = [(space.salt, space.width, f"{space.graph_name}_h", space.graph_name) for space in spaces]
-        nodes += onnx_direct.nodes(p.order, f32["D"], inits, helper, targets)
+        nodes += (onnx_rnnlm_direct.nodes(p, inits, helper, targets) if p.direct_hash == "rnnlm"
+                  else onnx_direct.nodes(p.order, f32["D"], inits, helper, targets))
         more_in, more_out = onnx_direct.io(helper, p.order)
         inputs, outputs = inputs + more_in, outputs + more_out
     nodes += layer.onnx_nodes(p, inits, helper)
@@ -125,9 +128,6 @@ def export(model_dir, onnx_path) -> dict:
     arrays, _, cfg = modelfile.load_model(model_dir)
     exportable(arrays, cfg, model_dir)
     p, vocab, cfg = modelfile.load_params(model_dir)
-    if p.D is not None and p.direct_hash != "elman":
-        raise ElmanError(f"{model_dir}: direct connections hashed {p.direct_hash.upper()}'s way have no ONNX graph "
-                         "(it builds elman's hashing); export --rnnlm writes this model for RNNLM")
     onnx_path = Path(onnx_path)
     if onnx_path.suffix != ".onnx":
         raise ElmanError(f"{onnx_path}: an ONNX file name ends in .onnx")
@@ -139,7 +139,8 @@ def export(model_dir, onnx_path) -> dict:
             "vocab_file": "vocab.txt", "vocab_sha256": hashlib.sha256(vocab_bytes).hexdigest(),
             "output": layer_for(p).name}
     if p.order:
-        meta.update(direct_order=p.order, direct_size=int(p.D.size), history_size=p.order - 2)
+        meta.update(direct_order=p.order, direct_size=int(p.D.size), history_size=p.order - 2,
+                    direct_hash=p.direct_hash)
     with progress.job("export", "steps", 3, note="no file half-written") as job:
         model = build(p, vocab, meta)
         job.update()

@@ -78,16 +78,23 @@ def to_elman(m: RnnlmModel, where: str = "") -> tuple:
     except ValueError as exc:
         raise ElmanError(f"{where}: {exc}") from None
     p.direct_hash = "rnnlm" if m.direct.size else "elman"
+    if m.direct.size and UNK not in m.words:            # RNNLM's -1: its direct features stop there
+        p.direct_oov = len(words) - 1
     config = {"level": "word", "rnnlm": {"source": where, "version": int(m.header.get("version", 10)),
                                          "hidden_state": [float(x) for x in m.hidden],
                                          "independent": int(m.header.get("independent sentences mode", 0) or 0)}}
     if m.direct.size:
         config["direct_hash"] = "rnnlm"
+        if p.direct_oov is not None:
+            config["direct_oov"] = p.direct_oov
     return p, Vocab(words, counts), config
 
 
 def from_elman(p: Params, vocab: Vocab) -> RnnlmModel:
     """The RNNLM model that computes what ``p`` does (see the module)."""
+    itos, eos = list(vocab.itos), vocab.eos_id
+    if p.direct_oov is not None:
+        p, itos = _without_oov(p, itos)
     if p.D is not None and p.direct_hash != "rnnlm":
         raise ElmanError("this model has direct connections hashed elman's way; RNNLM reads only its own "
                          "hashing: export a model trained with --direct-hash rnnlm, or without --direct")
@@ -102,14 +109,14 @@ def from_elman(p: Params, vocab: Vocab) -> RnnlmModel:
     # RNNLM index -> elman id: </s> first, as RNNLM requires, so its class
     # first, then each class's words in turn: RNNLM assigns classes to
     # runs of words (``rnnlm_counts``)
-    first = int(cls_of[vocab.eos_id])
+    first = int(cls_of[eos])
     class_order = [first] + [c for c in range(K) if c != first]
     order = np.array([i for c in class_order for i in sorted(np.flatnonzero(cls_of == c),
-                                                             key=lambda i: (i != vocab.eos_id, i))])
+                                                             key=lambda i: (i != eos, i))])
     Uc, bc = Uc[:, class_order], bc[class_order]
     new_class = np.empty(K, np.int64)
     new_class[class_order] = np.arange(K)
-    words = ["</s>" if i == vocab.eos_id else vocab.itos[i] for i in order]
+    words = ["</s>" if i == eos else itos[i] for i in order]
     syn0 = np.zeros((Dh + 1, V + Dh + 1))
     syn0[:Dh, :V] = -(L @ I)[order].T                    # the word's column, for r = 1 - h
     syn0[:Dh, V:V + Dh] = H.T
@@ -126,10 +133,26 @@ def from_elman(p: Params, vocab: Vocab) -> RnnlmModel:
         if (order != np.arange(V)).any():
             raise ElmanError("RNNLM's hashing of the direct connections needs <eos> as id 0 (as "
                              "elman train --direct-hash rnnlm makes it); this model's <eos> is id "
-                             f"{vocab.eos_id}")
+                             f"{eos}")
         direct, N = np.asarray(p.D, np.float32), p.order
     return RnnlmModel(words, rnnlm_counts(classes, K), classes, K, np.ones(Dh + 1, np.float32),
                       syn0.astype(np.float32), syn1.astype(np.float32), direct, N, old_classes=1)
+
+
+def _without_oov(p: Params, itos: list) -> tuple:
+    """``p`` and its words ``itos`` less the id out of RNNLM's vocabulary (the last:
+    the <unk> ``to_elman`` added), which RNNLM reads as -1, not as a word."""
+    oov = p.direct_oov
+    if oov != p.V - 1 or (p.classes and p.class_bounds[-1] - p.class_bounds[-2] < 2):
+        raise ElmanError(f"the word out of RNNLM's vocabulary (id {oov}) is not the last of a class of "
+                         "others, as an import adds it; not exported")
+    arrays = p.as_dict()
+    arrays.update(L=arrays["L"][:oov], U=arrays["U"][:, :oov], b2=arrays["b2"][:oov])
+    if p.classes:
+        arrays["class_bounds"] = np.r_[arrays["class_bounds"][:-1], oov]
+    q = Params.from_dict(arrays)
+    q.direct_hash = p.direct_hash
+    return q, itos[:oov]
 
 
 def rnnlm_counts(classes, K: int) -> np.ndarray:

@@ -147,7 +147,7 @@ def direct_features(p: Params, ctx):
     """``fast.direct.Features`` or, for a model hashed RNNLM's way,
     ``fast.rnnlm_direct.RnnlmFeatures`` of contexts ``ctx``."""
     if p.direct_hash == "rnnlm":
-        return RnnlmFeatures(p.D, p.order, p.V, p.class_bounds, ctx)
+        return RnnlmFeatures(p.D, p.order, p.V, p.class_bounds, ctx, p.direct_oov)
     return Features(p.D, p.order, p.V, p.classes, ctx)
 
 
@@ -336,9 +336,7 @@ def _bounded_losses(p: Params, h_all, y, ahead, feats=None):
     for i in range(0, max(len(y), 1), step):
         rows = slice(i, i + step)
         part = feats and _RowsOf(feats, np.arange(len(y))[rows])
-        # the compiled loop reads elman's windows (Features.O, .Oc); RNNLM's hashing goes by losses
-        compiled = p.scoring == "compiled" and (feats is None or p.direct_hash == "elman")
-        score = layer.scores if compiled else _losses_of(layer)
+        score = layer.scores if p.scoring == "compiled" else _losses_of(layer)
         losses[rows], got = score(p, h_all[rows], y[rows], direct=part, overlap=ahead if i == 0 else None)
         ready = got if i == 0 else ready
     return losses, ready
@@ -356,13 +354,8 @@ class _RowsOf:
         self.feats, self.idx = feats, idx
         self.D = feats.D
 
-    @property
-    def O(self):
-        return self.feats.O[self.idx]
-
-    @property
-    def Oc(self):
-        return None if self.feats.Oc is None else self.feats.Oc[self.idx]
+    def scoring_terms(self, y):
+        return self.feats.scoring_terms(y, self.idx)
 
     def add_words(self, z, c, rows=None):
         self.feats.add_words(z, c, self.idx if rows is None else self.idx[rows])
