@@ -106,3 +106,18 @@ def test_a_file_says_how_it_scores_and_older_files_score_as_before(tmp_path):
     np.testing.assert_array_equal(slow, ref[0].astype(np.float64))   # the NumPy path: the very same numbers
     np.testing.assert_allclose(fast, slow, rtol=3e-5, atol=3e-5)
     assert not np.array_equal(fast, slow)                             # two paths, truly
+
+
+def test_eval_gives_the_same_numbers_on_one_thread_and_on_two():
+    """The rows' tasks are the same however many threads share them, and the
+    recurrence runs as one of them or before them: the same losses, bit for bit."""
+    from elman.fast import threads
+    from elman.model.perplexity import stream_losses
+    p = _model("float32", 300)
+    ids = np.random.default_rng(7).integers(0, p.V, 3000)
+    with threads.using(1):
+        one = stream_losses(p, ids, 0, window=700)
+    with threads.using(2):
+        two = stream_losses(p, ids, 0, window=700)
+    np.testing.assert_array_equal(one, two)
+    assert one.std() > 0.3
