@@ -264,7 +264,7 @@ def window_losses(p: Params, windows, h0, history=None, states: bool = False, ta
     A window may have fewer streams than the one before: its B' rows
     continue the first B' streams (scoring drops lines that have ended).
     ``states``: yield every step's state, (T,B,Dh), instead of h_last.
-    ``table``: e I + b1 of every word (``input_table``), read in place of the products.
+    ``table``: e I + b1 of every word (``perplexity.input_table``), read in place of the products.
 
     Pipelined: the next window's recurrence, which is sequential and needs
     one core, runs while the other cores compute this window's output
@@ -308,22 +308,6 @@ def window_losses(p: Params, windows, h0, history=None, states: bool = False, ta
 # and ``elman score``'s batches of lines more; in blocks of rows the memory is
 # this bound whatever the window, the lines or V (above 2^26 words, one row).
 EVAL_LOGITS = 1 << 26
-
-
-# The most entries (V·Dh) of an input table: 64 MB of float32, the table of
-# V = 80k words at Dh = 200.
-TABLE_ENTRIES = 1 << 24
-
-
-def input_table(p: Params, tokens: int):
-    """e I + b1 (V,Dh) of every word, for scoring ``tokens`` tokens compiled:
-    a gather of rows in place of each window's product, where the table's
-    own product (V rows) is at most what the tokens' would be and it fits
-    TABLE_ENTRIES; else None. Computed by the same product as each window's."""
-    if p.scoring != "compiled" or tokens < p.V or p.V * p.Dh > TABLE_ENTRIES:
-        return None
-    with one_blas_thread():
-        return threaded_input_forward(p.L, p.I, p.b1)
 
 
 def _bounded_losses(p: Params, h_all, y, ahead, feats=None):
