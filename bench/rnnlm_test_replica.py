@@ -5,10 +5,11 @@ RNNLM's ``-test`` (``testNet``/``computeNet`` of rnnlmlib.cpp, the Cantab
 float32 as the C computes it, two ways: with the fork's approximate exp
 (fastexp.h's ``fasterexp``, in the sigmoid and both softmaxes) or with the
 exact one; from the state saved in the file (what ``-test`` does without
-``-independent``) or from RNNLM's reset state 1.0 (elman's h0 = 0 of the
-import). Each is held, word by word, against the binary's ``-debug 2``
-probabilities and elman's ``score --carry --per-token`` of the imported
-model: which replica each matches, and how far, says what the difference is.
+``-independent``, and elman's import from its h_start) or from RNNLM's
+reset state 1.0 (elman's h0 = 0). Each is held, word by word, against the
+binary's ``-debug 2`` probabilities and elman's ``score --carry
+--per-token`` of the imported model: which replica each matches, and how
+far, says what the difference is.
 
     python bench/rnnlm_test_replica.py MODEL TEXT BINARY_DEBUG ELMAN_PER_TOKEN
 

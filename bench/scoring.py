@@ -75,7 +75,7 @@ def v800k(pin: bool, n: int = 200_000) -> dict:
     ``n`` Zipf tokens as one stream, in a process of its own; words/s and peak RSS."""
     code = f"""
 import json, resource, time, numpy as np
-from elman.bench.speed import zipf_counts
+from elman.bench.zipf import zipf_counts
 from elman.core.params import Params
 from elman.model.perplexity import perplexity
 from elman.training.state import Settings, default_classes

@@ -52,7 +52,7 @@ def check_result(res, impls):
 
 
 def test_bench_full_classes_and_sampled_in_one_run():
-    res = bench(Config(**TINY, classes=4, sampled=6), steps=2, rounds=2)
+    res = bench(Config(**TINY, classes=4, sampled=6), steps=2, rounds=2, score=False)
     check_result(res, ["elman full", "elman classes", "elman sampled"])
     assert {"classes/full train words/s", "sampled/full train words/s",
             "elman full: eval/train words/s"} <= set(res["ratios"])
@@ -72,6 +72,7 @@ def test_bench_command_prints_json_and_rejects_bad_sizes(capsys):
                      "--steps", "1", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["config"]["V"] == 30 and res["rounds"] == 1 and res["rows"][0]["impl"] == "elman full"
+    assert [r["impl"] for r in res["scoring"]] == ["full", "full +direct", "classes K=5", "classes K=5 +direct"]
     assert cli.main(["bench", "--V", "30", "--classes", "31"]) == 2
     assert "more than the 30 words" in capsys.readouterr().err
     r = subprocess.run([sys.executable, "-m", "elman", "bench", "--B", "0"], capture_output=True, text=True)
@@ -87,7 +88,7 @@ def test_vs_torch_without_torch_is_one_line(monkeypatch, capsys):
 
 def test_vs_torch_runs_the_same_model():
     pytest.importorskip("torch", reason="PyTorch is optional (pip install 'elman[bench]')")
-    res = bench(Config(**TINY), steps=2, rounds=2, vs_torch=True)
+    res = bench(Config(**TINY), steps=2, rounds=2, vs_torch=True, score=False)
     check_result(res, ["elman full", "torch full"])
     loss = {r["impl"]: r["loss0"] for r in res["rows"]}
     assert loss["torch full"] == pytest.approx(loss["elman full"], rel=1e-5)
@@ -108,7 +109,7 @@ def test_bench_a_recipe_with_direct_connections_and_dropout(capsys):
     """--direct and --dropout add one worker with every option given, beside today's full softmax."""
     assert cli.main(["bench", "--V", "40", "--d", "3", "--Dh", "4", "--B", "2", "--T", "3", "--steps", "2",
                      "--rounds", "2", "--sampled", "6", "--direct", "0.001", "--direct-order", "4",
-                     "--dropout", "0.25", "--json"]) == 0
+                     "--dropout", "0.25", "--json", "--no-scoring"]) == 0
     res = json.loads(capsys.readouterr().out)
     impls = [r["impl"] for r in res["rows"] if r["mode"] == "train"]
     assert impls == ["elman full", "elman sampled", "elman recipe"]
@@ -151,7 +152,7 @@ def test_bench_recipe_is_elman_trains_defaults(capsys):
     with --sampled S, the full softmax trained sampled."""
     from elman.training.state import DIRECT, default_classes
     tiny = ["bench", "--V", "40", "--d", "3", "--Dh", "4", "--B", "2", "--T", "3", "--steps", "2", "--rounds", "1",
-            "--recipe", "--json"]
+            "--recipe", "--json", "--no-scoring"]
     assert cli.main(tiny) == 0
     c = json.loads(capsys.readouterr().out)["config"]
     assert (c["classes"], c["sampled"], c["direct"], c["direct_order"], c["dropout"]) == \
@@ -168,8 +169,50 @@ def test_bench_recipe_takes_trains_bptt_unless_given(capsys):
     --bptt; without --recipe the bench keeps its own T (the tables of docs/benchmarks/speed.md)."""
     from elman.cli.tools import BENCH_T
     from elman.training.state import default
-    tiny = ["--V", "40", "--d", "3", "--Dh", "4", "--B", "2", "--steps", "2", "--rounds", "1", "--json"]
+    tiny = ["--V", "40", "--d", "3", "--Dh", "4", "--B", "2", "--steps", "2", "--rounds", "1", "--json", "--no-scoring"]
     for extra, T in ((["--recipe"], default("steps")), ([], BENCH_T), (["--recipe", "--T", "3"], 3)):
         assert cli.main(["bench", *tiny, *extra]) == 0
         assert json.loads(capsys.readouterr().out)["config"]["T"] == T
     assert default("steps") != BENCH_T
+
+
+# -- the scoring rows ---------------------------------------------------------------------
+
+def test_scoring_rows_for_each_output_layer_with_and_without_direct_connections():
+    """One stream as elman eval scores it: full softmax (a sampled-trained model's), classes, each
+    with and without direct connections; the figures agree with each other and with the models."""
+    from elman.bench import scoring
+    from elman.model.perplexity import CLASS_WINDOW, WINDOW
+    cfg = Config(**TINY, classes=4, direct=200)
+    res = bench(cfg, steps=2, rounds=2)
+    rows = res["scoring"]
+    assert [(r["impl"], r["classes"], r["direct"]) for r in rows] == [
+        ("full", 0, 0), ("full +direct", 0, 200), ("classes K=4", 4, 0), ("classes K=4 +direct", 4, 200)]
+    d, Dh, V = TINY["d"], TINY["Dh"], TINY["V"]
+    for r in rows:
+        assert r["mode"] == "score" and r["words_per_s"] > 0 and r["gflops"] > 0
+        assert r["words_per_s"] == pytest.approx(r["tokens_per_round"] / r["seconds_per_round"])
+        assert r["gflops"] == pytest.approx(r["flops_per_token"] * r["words_per_s"] / 1e9)
+        window = CLASS_WINDOW if r["classes"] else WINDOW
+        assert r["tokens_per_round"] == max(TINY["B"] * TINY["T"], scoring.WINDOWS * window)
+        assert r["tokens"] == window + 2 * r["tokens_per_round"]         # the untimed window, then 2 rounds
+        assert 0 < r["mean_loss"] < np.log(V) + 1
+    full, classes = rows[0], rows[2]
+    assert abs(full["mean_loss"] - np.log(V)) < 0.5                    # a random model's softmax: near uniform
+    assert full["flops_per_token"] == 2 * (d * Dh + Dh * Dh + Dh * V)
+    assert 2 * (d * Dh + Dh * Dh + Dh * 4) < classes["flops_per_token"] < full["flops_per_token"]
+    text = format_report(res)
+    for r in rows:
+        assert f"score {r['impl']}" in text
+    assert "scores through the full softmax" in text and "tokens/round" in text
+
+
+def test_scoring_rows_take_the_defaults_and_leave_out_the_full_softmax_with_no_full():
+    from elman.bench import scoring
+    from elman.training.state import default_classes
+    K = default_classes(TINY["V"])
+    assert [name for name, _, _ in scoring.configurations(Config(**TINY), full=False)] == \
+        [f"classes K={K}", f"classes K={K} +direct"]
+    rows = scoring.bench(Config(**TINY, one_core=True), rounds=1, words=6, full=False)
+    assert [r["impl"] for r in rows] == [f"classes K={K}", f"classes K={K} +direct"]
+    assert rows[1]["direct"] == 8000 and all(r["words_per_s"] > 0 for r in rows)     # train's: 200 a word

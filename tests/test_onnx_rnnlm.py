@@ -4,6 +4,7 @@ elman's log-probabilities on small tables, where RNNLM's stopping rules
 (a zero class offset, a word window cut at the table's end, a word out of
 RNNLM's vocabulary in the history) happen, and on the RNNME models the real
 binary wrote (fixtures/rnnlm), imported, against ``elman score``."""
+import json
 import re
 
 import numpy as np
@@ -85,7 +86,8 @@ def test_the_graph_is_rnnlms_hashing(tmp_path, order, K, M, oov):
 def test_rnnme_models_in_onnx_give_elman_scores(tmp_path, source):
     """The RNNME models the binary wrote, imported (and elman's own, trained
     with --direct-hash rnnlm), exported to ONNX: onnxruntime's log10 P of
-    each token of the fixtures' test text, run as one stream in three calls,
+    each token of the fixtures' test text, run as one stream in three calls
+    from the metadata's h_start (an import's: the state the file saved),
     is ``elman score --carry --per-token``'s, to float32 rounding."""
     if source == "elman-rnnme":
         model = FIX / "elman-rnnme"
@@ -102,7 +104,10 @@ def test_rnnme_models_in_onnx_give_elman_scores(tmp_path, source):
     stream = np.array([vocab.eos_id] + [i for ln in lines for i in [*vocab.encode(ln.split()), vocab.eos_id]])
     x, y = stream[None, :-1], stream[1:]
     session, got = _session(tmp_path / "m.onnx"), []
-    h, hist = np.zeros((1, p.Dh), np.float32), np.full((1, p.order - 2), -1)
+    meta = {m.key: m.value for m in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
+    assert ("h_start" in meta) == (source != "elman-rnnme")
+    h = np.array([json.loads(meta.get("h_start", "[0]"))], np.float32) * np.ones((1, p.Dh), np.float32)
+    hist = np.full((1, p.order - 2), -1)
     for a, b in ((0, 700), (700, 701), (701, len(y))):
         log_probs, h, hist = session.run(None, {"ids": x[:, a:b], "h0": h, "history": hist})
         got.append(log_probs[0, np.arange(b - a), y[a:b]])

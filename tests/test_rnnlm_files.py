@@ -228,17 +228,24 @@ def test_export_keeps_rnnlm_hashed_ids_or_refuses():
 
 
 def test_imported_model_exports_to_onnx(tmp_path):
-    """An imported RNNLM model is an elman model: its ONNX graph gives its numbers."""
+    """An imported RNNLM model is an elman model: its ONNX graph gives its
+    numbers, from the starting state the metadata holds (the file's saved
+    state, float32 exactly)."""
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    from elman.model import forward_losses
+    import json
+    import onnx
+    from elman.model import forward_losses, initial_state
     elman("import", "--rnnlm", FIX / "rnnlm-text.model", tmp_path / "m")
     elman("export", "--model", tmp_path / "m", "--onnx", tmp_path / "m.onnx")
     p, vocab, _ = load_params(tmp_path / "m")
+    meta = {m.key: m.value for m in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
+    h0 = np.array([json.loads(meta["h_start"])], np.float32)
+    np.testing.assert_array_equal(h0, initial_state(p, 1))
+    np.testing.assert_allclose(h0[0], 1 - rnnlm_file.read(FIX / "rnnlm-text.model").hidden, atol=6e-8)
     ids = np.array([[vocab.eos_id] + vocab.encode("and the <unk> of god .".split()).tolist()])
-    lp, _ = ort.InferenceSession(str(tmp_path / "m.onnx")).run(
-        None, {"ids": ids[:, :-1], "h0": np.zeros((1, p.Dh), np.float32)})
-    ref, _ = forward_losses(p, ids[:, :-1], ids[:, 1:], np.zeros((1, p.Dh), np.float32))
+    lp, _ = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"ids": ids[:, :-1], "h0": h0})
+    ref, _ = forward_losses(p, ids[:, :-1], ids[:, 1:], h0)
     np.testing.assert_allclose(-lp[0, np.arange(ids.shape[1] - 1), ids[0, 1:]], ref[0], atol=1e-5)
 
 

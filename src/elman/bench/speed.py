@@ -36,7 +36,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from elman import progress
+from elman.bench import scoring
 from elman.bench.machine import PEAK_N, blas_info, cpus, kernel_note, matmul_peak
+from elman.bench.zipf import zipf_counts
 from elman.training.optim import SGD
 from elman.core.sampled import Sampler, unigram_proposal
 
@@ -69,11 +71,6 @@ class Config:
 
 
 # -- synthetic data and counting ----------------------------------------------------
-
-
-def zipf_counts(V: int, total: int = 10**7) -> np.ndarray:
-    """Expected counts of a Zipf(1) law over V words, descending like a vocabulary's."""
-    return np.maximum(1, np.round(total / np.arange(1, V + 1) / np.log(V + 1))).astype(np.int64)
 
 
 def synthetic_batches(cfg: Config):
@@ -151,7 +148,7 @@ class _ElmanRunner(_Runner):
             if "D" in grads:
                 grads["D"] *= self.p.dtype.type(positions)
         else:
-            loss, grads, self.h = bptt(self.p, x, y, self.h, sampled=sampled, sparse=True,   # as the trainer
+            loss, grads, self.h = bptt(self.p, x, y, self.h, sampled=sampled, sparse=True, deferred=True,   # as the trainer
                                        dropout=dropout)
             self.opt.lr = lr
         self.opt.step(self.arrays, grads)
@@ -279,17 +276,22 @@ class _Worker:
 
 
 def bench(cfg: Config, steps: int = 20, rounds: int = 5, vs_torch: bool = False, full: bool = True,
-          peer: str | None = None) -> dict:
+          peer: str | None = None, score: bool = True) -> dict:
     """Run the benchmark: elman with the full softmax (unless not ``full``);
     with ``cfg.classes`` the class softmax too; with ``cfg.sampled``
     sampled-softmax training too; with ``vs_torch`` PyTorch; with ``peer``
-    (faster-rnnlm's executable) its training speed after elman's rounds.
+    (faster-rnnlm's executable) its training speed after elman's rounds;
+    with ``score`` the scoring rows (``bench.scoring``) after them.
     Returns a JSON-able dict (see ``format_report``)."""
     allowed = os.sched_getaffinity(0)
     if cfg.one_core:                # this process and the workers it starts (they inherit it)
         os.sched_setaffinity(0, {min(allowed)})
     try:
-        return _bench(cfg, steps, rounds, vs_torch, full, peer)
+        res = _bench(cfg, steps, rounds, vs_torch, full, peer)
+        if score:
+            words = max(1, steps // rounds) * cfg.B * cfg.T
+            res["scoring"] = scoring.bench(cfg, rounds, words, full, ONE_THREAD if cfg.one_core else {})
+        return res
     finally:
         os.sched_setaffinity(0, allowed)
 
@@ -416,6 +418,7 @@ def format_report(res: dict) -> str:
                      f"torch {loss0['torch full']:.4f} ({'agree' if same else 'DIFFER'})")
     for k, v in res["ratios"].items():
         lines.append(f"{k}: {v:.2f}x")
+    lines += scoring.format_rows(res.get("scoring", []), res["peak_gflops"])
     return "\n".join(lines)
 
 

@@ -74,7 +74,8 @@ def _add_rescoring(p) -> None:
 
 def add_eval(sub):
     p = sub.add_parser("eval", help="perplexity and bits per token of a text",
-                       description="The text is one stream: h0 = 0, <eos> before the first token, every "
+                       description="The text is one stream from the model's starting state (h0 = 0; an imported "
+                                   "RNNLM model's: the state its file saved), <eos> before the first token, every "
                                    "token including each line's <eos> predicted, unknown words as <unk>.")
     add_model_and_data(p)
     _add_rescoring(p)
@@ -181,7 +182,8 @@ def add_export(sub):
     p = sub.add_parser("export", help="the model as an ONNX graph (pip install 'elman[export]')",
                        description="Write an ONNX graph (inputs ids int64 [B,T] and h0 float32 [B,Dh]; outputs "
                                    "log_probs float32 [B,T,V], natural log, and h [B,Dh]) and vocab.txt beside "
-                                   "it; the <unk> and <eos> ids are in the graph's metadata. With direct "
+                                   "it; the <unk> and <eos> ids are in the graph's metadata, and h_start, the h0 a "
+                                   "text starts from, where it is not 0 (an imported RNNLM model). With direct "
                                    "connections of order N, also input history int64 [B,N-2] (the words "
                                    "before ids, -1 for none) and output next_history [B,N-2] (opset 18).")
     add_model_and_data(p, data=False)

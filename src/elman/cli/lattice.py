@@ -109,7 +109,8 @@ def add_import(sub):
     p = sub.add_parser("import", help="a model from another toolkit (Mikolov's RNNLM) as an elman model",
                        description="Read an RNNLM model file (rnnlm 0.3e, 0.4b, the Cantab fork; text or -binary) "
                                    "and write it as an elman model directory, so that eval, score, rescore and "
-                                   "export run on it. RNNLM's state starts at 1.0 as with -independent; its </s> "
+                                   "export run on it. A stream starts from the state the file saved, as rnnlm -test "
+                                   "does (a file in independent sentences mode: from 1.0, elman's 0); its </s> "
                                    "is elman's <eos>.")
     p.add_argument("--rnnlm", required=True, metavar="FILE", help="the RNNLM model file (-rnnlm FILE)")
     p.add_argument("out", metavar="OUT", help="the elman model directory to write")

@@ -28,7 +28,7 @@ BENCH_T = 20       # elman bench's T without --recipe (the speed tables of docs/
 
 def add_bench(sub):
     p = sub.add_parser("bench", help="time training and evaluation steps against this machine's matmul peak "
-                                     "(and PyTorch)")
+                                     "(and PyTorch), then one-stream scoring of each output layer")
     add_sizes(p, V=10000, d=200, Dh=200, B=32, T=None,
               T_help=f"time steps (default {BENCH_T}; with --recipe, elman train's --bptt)")
     p.add_argument("--steps", type=positive_int, default=20, help="timed steps per implementation (default 20)")
@@ -59,6 +59,10 @@ def add_bench(sub):
     p.add_argument("--no-full", action="store_true",
                    help="leave out the full softmax's rows, and sampled softmax's evaluation, which is the "
                         "full softmax's (at large V their steps take seconds)")
+    p.add_argument("--no-scoring", action="store_true",
+                   help="leave out the scoring rows: one stream scored as elman eval scores it, for each output "
+                        "layer with and without direct connections (the class softmax's K: --classes, else the "
+                        "defaults'; the direct connections: --direct, else the defaults')")
     p.add_argument("--processes", type=positive_int, metavar="N",
                    help="instead: N MPI processes x 1 thread against 1 process x N threads, training on the "
                         "same B streams, and the predicted words/s of N machines (needs elman[mpi])")
@@ -104,7 +108,7 @@ def run_bench(args) -> int:
         from elman.bench.peers import find_binary
         peer = find_binary(args.vs_peers or None)
     res = bench(cfg, steps=args.steps, rounds=min(args.rounds, args.steps), vs_torch=args.vs_torch,
-                full=not args.no_full, peer=peer)
+                full=not args.no_full, peer=peer, score=not args.no_scoring)
     print(json.dumps(res, indent=1) if args.json else format_report(res))
     return 0
 

@@ -15,6 +15,7 @@ from elman.core.classes import CLASS_NAMES, class_bounds
 
 PARAM_NAMES = ("L", "I", "H", "U", "b1", "b2")
 DIRECT_NAMES = ("D", "direct_order")
+START_NAME = "h_start"
 
 
 def stacked_bias(U, b2):
@@ -78,6 +79,8 @@ class Params:
     class_bounds (K+1,) int64, class c = ids [bounds[c], bounds[c+1]).
     Optional, for direct connections (``elman.core.direct``; both or none):
     D (M,) the hashed n-gram weights, direct_order (1,) int64, the order N.
+    Optional: h_start (Dh,) the state a stream starts from (``initial_state``;
+    an import keeps RNNLM's saved state there); absent, h0 = 0.
     None fields are left out of ``as_dict``.
 
     U and b2 are views of one array, [U; b2] (Dh+1,V), b2 its last row (the
@@ -113,6 +116,7 @@ class Params:
     class_bounds: np.ndarray | None = None
     D: np.ndarray | None = None
     direct_order: np.ndarray | None = None
+    h_start: np.ndarray | None = None
     # how D is hashed: "elman" (``core.direct``) or "rnnlm" (``core.rnnlm_direct``);
     # config.json's "direct_hash", absent for elman's (a setting, not a tensor)
     direct_hash = "elman"
@@ -220,7 +224,8 @@ class Params:
         direct = [n for n in DIRECT_NAMES if n in arrays]
         if len(direct) == 1:
             raise ValueError(f"direct connections need both {' and '.join(DIRECT_NAMES)}, got {direct[0]} alone")
-        p = cls(**{n: np.asarray(arrays[n]) for n in PARAM_NAMES + tuple(have) + tuple(direct)})
+        start = (START_NAME,) if START_NAME in arrays else ()
+        p = cls(**{n: np.asarray(arrays[n]) for n in PARAM_NAMES + tuple(have) + tuple(direct) + start})
         p.check_shapes()
         return p
 
@@ -247,6 +252,9 @@ class Params:
                 raise ValueError(f"class_bounds must be increasing integers from 0 to V={V}")
         if self.D is not None:
             dc.check(self.D, self.direct_order, V, self.classes)
+        if self.h_start is not None and (self.h_start.shape != (Dh,) or self.h_start.dtype.kind != "f"):
+            raise ValueError(f"tensor h_start has shape {self.h_start.shape} ({self.h_start.dtype}), "
+                             f"expected ({Dh},) floats (Dh={Dh})")
 
     def copy(self) -> "Params":
         return self._like({k: v.copy() for k, v in self.as_dict().items()})
@@ -259,3 +267,14 @@ class Params:
         out = type(self)(**arrays)
         out.scoring, out.direct_hash, out.direct_oov = self.scoring, self.direct_hash, self.direct_oov
         return out
+
+
+def initial_state(p: Params, B: int) -> np.ndarray:
+    """h0 (B,Dh) in p's dtype: where a stream starts, p.h_start in each row,
+    or 0 for a model without one (every model elman trains). A line scored
+    on its own starts at 0 instead, RNNLM's reset state (``-independent``;
+    its ``-nbest`` never reads the saved state either)."""
+    h0 = np.zeros((B, p.Dh), p.dtype)
+    if p.h_start is not None:
+        h0[...] = p.h_start
+    return h0

@@ -102,5 +102,6 @@ def sq_sum(a) -> float:
 
 
 def densify(grads: dict) -> dict:
-    """The same gradients, every one a dense array."""
-    return {k: g.dense() if isinstance(g, SparseGrad) else g for k, g in grads.items()}
+    """The same gradients, every one a dense array (a ``SparseGrad``, or any
+    form that builds its array with ``dense()``, built)."""
+    return {k: g.dense() if hasattr(g, "dense") else g for k, g in grads.items()}

@@ -14,7 +14,6 @@ import numpy as np
 
 from elman.core.classes import ClassSoftmax, word_classes
 from elman.core.outputs import Backward, BlockDeltas, Forward
-from elman.core.sparse import SparseGrad
 from elman.fast.grouped import Plan, grouped_backward, grouped_deltas, grouped_losses
 from elman.fast.output import output_backward, output_deltas, output_losses
 from elman.fast.threads import one_blas_thread
@@ -36,7 +35,8 @@ def class_output_losses(h, U, b2, Uc, bc, bounds, y, direct=None):
     plan = Plan(c, bounds)
     with one_blas_thread():                     # every product here is small
         losses, class_cache, _ = output_losses(h, Uc, bc, c, add=direct and direct.add_classes)
-    word_losses, word_cache = grouped_losses(h, U, b2, y, plan, add=direct and direct.add_words)
+    word_losses, word_cache = grouped_losses(h, U, b2, y, plan, add=direct and direct.add_words,
+                                             add_flat=getattr(direct, "add_grouped", None))
     losses += word_losses
     return losses, (class_cache, word_cache)
 
@@ -47,7 +47,7 @@ def class_output_forward(h, U, b2, Uc, bc, bounds, y, direct=None):
     return float(losses.sum(dtype=np.float64)), cache
 
 
-def class_output_backward(dloss, cache, overlap=None):
+def class_output_backward(dloss, cache, overlap=None, product: bool = False):
     """Gradients of loss = Σ_n J_n through both factors.
 
     Class factor, δc = P(·|h) - onehot(c)                 (N,K):
@@ -62,6 +62,8 @@ def class_output_backward(dloss, cache, overlap=None):
     (Dh,C) and (C,), every other column zero (a column ``SparseGrad``).
     ``overlap``: a function of dJ/dh, run on one core while the others
     compute the column gradients; ``done`` is its result (or None).
+    ``product``: dU_cols is a ``fast.colgrad.ColumnProduct`` (its factors,
+    the product left to the optimizer's step) and db2_cols a ``SparseGrad``.
     """
     class_cache, word_cache = cache
     with one_blas_thread():
@@ -71,8 +73,14 @@ def class_output_backward(dloss, cache, overlap=None):
         dh_class[...] += dh_word
         return overlap(dh_class) if overlap else None
 
-    _, G, done = grouped_backward(dloss, word_cache, overlap=total)
+    dh_word, G, done = grouped_backward(dloss, word_cache, overlap=total, product=product)
     plan = word_cache.plan
+    if product:
+        from elman.fast.colgrad import ColumnProduct, word_bias_grad    # Numba's import: only gradients pay it
+        done = total(dh_word)
+        U = word_cache.U
+        return (dh_class, plan.columns(), ColumnProduct(U.shape, G[0], word_cache.flat, plan),
+                word_bias_grad(plan, word_cache.flat, G[1], U.shape[1:]), dUc, dbc, done)
     Dh = G.shape[0] - 1
     return dh_class, plan.columns(), G[:Dh], G[Dh], dUc, dbc, done
 
@@ -83,13 +91,12 @@ def class_output_deltas(dloss, cache) -> BlockDeltas:
     h (None: all), c the slice of class or word ids, dz (rows, c) the logits' gradient."""
     class_cache, word_cache = cache
     parts, w = output_deltas(dloss, class_cache)
-    out = [("classes", None, c, D * w[:, None]) for c, D in parts]
-    return BlockDeltas(out + grouped_deltas(dloss, word_cache).parts)
+    return grouped_deltas(dloss, word_cache, head=[("classes", None, c, D * w[:, None]) for c, D in parts])
 
 
 class FastClassSoftmax(ClassSoftmax):
     """``ClassSoftmax`` by ``class_output_losses``/``class_output_backward``:
-    dJ/dU and dJ/db2 as column ``SparseGrad``s of the classes present."""
+    dJ/dU and dJ/db2 on the columns of the classes present only."""
 
     def losses(self, p, h, y, direct=None, overlap=None) -> Forward:
         losses, cache = class_output_losses(h, p.U, p.b2, p.Uc, p.bc, p.class_bounds, y, direct)
@@ -103,10 +110,10 @@ class FastClassSoftmax(ClassSoftmax):
         return class_losses(h, p.U, p.b2, p.Uc, p.bc, p.class_bounds, y, terms, beside=overlap)
 
     def backward(self, dloss, cache, overlap=None) -> Backward:
-        dh, cols, dU, db2, dUc, dbc, done = class_output_backward(dloss, cache, overlap=overlap)
-        U = cache[1].U
-        return Backward(dh, {"U": SparseGrad(cols, dU, U.shape, -1), "b2": SparseGrad(cols, db2, U.shape[1:], -1),
-                             "Uc": dUc, "bc": dbc}, done)
+        """dJ/dU as a ``fast.colgrad.ColumnProduct`` (``model.bptt`` builds its
+        array unless the optimizer's step takes it as it is), dJ/db2 a column ``SparseGrad``."""
+        dh, _, dU, db2, dUc, dbc, done = class_output_backward(dloss, cache, overlap=overlap, product=True)
+        return Backward(dh, {"U": dU, "b2": db2, "Uc": dUc, "bc": dbc}, done)
 
     def deltas(self, dloss, cache) -> BlockDeltas:
         return class_output_deltas(dloss, cache)

@@ -132,6 +132,12 @@ class Features:
     def add_classes(self, z, c, rows=None) -> None:
         add_windows(z, self.D, self.Oc if rows is None else self.Oc[rows], c.start, c.stop - c.start)
 
+    def add_grouped(self, flat, plan) -> None:
+        """``add_words`` into every group of a class softmax's word logits
+        at once (``fast.grouped``'s flat buffer and plan), compiled."""
+        from elman.fast import windows     # Numba takes 0.3 s to import: only gradients and classes pay it
+        windows.add_rows(flat, self.D, self.O, plan.order, plan.start, plan.width, plan.col)
+
     def scoring_terms(self, y, rows=None):
         """(D, O, Oc) for ``fast.classscore.class_losses``: elman's windows, whatever the targets."""
         if rows is None:

@@ -37,7 +37,8 @@ class Plan:
     is order[cuts[g]:cuts[g+1]]; a, b (G,): its columns [a, b); off (G+1,):
     where its (n_g, w_g) block of logits starts in the flat buffer; coff
     (G+1,): where its columns start among the C = Σ w_g gradient columns;
-    start (N,): where each sorted row starts in the flat buffer; width (N,).
+    start (N,): where each sorted row starts in the flat buffer; width (N,);
+    col (N,): the first column of each sorted row's group.
     """
 
     def __init__(self, seg, bounds):
@@ -52,6 +53,7 @@ class Plan:
         self.coff = np.concatenate([[0], np.cumsum(w)])
         self.width = np.repeat(w, n)
         self.start = np.repeat(self.off[:-1] - self.cuts[:-1] * w, n) + np.arange(len(seg)) * self.width
+        self.col = np.repeat(self.a, n)
 
     @property
     def groups(self) -> int:
@@ -75,7 +77,7 @@ def _tasks(plan, cost):
     return [r for r in np.split(np.arange(plan.groups), edges) if len(r)]
 
 
-def grouped_losses(h, U, b2, y, plan: Plan, add=None):
+def grouped_losses(h, U, b2, y, plan: Plan, add=None, add_flat=None):
     """J_r = -log softmax(h_r [U; b2][:, a:b])[y_r - a] for each row r, with
     [a, b) the columns of its group; (N,) in the rows' own order, and a cache.
 
@@ -83,7 +85,10 @@ def grouped_losses(h, U, b2, y, plan: Plan, add=None):
     (rows whose sum shows an overflow or underflow redone with the max
     shift), m = the row max in float64. ``add(z, c, rows)``: adds a term
     into a group's logits z, columns ``c`` (a slice of ids) of the rows
-    ``rows`` of h, before any exp (``core.direct``'s n-gram weights)."""
+    ``rows`` of h, before any exp (``core.direct``'s n-gram weights);
+    ``add_flat(flat, plan)``, where given, adds the same terms into every
+    group at once (one compiled call, not one a group), ``add`` then only
+    for a row redone."""
     N, Dh = h.shape
     dtype = np.result_type(h, U)
     Ub = stacked_bias(U, b2)
@@ -104,7 +109,7 @@ def grouped_losses(h, U, b2, y, plan: Plan, add=None):
             else:
                 np.matmul(hs[i:j], U[:, a:b], out=z)
                 z += b2[a:b]
-            if add is not None:
+            if add is not None and add_flat is None:
                 add(z, slice(int(a), int(b)), o[i:j])
 
     def sums(task):
@@ -114,6 +119,8 @@ def grouped_losses(h, U, b2, y, plan: Plan, add=None):
     tasks = _tasks(plan, np.diff(plan.off))
     with one_blas_thread():                     # small products: BLAS threads would only wait
         parallel_for(lambda i: logits(tasks[i]), len(tasks))
+    if add_flat is not None:
+        add_flat(flat, plan)
     yl = y[o] - np.repeat(plan.a, np.diff(plan.cuts))
     zy = flat[plan.start + yl]
     m = np.maximum.reduceat(flat, plan.start) if shift else np.zeros(N, dtype)
@@ -146,7 +153,7 @@ def _redo_row(r, hs, U, b2, Ub, plan, flat, s, m, add):
     flat[plan.start[r]:plan.start[r] + b - a] = z
 
 
-def grouped_backward(dloss, cache, overlap=None):
+def grouped_backward(dloss, cache, overlap=None, product: bool = False):
     """Gradients of dloss·Σ_r J_r: dJ/dh (N,Dh) in the rows' order, and
     dJ/d[U; b2] on the C columns of the groups, (Dh+1,C) in ``plan.columns()``
     order (every other column is zero). As ``fast.output.output_backward``,
@@ -155,12 +162,17 @@ def grouped_backward(dloss, cache, overlap=None):
 
     ``overlap``: a function of dJ/dh run on one core while the others
     compute the column gradients (the recurrence's backward pass). Returns
-    (dh, G, overlap(dh) or None); overwrites the cached E with D."""
+    (dh, G, overlap(dh) or None); overwrites the cached E with D.
+    ``product``: G is not formed; in its place (hw, w), the factor
+    h/s·dloss (N,Dh) and w = dloss/s (N,) in the plan's order, for
+    ``fast.colgrad`` (then D, in the cache, is the other factor)."""
     hs, U, yl, plan, D, blocks, s = cache       # the cached E and its blocks, turned into D here
     N, Dh = hs.shape[0], U.shape[0]
     w = _sorted(dloss, plan) / s
     D[plan.start + yl] -= s
     dhs = np.empty((N, Dh), s.dtype)
+    if product:
+        return _dh(plan, blocks, U, w, dhs), (np.multiply(hs[:, :Dh], w[:, None]), w), None
     hw = np.empty((Dh + 1, N), s.dtype)
     np.multiply(hs[:, :Dh].T, w, out=hw[:Dh])
     hw[Dh] = w
@@ -171,11 +183,6 @@ def grouped_backward(dloss, cache, overlap=None):
     GT = scratch.empty("grouped G", (C, Dh + 1), s.dtype) if word_major else None
     G = GT.T if word_major else scratch.empty("grouped G", (Dh + 1, C), s.dtype)
 
-    def dh_task(task):
-        for g in task:
-            i, j = plan.cuts[g], plan.cuts[g + 1]
-            np.matmul(blocks[g], U[:, plan.a[g]:plan.b[g]].T, out=dhs[i:j])
-
     def dU_task(task):
         for g in task:
             i, j = plan.cuts[g], plan.cuts[g + 1]
@@ -184,15 +191,27 @@ def grouped_backward(dloss, cache, overlap=None):
             else:
                 np.matmul(hw[:, i:j], blocks[g], out=G[:, plan.coff[g]:plan.coff[g + 1]])
 
+    dh = _dh(plan, blocks, U, w, dhs)
+    tasks = _tasks(plan, np.diff(plan.off))
+    with one_blas_thread():
+        done = parallel_for(lambda i: dU_task(tasks[i]), len(tasks), first=overlap and (lambda: overlap(dh)))
+    return dh, G, done
+
+
+def _dh(plan, blocks, U, w, dhs):
+    """dJ/dh = (D U[:, a:b]ᵀ)·w group by group, (N,Dh) in the rows' own order."""
+    def dh_task(task):
+        for g in task:
+            i, j = plan.cuts[g], plan.cuts[g + 1]
+            np.matmul(blocks[g], U[:, plan.a[g]:plan.b[g]].T, out=dhs[i:j])
+
     tasks = _tasks(plan, np.diff(plan.off))
     with one_blas_thread():
         parallel_for(lambda i: dh_task(tasks[i]), len(tasks))
     dhs *= w[:, None]
     dh = np.empty_like(dhs)
     dh[plan.order] = dhs
-    with one_blas_thread():
-        done = parallel_for(lambda i: dU_task(tasks[i]), len(tasks), first=overlap and (lambda: overlap(dh)))
-    return dh, G, done
+    return dh
 
 
 def _sorted(dloss, plan):
@@ -200,14 +219,37 @@ def _sorted(dloss, plan):
     return dloss if np.ndim(dloss) == 0 else np.asarray(dloss)[plan.order]
 
 
-def grouped_deltas(dloss, cache, space: str = "words") -> BlockDeltas:
+def grouped_deltas(dloss, cache, space: str = "words", head=()) -> BlockDeltas:
     """After ``grouped_backward(dloss, cache)``: dJ/dz of each group as
     blocks (space, rows of h, slice of ids, dz (n_g, w_g)) (the cached E
-    holds D = E - s·y by then; dz = D/s·dloss)."""
-    plan, blocks, s = cache.plan, cache.blocks, cache.s
-    w = _sorted(dloss, plan) / s
-    return BlockDeltas([(space, plan.order[i:j], slice(int(a), int(b)), blocks[g] * w[i:j, None])
-                        for g, (i, j, a, b) in enumerate(zip(plan.cuts[:-1], plan.cuts[1:], plan.a, plan.b))])
+    holds D = E - s·y by then; dz = D/s·dloss), after the blocks ``head``;
+    the blocks are ``FlatBlocks``, built as arrays only when read."""
+    return BlockDeltas(FlatBlocks(list(head), space, cache.plan, cache.flat, _sorted(dloss, cache.plan) / cache.s))
+
+
+class FlatBlocks:
+    """The parts of a ``BlockDeltas``: the blocks ``head``, then each group's
+    dz = D_g·w (row by row) as (space, rows, c, dz), made when iterated.
+    A compiled scatter reads them without: ``values()``, every group's dz
+    one after another in the flat buffer's layout (``Plan``: sorted row r
+    at start[r], width[r] columns from col[r])."""
+
+    def __init__(self, head: list, space: str, plan: Plan, flat, w):
+        self.head, self.space, self.plan, self.flat, self.w = head, space, plan, flat, w
+
+    def values(self):
+        """The groups' dz, flat: D·w, each row's entries times its w."""
+        return self.flat[:int(self.plan.off[-1])] * np.repeat(self.w, self.plan.width)
+
+    def __iter__(self):
+        plan, w = self.plan, self.w
+        yield from self.head
+        for g, Z in enumerate(plan.blocks(self.flat)):
+            i, j = plan.cuts[g], plan.cuts[g + 1]
+            yield self.space, plan.order[i:j], slice(int(plan.a[g]), int(plan.b[g])), Z * w[i:j, None]
+
+    def __len__(self):
+        return len(self.head) + self.plan.groups
 
 
 class GroupedCache(NamedTuple):

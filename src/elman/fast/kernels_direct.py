@@ -19,7 +19,9 @@ the same scaling and step), with no pass over the whole table. ``dense()``
 builds the reference's array.
 
 Parts: ("cols", O (n,F), cols (S,), vals (n,S)): D[O[n,f] + cols[s]] += vals[n,s];
-("points", O (n,F), y (n,), vals (n,)): D[O[n,f] + y[n]] += vals[n].
+("points", O (n,F), y (n,), vals (n,)): D[O[n,f] + y[n]] += vals[n];
+("rows", O (n,F), at (3,n) = (start, width, col), vals flat): D[O[r,f] + col[r] + k] += vals[start[r] + k]
+for k < width[r], rows r then f then k (a class softmax's word blocks, ``fast.grouped.FlatBlocks``).
 """
 from __future__ import annotations
 
@@ -58,6 +60,35 @@ def scatter_points(D, O, y, vals, c, lo, hi):
             m = O[n, f] + y[n]
             if lo <= m < hi:
                 D[m] += c * vals[n]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def scatter_rows(D, O, at, vals, c, lo, hi):
+    """D[m] += c·vals[start[r] + k] for m = O[r, f] + col[r] + k in [lo, hi),
+    k < width[r], r then f then k; ``at`` = (start, width, col) (3, n)."""
+    N, F = O.shape
+    for r in range(N):
+        s, w, col = at[0, r], at[1, r], at[2, r]
+        for f in range(F):
+            o = O[r, f] + col
+            W, v = D[o:o + w], vals[s:s + w]
+            for k in range(max(lo - o, 0), min(hi - o, w)):
+                W[k] += c * v[k]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def drain_rows(D, acc, O, at, c, scale, lo, hi):
+    """``drain_cols`` for the cells of ``scatter_rows``."""
+    N, F = O.shape
+    for r in range(N):
+        w, col = at[1, r], at[2, r]
+        for f in range(F):
+            o = O[r, f] + col
+            for m in range(max(lo, o), min(hi, o + w)):
+                a = acc[m]
+                if a != 0:
+                    D[m] -= (a * scale) * c
+                    acc[m] = 0
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -123,9 +154,16 @@ class ScatterGrad:
 
     @classmethod
     def classes(cls, D, O, Oc, parts) -> "ScatterGrad":
-        """From ``BlockDeltas``' parts (space, rows, c, dz): as ``fast.direct.Features.grad``."""
-        return cls(D.shape, D.dtype, [("cols", (Oc if kind == "classes" else O)[slice(None) if rows is None else rows],
-                                       np.arange(c.start, c.stop), dz) for kind, rows, c, dz in parts])
+        """From ``BlockDeltas``' parts (space, rows, c, dz): as ``fast.direct.Features.grad``;
+        the word blocks of ``fast.grouped.FlatBlocks`` as one "rows" part."""
+        flat = getattr(parts, "plan", None) is not None and parts.space == "words"
+        blocks = parts.head if flat else parts
+        out = [_block_part((Oc if kind == "classes" else O)[slice(None) if rows is None else rows], c, dz)
+               for kind, rows, c, dz in blocks]
+        if flat:
+            plan = parts.plan
+            out.append(("rows", O[plan.order], np.stack([plan.start, plan.width, plan.col]), parts.values()))
+        return cls(D.shape, D.dtype, out)
 
     def __imul__(self, c):
         self.scale *= float(c)
@@ -151,9 +189,9 @@ class ScatterGrad:
         def part(i):
             lo, hi = cuts[i].start, cuts[i].stop
             for kind, O, at, v in self.parts:
-                (scatter_points if kind == "points" else scatter_cols)(acc, O, at, v, dt(1.0), lo, hi)
+                _SCATTER[kind](acc, O, at, v, dt(1.0), lo, hi)
             for kind, O, at, v in self.parts:
-                (drain_points if kind == "points" else drain_cols)(D, acc, O, at, dt(c), dt(self.scale), lo, hi)
+                _DRAIN[kind](D, acc, O, at, dt(c), dt(self.scale), lo, hi)
         parallel_for(part, len(cuts))
 
     def dense(self):
@@ -178,13 +216,24 @@ class ScatterGrad:
         def part(i):
             lo, hi = cuts[i].start, cuts[i].stop
             for kind, O, at, v in self.parts:
-                (scatter_points if kind == "points" else scatter_cols)(D, O, at, v, c, lo, hi)
+                _SCATTER[kind](D, O, at, v, c, lo, hi)
         parallel_for(part, len(cuts))
 
     def __repr__(self):
         return f"ScatterGrad({self.size} cells of {self.shape} in {len(self.parts)} parts)"
 
 
+def _block_part(O, c: slice, dz):
+    """A block dz (n, |c|) of columns c of every row's windows as a "rows"
+    part: row r's values at r·|c| in dz's flat layout (the same cells and
+    additions, in the same order, as ("cols", O, c's ids, dz))."""
+    n, w = dz.shape
+    at = np.stack([np.arange(n) * w, np.full(n, w), np.full(n, c.start)])
+    return "rows", O, at, np.ascontiguousarray(dz).reshape(-1)
+
+
+_SCATTER = {"cols": scatter_cols, "points": scatter_points, "rows": scatter_rows}
+_DRAIN = {"cols": drain_cols, "points": drain_points, "rows": drain_rows}
 _KEPT: dict = {}
 
 

@@ -1,4 +1,5 @@
-"""Compiled gather and scatter of the direct weights' sampled columns.
+"""Compiled gather and scatter of the direct weights' sampled columns, and
+their windows added into a class softmax's grouped word logits.
 
 Under sampled softmax each position reads, for each of its F features, the
 S sampled columns of its window of D: N*F*S scattered reads a window
@@ -49,3 +50,20 @@ def scatter_shared(acc, mask, O, cols, dO):
                 acc[m] += dO[n, s]
                 if marking:
                     mask[m] = True
+
+
+@njit(cache=True, nogil=True)
+def add_rows(flat, D, O, order, start, width, col):
+    """For each sorted row r (position n = order[r]) and feature f, in that
+    order: flat[start[r] + k] += D[O[n, f] + col[r] + k] for k < width[r].
+    A class softmax's word logits (``fast.grouped``'s flat buffer: row r's
+    columns [col[r], col[r] + width[r]) at start[r]) take every window at
+    once; per element the additions of ``fast.direct.add_windows``, feature
+    after feature, so the same sums to the bit."""
+    N, F = order.shape[0], O.shape[1]
+    for r in range(N):
+        n, s, w, c = order[r], start[r], width[r], col[r]
+        for f in range(F):
+            W = D[O[n, f] + c:]
+            for k in range(w):
+                flat[s + k] += W[k]

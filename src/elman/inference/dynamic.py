@@ -26,8 +26,8 @@ copy of the weights changes: the model file, and the caller's Params, stay
 as they were.
 
 ``adapted_stream_losses``: the text as one stream (``elman eval``), segments of T
-tokens, the state and the direct connections' history carried as in
-``perplexity``. ``line_losses``: each line on its own from h0 = 0 after
+tokens from the model's starting state, the state and the direct
+connections' history carried as in ``perplexity``. ``line_losses``: each line on its own from h0 = 0 after
 ``<eos>`` (``elman score``), one step per line once it is scored.
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ import numpy as np
 
 from elman.core.classes import word_classes
 from elman.core.direct import contexts, next_history
-from elman.model import bptt
+from elman.model import bptt, initial_state
 from elman.core.sparse import SparseGrad
 from elman.inference.options import DYNAMIC_DEFAULTS
 
@@ -201,7 +201,7 @@ def adapted_stream_losses(p, ids, eos_id: int, lr: float, T: int, direct_lr: flo
     x = np.concatenate([[eos_id], ids[:-1]])
     if compiled_runs(p) if compiled is None else compiled:
         return _compiled_stream(p, adapt, x, ids, T, step)
-    h = np.zeros((1, p.Dh), dtype=p.dtype)
+    h = initial_state(p, 1)
     history = None
     out = np.empty(len(ids))
     for s in range(0, len(ids), T):
@@ -232,7 +232,7 @@ def compiled_runs(p) -> bool:
 def _compiled_stream(p, adapt, x, ids, T: int, step) -> np.ndarray:
     from elman.fast.dynamic import CompiledSegments     # Numba's import: only this path pays it
     run = CompiledSegments(p, adapt)
-    h = np.zeros(p.Dh, p.dtype)
+    h = initial_state(p, 1)[0]
     n = max(T, BLOCK - BLOCK % T)
     out = np.empty(len(ids))
     for s in range(0, len(ids), n):

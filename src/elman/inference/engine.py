@@ -6,19 +6,23 @@ then ``<eos>``; the word before a line's first token is ``<eos>``):
 * ``stream``: the lines are one stream, the state carried from each line
   into the next (``elman eval``; ``elman score --carry``, RNNLM's ``-test``
   without ``-independent``). Windows of ``WINDOW`` tokens, as eval's.
-* ``batched``: each line from a start state of its own (h0 = 0 for
+* ``rows.batched``: each line from a start state of its own (h0 = 0 for
   ``score`` and ``--independent``), many lines a batch.
-* n-best with ``--carry``: every hypothesis of utterance u starts from the
-  state S_u; S_1 = 0 and S_(u+1) is the state after u's first hypothesis
-  (after its last word, before its ``<eos>`` is read), as RNNLM's
-  ``-nbest`` carries it: the first hypotheses form one stream.
+* n-best: the hypotheses of one start through a prefix trie
+  (``prefix``), every hypothesis from h0 = 0 or, with ``--carry``, every
+  hypothesis of utterance u from the state S_u; S_1 = 0 and S_(u+1) is
+  the state after u's first hypothesis (after its last word, before its
+  ``<eos>`` is read), as RNNLM's ``-nbest`` carries it: the first
+  hypotheses form one stream (``-nbest`` never reads the state saved in
+  its model file, so neither does S_1).
 
 Memory: the (positions × V) logits of one step are the only V-sized
-array; a step holds at most ``POSITIONS`` positions (rows × window
-columns), eval's stream ``WINDOW``. A line of any length is cut into
-windows with its state carried, the same numbers as one pass. Lines are
-read ``GROUP`` tokens at a time (at least one line), sorted by length so
-that a batch wastes little on padding, and handed back in input order.
+array (``rows.POSITIONS`` positions a batch, eval's stream ``WINDOW``, a
+depth of the trie in blocks). A line of any length is cut into windows
+with its state carried, the same numbers as one pass. Lines are read
+``GROUP`` tokens at a time (at least one line, whole utterances), sorted
+by length so that a batch wastes little on padding, and handed back in
+input order.
 """
 from __future__ import annotations
 
@@ -27,10 +31,11 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from elman.model import window_losses
+from elman.model import initial_state, window_losses
 from elman.model.perplexity import WINDOW    # eval's stream window (validation's too)
+from elman.inference.prefix import trie_losses
+from elman.inference.rows import batched
 
-POSITIONS = 2048      # rows × columns of one batched step
 GROUP = 1 << 16       # tokens read ahead, then sorted by length
 
 
@@ -51,7 +56,8 @@ def _groups(lines: Iterable, tokens: int = GROUP) -> Iterator[list]:
 
 def stream(p, lines: Iterable, eos_id: int, window: int = WINDOW, h0=None, states: bool = False, history=None):
     """Yield (line, losses) for each line in order, -ln P of each target
-    (float64), the lines read as one stream from ``h0`` (default 0; with
+    (float64), the lines read as one stream from ``h0`` (default the
+    model's starting state, ``initial_state``; with
     direct connections ``history``, the words before, default none).
     ``states``: yield (line, losses, S) with S the state after the line's
     last word (the one its ``<eos>`` is read with)."""
@@ -77,7 +83,7 @@ def stream(p, lines: Iterable, eos_id: int, window: int = WINDOW, h0=None, state
             spans.append(span)
             yield np.concatenate(xs)[None], np.concatenate(ys)[None]
 
-    h0 = np.zeros((1, p.Dh), p.dtype) if h0 is None else np.asarray(h0, p.dtype).reshape(1, -1)
+    h0 = initial_state(p, 1) if h0 is None else np.asarray(h0, p.dtype).reshape(1, -1)
     history = None if history is None else np.asarray(history).reshape(1, -1)
     for losses, hs in window_losses(p, windows(), h0, history, states=states):
         col = 0
@@ -92,68 +98,18 @@ def stream(p, lines: Iterable, eos_id: int, window: int = WINDOW, h0=None, state
             yield (line, out, state) if states else (line, out)
 
 
-# -- batched lines from their own start states ------------------------------------
-
-def batched(p, rows: list, eos_id: int, h0=None, positions: int = POSITIONS, window: int = WINDOW,
-            history=None) -> list:
-    """-ln P of each target (float64 arrays) of each id array in ``rows``
-    (each ending in ``<eos>``), row i from the state h0[i] (default 0)
-    after ``<eos>`` (and with direct connections after the words
-    history[i], default none). The longest rows go first; each batch holds as many
-    rows as fit ``positions`` at its width (at most ``window`` columns,
-    then the next window with the state carried, rows that have ended
-    dropped), so a long line never widens the batch of short ones."""
-    order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
-    out = [None] * len(rows)
-    start = 0
-    while start < len(order):
-        width = min(window, len(rows[order[start]]))
-        chunk = order[start:start + max(1, positions // width)]
-        start += len(chunk)
-        h = np.zeros((len(chunk), p.Dh), p.dtype) if h0 is None else np.asarray(h0, p.dtype)[chunk]
-        before = None if history is None else np.asarray(history)[chunk]
-        for i, losses in zip(chunk, _run(p, [rows[i] for i in chunk], eos_id, h, window, before)):
-            out[i] = losses
-    return out
-
-
-def _run(p, rows: list, eos_id: int, h, window: int, history=None) -> list:
-    """The rows (longest first) in windows of ``window`` columns, the state
-    carried, each window holding only the rows still running."""
-    lengths = np.array([len(r) for r in rows])
-    out = [np.empty(n) for n in lengths]
-
-    def windows():
-        for t0 in range(0, lengths[0], window):
-            active = int(np.count_nonzero(lengths > t0))
-            width = min(window, int(lengths[0]) - t0)
-            x = np.full((active, width), eos_id, np.int64)
-            y = np.full((active, width), eos_id, np.int64)
-            for r in range(active):
-                row = rows[r]
-                end = min(t0 + width, len(row))
-                y[r, :end - t0] = row[t0:end]
-                x[r, :end - t0] = row[t0 - 1:end - 1] if t0 else np.r_[eos_id, row[:end - 1]]
-            yield x, y
-
-    for t0, (losses, _) in zip(range(0, lengths[0], window), window_losses(p, windows(), h, history)):
-        for r in range(losses.shape[0]):
-            end = min(t0 + losses.shape[1], lengths[r])
-            out[r][t0:end] = losses[r, :end - t0]
-    return out
-
-
 # -- lines as score reads them ----------------------------------------------------
 
 def line_losses(p, lines: Iterable, eos_id: int, carry: bool = False, alternatives: bool = False) -> Iterator:
     """(line, -ln P of each target) for each line, in input order.
 
-    Plain lines: each from h0 = 0 (``--independent``, the default), or one
-    stream (``carry``). ``alternatives`` (the reader's: n-best lines, the
+    Plain lines: each from h0 = 0 (``--independent``, the default; RNNLM's
+    reset state), or one stream (``carry``) from the model's starting state. ``alternatives`` (the reader's: n-best lines, the
     lines of one ``uid`` alternatives of one utterance): every hypothesis of an utterance from
     the same start, h0 = 0 or (``carry``) the state after the previous
-    utterance's first hypothesis. Identical lines with the same start are
-    run once, so identical hypotheses get identical scores."""
+    utterance's first hypothesis, through a prefix trie of the
+    hypotheses of one start (``prefix``). Identical lines with the same
+    start are run once, so identical hypotheses get identical scores."""
     if carry and not alternatives:
         yield from stream(p, lines, eos_id)
         return
@@ -168,20 +124,20 @@ def line_losses(p, lines: Iterable, eos_id: int, carry: bool = False, alternativ
             for line in firsts:
                 before.append(_words_before(p, before[-1], line.ids, eos_id))
             starts, chain, words = [chain] + after[:-1], after[-1], before[-1]
-        index, rows, h0, history = {}, [], [], []
+        index, rows, root = {}, [], []
         for line, u in zip(group, utterance):
-            key = (u, line.ids.tobytes()) if carry else line.ids.tobytes()
+            key = (u if carry else 0, line.ids.tobytes())
             if key not in index:
                 index[key] = len(rows)
                 rows.append(line.ids)
-                if carry:
-                    h0.append(starts[u])
-                    history.append(before[u])
-        with_words = carry and p.D is not None
-        losses = batched(p, rows, eos_id, np.array(h0) if carry else None,
-                         history=np.array(history) if with_words else None)
+                root.append(key[0])
+        if alternatives:        # hypotheses share prefixes: each distinct one is run once (``prefix``)
+            losses = trie_losses(p, rows, eos_id, root, np.array(starts) if carry else None,
+                                 np.array(before[:-1]) if carry and p.D is not None else None)
+        else:                   # plain lines without carry: each from h0 = 0
+            losses = batched(p, rows, eos_id)
         for line, u in zip(group, utterance):
-            yield line, losses[index[(u, line.ids.tobytes()) if carry else line.ids.tobytes()]]
+            yield line, losses[index[u if carry else 0, line.ids.tobytes()]]
 
 
 def _words_before(p, before, ids, eos_id: int):

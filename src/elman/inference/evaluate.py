@@ -2,7 +2,8 @@
 
 Conventions (the README's "Evaluating, scoring, sampling" repeats them):
 
-* ``perplexity``: the text is one stream. h0 = 0, the word before the first
+* ``perplexity``: the text is one stream. h0 = the model's starting state
+  (``model.initial_state``: 0 but for an imported RNNLM model), the word before the first
   token is ``<eos>``, every token (each line's ``<eos>`` included) is
   predicted, unknown words count as ``<unk>``. The stream is run in windows
   of ``window`` steps with the state carried across them, which is the same
@@ -17,7 +18,7 @@ import numpy as np
 
 from elman import data, modelfile, progress
 from elman.model import perplexity as _perplexity
-from elman.model import output_probs, rnn_step
+from elman.model import initial_state, output_probs, rnn_step
 from elman.model.perplexity import stream_losses, summary  # noqa: F401  (eval's own functions)
 
 
@@ -57,7 +58,7 @@ def sample(p, prime_ids, eos_id: int, n: int, temperature: float = 1.0, seed: in
     distribution, above 1 flattens it. The same seed gives the same ids.
     """
     rng = np.random.default_rng(seed)
-    h = np.zeros((1, p.Dh), dtype=p.dtype)
+    h = initial_state(p, 1)
     read = [-1] * max(p.order - 1, 0) + [eos_id, *prime_ids]     # direct connections read the last N-1
     for x in read[-len(prime_ids) - 1:]:
         h = rnn_step(p, np.array([x]), h)

@@ -17,7 +17,10 @@ contiguous columns (one Split, K LogSoftmax, one Concat). Batch and time
 are dynamic. ``vocab.txt`` is written beside the graph (elman's format:
 one token a line, id = line number), and the graph's metadata gives the
 ids of ``<unk>`` and ``<eos>``: feed ``<eos>`` as the first id of a text
-and h0 = 0, as elman does. The weights are float32 whatever the model's.
+and h0 = the model's starting state, as elman does: the metadata's
+``h_start`` (a JSON list of Dh floats, float32 exactly) where the model has
+one (an imported RNNLM model: its saved state), else 0. The state is the
+caller's input, so it is data beside the graph, not part of it. The weights are float32 whatever the model's.
 
 A model with direct connections of order N (``onnx_direct``) takes one more
 input, history (int64, [B, N-2]: the words before ids, -1 for none; all
@@ -35,13 +38,14 @@ than exported without them.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
 
 from elman import progress
 from elman.atomic import atomic_write_bytes
-from elman.core.params import DIRECT_NAMES, PARAM_NAMES, Params
+from elman.core.params import DIRECT_NAMES, PARAM_NAMES, START_NAME, Params
 from elman.errors import ElmanError
 from elman.inference import onnx_direct, onnx_rnnlm_direct
 from elman.model.outputs import layer_for, model_outputs
@@ -55,7 +59,7 @@ def exportable(arrays: dict, cfg: dict, where) -> None:
     """Refuse, in one line, a model with parts the graph does not express."""
     outputs = model_outputs()
     owned = {n for names in outputs.values() for n in names}
-    extra = sorted(set(arrays) - set(PARAM_NAMES) - owned - set(DIRECT_NAMES))
+    extra = sorted(set(arrays) - set(PARAM_NAMES) - owned - set(DIRECT_NAMES) - {START_NAME})
     if extra:
         raise ElmanError(f"{where}: the model has tensors the ONNX graph cannot express ({', '.join(extra)}: "
                          "an output layer it does not know); not exported")
@@ -141,6 +145,8 @@ def export(model_dir, onnx_path) -> dict:
     if p.order:
         meta.update(direct_order=p.order, direct_size=int(p.D.size), history_size=p.order - 2,
                     direct_hash=p.direct_hash)
+    if p.h_start is not None:
+        meta["h_start"] = json.dumps([float(x) for x in np.asarray(p.h_start, np.float32)])
     with progress.job("export", "steps", 3, note="no file half-written") as job:
         model = build(p, vocab, meta)
         job.update()

@@ -11,12 +11,17 @@ itself an Elman state: 1 - σ(a) = σ(-a), so
 
 which is elman's step with L = -syn0[:, :V]ᵀ, I = 1 (d = Dh), H = Rᵀ,
 b1 = -R·1, U = -syn1ᵀ, b2 = syn1·1, and h' starts at 0 exactly where h
-starts at 1. Words are renumbered so that each class is a range of ids
-(RNNLM's classes by frequency already are, but a file need not be).
+starts at 1. The saved state s becomes the model's starting state
+h_start = 1 - s (``core.params.initial_state``), where a stream starts,
+unless the file is in independent sentences mode (then ``-test`` resets
+to 1.0 before the first word: no h_start).
+Words are renumbered so that each class is a range of ids (RNNLM's
+classes by frequency already are, but a file need not be).
 
 Back (``from_elman``): RNNLM's state is r = 1 - h plus one unit that stays
 at 1 (its own weight of ``HOLD`` saturates the sigmoid, and RNNLM's state
-starts at 1.0), which carries b1 and b2; L·I is folded into syn0; a full
+starts at 1.0), which carries b1 and b2; the saved state is 1 - h_start
+(1 without one) and 1 in that unit; L·I is folded into syn0; a full
 softmax is one class holding every word; ``</s>`` becomes word 0, as
 RNNLM requires. Direct connections go both ways when hashed RNNLM's way
 (``core.rnnlm_direct``), which hashes the word indices: these stay elman's
@@ -51,6 +56,9 @@ def to_elman(m: RnnlmModel, where: str = "") -> tuple:
     S1 = m.syn1.astype(np.float64)
     arrays = dict(L=-W.T[perm], I=np.eye(Dh), H=R.T, b1=-R.sum(axis=1),
                   U=-S1[:V][perm].T, b2=S1[:V][perm].sum(axis=1))
+    independent = int(m.header.get("independent sentences mode", 0) or 0)
+    if not independent:
+        arrays["h_start"] = 1 - m.hidden.astype(np.float64)
     counts = m.counts[perm]
     bounds = np.searchsorted(m.classes[perm], np.arange(K + 1)).astype(np.int64)
     if (np.diff(bounds) <= 0).any():
@@ -81,8 +89,7 @@ def to_elman(m: RnnlmModel, where: str = "") -> tuple:
     if m.direct.size and UNK not in m.words:            # RNNLM's -1: its direct features stop there
         p.direct_oov = len(words) - 1
     config = {"level": "word", "rnnlm": {"source": where, "version": int(m.header.get("version", 10)),
-                                         "hidden_state": [float(x) for x in m.hidden],
-                                         "independent": int(m.header.get("independent sentences mode", 0) or 0)}}
+                                         "independent": independent}}
     if m.direct.size:
         config["direct_hash"] = "rnnlm"
         if p.direct_oov is not None:
@@ -135,7 +142,10 @@ def from_elman(p: Params, vocab: Vocab) -> RnnlmModel:
                              "elman train --direct-hash rnnlm makes it); this model's <eos> is id "
                              f"{eos}")
         direct, N = np.asarray(p.D, np.float32), p.order
-    return RnnlmModel(words, rnnlm_counts(classes, K), classes, K, np.ones(Dh + 1, np.float32),
+    hidden = np.ones(Dh + 1, np.float32)
+    if p.h_start is not None:
+        hidden[:Dh] = 1 - f(p.h_start)
+    return RnnlmModel(words, rnnlm_counts(classes, K), classes, K, hidden,
                       syn0.astype(np.float32), syn1.astype(np.float32), direct, N, old_classes=1)
 
 

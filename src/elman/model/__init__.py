@@ -7,7 +7,7 @@ the forward-only losses (``forward_losses``, ``window_losses``);
 of a token stream; ``gradcheck``: every gradient against central
 differences in float64.
 """
-from elman.core.params import CLASS_NAMES, DIRECT_NAMES, PARAM_NAMES, Params
+from elman.core.params import CLASS_NAMES, DIRECT_NAMES, PARAM_NAMES, Params, initial_state
 from elman.model.network import (
     bptt, dropout_masks, features, forward_losses, output_log_probs, output_probs, rnn_step, step_gradients,
     target_log_probs,
@@ -15,5 +15,5 @@ from elman.model.network import (
 )
 from elman.model.outputs import LAYERS, layer_for, output_name, register
 
-__all__ = ["Params", "PARAM_NAMES", "CLASS_NAMES", "DIRECT_NAMES", "bptt", "dropout_masks", "features", "forward_losses", "output_log_probs", "output_probs", "rnn_step", "target_log_probs",
+__all__ = ["Params", "initial_state", "PARAM_NAMES", "CLASS_NAMES", "DIRECT_NAMES", "bptt", "dropout_masks", "features", "forward_losses", "output_log_probs", "output_probs", "rnn_step", "target_log_probs",
            "step_gradients", "window_losses", "LAYERS", "layer_for", "output_name", "register"]

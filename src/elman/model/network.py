@@ -184,8 +184,10 @@ def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dro
     sum (dynamic evaluation scores and learns from one forward pass).
     ``deferred`` (with ``sparse``): under sampled or class softmax, dJ/dD as
     ``fast.kernels_direct.ScatterGrad``, the scatter that would build it,
-    which an optimizer's plain step adds straight into D (one process: a
-    sum over processes needs the arrays).
+    which an optimizer's plain step adds straight into D, and under a class
+    softmax dJ/dU as ``fast.colgrad.ColumnProduct``, the product that would
+    build it, which Adagrad's and SGD's steps form column by column (one
+    process: a sum over processes needs the arrays).
     """
     if sampled is not None and p.classes:
         raise ValueError("sampled softmax trains the full-softmax model, not a class softmax")
@@ -208,12 +210,18 @@ def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dro
             g["D"] = (scatter and ScatterGrad.of(feats, deltas)) or feats.grad(deltas, sparse)
         return g
     _, out_grads, grads = layer.backward(scale, fwd.cache, overlap=overlap)
-    grads.update(out_grads)
+    grads.update({k: g if deferred and sparse else _built(g) for k, g in out_grads.items()})
     if not sparse:
         grads = densify(grads)
     grads = {k: grads[k] for k in p.as_dict() if k in grads}     # the order of the parameters
     loss = fwd.losses.reshape(T, B).T if per_position else float(fwd.losses.sum(dtype=np.float64))
     return loss, grads, hs[T].copy()
+
+
+def _built(g):
+    """A gradient the output layer left as the product that makes it, as its
+    array (``SparseGrad``); any other as it is."""
+    return g.sparse() if hasattr(g, "sparse") else g
 
 
 def _recurrence_backward(p: Params, dh_out, x, e, hs, caches, masks, sparse: bool) -> dict:

@@ -1,11 +1,12 @@
 """Perplexity of a token stream: what validation, ``elman eval`` and the
 trainer's test report all compute, in one place.
 
-The text is one stream: h0 = 0, the word before the first token is
+The text is one stream: h0 = the model's starting state (``initial_state``:
+0 but for an imported RNNLM model), the word before the first token is
 ``<eos>``, every token (each line's ``<eos>`` included) is predicted. It is
 run in windows of ``window`` steps with the state carried across them, the
 same computation as one token at a time; it is *not* split into B parallel
-streams, since each would restart from h0 = 0 and see less context.
+streams, since each would restart from h0 and see less context.
 
 Memory does not grow with the text: ``ids`` may be a memory map of any
 length, read one window at a time (int64 copies of ``window`` ids), and the
@@ -20,6 +21,7 @@ from itertools import chain
 
 import numpy as np
 
+from elman.core.params import initial_state
 from elman.fast.recurrence import threaded_input_forward
 from elman.fast.threads import one_blas_thread
 from elman.model.network import window_losses
@@ -73,7 +75,7 @@ def stream_windows(ids, eos_id: int, window: int = WINDOW, release=None):
 
 def stream_window_losses(p, ids, eos_id: int, window: int | None = None, release=None):
     """-ln P(token) of each window of ``ids`` as one stream: float64 (w,) arrays, in order."""
-    h0 = np.zeros((1, p.Dh), dtype=p.dtype)
+    h0 = initial_state(p, 1)
     table = input_table(p, len(ids))
     for losses, _ in window_losses(p, stream_windows(ids, eos_id, window_of(p, window), release), h0, table=table):
         yield np.asarray(losses[0], dtype=np.float64)

@@ -13,6 +13,7 @@ import threading
 import numpy as np
 
 from elman.fast import kernels_optim as ko, scratch
+from elman.fast.colgrad import ColumnProduct
 from elman.fast.kernels_direct import ScatterGrad
 from elman.errors import ElmanError
 from elman.fast.threads import chunks, parallel_for
@@ -22,7 +23,8 @@ from elman.training.nodesync import SparseParts
 
 def global_norm(grads: dict) -> float:
     """The L2 norm of all gradients taken together, accumulated in float64."""
-    return float(np.sqrt(sum(g.sq_sum() if isinstance(g, (SparseGrad, SparseParts, ScatterGrad)) else sq_sum(g)
+    return float(np.sqrt(sum(g.sq_sum() if isinstance(g, (SparseGrad, SparseParts, ScatterGrad, ColumnProduct))
+                             else sq_sum(g)
                              for g in grads.values())))
 
 
@@ -116,6 +118,10 @@ class Optimizer:
     def _update(self, p, g, k: str) -> None:
         """The rule on parameter ``k``, dense or sparse."""
         state = {slot: self.state[slot][k] for slot in self.slots}
+        if isinstance(g, ColumnProduct):        # the rule takes the product column by column, or its array
+            if self.compiled and self.product_rule(p, g, state):
+                return
+            g = g.sparse()
         if isinstance(g, ScatterGrad):
             g = g.dense()
         if isinstance(g, SparseGrad) and self.dense_only:
@@ -167,6 +173,10 @@ class Optimizer:
         raise NotImplementedError
 
     rows_rule = None    # the rule compiled: (P, state rows or None, vals, idx) -> bool, as kernels_optim's
+
+    def product_rule(self, p, g: ColumnProduct, state: dict) -> bool:
+        """The rule compiled on a ``ColumnProduct`` (``fast.colgrad``); False, nothing done, where there is none."""
+        return False
 
     def _rows(self, rule, p, g, state: dict) -> bool:
         """The compiled ``rule`` on rows of p (``kernels_optim.rows_of``): a
@@ -278,6 +288,9 @@ class SGD(Optimizer):
     def rows_rule(self, P, _, vals, idx):
         return ko.sgd(P, vals, idx, self.lr)
 
+    def product_rule(self, p, g, state):
+        return g.step(p, None, self.lr)
+
 
 class Adagrad(Optimizer):
     """Per-coordinate steps lr / sqrt(G0 + sum of squared gradients): rare
@@ -300,6 +313,9 @@ class Adagrad(Optimizer):
 
     def rows_rule(self, P, G, vals, idx):
         return ko.adagrad(P, G, vals, idx, self.lr, self.eps)
+
+    def product_rule(self, p, g, state):
+        return g.step(p, state["G"], self.lr, self.eps)
 
     def _piece(self, p, g, G):
         a, b = _tmp("a", g), _tmp("b", g)
