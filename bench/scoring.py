@@ -3,7 +3,7 @@ RNNLM `-test` (and `-dynamic 0.1`) on the same files, and elman's scoring
 at V = 800k on Zipf text. A benchmark, not a test: it prints and records.
 
     .venv/bin/python bench/scoring.py --out DIR --static FILE --dynamic FILE \\
-        --elman NAME=MODEL_DIR ... [--rnnlm NAME=MODEL_FILE ...] [--pin] [--v800k]
+        --elman NAME=MODEL_DIR ... [--rnnlm NAME=MODEL_FILE ...] [--pin] [--v800k] [--score]
 
 Each command is a process of its own; its wall time and its CPU time
 (user + system, of the process and its threads) are recorded, and words/s
@@ -55,6 +55,14 @@ def elman_eval(model: str, data: Path, dynamic: bool, pin: bool) -> dict:
     return r
 
 
+def elman_score_dynamic(model: str, data: Path, pin: bool) -> dict:
+    """`elman score --dynamic`: each line from h0 = 0, one step per line once scored."""
+    exe = str(Path(sys.executable).with_name("elman"))
+    r = timed([exe, "score", "--dynamic", "--model", model, "--data", str(data)], pin)
+    r["ppl"] = round(float(r.pop("stdout").strip().splitlines()[-1].split()[-1]), 2)
+    return r
+
+
 def rnnlm_eval(binary: str, model: str, data: Path, dynamic: bool, pin: bool, cwd: Path) -> dict:
     r = timed([binary, "-rnnlm", model, "-test", str(data), *(["-dynamic", "0.1"] if dynamic else [])], pin, cwd)
     ppl = [line.split()[-1] for line in r.pop("stdout").splitlines() if line.startswith("PPL net")]
@@ -89,6 +97,14 @@ print(json.dumps(dict(V=V, classes=s.classes, direct=s.direct_size, tokens={n}, 
     return json.loads(r["stdout"])
 
 
+def _row(r: dict, name: str, mode: str, data: Path, n: int, pin: bool) -> dict:
+    """A measurement with what it measured and its words/s, printed as it comes."""
+    r.update(system=name, mode=mode, data=str(data), tokens=n, pinned=pin,
+             words_per_s=round(n / r["wall_s"]), words_per_cpu_s=round(n / r["cpu_s"]))
+    print(json.dumps(r), flush=True)
+    return r
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, type=Path)
@@ -99,6 +115,7 @@ def main() -> int:
     ap.add_argument("--rnnlm-bin", default="/work/peers/bin/rnnlm")
     ap.add_argument("--pin", action="store_true", help="one core, one thread (see the module's docstring)")
     ap.add_argument("--v800k", action="store_true", help="also the default recipe's scoring at V = 800k")
+    ap.add_argument("--score", action="store_true", help="also `elman score --dynamic` of the --dynamic text")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -110,10 +127,10 @@ def main() -> int:
             for name, path in (s.split("=", 1) for s in specs):
                 r = (elman_eval(path, data, mode == "dynamic", args.pin) if kind == "elman" else
                      rnnlm_eval(args.rnnlm_bin, path, data, mode == "dynamic", args.pin, args.out))
-                r.update(system=name, mode=mode, data=str(data), tokens=n, pinned=args.pin,
-                         words_per_s=round(n / r["wall_s"]), words_per_cpu_s=round(n / r["cpu_s"]))
-                rows.append(r)
-                print(json.dumps(r), flush=True)
+                rows.append(_row(r, name, mode, data, n, args.pin))
+    for name, path in (s.split("=", 1) for s in args.elman if args.score and args.dynamic):
+        r = elman_score_dynamic(path, args.dynamic, args.pin)
+        rows.append(_row(r, name, "score --dynamic", args.dynamic, tokens(args.dynamic), args.pin))
     if args.v800k:
         r = dict(v800k(args.pin), system="elman defaults V=800k", mode="static", pinned=args.pin)
         rows.append(r)

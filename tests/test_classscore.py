@@ -34,9 +34,28 @@ def test_class_losses_are_the_reference(dtype, tol, direct):
     ref = -class_log_probs(h.astype(np.float64), p.U.astype(np.float64), p.b2.astype(np.float64),
                            p.Uc.astype(np.float64), p.bc.astype(np.float64), p.class_bounds,
                            None if extra is None else tuple(e.astype(np.float64) for e in extra))[np.arange(N), y]
-    got = class_losses(h, p.U, p.b2, p.Uc, p.bc, p.class_bounds, y, args)
+    got, none = class_losses(h, p.U, p.b2, p.Uc, p.bc, p.class_bounds, y, args)
+    assert none is None
     np.testing.assert_allclose(got, ref, rtol=tol, atol=tol)
     assert got.std() > 0.3                                   # the rows differ: nothing constant was checked
+
+
+def test_the_rows_do_not_depend_on_the_tasks_and_what_runs_beside_comes_back():
+    """600 rows (three tasks of ROWS, shared by the threads) give each row the
+    loss it gets alone, to rounding; the function run beside returns."""
+    from elman.fast.classscore import ROWS
+    p = _model("float32", 300)
+    rng = np.random.default_rng(6)
+    N = 2 * ROWS + 88
+    h = rng.uniform(0, 1, (N, p.Dh)).astype(np.float32)
+    y = rng.integers(0, p.V, N)
+    f = features(p, rng.integers(0, p.V, (N, 1)), rng.integers(-1, p.V, (N, 1)))
+    got, done = class_losses(h, p.U, p.b2, p.Uc, p.bc, p.class_bounds, y, (p.D, f.O, f.Oc), beside=lambda: "ran")
+    assert done == "ran"
+    for n in (0, ROWS - 1, ROWS, N - 1):
+        alone, _ = class_losses(h[n:n + 1], p.U, p.b2, p.Uc, p.bc, p.class_bounds, y[n:n + 1],
+                                (p.D, f.O[n:n + 1], f.Oc[n:n + 1]))
+        np.testing.assert_allclose(alone[0], got[n], rtol=1e-6)
 
 
 def test_scoring_a_class_model_is_the_gradient_pass():
@@ -87,3 +106,18 @@ def test_a_file_says_how_it_scores_and_older_files_score_as_before(tmp_path):
     np.testing.assert_array_equal(slow, ref[0].astype(np.float64))   # the NumPy path: the very same numbers
     np.testing.assert_allclose(fast, slow, rtol=3e-5, atol=3e-5)
     assert not np.array_equal(fast, slow)                             # two paths, truly
+
+
+def test_eval_gives_the_same_numbers_on_one_thread_and_on_two():
+    """The rows' tasks are the same however many threads share them, and the
+    recurrence runs as one of them or before them: the same losses, bit for bit."""
+    from elman.fast import threads
+    from elman.model.perplexity import stream_losses
+    p = _model("float32", 300)
+    ids = np.random.default_rng(7).integers(0, p.V, 3000)
+    with threads.using(1):
+        one = stream_losses(p, ids, 0, window=700)
+    with threads.using(2):
+        two = stream_losses(p, ids, 0, window=700)
+    np.testing.assert_array_equal(one, two)
+    assert one.std() > 0.3

@@ -41,3 +41,20 @@ def test_scoring_losses_are_the_gradient_pass_losses():
     ref, _, h_ref = bptt(p, x, y, h0, per_position=True)
     np.testing.assert_allclose(fast, ref, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(h_last, h_ref, rtol=1e-12, atol=1e-12)
+
+
+def test_a_stream_read_through_the_input_table_is_the_products():
+    """eval's stream reads e I + b1 from a table of every word once it has
+    as many tokens as words: the same losses to rounding as each window's
+    product, and the table only then."""
+    from elman.model.network import window_losses
+    from elman.model.perplexity import input_table
+    from elman.model.perplexity import stream_windows
+    p = Params.init(V=40, d=6, Dh=9, seed=3, dtype="float32", classes=5, counts=np.arange(80, 40, -1), direct=400)
+    ids = np.random.default_rng(4).integers(0, 40, 300)
+    table = input_table(p, len(ids))
+    assert table.shape == (40, 9) and input_table(p, 39) is None
+    np.testing.assert_allclose(table[7], p.L[7] @ p.I + p.b1, rtol=1e-6)
+    h0 = np.zeros((1, 9), np.float32)
+    run = lambda t: np.concatenate([l[0] for l, _ in window_losses(p, stream_windows(ids, 0, 64), h0, table=t)])  # noqa: E731
+    np.testing.assert_allclose(run(table), run(None), rtol=2e-6)

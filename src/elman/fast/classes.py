@@ -16,7 +16,7 @@ from elman.core.classes import ClassSoftmax, word_classes
 from elman.core.outputs import Backward, BlockDeltas, Forward
 from elman.fast.grouped import Plan, grouped_backward, grouped_deltas, grouped_losses
 from elman.fast.output import output_backward, output_deltas, output_losses
-from elman.fast.threads import beside, one_blas_thread
+from elman.fast.threads import one_blas_thread
 
 
 def class_output_losses(h, U, b2, Uc, bc, bounds, y, direct=None):
@@ -103,12 +103,11 @@ class FastClassSoftmax(ClassSoftmax):
         return Forward(losses, cache, overlap() if overlap is not None else None)
 
     def scores(self, p, h, y, direct=None, overlap=None):
-        """Scoring's losses by one compiled loop (``fast.classscore``), ``overlap`` beside it."""
+        """Scoring's losses by one compiled loop (``fast.classscore``), its rows
+        shared between the threads with ``overlap`` (run first, beside them)."""
         from elman.fast.classscore import class_losses      # Numba's import: only scoring pays it
-        later = beside(overlap) if overlap is not None else None
         terms = direct and direct.scoring_terms(y)
-        losses = class_losses(h, p.U, p.b2, p.Uc, p.bc, p.class_bounds, y, terms)
-        return losses, later() if later is not None else None
+        return class_losses(h, p.U, p.b2, p.Uc, p.bc, p.class_bounds, y, terms, beside=overlap)
 
     def backward(self, dloss, cache, overlap=None) -> Backward:
         """dJ/dU as a ``fast.colgrad.ColumnProduct`` (``model.bptt`` builds its

@@ -5,16 +5,19 @@
     z_n[w] = h_n U[:, w] + b2[w] + Σ_f D[O[n,f] + w],   a <= w < b     the class [a, b) of y_n
 
 the function of ``core.classes`` (``class_log_probs``, the reference the
-tests hold this to) at one target a row. The class logits of a window are
-one BLAS product; the rest is one compiled loop over the rows: the direct
-terms of the K classes and of the target's class only (the K + |c(y)|
-logits a row needs, each read once from D), the within-class products from
-the word-major [U; b2] (``Params`` keeps word w's column and bias as one
-contiguous row of Dh+1 floats), and both log-sum-exps in float64. Training's
-path (``fast.grouped``) groups the rows by class to share each class's
-columns between rows for the gradient too; a scoring row needs only its
-own |c(y)| dot products (20 on average at V = 10k, K = 100), for which the
-grouping, its sort and its Python loop over groups cost more than they save.
+tests hold this to) at one target a row: one compiled loop over the rows,
+computing the K + |c(y)| logits a row needs (the class logits of ``ROWS``
+rows one BLAS product, the direct
+terms of the K classes and of the target's class only, each read once from
+D, and the within-class products from the word-major [U; b2]: ``Params``
+keeps word w's column and bias as one contiguous row of Dh+1 floats), and
+both log-sum-exps in float64. The rows go to the threads in tasks of
+``ROWS``, the same tasks on one core or many.
+Training's path (``fast.grouped``) groups the rows by class to share each
+class's columns between rows for the gradient too; a scoring row needs only
+its own |c(y)| dot products (20 on average at V = 10k, K = 100), for which
+the grouping, its sort and its Python loop over groups cost more than they
+save.
 """
 from __future__ import annotations
 
@@ -22,64 +25,118 @@ import numpy as np
 from numba import njit
 
 from elman.core.params import stacked_bias
+from elman.fast.threads import parallel_for
+
+
+ROWS = 256          # rows a task: the unit the threads share, the same on one core or many
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _losses(h, W, zc, cls, y, bounds, D, O, Oc, out):
-    N, Dh = h.shape
-    K, F = zc.shape[1], O.shape[1]
+def word_logit(row, h, Dh, D, Ot, w):
+    """[h, 1]·row + Σ_f D[Ot[f] + w] in float64: word w's logit, row = W[w] (Dh+1,)."""
+    v = row[Dh]
+    for i in range(Dh):
+        v += h[i] * row[i]
+    u = np.float64(v)
+    for f in range(Ot.shape[0]):
+        u += D[Ot[f] + w]
+    return u
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _sum_exp(z, n, m, e, bits):
+    """Σ exp(z[k] - m) over k < n (each term <= 1), in float64: exp by range
+    reduction, u = k ln 2 + r with |r| <= ln 2 / 2, e^r by its Taylor
+    polynomial of degree 13 (its remainder below 1e-17) and 2^k from its
+    exponent bits: within 3e-14 of libm's exp relatively (measured down to
+    e^-700), which is a call per element where this loop runs in vector
+    registers. Terms below e^-700 (none of which can
+    move a sum >= 1) are taken as e^-700; ``e``, ``bits``: (>= n,) scratch."""
+    for k in range(n):
+        u = max(z[k] - m, -700.0)
+        q = np.floor(u * 1.4426950408889634 + 0.5)
+        r = u - q * 0.6931471805599453
+        p = 1.0 / 6227020800.0
+        p = p * r + 1.0 / 479001600.0
+        p = p * r + 1.0 / 39916800.0
+        p = p * r + 1.0 / 3628800.0
+        p = p * r + 1.0 / 362880.0
+        p = p * r + 1.0 / 40320.0
+        p = p * r + 1.0 / 5040.0
+        p = p * r + 1.0 / 720.0
+        p = p * r + 1.0 / 120.0
+        p = p * r + 1.0 / 24.0
+        p = p * r + 1.0 / 6.0
+        p = p * r + 0.5
+        p = p * r + 1.0
+        e[k] = p * r + 1.0
+        bits[k] = (np.int64(q) + np.int64(1023)) << np.int64(52)
+    scale = bits.view(np.float64)
+    s = 0.0
+    for k in range(n):
+        s += e[k] * scale[k]
+    return s
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _lse_loss(z, n, target, e, bits):
+    """log Σ exp(z[:n]) - z[target], the sum in float64 (``_sum_exp``)."""
+    m = z[0]
+    for k in range(1, n):
+        m = max(m, z[k])
+    return m + np.log(_sum_exp(z, n, m, e, bits)) - z[target]
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _losses(h, W, zc, cls, y, bounds, D, O, Oc, out, r0):
+    """out[r0 + n] for the rows n of zc (the class logits h Uc + bc of rows r0...)."""
+    Dh, K = h.shape[1], zc.shape[1]
     widest = 0
     for c in range(K):
         widest = max(widest, bounds[c + 1] - bounds[c])
-    zw = np.empty(max(widest, K), np.float64)
-    for n in range(N):
-        m = -np.inf
-        for k in range(K):
-            v = np.float64(zc[n, k])
-            for f in range(F):
-                v += D[Oc[n, f] + k]
-            zw[k] = v
-            m = max(m, v)
-        s = 0.0
-        for k in range(K):
-            s += np.exp(zw[k] - m)
-        loss = m + np.log(s) - zw[cls[n]]
-        a, b = bounds[cls[n]], bounds[cls[n] + 1]
+    zw, e = np.empty(max(widest, K), np.float64), np.empty(max(widest, K), np.float64)
+    bits = np.empty(max(widest, K), np.int64)
+    for m in range(zc.shape[0]):
+        n = r0 + m
         hn = h[n]
-        m = -np.inf
+        for k in range(K):
+            zw[k] = zc[m, k]
+        for f in range(Oc.shape[1]):            # a window of D at a time: a loop the compiler vectorises
+            base = Oc[n, f]
+            for k in range(K):
+                zw[k] += D[base + k]
+        loss = _lse_loss(zw, K, cls[n], e, bits)
+        a, b = bounds[cls[n]], bounds[cls[n] + 1]
         for w in range(a, b):
-            row = W[w]
-            v = row[Dh]
-            for i in range(Dh):
-                v += hn[i] * row[i]
-            u = np.float64(v)
-            for f in range(F):
-                u += D[O[n, f] + w]
-            zw[w - a] = u
-            m = max(m, u)
-        s = 0.0
-        for w in range(b - a):
-            s += np.exp(zw[w] - m)
-        out[n] = loss + m + np.log(s) - zw[y[n] - a]
+            zw[w - a] = word_logit(W[w], hn, Dh, D, O[n], w)
+        out[n] = loss + _lse_loss(zw, b - a, y[n] - a, e, bits)
 
 
-def class_losses(h, U, b2, Uc, bc, bounds, y, direct=None):
+def class_losses(h, U, b2, Uc, bc, bounds, y, direct=None, beside=None):
     """-log P(y_n | h_n) (N,) float64 under the class softmax of ``core.classes``.
     ``direct`` = (D, O, Oc): the table and the rows' offsets (N,F) into its
     word and class windows (``core.direct.offsets``); None: none. Reads
-    [U; b2] word by word, as ``Params`` keeps it."""
+    [U; b2] word by word, as ``Params`` keeps it. The rows go in tasks of
+    ``ROWS`` to the threads (``fast.threads.parallel_for``); ``beside``: a
+    function of no arguments run as one more task, first (the next window's
+    recurrence). Returns (losses, beside() or None)."""
     Ub = stacked_bias(U, b2)
     if Ub is None or Ub.strides[1] < Ub.strides[0]:
         raise ValueError("class_losses reads [U; b2] word by word: give Params' U and b2")
     h = np.ascontiguousarray(h)
     y = np.asarray(y, np.int64)
-    zc = h @ Uc
-    zc += bc
     cls = np.searchsorted(bounds, y, side="right") - 1
     if direct is None:
         none = np.zeros((len(y), 0), np.int64)
         direct = (np.zeros(1, h.dtype), none, none)
     D, O, Oc = direct
+    args = (cls, y, np.asarray(bounds, np.int64), D, np.ascontiguousarray(O), np.ascontiguousarray(Oc))
     out = np.empty(len(y), np.float64)
-    _losses(h, Ub.T, zc, cls, y, np.asarray(bounds, np.int64), D, np.ascontiguousarray(O), np.ascontiguousarray(Oc), out)
-    return out
+    starts = range(0, len(y), ROWS)
+
+    def task(i):
+        rows = slice(starts[i], starts[i] + ROWS)
+        zc = h[rows] @ Uc                 # a BLAS product of ROWS rows: its rows do not depend on the threads
+        zc += bc
+        _losses(h, Ub.T, zc, *args, out, starts[i])
+    return out, parallel_for(task, len(starts), first=beside)

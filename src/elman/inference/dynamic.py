@@ -189,13 +189,18 @@ def settings(model_dir, p, lr: float | None = None, decay: float | None = None,
 
 
 def adapted_stream_losses(p, ids, eos_id: int, lr: float, T: int, direct_lr: float | None = None,
-                          decay: float = 0.0, scale: dict | None = None, step=None) -> np.ndarray:
+                          decay: float = 0.0, scale: dict | None = None, step=None, compiled: bool | None = None):
     """-ln P(token) (N,) float64 of ``ids`` read as one stream, adapting
-    after each segment of T tokens (``step(n)``, when given, told of each)."""
+    after each segment of T tokens (``step(n)``, when given, told of each).
+    ``compiled`` (None: where the model allows, ``compiled_runs``): every
+    segment of a block of ``BLOCK`` tokens in one compiled call
+    (``fast.dynamic``), else segment by segment through ``bptt``."""
     p = p.copy()
     adapt = Adapter(p.as_dict(), lr, direct_lr, decay, scale, p.class_bounds)
     ids = np.asarray(ids, dtype=np.int64)
     x = np.concatenate([[eos_id], ids[:-1]])
+    if compiled_runs(p) if compiled is None else compiled:
+        return _compiled_stream(p, adapt, x, ids, T, step)
     h = initial_state(p, 1)
     history = None
     out = np.empty(len(ids))
@@ -215,24 +220,56 @@ def adapted_stream_losses(p, ids, eos_id: int, lr: float, T: int, direct_lr: flo
     return out
 
 
+BLOCK = 1 << 16         # tokens a compiled call adapts on: its direct offsets are 2·(N-1) int64 a token
+
+
+def compiled_runs(p) -> bool:
+    """Whether ``fast.dynamic`` runs ``p``: a class softmax scored compiled,
+    direct connections (if any) hashed elman's way."""
+    return bool(p.classes) and p.scoring == "compiled" and (p.D is None or p.direct_hash == "elman")
+
+
+def _compiled_stream(p, adapt, x, ids, T: int, step) -> np.ndarray:
+    from elman.fast.dynamic import CompiledSegments     # Numba's import: only this path pays it
+    run = CompiledSegments(p, adapt)
+    h = initial_state(p, 1)[0]
+    n = max(T, BLOCK - BLOCK % T)
+    out = np.empty(len(ids))
+    for s in range(0, len(ids), n):
+        e = min(s + n, len(ids))
+        history = None if not p.order or s == 0 else x[max(s - p.order + 2, 0):s]
+        out[s:e] = run(x[s:e], ids[s:e], np.r_[np.arange(0, e - s, T), e - s], h, history)
+        if step is not None:
+            step(e - s)
+    return out
+
+
 def line_losses(p, lines, lr: float, direct_lr: float | None = None, decay: float = 0.0,
-                scale: dict | None = None) -> list:
+                scale: dict | None = None, compiled: bool | None = None) -> list:
     """-ln P of each token of each line (a list of arrays, each line an id
     array ending in ``<eos>``), the lines in order, each from h0 = 0 with
     ``<eos>`` before it, one step on each line after it is scored."""
-    return list(iter_line_losses(p, lines, lr, direct_lr, decay, scale))
+    return list(iter_line_losses(p, lines, lr, direct_lr, decay, scale, compiled))
 
 
 def iter_line_losses(p, lines, lr: float, direct_lr: float | None = None, decay: float = 0.0,
-                     scale: dict | None = None):
-    """``line_losses`` one line at a time, for lines read as they come (``elman score``)."""
+                     scale: dict | None = None, compiled: bool | None = None):
+    """``line_losses`` one line at a time, for lines read as they come (``elman score``);
+    ``compiled``: as ``adapted_stream_losses``'s, one compiled call a line."""
     p = p.copy()
     adapt = Adapter(p.as_dict(), lr, direct_lr, decay, scale, p.class_bounds)
+    run = None
+    if compiled_runs(p) if compiled is None else compiled:
+        from elman.fast.dynamic import CompiledSegments
+        run = CompiledSegments(p, adapt)
     eos = None
     for line in lines:
         line = np.asarray(line, dtype=np.int64)
         eos = line[-1] if eos is None else eos       # every line ends in <eos>
         x = np.concatenate([[eos], line[:-1]])[None, :]
+        if run is not None:
+            yield run(x[0], line, np.array([0, len(line)]), np.zeros(p.Dh, p.dtype))
+            continue
         h0 = np.zeros((1, p.Dh), dtype=p.dtype)
         adapt.ready(x, _classes(p, line))
         losses, grads, _ = bptt(p, x, line[None, :], h0, sparse=True, per_position=True)

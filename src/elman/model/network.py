@@ -72,14 +72,21 @@ def step_gradients(p: Params, x: int, y: int, h_prev) -> dict:
 # ---------------------------------------------------------- truncated BPTT
 
 
-def _forward_hidden(p: Params, inputs, h0, e_mask=None, grad: bool = True):
+def _forward_hidden(p: Params, inputs, h0, e_mask=None, grad: bool = True, table=None):
     """Run the recurrence over (B,T) inputs. Returns (x, e, hs, caches) with
     positions in time-major order (row t*B + b), hs (T+1,B,Dh), hs[0] = h0,
     and each step's ``rnn_step_forward`` cache; with ``e_mask`` (B*T,d), e
     is the embedding after dropout. ``grad`` False (scoring): no caches
-    (None), the time loop compiled (``fast.scan``)."""
+    (None), the time loop compiled (``fast.scan``); ``table`` (V,Dh), when
+    given (scoring only): e I + b1 of every word, read for each input in
+    place of its product (e is then None)."""
     B, T = inputs.shape
     x = _time_major(inputs)
+    if table is not None and not grad:
+        from elman.fast.scan import scan_forward
+        hs = np.empty((T + 1, B, p.Dh), dtype=p.dtype)
+        hs[0] = h0
+        return x, None, scan_forward(p.H, table[x].reshape(T, B, -1), hs), None
     e, _ = embedding_forward(x, p.L)
     if e_mask is not None:
         e, _ = dropout_forward(e, e_mask)
@@ -96,10 +103,10 @@ def _forward_hidden(p: Params, inputs, h0, e_mask=None, grad: bool = True):
     return x, e, hs, caches
 
 
-def _forward_positions(p: Params, inputs, targets, h0, e_mask=None, grad: bool = True):
+def _forward_positions(p: Params, inputs, targets, h0, e_mask=None, grad: bool = True, table=None):
     """The forward recurrence plus the time-major targets and the stacked h(t):
     (x, e, hs, caches, y (B*T,), h_all (B*T,Dh)), row t*B + b for stream b at step t."""
-    x, e, hs, caches = _forward_hidden(p, np.asarray(inputs), h0, e_mask, grad)
+    x, e, hs, caches = _forward_hidden(p, np.asarray(inputs), h0, e_mask, grad, table)
     y = _time_major(targets)
     return x, e, hs, caches, y, hs[1:].reshape(len(y), -1)
 
@@ -256,7 +263,7 @@ def forward_losses(p: Params, inputs, targets, h0, history=None):
     return next(window_losses(p, [(inputs, targets)], h0, history))
 
 
-def window_losses(p: Params, windows, h0, history=None, states: bool = False):
+def window_losses(p: Params, windows, h0, history=None, states: bool = False, table=None):
     """``forward_losses`` of consecutive windows, the state carried from one
     to the next: yields (losses (B,T), h_last) for each (inputs, targets)
     of the iterable ``windows``. With direct connections the words before
@@ -265,6 +272,7 @@ def window_losses(p: Params, windows, h0, history=None, states: bool = False):
     A window may have fewer streams than the one before: its B' rows
     continue the first B' streams (scoring drops lines that have ended).
     ``states``: yield every step's state, (T,B,Dh), instead of h_last.
+    ``table``: e I + b1 of every word (``perplexity.input_table``), read in place of the products.
 
     Pipelined: the next window's recurrence, which is sequential and needs
     one core, runs while the other cores compute this window's output
@@ -287,14 +295,14 @@ def window_losses(p: Params, windows, h0, history=None, states: bool = False):
     window, feats = fetch()
     grad = p.scoring != "compiled"  # "numpy": the step-by-step path of the gradient pass, digit for digit
     with one_blas_thread():         # every product of scoring is small: BLAS's threads would only spin
-        ready = None if window is None else _forward_positions(p, *window, h0, grad=grad)
+        ready = None if window is None else _forward_positions(p, *window, h0, grad=grad, table=table)
     while ready is not None:
         _, _, hs, _, y, h_all = ready
         window, next_feats = fetch()
 
         def ahead(hs=hs, window=window):
             return None if window is None else _forward_positions(p, *window, hs[-1][:np.shape(window[0])[0]],
-                                                                  grad=grad)
+                                                                  grad=grad, table=table)
 
         with one_blas_thread():
             losses, ready = _bounded_losses(p, h_all, y, ahead, feats)

@@ -22,6 +22,8 @@ from itertools import chain
 import numpy as np
 
 from elman.core.params import initial_state
+from elman.fast.recurrence import threaded_input_forward
+from elman.fast.threads import one_blas_thread
 from elman.model.network import window_losses
 
 WINDOW = 256            # positions per window: eval's logits are WINDOW × V floats
@@ -38,6 +40,24 @@ def window_of(p, window: int | None) -> int:
     if window is not None:
         return window
     return CLASS_WINDOW if p.classes and p.scoring == "compiled" else WINDOW
+
+
+# The most entries (V·Dh) of an input table: 64 MB of float32, the table of
+# V = 80k words at Dh = 200.
+TABLE_ENTRIES = 1 << 24
+
+
+def input_table(p, tokens: int):
+    """e I + b1 (V,Dh) of every word, for scoring ``tokens`` tokens compiled:
+    a gather of rows in place of each window's product, where the table's
+    own product (V rows) is at most what the tokens' would be and it fits
+    TABLE_ENTRIES; else None. Computed by the same product as each window's."""
+    if p.scoring != "compiled" or tokens < p.V or p.V * p.Dh > TABLE_ENTRIES:
+        return None
+    with one_blas_thread():
+        return threaded_input_forward(p.L, p.I, p.b1)
+
+
 RELEASE_EVERY = 1 << 16  # ids between calls of ``release``
 
 
@@ -56,7 +76,8 @@ def stream_windows(ids, eos_id: int, window: int = WINDOW, release=None):
 def stream_window_losses(p, ids, eos_id: int, window: int | None = None, release=None):
     """-ln P(token) of each window of ``ids`` as one stream: float64 (w,) arrays, in order."""
     h0 = initial_state(p, 1)
-    for losses, _ in window_losses(p, stream_windows(ids, eos_id, window_of(p, window), release), h0):
+    table = input_table(p, len(ids))
+    for losses, _ in window_losses(p, stream_windows(ids, eos_id, window_of(p, window), release), h0, table=table):
         yield np.asarray(losses[0], dtype=np.float64)
 
 
