@@ -19,6 +19,7 @@ from elman.errors import ElmanError
 from elman.training import rundir
 from elman.training.distributed import Local, connect
 from elman.training.gradsync import OVERRIDE, CostModel
+from elman.training.nodeshare import shard
 from elman.training.nodesync import sum_parts
 from elman.training.train import train
 from helpers import SMALL, write_corpus
@@ -73,6 +74,45 @@ def test_gathered_sparse_gradients_sum_like_dense_ones(axis):
     s = sum_parts(parts, g)
     assert list(s.index) == [0, 1, 4, 7, 8]
     assert np.array_equal(s.dense(), dense)
+
+
+@pytest.mark.parametrize("axis", [0, -1])
+def test_a_slices_sum_is_the_sums_entries_in_the_slice(axis):
+    """One process's slice of the sum (``nodeshare``): its ids and values are
+    those of the whole sum there, to the bit."""
+    rng = np.random.default_rng(3)
+    shape = (12, 3) if axis == 0 else (3, 12)
+    parts = []
+    for ids in ([1, 4, 7, 11], [0, 4, 5], [7, 8]):
+        values = rng.standard_normal((len(ids), 3) if axis == 0 else (3, len(ids)))
+        parts.append((np.array(ids, np.int64), values))
+    g = SparseGrad(*parts[0], shape, axis)
+    whole = sum_parts(parts, g)
+    for lo, hi in ((0, 5), (5, 12), (4, 8)):
+        cut = []
+        for ids, values in parts:
+            i0, i1 = np.searchsorted(ids, (lo, hi))
+            cut.append((ids[i0:i1], values[i0:i1] if axis == 0 else values[:, i0:i1]))
+        s = sum_parts(cut, g, (lo, hi))
+        keep = (whole.index >= lo) & (whole.index < hi)
+        assert np.array_equal(s.index, whole.index[keep])
+        assert np.array_equal(s.values, whole.values[keep] if axis == 0 else whole.values[:, keep])
+
+
+def test_a_scatter_added_a_slice_at_a_time_is_the_whole_step():
+    """The direct weights' plain step as the processes of a machine take it,
+    each slice of the table in turn: each cell's arithmetic is the whole
+    step's, so the bits are the same."""
+    from elman.fast.kernels_direct import ScatterGrad
+    from test_direct import instance
+    p, x, y, h0, hist = instance(V=12, d=3, Dh=4, B=3, T=5, N=4, M=4000, K=3, seed=3)
+    g = bptt(p, x, y, h0, sparse=True, history=hist, deferred=True, scale=1 / 15)[1]["D"]
+    assert isinstance(g, ScatterGrad)
+    whole, sliced = p.D.copy(), p.D.copy()
+    g.apply(whole, 0.7)
+    for r in range(3):
+        g.apply(sliced, 0.7, shard(len(sliced), r, 3))
+    assert np.array_equal(whole, sliced) and not np.array_equal(whole, p.D)
 
 
 def test_the_cost_model_gathers_what_is_cheaper_to_gather(monkeypatch):

@@ -155,20 +155,36 @@ def test_validation_is_elman_eval_to_the_last_digit(tmp_path):
     assert json.loads(ev.stdout)["perplexity"] == rows[-1]["valid_ppl"]
 
 
-@pytest.mark.parametrize("exchange", ["mpi", "shared memory"])
+@pytest.mark.parametrize("exchange", ["mpi", "shared memory", "whole copies"])
 def test_the_dense_path_and_the_class_softmax(corpus, tmp_path, exchange):
     """The sparse gradients densified: into MPI's all-reduce (as between
-    machines), or summed as dense tensors in shared memory; a class
-    softmax's U (its columns laid out word by word) and direct connections."""
+    machines), or summed as dense tensors in shared memory, each process
+    updating its slice of the one copy of the weights or (whole copies) all
+    of its own copy; a class softmax's U (its columns laid out word by
+    word) and direct connections."""
     _, files = corpus
     args = [*files, *ARGS[:8], "--epochs", "1", "--classes", "3", "--dropout", "0.2", "--direct", "0.01"]
     assert _run(0, "train", *args, "--out", tmp_path / "a", "--quiet").returncode == 0
-    env = _env(ELMAN_SPARSE_REDUCE="dense", **({"ELMAN_EXCHANGE": "mpi"} if exchange == "mpi" else {}))
+    env = _env(ELMAN_SPARSE_REDUCE="dense", **({"ELMAN_EXCHANGE": "mpi"} if exchange == "mpi" else {}),
+               **({"ELMAN_SLICES": "off"} if exchange == "whole copies" else {}))
     r = _run(2, "train", *args, "--out", tmp_path / "b", "--quiet", env=env)
     assert r.returncode == 0, r.stderr
     assert _worst(tmp_path / "a", tmp_path / "b") <= BOUND
     cfg = json.loads((tmp_path / "b" / "last" / "config.json").read_text())
-    assert cfg["train_state"]["comm"]["exchange"] == exchange
+    assert cfg["train_state"]["comm"]["exchange"] == ("mpi" if exchange == "mpi" else "shared memory")
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "lazyadam"])
+def test_adam_on_slices_moves_each_entry_once(corpus, tmp_path, optimizer):
+    """Adam moves every entry of a tensor each update (its moments decay):
+    each process must move only its slice of the shared weights, or entries
+    would take two steps; LazyAdam moves only the rows a gradient holds."""
+    _, files = corpus
+    args = [*files, *ARGS[:8], "--epochs", "1", "--optimizer", optimizer, "--dropout", "0.2", "--direct", "0.01"]
+    for n in (0, 2):
+        r = _run(n, "train", *args, "--out", tmp_path / str(n), "--quiet")
+        assert r.returncode == 0, r.stderr
+    assert _worst(tmp_path / "0", tmp_path / "2") <= BOUND
 
 
 def _progress(out: Path):
@@ -188,13 +204,20 @@ def _start_and_wait(cmd, out: Path, env=None):
     return proc
 
 
-def test_a_killed_rank_stops_the_job_and_the_resumed_run_is_bit_for_bit(two, corpus, tmp_path):
+@pytest.mark.parametrize("exchange", ["mpi", "shared memory"])
+def test_a_killed_rank_stops_the_job_and_the_resumed_run_is_bit_for_bit(two, corpus, tmp_path, exchange):
     """Killed and resumed, through MPI's collectives (sparse rows all-gathered)
-    as between machines: the same bits as the uninterrupted run through
-    shared memory (two processes add a + b either way)."""
-    ref, _ = two
+    as between machines, or through shared memory, each process updating
+    its slice of the one copy of the weights: the same bits as the
+    uninterrupted run of the same exchange."""
     out = tmp_path / "killed"
-    mpi = _env(ELMAN_EXCHANGE="mpi", ELMAN_SPARSE_REDUCE="gather")
+    mpi = _env(ELMAN_EXCHANGE="mpi", ELMAN_SPARSE_REDUCE="gather") if exchange == "mpi" else _env()
+    if exchange == "mpi":
+        ref = tmp_path / "uninterrupted"
+        r = _run(2, "train", *corpus[1], *ARGS, "--out", ref, "--quiet", env=mpi)
+        assert r.returncode == 0, r.stderr
+    else:
+        ref, _ = two
     proc = _start_and_wait(_elman(2, "train", *corpus[1], *ARGS, "--out", out), out, env=mpi)
     time.sleep(0.2)
     line = next(x for x in iter(proc.stderr.readline, "") if "processes," in x)

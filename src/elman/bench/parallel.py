@@ -54,16 +54,17 @@ def worker(cfg: Config) -> None:
     # elman train's optimizer: Adagrad at its default rate and clipping, plain SGD for D.
     s = Settings(train="", valid="", classes=cfg.classes, sampled=cfg.sampled, dropout=cfg.dropout,
                  direct=cfg.direct / 1e6, direct_order=cfg.direct_order, seed=cfg.seed)
-    params = p.as_dict()
-    opt = make_run_optimizer(s, params)
+    opt = make_run_optimizer(s, p.as_dict())
     sampler = Sampler(unigram_proposal(counts), cfg.sampled, cfg.seed) if cfg.sampled else None
     h = np.zeros((cfg.B // comm.size, cfg.Dh), p.dtype)
     comm.calibrate()
+    comm.share(p, opt)
+    params = p.as_dict()
 
-    def step(k):
+    def step(k, deferred=comm.deferred):
         nonlocal h
         x, y = windows[k % len(windows)]
-        h = train_update(p, params, opt, comm, x[part], y[part], h, cfg, sampler, part)
+        h = train_update(p, params, opt, comm, x[part], y[part], h, cfg, sampler, part, deferred)
 
     k = 0
     while True:
@@ -71,7 +72,7 @@ def worker(cfg: Config) -> None:
         n = comm.on_writer(lambda: int(line.split()[1]) if line and line.strip() else 0)
         if n == 0:
             return
-        step(k)                                         # untimed: wakes clocks and caches
+        step(k, deferred=False)     # untimed: wakes clocks and caches; D's ids and rows, for the model
         before = comm.stats() or {"updates": 0, "seconds": 0.0, "waited": 0.0}
         t0 = time.perf_counter()
         for i in range(n):
@@ -89,22 +90,24 @@ def worker(cfg: Config) -> None:
             sys.stdout.flush()
 
 
-def train_update(p, params, opt, comm, x, y, h, cfg: Config, sampler, part: slice):
+def train_update(p, params, opt, comm, x, y, h, cfg: Config, sampler, part: slice, deferred: bool):
     """The trainer's update (``training.train._train_epoch``) on this process's
     streams of a synthetic window: the gradients, their exchange, the step.
     Direct connections read no history before the window (the trainer's
-    first window of an epoch)."""
+    first window of an epoch). ``deferred``: D's gradient as the scatter
+    the trainer uses where it can (``bptt``), or as the ids and rows that
+    go between machines."""
     from elman.model import bptt
     positions = cfg.B * cfg.T
     sampled = (sampler.draw(opt.t), sampler.log_q) if sampler else None
     dropout = (cfg.dropout, (cfg.seed, opt.t), (part.start, cfg.B)) if cfg.dropout else None
     history = np.full((len(x), max(p.order - 2, 0)), -1, np.int64) if p.order else None
     loss, grads, h = bptt(p, x, y, h, sampled=sampled, sparse=True, dropout=dropout, scale=1.0 / positions,
-                          history=history)
+                          history=history, deferred=deferred)
     if "D" in grads:
         grads["D"] *= p.dtype.type(positions)
     grads, loss, _ = comm.allreduce_grads(grads, loss, (False,))
-    opt.step(params, grads)
+    comm.step(opt, params, grads)
     return h
 
 

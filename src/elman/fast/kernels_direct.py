@@ -177,17 +177,20 @@ class ScatterGrad:
     def finite(self) -> bool:
         return all(bool(np.isfinite(v).all()) for *_, v in self.parts) and np.isfinite(self.scale)
 
-    def apply(self, D, c: float) -> None:
+    def apply(self, D, c: float, span: tuple | None = None) -> None:
         """D -= c·(scale·(this gradient)), the reference's dense step to the
         bit: the sums built in a table kept all zero between calls (the
         reference's additions, in its order), then each touched cell scaled,
-        stepped and zeroed again; no pass over the whole table."""
+        stepped and zeroed again; no pass over the whole table. ``span``
+        (lo, hi): only the cells in [lo, hi) (one process's slice of a D
+        that the processes of a machine share)."""
         dt = D.dtype.type
         acc = _kept_zeros(D.shape, D.dtype)
-        cuts = chunks(D.size, CELLS) if self.size >= CELLS else [slice(0, D.size)]
+        start, stop = span or (0, D.size)
+        cuts = chunks(stop - start, CELLS) if self.size >= CELLS else [slice(0, stop - start)]
 
         def part(i):
-            lo, hi = cuts[i].start, cuts[i].stop
+            lo, hi = start + cuts[i].start, start + cuts[i].stop
             for kind, O, at, v in self.parts:
                 _SCATTER[kind](acc, O, at, v, dt(1.0), lo, hi)
             for kind, O, at, v in self.parts:

@@ -10,8 +10,9 @@ Synchronous data parallelism: process r of N takes streams r·B/N ..
 (r+1)·B/N - 1 of the run's B (``part``), computes the gradients of its
 positions (each already divided by the global B·T), and the sum over the
 processes (``gradsync``) is the one-process gradient up to the order of the
-float additions; every process then applies the same update to its own
-copy of the weights. Rank 0 is the writer: it alone holds the run
+float additions. Between machines every process then applies the same
+update to its own copy of the weights; the processes of one machine hold
+one copy in shared memory, each updating its slice (``nodeshare``). Rank 0 is the writer: it alone holds the run
 directory's lock and writes checkpoints, metrics and progress.
 
 A failure every process meets at the same point (bad input, divergence,
@@ -87,6 +88,14 @@ class Local:
 
     def cost_state(self):
         return None
+
+    deferred = True     # a plain parameter's gradient may come as a ScatterGrad (``bptt``)
+
+    def share(self, p, opt) -> None:
+        pass
+
+    def step(self, opt, params: dict, grads: dict) -> float:
+        return opt.step(params, grads)
 
     def stats(self):
         return None
@@ -315,6 +324,19 @@ class MPIComm:
 
     def cost_state(self):
         return self.sync.state()
+
+    def share(self, p, opt) -> None:
+        """Weights and optimizer state held once a machine, each process
+        updating its slice (``gradsync.GradSync.share``); every process
+        calls it with the same values, before the first update."""
+        self.sync.share(p, opt)
+
+    def step(self, opt, params: dict, grads: dict) -> float:
+        return self.sync.step(opt, params, grads)
+
+    @property
+    def deferred(self) -> bool:
+        return self.sync.deferred
 
     def stats(self):
         return self.sync.stats()

@@ -24,7 +24,9 @@ resumed run with the same number of processes makes the same choices.
 
 That is the exchange between machines. When every process of the job is on
 one machine, 2 and 3 are one write into shared memory and one barrier
-instead (``nodesync``: robust to busy cores); the sums are the same.
+instead (``nodesync``: robust to busy cores); the sums are the same. There
+the weights too are shared, and each process sums and updates only its
+slice (``nodeshare``, through ``share`` and ``step``).
 """
 from __future__ import annotations
 
@@ -34,12 +36,15 @@ import time
 import numpy as np
 
 from elman.core.sparse import SparseGrad
+from elman.fast.kernels_direct import ScatterGrad
 from elman.errors import ElmanError
+from elman.training.nodeshare import NodeShare, settle
 from elman.training.nodesync import NodeExchange, SparseParts
 
 # ELMAN_SPARSE_REDUCE=gather|dense overrides the cost model (tests, measurements);
-# ELMAN_EXCHANGE=mpi uses MPI's collectives on one machine too (nodesync otherwise).
-OVERRIDE, TRANSPORT = "ELMAN_SPARSE_REDUCE", "ELMAN_EXCHANGE"
+# ELMAN_EXCHANGE=mpi uses MPI's collectives on one machine too (nodesync otherwise);
+# ELMAN_SLICES=off: on one machine too, every process steps its own whole copy (nodeshare otherwise).
+OVERRIDE, TRANSPORT, SLICES = "ELMAN_SPARSE_REDUCE", "ELMAN_EXCHANGE", "ELMAN_SLICES"
 
 
 class CostModel:
@@ -157,6 +162,8 @@ class GradSync:
         else:
             self.node = None
             node.Free()
+        self.shared = None          # NodeShare, once ``share`` was called on one machine
+        self.scatters, self.scatters_finite = {}, True     # this update's ScatterGrads, for ``step``
         self.buffer = np.empty(0, np.float32)
         self.updates, self.seconds, self.waited, self.reduced_bytes, self.gathered_bytes = 0, 0.0, 0.0, 0, 0
         self.offered = np.zeros(1)  # sums over updates: the dense gradients' bytes
@@ -182,7 +189,10 @@ class GradSync:
     def _meta(self, loss: float, flags, sparse: dict):
         mine = np.array([loss, *map(float, flags), *(len(g.index) for g in sparse.values())], np.float64)
         every = np.empty((self.size, len(mine)), np.float64)
-        self.world.Allgather(mine, every)
+        if self.node is not None:
+            settle(self.world.Iallgather(mine, every))      # one machine: sleep rather than spin
+        else:
+            self.world.Allgather(mine, every)
         total = 0.0
         for x in every[:, 0]:        # rank order, a plain float64 sum: the same on every process
             total += float(x)
@@ -235,10 +245,21 @@ class GradSync:
         return {k: SparseParts(parts[k], sparse[k]) for k in names}
 
     def allreduce(self, grads: dict, loss: float, flags=()):
-        """The sums over the processes: ``(grads, loss, flags)``, flags OR-ed."""
+        """The sums over the processes: ``(grads, loss, flags)``, flags OR-ed.
+        With the weights shared (``share``), this process's slices of the sums,
+        and a plain parameter's ``ScatterGrad`` (``deferred``) kept for the
+        step, which adds each process's into the table itself."""
         t0 = time.perf_counter()
+        scatters = {k: grads.pop(k) for k in [k for k, g in grads.items() if isinstance(g, ScatterGrad)]
+                    if self.shared is not None}
+        # Any other gradient left as the product that makes it (a class softmax's
+        # U, ``fast.colgrad``) is summed over the processes as its array.
+        grads = {k: g.sparse() if hasattr(g, "sparse") and not isinstance(g, SparseGrad) else g
+                 for k, g in grads.items()}
         sparse = {k: g for k, g in grads.items() if isinstance(g, SparseGrad)}
-        loss, flags, counts = self._meta(loss, flags, sparse)
+        nf = len(flags)
+        loss, flags, counts = self._meta(loss, (*flags, *(not g.finite() for g in scatters.values())), sparse)
+        self.scatters, self.scatters_finite, flags = scatters, not any(flags[nf:]), flags[:nf]
         self.waited += time.perf_counter() - t0     # mostly waiting for the slowest process
         row = {k: g.width * g.values.dtype.itemsize for k, g in sparse.items()}
         dense_bytes = {k: row[k] * g.shape[g.axis] for k, g in sparse.items()}
@@ -246,7 +267,8 @@ class GradSync:
         ids = {k: int(counts[:, j].sum()) for j, k in enumerate(sparse)}
         self._offer(grads, dense_bytes, gathered_bytes, ids)
         if self.node is not None:
-            summed, dense_read, sparse_read = self.node.exchange(grads, counts, self._node_dense(sparse))
+            summed, dense_read, sparse_read = self.node.exchange(grads, counts, self._node_dense(sparse),
+                                                                 sliced=self.shared is not None)
             self.reduced_bytes += dense_read // self.size
             self.gathered_bytes += sparse_read
             return self._done(t0, summed, grads, loss, flags)
@@ -262,20 +284,44 @@ class GradSync:
         return self._done(t0, summed, grads, loss, flags)
 
     def _node_dense(self, sparse: dict) -> set:
-        """The sparse gradients to sum densely through shared memory."""
-        return set(sparse) if os.environ.get(OVERRIDE) == "dense" else set()
+        """The sparse gradients to sum densely through shared memory: under an
+        optimizer that moves every entry (Adam), all that it does not step
+        plainly, as a process updates its slice of each tensor whole."""
+        if os.environ.get(OVERRIDE) == "dense":
+            return set(sparse)
+        opt = self.shared.opt if self.shared is not None else None
+        return {k for k in sparse if k not in opt.plain} if opt is not None and opt.dense_only else set()
+
+    def share(self, p, opt) -> None:
+        """On one machine, hold ``p`` and ``opt``'s state once, in shared memory,
+        each process updating its slice (``nodeshare``); between machines every
+        process keeps its copy and steps it whole."""
+        if self.node is not None and os.environ.get(SLICES) != "off":
+            self.shared = NodeShare(self.node.node, self.MPI, p, opt)
+
+    @property
+    def deferred(self) -> bool:
+        """Whether ``allreduce`` takes a plain parameter's ``ScatterGrad``."""
+        return self.shared is not None
+
+    def step(self, opt, params: dict, grads: dict) -> float:
+        """``opt``'s update of ``params`` by the summed ``grads``."""
+        if self.shared is None:
+            return opt.step(params, grads)
+        scatters, self.scatters = self.scatters, {}
+        return self.shared.step(params, grads, scatters, self.scatters_finite)
 
     def _offer(self, grads: dict, dense_bytes: dict, gathered_bytes: dict, ids: dict) -> None:
         """Sum up what a model of other machines needs (``stats``)."""
         self.offered[0] += sum(g.nbytes for g in grads.values() if not isinstance(g, SparseGrad))
         for k in dense_bytes:
             self.sparse_sizes[k] = self.sparse_sizes.get(k, 0) + np.array([gathered_bytes[k] / self.size,
-                                                                             dense_bytes[k], ids[k] / self.size])
+                                                                             dense_bytes[k], ids[k] / self.size, 1])
 
     def _done(self, t0, summed, grads, loss, flags):
         self.updates += 1
         self.seconds += time.perf_counter() - t0
-        return {k: summed[k] for k in grads}, loss, flags
+        return {k: summed[k] for k in grads if k in summed}, loss, flags     # a slice may hold no ids
 
     def stats(self) -> dict:
         """Per update, averaged since this process started: bytes this process put
@@ -283,11 +329,12 @@ class GradSync:
         in the exchange, of which ``waited`` in its first step, where every
         process waits for the slowest to arrive; and what a
         model of other machines needs (``bench.parallel``): the bytes of the
-        dense gradients, and for each sparse one (``sparse``) the bytes of
-        one process's (ids, rows), its size as a dense tensor, and one
-        process's ids; the totals of the first two."""
+        dense gradients, and for each sparse one (``sparse``, averaged over
+        the updates that exchanged it: a plain parameter's ``ScatterGrad`` is
+        not) the bytes of one process's (ids, rows), its size as a dense
+        tensor, and one process's ids; the totals of the first two."""
         n = max(self.updates, 1)
-        sparse = {k: [float(x) for x in v / n] for k, v in self.sparse_sizes.items()}
+        sparse = {k: [float(x) for x in v[:3] / v[3]] for k, v in self.sparse_sizes.items()}
         return {"updates": self.updates, "allreduce_bytes": self.reduced_bytes / n,
                 "allgather_bytes": self.gathered_bytes / n, "seconds": self.seconds / n, "waited": self.waited / n,
                 "dense_bytes": float(self.offered[0] / n), "sparse": sparse,

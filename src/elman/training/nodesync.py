@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from elman.core.sparse import SparseGrad
+from elman.training.nodeshare import Slice, settle, shard, shard_axis
 
 
 def _up8(n: int) -> int:
@@ -33,6 +34,11 @@ def _dense_bytes(g) -> int:
     return int(np.prod(g.shape)) * g.dtype.itemsize
 
 
+def _cut(a: np.ndarray, axis: int, lo: int, hi: int) -> np.ndarray:
+    """Entries [lo, hi) of ``a`` along ``axis`` (0, or -1 for columns): a view."""
+    return a[lo:hi] if axis == 0 else a[..., lo:hi]
+
+
 def _laid_out(buf: np.ndarray, g) -> np.ndarray:
     """The start of byte buffer ``buf`` as a dense tensor shaped like ``g`` and
     laid out in memory as g is (U's gradient word by word, as U: a row-major
@@ -42,6 +48,15 @@ def _laid_out(buf: np.ndarray, g) -> np.ndarray:
     if a.ndim == 2 and a.strides[0] < a.strides[1]:
         return flat.reshape(g.shape[::-1]).T
     return flat.reshape(g.shape)
+
+
+def _values(buf: np.ndarray, g: SparseGrad, c: int) -> np.ndarray:
+    """The start of byte buffer ``buf`` as the values of ``c`` ids of g, in the
+    one layout every process writes and reads: a column gradient's (U's)
+    column by column, each one stretch of memory, as U is held."""
+    shape = g.shape_of(c)
+    flat = buf[:int(np.prod(shape)) * g.dtype.itemsize].view(g.dtype)
+    return flat.reshape(shape[::-1]).T if len(shape) == 2 and g.axis != 0 else flat.reshape(shape)
 
 
 class NodeExchange:
@@ -83,14 +98,50 @@ class NodeExchange:
         self.regions = [np.frombuffer(self.win.Shared_query(r)[0], np.uint8)[:self.capacity]
                         for r in range(self.size)]
 
-    def exchange(self, grads: dict, counts: np.ndarray, densify=frozenset()) -> tuple[dict, int, int]:
+    def exchange(self, grads: dict, counts: np.ndarray, densify=frozenset(), sliced=False) -> tuple[dict, int, int]:
         """``grads`` summed over the processes, the sparse ones in ``densify`` as
         dense tensors, the others as their parts (``SparseParts``); with the
-        bytes of dense sums and of sparse rows this process read."""
+        bytes of dense sums and of sparse rows this process read. ``sliced``:
+        only this process's slice of each (``nodeshare``), a dense one as a
+        ``SparseGrad`` of its consecutive ids, a tensor with no ids in the
+        slice left out."""
         layouts = [self._layout(grads, counts[r], densify) for r in range(self.size)]
         self._ensure(max(size for _, size in layouts))
+        self._write(grads, layouts[self.rank][0])
+        self.win.Sync()                 # our writes visible, then wait for everyone's
+        settle(self.node.Ibarrier())
+        self.win.Sync()
+        spans = [dict((k, (at, c, w)) for k, at, c, w in spans) for spans, _ in layouts]
+        dense = [(k, g) for k, g in grads.items() if spans[0][k][1] is None]
+        total = sum(_up8(_dense_bytes(g)) for _, g in dense)
+        if self.out.nbytes < total:
+            self.out = np.empty(total, np.uint8)
+        out, pos, dense_read, sparse_read = {}, 0, 0, 0
+        for k, g in dense:
+            parts = [_laid_out(self.regions[r][spans[r][k][0]:], g) for r in range(self.size)]
+            view = _laid_out(self.out[pos:], g)
+            pos += _up8(_dense_bytes(g))
+            if sliced:
+                axis = shard_axis(view)
+                lo, hi = shard(g.shape[axis], self.rank, self.size)
+                if hi == lo:
+                    continue
+                parts, view = [_cut(p, axis, lo, hi) for p in parts], _cut(view, axis, lo, hi)
+            np.add(parts[0], parts[1], out=view)
+            for p in parts[2:]:
+                view += p
+            out[k] = Slice(lo, view, g.shape, axis) if sliced else view
+            dense_read += view.nbytes * self.size
+        for k, g in grads.items():
+            if spans[0][k][1] is not None:
+                out[k], read = self._parts(k, g, spans, sliced)
+                sparse_read += read
+        return {k: g for k, g in out.items() if g is not None}, dense_read, sparse_read
+
+    def _write(self, grads: dict, spans: list) -> None:
+        """This process's gradients into its region, as ``spans`` lays them out."""
         mine = self.regions[self.rank]
-        for (k, at, c, width) in layouts[self.rank][0]:
+        for (k, at, c, width) in spans:
             g = grads[k]
             if c is None:
                 view = _laid_out(mine[at:], g)
@@ -102,35 +153,37 @@ class NodeExchange:
             else:
                 mine[at:at + 8 * c].view(np.int64)[:] = g.index
                 start = at + _up8(8 * c)
-                mine[start:start + g.values.nbytes].view(g.values.dtype).reshape(g.values.shape)[...] = g.values
-        self.win.Sync()                 # our writes visible, then wait for everyone's
-        self.node.Barrier()
-        self.win.Sync()
-        spans = [dict((k, (at, c, w)) for k, at, c, w in spans) for spans, _ in layouts]
-        dense = [(k, g) for k, g in grads.items() if spans[0][k][1] is None]
-        total = sum(_up8(_dense_bytes(g)) for _, g in dense)
-        if self.out.nbytes < total:
-            self.out = np.empty(total, np.uint8)
-        out, pos, dense_read, sparse_read = {}, 0, 0, 0
-        for k, g in dense:
-            parts = [_laid_out(self.regions[r][spans[r][k][0]:], g) for r in range(self.size)]
-            view = _laid_out(self.out[pos:], g)
-            np.add(parts[0], parts[1], out=view)
-            for p in parts[2:]:
-                view += p
-            out[k], pos, dense_read = view, pos + _up8(_dense_bytes(g)), dense_read + _dense_bytes(g) * self.size
-        for k, g in grads.items():
-            if k not in out:
-                parts = []
-                for r in range(self.size):
-                    at, c, w = spans[r][k]
-                    start = at + _up8(8 * c)
-                    values = self.regions[r][start:start + c * w * g.values.dtype.itemsize]
-                    parts.append((self.regions[r][at:at + 8 * c].view(np.int64),
-                                  values.view(g.values.dtype).reshape(g.shape_of(c))))
-                    sparse_read += values.nbytes + 8 * c
-                out[k] = SparseParts(parts, g)
-        return out, dense_read, sparse_read
+                _values(mine[start:], g, c)[...] = g.values
+
+    def _slice(self, k: str, g: SparseGrad, spans: list) -> tuple[int, int]:
+        """[lo, hi) of the ids of sparse gradient ``k`` that this process sums and
+        updates: cut at quantiles of process 0's ids, which every process reads
+        alike, so each gets about as many ids (a vocabulary's frequent words
+        have the small ids: halves of the id range would leave one the most)."""
+        n, (at, c, _) = g.shape[g.axis], spans[0][k]
+        if c < self.size:
+            return shard(n, self.rank, self.size)
+        ids = self.regions[0][at:at + 8 * c].view(np.int64)
+        cut = [0, *(int(ids[c * r // self.size]) for r in range(1, self.size)), n]
+        return cut[self.rank], cut[self.rank + 1]
+
+    def _parts(self, k: str, g: SparseGrad, spans: list, sliced: bool):
+        """The processes' (ids, values) of sparse gradient ``k`` (within this
+        process's slice if ``sliced``; None if it has none), and the bytes read."""
+        parts, read = [], 0
+        lo, hi = self._slice(k, g, spans) if sliced else (0, g.shape[g.axis])
+        for r in range(self.size):
+            at, c, w = spans[r][k]
+            ids = self.regions[r][at:at + 8 * c].view(np.int64)
+            i0, i1 = np.searchsorted(ids, (lo, hi)) if sliced else (0, c)
+            start = at + _up8(8 * c)
+            values = self.regions[r][start:start + c * w * g.values.dtype.itemsize]
+            values = _cut(_values(values, g, c), g.axis, i0, i1)
+            parts.append((ids[i0:i1], values))
+            read += values.nbytes + 8 * int(i1 - i0)
+        if sliced and not any(len(ids) for ids, _ in parts):
+            return None, read
+        return SparseParts(parts, g, (lo, hi)), read
 
     def close(self) -> None:
         if self.win is not None:
@@ -147,8 +200,9 @@ class SparseParts:
     merged. The parts may be views of the exchange's buffers: they hold
     until the next exchange."""
 
-    def __init__(self, parts: list, like: SparseGrad):
+    def __init__(self, parts: list, like: SparseGrad, span: tuple | None = None):
         self.parts, self.like, self._total = parts, like, None
+        self.span = span        # [lo, hi): the ids lie there (one process's slice, ``nodeshare``)
 
     @property
     def dtype(self):
@@ -156,7 +210,7 @@ class SparseParts:
 
     def total(self) -> SparseGrad:
         if self._total is None:
-            self._total = sum_parts(self.parts, self.like)
+            self._total = sum_parts(self.parts, self.like, self.span)
         return self._total
 
     def sparse_steps(self) -> list:
@@ -172,7 +226,7 @@ class SparseParts:
 _marks: dict = {}   # ids along an axis of n -> (a False mask, a position table): kept, left all False
 
 
-def sum_parts(parts: list, like: SparseGrad) -> SparseGrad:
+def sum_parts(parts: list, like: SparseGrad, span: tuple | None = None) -> SparseGrad:
     """The sum of several processes' ``(ids, values)`` of one gradient (each
     laid out as ``like.values``, sorted unique ids): the union of the ids,
     each part added in turn in the order of ``parts``, so every process that
@@ -187,9 +241,10 @@ def sum_parts(parts: list, like: SparseGrad) -> SparseGrad:
             _marks.clear()
         _marks[n] = (np.zeros(n, bool), np.empty(n, np.int64))
     mask, pos = _marks[n]
+    lo, hi = span or (0, n)                # every id within: only that stretch of the mask is read
     for index, _ in parts:
         mask[index] = True
-    ids = np.flatnonzero(mask)
+    ids = np.flatnonzero(mask[lo:hi]) + lo if lo else np.flatnonzero(mask[:hi])
     mask[ids] = False
     pos[ids] = np.arange(len(ids))
     shape, v = like.shape_of(len(ids)), like.values
@@ -199,6 +254,8 @@ def sum_parts(parts: list, like: SparseGrad) -> SparseGrad:
         at = pos[index]
         if like.axis == 0:
             out[at] += values
+        elif out.ndim == 2 and out.strides[0] < out.strides[1] and values.strides[0] < values.strides[1]:
+            out.T[at] += values.T        # whole columns, each one stretch of memory
         else:
             out[..., at] += values
     return SparseGrad(ids, out, like.shape, like.axis)

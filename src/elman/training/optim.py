@@ -18,22 +18,26 @@ from elman.fast.kernels_direct import ScatterGrad
 from elman.errors import ElmanError
 from elman.fast.threads import chunks, parallel_for
 from elman.core.sparse import SparseGrad, sq_sum
+from elman.training.nodeshare import Slice
 from elman.training.nodesync import SparseParts
 
 
 def global_norm(grads: dict) -> float:
     """The L2 norm of all gradients taken together, accumulated in float64."""
-    return float(np.sqrt(sum(g.sq_sum() if isinstance(g, (SparseGrad, SparseParts, ScatterGrad, ColumnProduct))
-                             else sq_sum(g)
-                             for g in grads.values())))
+    return float(np.sqrt(_sq_norm(grads)))
 
 
-def clip_by_global_norm(grads: dict, max_norm: float) -> float:
+def _sq_norm(grads: dict) -> float:
+    return float(sum(g.sq_sum() if isinstance(g, (SparseGrad, SparseParts, ScatterGrad, ColumnProduct))
+                     else sq_sum(g) for g in grads.values()))
+
+
+def clip_by_global_norm(grads: dict, max_norm: float, norm: float | None = None) -> float:
     """Scale every gradient by the same factor so their joint norm is at most
     ``max_norm`` (0 disables clipping). Scaling all of them together keeps the
     update's direction, unlike clipping each tensor separately. Returns the
-    norm before clipping."""
-    norm = global_norm(grads)
+    norm before clipping (``norm``: known already, of more than ``grads``)."""
+    norm = global_norm(grads) if norm is None else norm
     if max_norm > 0 and norm > max_norm:
         scale = max_norm / (norm + 1e-6)
         for g in grads.values():
@@ -78,33 +82,46 @@ class Optimizer:
                              if v.dtype.kind == "f" and k not in self.plain}
                       for slot in self.slots}
 
-    def step(self, params: dict, grads: dict) -> float:
+    def step(self, params: dict, grads: dict, across=None) -> float:
         """One update of ``params`` in place; returns the gradient norm before clipping.
 
         ``grads`` is scaled in place by the clipping. A NaN or infinite
-        gradient raises FloatingPointError and leaves ``params`` untouched."""
+        gradient raises FloatingPointError and leaves ``params`` untouched.
+        ``across(sq, finite) -> (sq, finite)``: where ``grads`` are this
+        process's slices of the gradients (``training.nodeshare``), the squared
+        norm and finiteness of all the slices together."""
         plain = {k: grads.pop(k) for k in self.plain if k in grads}
         for k, g in grads.items():      # the processes' parts (training.nodesync), summed for the rule
             if isinstance(g, SparseParts):
                 grads[k] = g.total()
-        norm = clip_by_global_norm(grads, self.clip)
-        if not math.isfinite(norm) or not _finite(plain):
-            raise FloatingPointError(f"the gradient norm is {norm if not math.isfinite(norm) else global_norm(plain)}")
+        sq, finite = _sq_norm(grads), _finite(plain)
+        if across is not None:
+            sq, finite = across(sq, finite)
+        norm = clip_by_global_norm(grads, self.clip, math.sqrt(sq) if math.isfinite(sq) else sq)
+        if not math.isfinite(norm) or not finite:
+            plain_norm = global_norm(plain) if across is None else math.nan     # another's slice, maybe
+            raise FloatingPointError(f"the gradient norm is {norm if not math.isfinite(norm) else plain_norm}")
         self.t += 1
         # The tensors' updates are independent: the cores share them, the
         # biggest first (a tensor's numbers do not depend on which core).
-        updates = [(g, lambda k=k, g=g: self._plain_step(params[k], g, self.plain[k])) for k, g in plain.items()]
+        updates = [(g, lambda k=k, g=g: self._plain_step(params[k], g, k)) for k, g in plain.items()]
         updates += [(g, lambda k=k, g=g: self._update(params[k], g, k)) for k, g in grads.items()]
         updates.sort(key=lambda u: -_size(u[0]))
         parallel_for(lambda i: updates[i][1](), len(updates), serial=sum(_size(g) for g, _ in updates) < 1 << 16)
         return norm
 
-    def _plain_step(self, p, g, rate: float) -> None:
+    def plain_factor(self, k: str, p) -> np.generic:
+        """rate · (lr / lr0) of plain parameter ``k``: its step is p <- p - that · g."""
+        return p.dtype.type(self.plain[k] * self.lr / self.lr0)
+
+    def _plain_step(self, p, g, k: str) -> None:
         """p <- p - rate · (lr / lr0) · g; the processes' parts of g one after another."""
-        c = p.dtype.type(rate * self.lr / self.lr0)
+        c = self.plain_factor(k, p)
         if isinstance(g, ScatterGrad):          # the scatter that makes g, straight into p
             g.apply(p, c)
             return
+        if isinstance(g, Slice):                # a dense gradient's stretch: the dense step on p's
+            p, g = g.part(p, g.span), g.values
         if isinstance(g, SparseParts):
             for part in g.sparse_steps():
                 part.put(p, part.take(p) - c * part.values)
@@ -124,7 +141,7 @@ class Optimizer:
             g = g.sparse()
         if isinstance(g, ScatterGrad):
             g = g.dense()
-        if isinstance(g, SparseGrad) and self.dense_only:
+        if isinstance(g, SparseGrad) and self.dense_only and not isinstance(g, Slice):
             g = g.dense()
         if self.compiled and self._rows(self.rows_rule, p, g, state):
             return

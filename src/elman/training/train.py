@@ -148,6 +148,7 @@ def _open(out: Path, options: dict, resume: bool, force: bool, comm, ids: "_Read
     if force and not resume:  # only now that the new run's input is known to be good
         comm.agree(lambda: modelfile.remove_checkpoints(out) if comm.writer else None)
     comm.calibrate(run.comm_state)
+    comm.share(run.params, run.opt)
     run.metrics = MetricsLog(out, keep=run.prog.metrics_lines if resume else None, write=comm.writer)
     if not resume:
         rundir.save(run)  # claims DIR at once, and gives a diverging run a checkpoint to keep
@@ -273,7 +274,7 @@ def _train_epoch(run: Run, corpus: Corpus, clock: _Clock, ctrl_c: _CtrlC, quiet:
             # Gradients of the mean loss over the B*T positions of all processes, summed over them.
             positions = s.streams * x.shape[1]
             loss, grads, h = bptt(p, x, y, run.h[part], sampled=sampled, sparse=True, dropout=dropout,
-                                  scale=1.0 / positions, history=history, deferred=run.comm.size == 1)
+                                  scale=1.0 / positions, history=history, deferred=run.comm.deferred)
             if "D" in grads:
                 # The direct weights' plain SGD rate is per token, as RNNLM's: an
                 # Adagrad step, normalised per weight, moves every weight the
@@ -285,7 +286,7 @@ def _train_epoch(run: Run, corpus: Corpus, clock: _Clock, ctrl_c: _CtrlC, quiet:
             try:
                 if not math.isfinite(loss):
                     raise FloatingPointError(f"the loss is {loss}")
-                opt.step(params, grads)
+                run.comm.step(opt, params, grads)
             except FloatingPointError as exc:
                 raise run.diverged(k + 1, exc) from None
             run.h[part] = h
