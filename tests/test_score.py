@@ -93,13 +93,14 @@ def test_nbest_hypotheses_start_from_their_utterance_state(kind):
             starts[line.uid], prev = (S, list(read)), line.uid
             S = direct_losses(p, line.ids, h=S, before=read)[1]
             read += [EOS_ID] + list(line.ids[:-1])
+    saved = engine.GROUP
     for group_tokens in (1, 1 << 16):           # utterances scored in one group or one by one
         engine.GROUP = group_tokens
         try:
             got = list(engine.line_losses(p, iter(lines), EOS_ID, carry=True, alternatives=True))
             indep = list(engine.line_losses(p, iter(lines), EOS_ID, carry=False, alternatives=True))
         finally:
-            engine.GROUP = 1 << 16
+            engine.GROUP = saved
         for (line, g), (_, i) in zip(got, indep):
             S, read = starts[line.uid]
             np.testing.assert_allclose(g, direct_losses(p, line.ids, h=S, before=read)[0], rtol=1e-10)

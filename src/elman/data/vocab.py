@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from itertools import repeat
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -91,8 +92,8 @@ class Vocab:
         return token in self.stoi
 
     def encode(self, tokens: Iterable[str]) -> np.ndarray:
-        get, unk = self.stoi.get, self.unk_id
-        return np.fromiter((get(t, unk) for t in tokens), dtype=np.int64)
+        tokens = list(tokens)        # map over a dict's get runs in C: no Python frame a token
+        return np.fromiter(map(self.stoi.get, tokens, repeat(self.unk_id, len(tokens))), np.int64, len(tokens))
 
     def decode(self, ids) -> list[str]:
         ids = np.asarray(ids, dtype=np.int64).ravel()

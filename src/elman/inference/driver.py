@@ -78,21 +78,22 @@ class Scorer:
         read = self.reader.check if check else self.reader.read
         return read(path, self.vocab, self.level, self.encoding, self.opts.keep_blank)
 
-    def losses(self, path):
-        """(line, -ln P_rnn of each target) for each line of ``path``, in order."""
+    def losses(self, path, tokens=None):
+        """(line, -ln P_rnn of each target) for each line of ``path``, in
+        order; ``tokens``: how many it holds, when known."""
         dyn = self.opts.dynamic
         if dyn is None:
             return engine.line_losses(self.p, self.lines(path), self.vocab.eos_id, self.opts.carry,
-                                      self.reader.alternatives)
+                                      self.reader.alternatives, tokens)
         from elman.inference.dynamic import iter_line_losses
         lines, ids = itertools.tee(self.lines(path))
         how = dyn.how
         return zip(lines, iter_line_losses(self.p, (line.ids for line in ids), how["lr"], how.get("direct_lr"),
                                            how["decay"], dyn.scale))
 
-    def scored(self, path, other=None, lam=None):
+    def scored(self, path, other=None, lam=None, tokens=None):
         """(line, ln P_rnn, ln P_other or None, ln P) for each line of ``path``."""
-        for line, losses in self.losses(path):
+        for line, losses in self.losses(path, tokens):
             ln_rnn = -losses
             if other is None:
                 yield line, ln_rnn, None, ln_rnn
@@ -106,7 +107,7 @@ class Scorer:
         held = other if a.ngram else interpolate.LmProbFile(a.heldout_lm_prob)
         tokens = self.lines(a.heldout, check=True)
         held.check(self.lines(a.heldout), tokens)
-        pairs = [(r, o) for _, r, o, _ in progress.track(self.scored(a.heldout, held, 1.0), "--lambda auto",
+        pairs = [(r, o) for _, r, o, _ in progress.track(self.scored(a.heldout, held, 1.0, tokens), "--lambda auto",
                                                           "tokens", tokens, count=lambda row: len(row[3]))]
         lam, steps = interpolate.fit_lambda(np.concatenate([r for r, _ in pairs]),
                                             np.concatenate([o for _, o in pairs]))
@@ -135,12 +136,12 @@ def run(p, vocab, cfg, opts: ScoreOptions, out=None) -> dict:
         job = stack.enter_context(progress.job("score" if opts.per_line else "eval", "tokens", tokens,
                                                note=_left_behind(opts)))
         write = job.guard(out).write
-        for line, ln_rnn, ln_other, ln_p in s.scored(data, other, lam):
+        for line, ln_rnn, ln_other, ln_p in s.scored(data, other, lam, tokens):
             totals.add(ln_p, ln_rnn, ln_other)
             if opts.per_line:
                 write(_line_record(line, ln_rnn, ln_other, ln_p, opts.json))
             if per_token is not None:
-                per_token.write("".join(f"{t}\t{v / LN10:.7f}\n" for t, v in zip(line.tokens + [EOS], ln_p)))
+                per_token.write(_token_records(line.tokens, ln_p))
             job.update(len(ln_p))
             job.count(**{"hypotheses" if s.reader.alternatives else "lines": 1})
         if not totals.tokens:
@@ -155,6 +156,12 @@ def _left_behind(opts: ScoreOptions) -> str:
     if not opts.per_line:
         return "nothing written"
     return "standard output has the scores of the lines done" + ("; no --per-token file" if opts.per_token else "")
+
+
+def _token_records(tokens: list, ln_p) -> str:
+    """'token<TAB>log10 P' a line, the line's ``<eos>`` last: one vectorised
+    division, then each record formatted by C (``str.__mod__`` over a zip)."""
+    return "".join(map("%s\t%.7f\n".__mod__, zip(itertools.chain(tokens, (EOS,)), (ln_p / LN10).tolist())))
 
 
 def _line_record(line, ln_rnn, ln_other, ln_p, as_json: bool) -> str:

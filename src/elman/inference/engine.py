@@ -5,7 +5,7 @@ then ``<eos>``; the word before a line's first token is ``<eos>``):
 
 * ``stream``: the lines are one stream, the state carried from each line
   into the next (``elman eval``; ``elman score --carry``, RNNLM's ``-test``
-  without ``-independent``). Windows of ``WINDOW`` tokens, as eval's.
+  without ``-independent``). Windows as eval's (``perplexity.window_of``).
 * ``rows.batched``: each line from a start state of its own (h0 = 0 for
   ``score`` and ``--independent``), many lines a batch.
 * n-best: the hypotheses of one start through a prefix trie
@@ -17,7 +17,7 @@ then ``<eos>``; the word before a line's first token is ``<eos>``):
   its model file, so neither does S_1).
 
 Memory: the (positions × V) logits of one step are the only V-sized
-array (``rows.POSITIONS`` positions a batch, eval's stream ``WINDOW``, a
+array (``rows.positions_of`` positions a batch, eval's stream window, a
 depth of the trie in blocks). A line of any length is cut into windows
 with its state carried, the same numbers as one pass. Lines are read
 ``GROUP`` tokens at a time (at least one line, whole utterances), sorted
@@ -32,15 +32,17 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from elman.model import initial_state, window_losses
-from elman.model.perplexity import WINDOW    # eval's stream window (validation's too)
+from elman.model.perplexity import input_table, window_of    # eval's stream windows and table
 from elman.inference.prefix import trie_losses
 from elman.inference.rows import batched
 
-GROUP = 1 << 16       # tokens read ahead, then sorted by length
+GROUP = 1 << 18       # tokens read ahead, then sorted by length: batches of lines of 4096
+                      # positions then pad 2% (KJV verses; 6.5% at 1 << 16), about 16 MB of lines held
 
 
-def _groups(lines: Iterable, tokens: int = GROUP) -> Iterator[list]:
-    """Consecutive lists of lines holding about ``tokens`` tokens each."""
+def _groups(lines: Iterable, tokens: int | None = None) -> Iterator[list]:
+    """Consecutive lists of lines holding about ``tokens`` (default ``GROUP``) tokens each."""
+    tokens = GROUP if tokens is None else tokens
     group, n = [], 0
     for line in lines:
         group.append(line)
@@ -54,13 +56,16 @@ def _groups(lines: Iterable, tokens: int = GROUP) -> Iterator[list]:
 
 # -- one stream ------------------------------------------------------------------
 
-def stream(p, lines: Iterable, eos_id: int, window: int = WINDOW, h0=None, states: bool = False, history=None):
+def stream(p, lines: Iterable, eos_id: int, window: int | None = None, h0=None, states: bool = False, history=None,
+           table=None):
     """Yield (line, losses) for each line in order, -ln P of each target
     (float64), the lines read as one stream from ``h0`` (default the
     model's starting state, ``initial_state``; with
     direct connections ``history``, the words before, default none).
     ``states``: yield (line, losses, S) with S the state after the line's
-    last word (the one its ``<eos>`` is read with)."""
+    last word (the one its ``<eos>`` is read with). ``window``: default
+    eval's (``perplexity.window_of``); ``table``: as ``window_losses``'."""
+    window = window_of(p, window)
     spans = deque()           # per window: [(entry, start in line, count)]
     pending = deque()         # entries [line, losses, filled, S] of the lines not yet handed back
 
@@ -85,7 +90,7 @@ def stream(p, lines: Iterable, eos_id: int, window: int = WINDOW, h0=None, state
 
     h0 = initial_state(p, 1) if h0 is None else np.asarray(h0, p.dtype).reshape(1, -1)
     history = None if history is None else np.asarray(history).reshape(1, -1)
-    for losses, hs in window_losses(p, windows(), h0, history, states=states):
+    for losses, hs in window_losses(p, windows(), h0, history, states=states, table=table):
         col = 0
         for entry, at, take in spans.popleft():
             entry[1][at:at + take] = losses[0, col:col + take]
@@ -100,7 +105,8 @@ def stream(p, lines: Iterable, eos_id: int, window: int = WINDOW, h0=None, state
 
 # -- lines as score reads them ----------------------------------------------------
 
-def line_losses(p, lines: Iterable, eos_id: int, carry: bool = False, alternatives: bool = False) -> Iterator:
+def line_losses(p, lines: Iterable, eos_id: int, carry: bool = False, alternatives: bool = False,
+                tokens: int | None = None) -> Iterator:
     """(line, -ln P of each target) for each line, in input order.
 
     Plain lines: each from h0 = 0 (``--independent``, the default; RNNLM's
@@ -109,9 +115,13 @@ def line_losses(p, lines: Iterable, eos_id: int, carry: bool = False, alternativ
     the same start, h0 = 0 or (``carry``) the state after the previous
     utterance's first hypothesis, through a prefix trie of the
     hypotheses of one start (``prefix``). Identical lines with the same
-    start are run once, so identical hypotheses get identical scores."""
+    start are run once, so identical hypotheses get identical scores.
+    ``tokens``: how many the lines hold, when known: eval's input table
+    (``perplexity.input_table``) serves them where it pays; unknown, it is
+    built once a group of lines holds enough tokens."""
+    table = input_table(p, tokens or 0)
     if carry and not alternatives:
-        yield from stream(p, lines, eos_id)
+        yield from stream(p, lines, eos_id, table=table)
         return
     chain = np.zeros(p.Dh, p.dtype)         # carry: the start of the next utterance
     words = _words_before(p, None, None, eos_id)     # and the words before it (direct connections)
@@ -135,7 +145,9 @@ def line_losses(p, lines: Iterable, eos_id: int, carry: bool = False, alternativ
             losses = trie_losses(p, rows, eos_id, root, np.array(starts) if carry else None,
                                  np.array(before[:-1]) if carry and p.D is not None else None)
         else:                   # plain lines without carry: each from h0 = 0
-            losses = batched(p, rows, eos_id)
+            if table is None:
+                table = input_table(p, sum(len(r) for r in rows))
+            losses = batched(p, rows, eos_id, table=table)
         for line, u in zip(group, utterance):
             yield line, losses[index[u if carry else 0, line.ids.tobytes()]]
 
@@ -164,9 +176,10 @@ def _utterances(group: list) -> list:
     return out
 
 
-def _utterance_groups(lines: Iterable, tokens: int = GROUP) -> Iterator[list]:
+def _utterance_groups(lines: Iterable, tokens: int | None = None) -> Iterator[list]:
     """Like ``_groups``, cut only between utterances: all the hypotheses of
     one utterance are scored together."""
+    tokens = GROUP if tokens is None else tokens
     group, n = [], 0
     for line in lines:
         if n >= tokens and line.uid != group[-1].uid:

@@ -271,6 +271,9 @@ def window_losses(p: Params, windows, h0, history=None, states: bool = False, ta
 
     A window may have fewer streams than the one before: its B' rows
     continue the first B' streams (scoring drops lines that have ended).
+    A window given as (inputs, targets, (h0, history)) starts afresh from
+    that state and those words before it (scoring's batches of lines, one
+    after the other in one pipeline).
     ``states``: yield every step's state, (T,B,Dh), instead of h_last.
     ``table``: e I + b1 of every word (``perplexity.input_table``), read in place of the products.
 
@@ -281,28 +284,37 @@ def window_losses(p: Params, windows, h0, history=None, states: bool = False, ta
     carried = [history]
 
     def fetch():
+        """(inputs, targets), its direct features, and its fresh start state or None."""
         window = next(windows, None)
-        if window is None or p.D is None:
-            return window, None
+        if window is None:
+            return None, None, None
+        start = window[2] if len(window) > 2 else None
+        if start is not None:
+            carried[0] = start[1]
+        if p.D is None:
+            return window[:2], None, start
         before = carried[0]
         if before is not None:                   # a window of fewer streams continues the first ones
             before = before[:np.shape(window[0])[0]]
         ctx = dc.contexts(window[0], before, p.order)
         carried[0] = dc.next_history(ctx, p.order)
-        return window, direct_features(p, ctx)
+        return window[:2], direct_features(p, ctx), start
 
     windows = iter(windows)
-    window, feats = fetch()
+    window, feats, start = fetch()
     grad = p.scoring != "compiled"  # "numpy": the step-by-step path of the gradient pass, digit for digit
+    h_first = h0 if start is None else start[0]
     with one_blas_thread():         # every product of scoring is small: BLAS's threads would only spin
-        ready = None if window is None else _forward_positions(p, *window, h0, grad=grad, table=table)
+        ready = None if window is None else _forward_positions(p, *window, h_first, grad=grad, table=table)
     while ready is not None:
         _, _, hs, _, y, h_all = ready
-        window, next_feats = fetch()
+        window, next_feats, start = fetch()
 
-        def ahead(hs=hs, window=window):
-            return None if window is None else _forward_positions(p, *window, hs[-1][:np.shape(window[0])[0]],
-                                                                  grad=grad, table=table)
+        def ahead(hs=hs, window=window, start=start):
+            if window is None:
+                return None
+            h = hs[-1][:np.shape(window[0])[0]] if start is None else start[0]
+            return _forward_positions(p, *window, h, grad=grad, table=table)
 
         with one_blas_thread():
             losses, ready = _bounded_losses(p, h_all, y, ahead, feats)
