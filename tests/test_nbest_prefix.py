@@ -81,7 +81,7 @@ def test_each_distinct_prefix_is_run_once_and_each_edge_scored_once(monkeypatch)
     stepped, scored = [], []
     step, target = prefix._step, prefix.target_log_probs
     monkeypatch.setattr(prefix, "TAIL", 0)        # the trie to the end (no rows run in windows)
-    monkeypatch.setattr(prefix, "_step", lambda p, h, ids: stepped.append(len(ids)) or step(p, h, ids))
+    monkeypatch.setattr(prefix, "_step", lambda p, h, ids, table=None: stepped.append(len(ids)) or step(p, h, ids, table))
     monkeypatch.setattr(prefix, "target_log_probs", lambda p, h, y, c: scored.append(len(y)) or target(p, h, y, c))
     for roots in (None, utt):
         stepped.clear(), scored.clear()
@@ -122,7 +122,7 @@ def test_a_long_hypothesis_runs_in_windows_once_few_rows_run_on(monkeypatch):
     rows = [np.r_[rng.integers(1, 13, 700), EOS_ID]] + [np.r_[rng.integers(1, 13, 3), EOS_ID] for _ in range(40)]
     stepped = []
     step = prefix._step
-    monkeypatch.setattr(prefix, "_step", lambda p, h, ids: stepped.append(len(ids)) or step(p, h, ids))
+    monkeypatch.setattr(prefix, "_step", lambda p, h, ids, table=None: stepped.append(len(ids)) or step(p, h, ids, table))
     got = prefix.trie_losses(p, rows, EOS_ID)
     assert len(stepped) <= 4 < len(rows[0])              # the depths while the short ones run, then windows
     for g, want in zip(got, _alone(p, rows)):

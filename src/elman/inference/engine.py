@@ -141,12 +141,12 @@ def line_losses(p, lines: Iterable, eos_id: int, carry: bool = False, alternativ
                 index[key] = len(rows)
                 rows.append(line.ids)
                 root.append(key[0])
+        if table is None:
+            table = input_table(p, sum(len(r) for r in rows))
         if alternatives:        # hypotheses share prefixes: each distinct one is run once (``prefix``)
             losses = trie_losses(p, rows, eos_id, root, np.array(starts) if carry else None,
-                                 np.array(before[:-1]) if carry and p.D is not None else None)
+                                 np.array(before[:-1]) if carry and p.D is not None else None, table)
         else:                   # plain lines without carry: each from h0 = 0
-            if table is None:
-                table = input_table(p, sum(len(r) for r in rows))
             losses = batched(p, rows, eos_id, table=table)
         for line, u in zip(group, utterance):
             yield line, losses[index[u if carry else 0, line.ids.tobytes()]]

@@ -86,22 +86,28 @@ class Trie:
         return list(zip(here, below))
 
 
-def _step(p, h_prev, ids):
+def _step(p, h_prev, ids, table=None):
     """h after reading ``ids`` (B,) from ``h_prev`` (B,Dh): the reference
     step, one (B,Dh)(Dh,Dh) product for the B rows of a depth (their steps
     are independent; a stream's are not, which is why a window's
-    recurrence runs compiled, ``fast.scan``: the two agree to rounding)."""
+    recurrence runs compiled, ``fast.scan``: the two agree to rounding).
+    ``table``: e I + b1 of every word (``perplexity.input_table``), whose
+    rows are read in place of the product."""
+    if table is not None:
+        return rnn_step_forward(h_prev, table[ids], p.H)[0]
     e, _ = embedding_forward(ids, p.L)
     return rnn_step_forward(h_prev, threaded_input_forward(e, p.I, p.b1), p.H)[0]
 
 
-def trie_losses(p, rows: list, eos_id: int, roots=None, h0=None, history=None) -> list:
+def trie_losses(p, rows: list, eos_id: int, roots=None, h0=None, history=None, table=None) -> list:
     """-ln P of each target (float64 arrays) of each id array in ``rows``
     (each ending in ``<eos>``), as ``rows.batched`` gives them: row i
     from start ``roots[i]`` (default 0 for all), start r from the state
     h0[r] (default 0) before ``<eos>`` and, with direct connections, after
     the words history[r] (default none). Once at most ``TAIL`` rows run
-    on, what is left of them runs in windows (``_tails``)."""
+    on, what is left of them runs in windows (``_tails``). ``table``: e I
+    + b1 of every word (``perplexity.input_table``), for the steps and the
+    windows."""
     roots = [0] * len(rows) if roots is None else list(roots)
     R = max(roots, default=-1) + 1
     longest = sorted((len(r) for r in rows), reverse=True)
@@ -115,7 +121,7 @@ def trie_losses(p, rows: list, eos_id: int, roots=None, h0=None, history=None) -
     lp = np.zeros(len(trie))
     pos = np.zeros(len(trie), np.int64)      # a node's row in its depth's states
     with one_blas_thread():      # one depth's products are small: BLAS's threads would only spin
-        states = _step(p, h, np.full(R, eos_id, np.int64))
+        states = _step(p, h, np.full(R, eos_id, np.int64), table)
         levels = trie.levels()
         for d, (here, below) in enumerate(levels):
             pos[here] = np.arange(len(here))
@@ -123,19 +129,20 @@ def trie_losses(p, rows: list, eos_id: int, roots=None, h0=None, history=None) -
             tail = len(running) <= TAIL
             inner = levels[d + 1][0] if d + 1 < len(levels) and not tail else below[:0]
             at = pos[trie.parent[inner]]
-            later = beside(lambda s=states, at=at, ids=trie.token[inner]: _step(p, s[at], ids)) if len(inner) else None
+            ids = trie.token[inner]
+            later = beside(lambda s=states, at=at, ids=ids: _step(p, s[at], ids, table)) if len(inner) else None
             rows_of = pos[trie.parent[below]]
             lp[below] = target_log_probs(p, states[rows_of], trie.token[below],
                                          None if ctx is None else ctx[rows_of])
             if tail:
-                return _tails(p, trie, lp, running, d, states, pos, ctx, eos_id)
+                return _tails(p, trie, lp, running, d, states, pos, ctx, eos_id, table)
             if ctx is not None:
                 ctx = np.concatenate([ctx[at, 1:], trie.token[inner, None]], axis=1)
             states = later()
     return [-lp[path] for path in trie.paths]
 
 
-def _tails(p, trie: Trie, lp, running, d: int, states, pos, ctx, eos_id: int) -> list:
+def _tails(p, trie: Trie, lp, running, d: int, states, pos, ctx, eos_id: int, table=None) -> list:
     """Each row's losses: those of its edges to depth d + 1, then, for the
     ``running`` rows, those of the rest of the row run in windows
     (``rows.batched``) from the state of its node at depth d (which has
@@ -149,7 +156,7 @@ def _tails(p, trie: Trie, lp, running, d: int, states, pos, ctx, eos_id: int) ->
     at = pos[nodes]
     start = trie.starts[running]
     rest = batched(p, [trie.ids[s + d + 1:s + n] for s, n in zip(start, trie.lengths[running])], eos_id,
-                   states[at], history=None if ctx is None else ctx[at], first=trie.ids[start + d])
+                   states[at], history=None if ctx is None else ctx[at], first=trie.ids[start + d], table=table)
     for i, losses in zip(running, rest):
         out[i] = np.concatenate([out[i], losses])
     return out
