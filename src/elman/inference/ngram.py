@@ -14,6 +14,7 @@ import contextlib
 import math
 import os
 import re
+from operator import itemgetter
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +73,7 @@ class NgramModel:
     def line(self, line) -> np.ndarray:
         """ln P_ngram of ``line``'s words then ``</s>``, from ``<s>``."""
         scores = self.model.full_scores(" ".join(line.tokens), bos=True, eos=True)
-        return np.fromiter((s[0] for s in scores), np.float64, len(line.tokens) + 1) * LN10
+        return np.fromiter(map(itemgetter(0), scores), np.float64, len(line.tokens) + 1) * LN10
 
     def check(self, lines, tokens: int) -> None:
         """Nothing to check ahead: the model scores any text."""
