@@ -17,7 +17,7 @@ import itertools
 import json
 import math
 import sys
-from contextlib import ExitStack, closing, nullcontext
+from contextlib import ExitStack, nullcontext
 
 import numpy as np
 
@@ -27,12 +27,10 @@ from elman.data import EOS
 from elman.data.stream import STDIN, spool
 from elman.errors import ElmanError
 from elman.inference import engine, interpolate
-from elman.inference.ahead import ahead
 from elman.inference.options import ScoreOptions
 from elman.inference.readers import READERS
 
 LN10 = math.log(10.0)
-HANDOVER = 4096       # tokens of lines the scoring thread hands over at a time: eval's stream window
 
 
 def check_options(opts: ScoreOptions, level: str) -> None:
@@ -94,18 +92,14 @@ class Scorer:
                                            how["decay"], dyn.scale))
 
     def scored(self, path, other=None, lam=None, tokens=None):
-        """(line, ln P_rnn, ln P_other or None, ln P) for each line of
-        ``path``. The losses are computed ahead on a thread of their own
-        (``ahead``) while the caller and the other model work on the lines
-        done; the generator's close stops that thread."""
-        with closing(ahead(self.losses(path, tokens), _weigh, engine.GROUP, HANDOVER)) as rows:
-            for line, losses in rows:
-                ln_rnn = -losses
-                if other is None:
-                    yield line, ln_rnn, None, ln_rnn
-                else:
-                    ln_other = other.line(line)
-                    yield line, ln_rnn, ln_other, interpolate.mix(ln_rnn, ln_other, lam)
+        """(line, ln P_rnn, ln P_other or None, ln P) for each line of ``path``."""
+        for line, losses in self.losses(path, tokens):
+            ln_rnn = -losses
+            if other is None:
+                yield line, ln_rnn, None, ln_rnn
+            else:
+                ln_other = other.line(line)
+                yield line, ln_rnn, ln_other, interpolate.mix(ln_rnn, ln_other, lam)
 
     def fit_lambda(self, other) -> float:
         """λ by EM on the --heldout text, read and run as the data is; said on stderr."""
@@ -142,8 +136,7 @@ def run(p, vocab, cfg, opts: ScoreOptions, out=None) -> dict:
         job = stack.enter_context(progress.job("score" if opts.per_line else "eval", "tokens", tokens,
                                                note=_left_behind(opts)))
         write = job.guard(out).write
-        rows = stack.enter_context(closing(s.scored(data, other, lam, tokens)))
-        for line, ln_rnn, ln_other, ln_p in rows:
+        for line, ln_rnn, ln_other, ln_p in s.scored(data, other, lam, tokens):
             totals.add(ln_p, ln_rnn, ln_other)
             if opts.per_line:
                 write(_line_record(line, ln_rnn, ln_other, ln_p, opts.json))
@@ -156,11 +149,6 @@ def run(p, vocab, cfg, opts: ScoreOptions, out=None) -> dict:
         summary = totals.summary()
     _report(summary, opts, out)
     return summary
-
-
-def _weigh(row) -> int:
-    """A line's weight while it waits for the main thread: its tokens."""
-    return len(row[1])
 
 
 def _left_behind(opts: ScoreOptions) -> str:
