@@ -11,7 +11,6 @@ import pytest
 from elman import cli
 from elman.bench.speed import Config, _ElmanRunner, bench, budget_bytes, format_report, matmul_flops, synthetic_batches
 from elman.core.classes import class_bounds
-from elman.training.state import default_classes
 
 TINY = dict(V=40, d=3, Dh=4, B=2, T=3)
 
@@ -73,8 +72,7 @@ def test_bench_command_prints_json_and_rejects_bad_sizes(capsys):
                      "--steps", "1", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["config"]["V"] == 30 and res["rounds"] == 1 and res["rows"][0]["impl"] == "elman full"
-    K = default_classes(30)                     # the defaults' K when --classes is not given
-    assert [r["impl"] for r in res["scoring"]] == ["full", "full +direct", f"classes K={K}", f"classes K={K} +direct"]
+    assert [r["impl"] for r in res["scoring"]] == ["full", "full +direct", "classes K=5", "classes K=5 +direct"]
     assert cli.main(["bench", "--V", "30", "--classes", "31"]) == 2
     assert "more than the 30 words" in capsys.readouterr().err
     r = subprocess.run([sys.executable, "-m", "elman", "bench", "--B", "0"], capture_output=True, text=True)
