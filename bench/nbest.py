@@ -30,19 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edits import distance   # bench/edits.py
 from scoring import timed   # bench/scoring.py: wall and CPU seconds of a command
 
 KJV = Path.home() / ".cache/elman/kjv-ptb-1"
-
-
-def edits(a: str, b: str) -> int:
-    """Levenshtein distance."""
-    row = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        prev, row[0] = row[0], i
-        for j, cb in enumerate(b, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
-    return row[-1]
 
 
 class Confusions:
@@ -59,7 +50,7 @@ class Confusions:
     @lru_cache(maxsize=None)
     def of(self, word: str) -> tuple:
         near = [w for n in (len(word) - 1, len(word), len(word) + 1) for w in self.buckets.get((word[:1], n), ())
-                if w != word and edits(w, word) <= 2]
+                if w != word and distance(w, word) <= 2]
         return tuple(near) or tuple(w for w in self.frequent[:200] if w != word)
 
 
