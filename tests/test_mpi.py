@@ -298,7 +298,8 @@ def test_rank_0_knows_whether_the_launcher_writes_to_a_terminal():
                            stdout=subprocess.PIPE, stderr=child, text=True, timeout=60)
         if terminal:
             os.close(main), os.close(child)
-        assert r.returncode == 0 and r.stdout.split() == [str(terminal)] * 2, (r.returncode, r.stdout, r.stderr)
+        # the launcher may forward the two ranks' lines into one ("TrueTrue")
+        assert r.returncode == 0 and re.findall("True|False", r.stdout) == [str(terminal)] * 2, (r.returncode, r.stdout)
 
 
 def test_bench_processes_runs_both_jobs_and_models_the_cluster():
