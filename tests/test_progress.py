@@ -68,8 +68,11 @@ class _Terminal:
 def _start(argv, tty: bool):
     """``elman argv`` in a process group of its own (Ctrl-C on a terminal signals a whole group)."""
     term = _Terminal() if tty else None
+    # Ctrl-C as on a terminal: SIGINT at its default in the job, even where this test runs with it ignored
+    # (a shell's background job ignores SIGINT, and a child inherits that).
     proc = subprocess.Popen([sys.executable, "-m", "elman", *map(str, argv)], stdout=subprocess.PIPE,
                             stderr=term.slave if tty else subprocess.PIPE, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
                             env={**os.environ, "PYTHONPATH": SRC, "ELMAN_THREADS": "1"})
     if tty:
         term.started()
