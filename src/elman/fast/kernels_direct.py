@@ -76,6 +76,15 @@ def scatter_rows(D, O, at, vals, c, lo, hi):
                 W[k] += c * v[k]
 
 
+@njit(inline="always")
+def _drain(D, acc, m, c, scale):
+    """One cell's step: D[m] -= (acc[m]·scale)·c, acc[m] = 0 (a zero cell takes none: D - 0 = D)."""
+    a = acc[m]
+    if a != 0:
+        D[m] -= (a * scale) * c
+        acc[m] = 0
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def drain_rows(D, acc, O, at, c, scale, lo, hi):
     """``drain_cols`` for the cells of ``scatter_rows``."""
@@ -85,10 +94,7 @@ def drain_rows(D, acc, O, at, c, scale, lo, hi):
         for f in range(F):
             o = O[r, f] + col
             for m in range(max(lo, o), min(hi, o + w)):
-                a = acc[m]
-                if a != 0:
-                    D[m] -= (a * scale) * c
-                    acc[m] = 0
+                _drain(D, acc, m, c, scale)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -100,11 +106,7 @@ def drain_cols(D, acc, O, cols, c, scale, lo, hi):
         for f in range(F):
             o = O[n, f]
             for s in range(np.searchsorted(cols, lo - o), np.searchsorted(cols, hi - o)):
-                m = o + cols[s]
-                a = acc[m]
-                if a != 0:
-                    D[m] -= (a * scale) * c
-                    acc[m] = 0
+                _drain(D, acc, o + cols[s], c, scale)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -114,9 +116,8 @@ def drain_points(D, acc, O, y, c, scale, lo, hi):
     for f in range(F):
         for n in range(N):
             m = O[n, f] + y[n]
-            if lo <= m < hi and acc[m] != 0:
-                D[m] -= (acc[m] * scale) * c
-                acc[m] = 0
+            if lo <= m < hi:
+                _drain(D, acc, m, c, scale)
 
 
 class ScatterGrad:
