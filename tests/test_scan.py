@@ -9,10 +9,10 @@ from elman.fast.scan import scan_forward
 
 
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-13), (np.float32, 2e-6)])
-@pytest.mark.parametrize("B", [1, 3])
+@pytest.mark.parametrize("B", [1, 3, 4, 11])    # rows go four at a time, then one by one
 def test_scan_is_the_reference_step(dtype, tol, B):
     rng = np.random.default_rng(1)
-    T, Dh = 7, 13
+    T, Dh = 7, 13                   # Dh not a multiple of the four columns of a block
     H = rng.normal(0, 0.8, (Dh, Dh)).astype(dtype)
     a = rng.normal(0, 2.0, (T, B, Dh)).astype(dtype)
     hs = np.empty((T + 1, B, Dh), dtype)

@@ -7,7 +7,9 @@ most of a step for one stream at Dh = 200 (40k multiply-adds); the loop
 below does the step's product and sigmoid with no call at all. The product
 is taken as Dh dot products of contiguous rows of Hᵀ, four at a time (each
 load of h(t-1) serves four sums; the column form, z += h_i H[i], stores z
-back once per i and took a third longer). Its sigmoid is 1 / (1 + exp(-z)),
+back once per i and took a third longer); rows of a batch (lines scored
+each from its own start, the prefixes of n-best lists) go four at a time
+(``_product4``), each load then serving four rows too. Its sigmoid is 1 / (1 + exp(-z)),
 z clipped at ±80 (sigmoid(-80) is 2e-35, the reference's tanh form gives 0
 there); in float32 the exp is Cephes' expf written out (``_sigmoid``),
 which the compiler puts in vector registers where libm's exp is a call per
@@ -49,6 +51,58 @@ def _product(HT, prev, a, z):
 
 
 @njit(cache=True, nogil=True, fastmath=True)
+def _product4(HT, prev, a, z):
+    """z[r] = prev[r] H + a[r] for the four rows r of ``prev`` (4,Dh) at
+    once: a 4×4 block of sums, so that each load of a row of Hᵀ serves four
+    rows and each load of a row's h(t-1) four columns (half the loads a
+    multiply-add of ``_product``'s; a row of lines scored as a batch costs
+    about 1.0 µs a step at Dh = 200 against 1.75 row by row)."""
+    Dh = HT.shape[0]
+    p0, p1, p2, p3 = prev[0], prev[1], prev[2], prev[3]
+    j = 0
+    while j + 4 <= Dh:
+        r0, r1, r2, r3 = HT[j], HT[j + 1], HT[j + 2], HT[j + 3]
+        s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = z.dtype.type(0)
+        s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = z.dtype.type(0)
+        for i in range(Dh):
+            w0, w1, w2, w3 = r0[i], r1[i], r2[i], r3[i]
+            x = p0[i]
+            s00 += x * w0
+            s01 += x * w1
+            s02 += x * w2
+            s03 += x * w3
+            x = p1[i]
+            s10 += x * w0
+            s11 += x * w1
+            s12 += x * w2
+            s13 += x * w3
+            x = p2[i]
+            s20 += x * w0
+            s21 += x * w1
+            s22 += x * w2
+            s23 += x * w3
+            x = p3[i]
+            s30 += x * w0
+            s31 += x * w1
+            s32 += x * w2
+            s33 += x * w3
+        z[0, j], z[0, j + 1], z[0, j + 2], z[0, j + 3] = s00, s01, s02, s03
+        z[1, j], z[1, j + 1], z[1, j + 2], z[1, j + 3] = s10, s11, s12, s13
+        z[2, j], z[2, j + 1], z[2, j + 2], z[2, j + 3] = s20, s21, s22, s23
+        z[3, j], z[3, j + 1], z[3, j + 2], z[3, j + 3] = s30, s31, s32, s33
+        j += 4
+    for jj in range(j, Dh):
+        for r in range(4):
+            s = z.dtype.type(0)
+            for i in range(Dh):
+                s += prev[r, i] * HT[jj, i]
+            z[r, jj] = s
+    for r in range(4):
+        for jj in range(Dh):
+            z[r, jj] += a[r, jj]
+
+
+@njit(cache=True, nogil=True, fastmath=True)
 def _sigmoid(z, out, bits):
     """out = 1 / (1 + exp(-z)) in float32, exp by Cephes' expf (range
     reduction by ln 2, a degree-7 polynomial, 2^n from its exponent bits:
@@ -76,24 +130,34 @@ def _sigmoid(z, out, bits):
 @njit(cache=True, nogil=True, fastmath=True)
 def _scan32(HT, a, hs):
     T, B, Dh = a.shape
-    z = np.empty(Dh, np.float32)
+    z = np.empty((4, Dh), np.float32)
     bits = np.empty(Dh, np.int32)
     for t in range(T):
-        for b in range(B):
-            _product(HT, hs[t, b], a[t, b], z)
-            _sigmoid(z, hs[t + 1, b], bits)
+        for b in range(0, B - B % 4, 4):
+            _product4(HT, hs[t, b:b + 4], a[t, b:b + 4], z)
+            for r in range(4):
+                _sigmoid(z[r], hs[t + 1, b + r], bits)
+        for b in range(B - B % 4, B):
+            _product(HT, hs[t, b], a[t, b], z[0])
+            _sigmoid(z[0], hs[t + 1, b], bits)
 
 
 @njit(cache=True, nogil=True, fastmath=True)
 def _scan(HT, a, hs, one, low):
     T, B, Dh = a.shape
-    z = np.empty(Dh, a.dtype)
+    z = np.empty((4, Dh), a.dtype)
     for t in range(T):
-        for b in range(B):
-            _product(HT, hs[t, b], a[t, b], z)
-            out = hs[t + 1, b]
-            for j in range(Dh):
-                out[j] = one / (one + np.exp(-max(z[j], low)))
+        for b in range(0, B, 4):
+            rows = min(4, B - b)
+            if rows == 4:
+                _product4(HT, hs[t, b:b + 4], a[t, b:b + 4], z)
+            else:
+                for r in range(rows):
+                    _product(HT, hs[t, b + r], a[t, b + r], z[r])
+            for r in range(rows):
+                out = hs[t + 1, b + r]
+                for j in range(Dh):
+                    out[j] = one / (one + np.exp(-max(z[r, j], low)))
 
 
 def scan_forward(H, a, hs):
