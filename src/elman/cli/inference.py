@@ -185,25 +185,33 @@ def add_export(sub):
                                    "it; the <unk> and <eos> ids are in the graph's metadata, and h_start, the h0 a "
                                    "text starts from, where it is not 0 (an imported RNNLM model). With direct "
                                    "connections of order N, also input history int64 [B,N-2] (the words "
-                                   "before ids, -1 for none) and output next_history [B,N-2] (opset 18).")
+                                   "before ids, -1 for none) and output next_history [B,N-2] (opset 18). With "
+                                   "--scores, the scoring graph instead: input targets int64 [B,T] too, output "
+                                   "log_prob float32 [B,T] (natural log P of each target) in place of log_probs.")
     add_model_and_data(p, data=False)
     to = p.add_mutually_exclusive_group(required=True)
     to.add_argument("--onnx", metavar="FILE.onnx", help="the graph to write")
     to.add_argument("--rnnlm", metavar="FILE", help="instead: an RNNLM model file (text) for rnnlm -test, -nbest "
                                                     "and Kaldi's RNNLM rescoring")
+    p.add_argument("--scores", action="store_true",
+                   help="with --onnx: the scoring graph, log P of given targets only (a class softmax computes "
+                        "K + |class| logits a position, not V)")
     add_quiet(p)
     p.set_defaults(func=run_export)
 
 
 def run_export(args) -> int:
     if args.rnnlm:
+        if args.scores:
+            raise ElmanError("--scores is a kind of ONNX graph: give it with --onnx, not --rnnlm")
         from elman.cli.lattice import run_export_rnnlm
         return run_export_rnnlm(args)
     from elman.inference import onnx_export
 
-    meta = onnx_export.export(args.model, args.onnx)
+    meta = onnx_export.export(args.model, args.onnx, args.scores)
     direct = f", direct connections of order {meta['direct_order']}" if "direct_order" in meta else ""
     direct += ", hashed RNNLM's way" if meta.get("direct_hash") == "rnnlm" else ""
-    print(f"wrote {args.onnx} ({meta['output']} softmax{direct}, V={meta['vocab_size']}, Dh={meta['hidden_size']}) "
+    graph = "scoring graph, " if args.scores else ""
+    print(f"wrote {args.onnx} ({graph}{meta['output']} softmax{direct}, V={meta['vocab_size']}, Dh={meta['hidden_size']}) "
           f"and vocab.txt beside it (<eos> id {meta['eos_id']}, <unk> id {meta['unk_id']})")
     return 0

@@ -155,3 +155,77 @@ class ClassSoftmax(OutputLayer):
             helper.make_node("Concat", [f"w_{z}" for z in parts], ["log_pw"], axis=2),
             helper.make_node("Add", ["log_pc_w", "log_pw"], ["log_probs"]),
         ]
+
+    def onnx_sparse(self, p) -> tuple:
+        return (WORDS,)
+
+    def onnx_score_nodes(self, p, inits: dict, helper, terms=None) -> list:
+        """log P(y|h) = log P(c(y)|h) + log P(y|c(y),h) from "zc" [B,T,K] and
+        "hid" [B,T,Dh]: for each class k of more than one word, the positions
+        whose target is in k (NonZero), their rows of h times U's columns of
+        k, so Dh·(K + |c(y)|) a position as in ``losses``, not Dh·V; then one
+        ScatterElements of every class's results. A one-word class's
+        log P(y|c,h) is 0. ``terms(tag, rows, first, width, z)`` -> (nodes,
+        z'): z [n,width] plus the direct terms of words first.. at the flat
+        positions rows (None: no direct connections)."""
+        bounds = np.asarray(p.class_bounds, np.int64)
+        cls = word_classes(bounds, np.arange(p.V))
+        inits.update(sc_word_class=cls, sc_word_index=np.arange(p.V) - bounds[cls],
+                     sc_last=np.array([-1], np.int64), sc_rows=np.array([-1, p.Dh], np.int64))
+        nodes = [
+            helper.make_node("LogSoftmax", ["zc"], ["sc_log_pc"], axis=-1),
+            helper.make_node("Gather", ["sc_word_class", "targets"], ["sc_cls"]),
+            helper.make_node("Unsqueeze", ["sc_cls", "sc_last"], ["sc_cls1"]),
+            helper.make_node("GatherElements", ["sc_log_pc", "sc_cls1"], ["sc_lpc1"], axis=2),
+            helper.make_node("Squeeze", ["sc_lpc1", "sc_last"], ["sc_lpc"]),
+            helper.make_node("Reshape", ["hid", "sc_rows"], ["sc_h"]),
+            helper.make_node("Reshape", ["sc_cls", "sc_last"], ["sc_c"]),
+            helper.make_node("Gather", ["sc_word_index", "targets"], ["sc_j2"]),
+            helper.make_node("Reshape", ["sc_j2", "sc_last"], ["sc_j"]),
+        ]
+        rows, parts = [], []
+        for k in np.flatnonzero(np.diff(bounds) > 1):
+            q = f"sc{k}_"
+            nodes += _onnx_class_rows(p, int(k), bounds, q, inits, helper, terms)
+            rows.append(q + "rows")
+            parts.append(q + "lp")
+        if not parts:                                   # every class one word: P(y|c,h) = 1
+            return nodes + [helper.make_node("Identity", ["sc_lpc"], ["log_prob"])]
+        return nodes + [
+            helper.make_node("Shape", ["sc_c"], ["sc_n"]),
+            helper.make_node("ConstantOfShape", ["sc_n"], ["sc_zero"],
+                             value=helper.make_tensor("zero", 1, [1], [0.0])),
+            helper.make_node("Concat", rows, ["sc_all_rows"], axis=0),
+            helper.make_node("Concat", parts, ["sc_all_lp"], axis=0),
+            helper.make_node("ScatterElements", ["sc_zero", "sc_all_rows", "sc_all_lp"], ["sc_lpw"], axis=0),
+            helper.make_node("Shape", ["targets"], ["sc_bt"]),
+            helper.make_node("Reshape", ["sc_lpw", "sc_bt"], ["sc_lpw2"]),
+            helper.make_node("Add", ["sc_lpc", "sc_lpw2"], ["log_prob"]),
+        ]
+
+
+def _onnx_class_rows(p, k: int, bounds, q: str, inits: dict, helper, terms) -> list:
+    """q + "rows" (the flat positions whose target is in class k) and q + "lp"
+    (log P(y|k,h) there), from "sc_c", "sc_h" and "sc_j" (``onnx_score_nodes``)."""
+    a, b = int(bounds[k]), int(bounds[k + 1])
+    inits.update({q + "k": np.array(k, np.int64), q + "U": np.ascontiguousarray(p.U[:, a:b], np.float32),
+                  q + "b": np.ascontiguousarray(p.b2[a:b], np.float32)})
+    nodes = [
+        helper.make_node("Equal", ["sc_c", q + "k"], [q + "eq"]),
+        helper.make_node("NonZero", [q + "eq"], [q + "nz"]),
+        helper.make_node("Reshape", [q + "nz", "sc_last"], [q + "rows"]),
+        helper.make_node("Gather", ["sc_h", q + "rows"], [q + "h"]),
+        helper.make_node("MatMul", [q + "h", q + "U"], [q + "zU"]),
+        helper.make_node("Add", [q + "zU", q + "b"], [q + "z0"]),
+    ]
+    z = q + "z0"
+    if terms is not None:
+        more, z = terms(q, q + "rows", a, b - a, z)
+        nodes += more
+    return nodes + [
+        helper.make_node("LogSoftmax", [z], [q + "logp"], axis=-1),
+        helper.make_node("Gather", ["sc_j", q + "rows"], [q + "tj"]),
+        helper.make_node("Unsqueeze", [q + "tj", "sc_last"], [q + "tj1"]),
+        helper.make_node("GatherElements", [q + "logp", q + "tj1"], [q + "lp1"], axis=1),
+        helper.make_node("Squeeze", [q + "lp1", "sc_last"], [q + "lp"]),
+    ]

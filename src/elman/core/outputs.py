@@ -15,6 +15,8 @@ layer, in reference form (NumPy, here in ``core``) and in fast form
     units(p, y)                                 -> logits a row with target y computes, mean over y
     logit_spaces(p)                             -> the logits it reads: [Space]
     onnx_nodes(p, inits, helper)                -> ONNX nodes from its logits to "log_probs"
+    onnx_sparse(p)                              -> salts of the spaces the scoring graph does not form
+    onnx_score_nodes(p, inits, helper, terms)   -> ONNX nodes from its logits and "targets" to "log_prob"
 
 ``dloss`` is a scalar or one weight per row: the gradients are those of
 Σ_n dloss_n·J_n. ``direct``: a component that adds terms to the logits
@@ -116,6 +118,23 @@ class OutputLayer:
 
     def onnx_nodes(self, p, inits: dict, helper) -> list:
         return [helper.make_node("LogSoftmax", ["z"], ["log_probs"], axis=-1)]
+
+    def onnx_sparse(self, p) -> tuple:
+        """The salts of the logit spaces the scoring graph computes only for
+        the targets' words (from "hid" [B,T,Dh] and ``terms``), not all of."""
+        return ()
+
+    def onnx_score_nodes(self, p, inits: dict, helper, terms=None) -> list:
+        """Nodes from the logits and "targets" (int64 [B,T]) to "log_prob"
+        [B,T], log P(targets | h): here ``onnx_nodes``' log-probabilities,
+        gathered (any layer; no saving). A layer with ``onnx_sparse`` spaces
+        reads ``terms`` (``inference.onnx_scores``: the direct terms of some
+        words at some positions, None without direct connections)."""
+        inits["score_last"] = np.array([-1], np.int64)
+        return self.onnx_nodes(p, inits, helper) + [
+            helper.make_node("Unsqueeze", ["targets", "score_last"], ["score_targets"]),
+            helper.make_node("GatherElements", ["log_probs", "score_targets"], ["score_lp"], axis=2),
+            helper.make_node("Squeeze", ["score_lp", "score_last"], ["log_prob"])]
 
     @classmethod
     def example(cls, p, rng) -> "OutputLayer":

@@ -48,6 +48,27 @@ def offset_name(salt: int, k: int) -> str:
 def nodes(order: int, D, inits: dict, helper, targets) -> list:
     """The nodes that add the direct terms to logits; ``targets``: (salt,
     width, logits in, logits out) for each set of logits. D goes to ``inits``."""
+    out = shared_nodes(order, D, inits, helper)
+    for salt, width, z_in, z_out in targets:
+        tag = "words" if salt == dc.WORDS else "classes"
+        out += offset_nodes(order, D.size, salt, width, inits, helper)
+        inits[f"direct_cols_{tag}"] = np.arange(width, dtype=np.int64)
+        z = z_in
+        # one window added at a time: a Gather of all F at once would hold F times the logits
+        for k in range(1, order):
+            p = f"direct_{tag}_{k}_"
+            out += [
+                helper.make_node("Unsqueeze", [offset_name(salt, k), "direct_last"], [p + "o1"]),
+                helper.make_node("Add", [p + "o1", f"direct_cols_{tag}"], [p + "idx"]),
+                helper.make_node("Gather", ["D", p + "idx"], [p + "win"]),
+                helper.make_node("Add", [z, p + "win"], [z_out if k == order - 1 else p + "z"]),
+            ]
+            z = p + "z"
+    return out
+
+
+def shared_nodes(order: int, D, inits: dict, helper) -> list:
+    """The context and its words, each lag's hash input direct_wk_k; D and the constants go to ``inits``."""
     from onnx import TensorProto
     inits.update(direct_one=np.array(1, np.int64), direct_last=np.array([-1], np.int64),
                  direct_m1=np.array(dc._M1), direct_m2=np.array(dc._M2), direct_s30=np.array(dc._S30),
@@ -60,27 +81,24 @@ def nodes(order: int, D, inits: dict, helper, targets) -> list:
         inits[f"direct_k_{k}"] = _u64(k * dc._GOLDEN)
         out += [lag_node(order, k, "direct_words", f"direct_w_{k}", inits, helper),
                 helper.make_node("Add", [f"direct_w_{k}", f"direct_k_{k}"], [f"direct_wk_{k}"])]
-    for salt, width, z_in, z_out in targets:
-        tag = "words" if salt == dc.WORDS else "classes"
-        inits[f"direct_seed_{tag}"] = _u64(salt * dc._GOLDEN)
-        inits[f"direct_span_{tag}"] = np.array(D.size - width + 1, np.uint64)
-        inits[f"direct_cols_{tag}"] = np.arange(width, dtype=np.int64)
-        h, z = f"direct_seed_{tag}", z_in
-        # one window added at a time: a Gather of all F at once would hold F times the logits
-        for k in range(1, order):
-            p = f"direct_{tag}_{k}_"
-            o = offset_name(salt, k)
-            out += [
-                helper.make_node("BitwiseXor", [h, f"direct_wk_{k}"], [p + "x"]),
+    return out
+
+
+def offset_nodes(order: int, M: int, salt: int, width: int, inits: dict, helper) -> list:
+    """The (B,T) int64 offsets ``offset_name(salt, k)``, k = 1..order-1, of
+    windows ``width`` wide in a table of M (after ``shared_nodes``)."""
+    from onnx import TensorProto
+    tag = "words" if salt == dc.WORDS else "classes"
+    inits[f"direct_seed_{tag}"] = _u64(salt * dc._GOLDEN)
+    inits[f"direct_span_{tag}"] = np.array(M - width + 1, np.uint64)
+    h, out = f"direct_seed_{tag}", []
+    for k in range(1, order):
+        p = f"direct_{tag}_{k}_"
+        out += [helper.make_node("BitwiseXor", [h, f"direct_wk_{k}"], [p + "x"]),
                 *_mix(helper, p + "x", p + "h"),
                 helper.make_node("Mod", [p + "h", f"direct_span_{tag}"], [p + "o"]),
-                helper.make_node("Cast", [p + "o"], [o], to=TensorProto.INT64),
-                helper.make_node("Unsqueeze", [o, "direct_last"], [p + "o1"]),
-                helper.make_node("Add", [p + "o1", f"direct_cols_{tag}"], [p + "idx"]),
-                helper.make_node("Gather", ["D", p + "idx"], [p + "win"]),
-                helper.make_node("Add", [z, p + "win"], [z_out if k == order - 1 else p + "z"]),
-            ]
-            h, z = p + "h", p + "z"
+                helper.make_node("Cast", [p + "o"], [offset_name(salt, k)], to=TensorProto.INT64)]
+        h = p + "h"
     return out
 
 

@@ -47,7 +47,7 @@ from elman import progress
 from elman.atomic import atomic_write_bytes
 from elman.core.params import DIRECT_NAMES, PARAM_NAMES, START_NAME, Params
 from elman.errors import ElmanError
-from elman.inference import onnx_direct, onnx_rnnlm_direct
+from elman.inference import onnx_direct, onnx_rnnlm_direct, onnx_scores
 from elman.model.outputs import layer_for, model_outputs
 
 OPSET = 17            # LogSoftmax on any axis, Split/Squeeze/Unsqueeze taking their sizes as inputs
@@ -77,16 +77,58 @@ def _onnx():
     return onnx, helper
 
 
-def build(p: Params, vocab, meta: dict):
-    """The ONNX ModelProto of ``p``."""
+def build(p: Params, vocab, meta: dict, scores: bool = False):
+    """The ONNX ModelProto of ``p``; ``scores``: the scoring graph (``onnx_scores``)."""
     onnx, helper = _onnx()
     from onnx import TensorProto, numpy_helper
     f32 = {k: np.ascontiguousarray(v, np.float32) for k, v in p.as_dict().items() if v.dtype.kind == "f"}
     Dh = p.Dh
-    inits = {"L": f32["L"], "W": f32["I"].T[None], "R": f32["H"].T[None],
-             "B": np.concatenate([f32["b1"], np.zeros(Dh, np.float32)])[None], "U": f32["U"], "b2": f32["b2"],
-             "axis0": np.array([0], np.int64), "axis1": np.array([1], np.int64)}
-    nodes = [
+    inits = {}
+    nodes = onnx_scores.recurrence(p, f32, inits, helper) if scores else _rnn(Dh, f32, inits, helper)
+    layer = layer_for(p)
+    sparse = layer.onnx_sparse(p) if scores else ()        # spaces the scoring graph forms per target
+    spaces = [space for space in layer.logit_spaces(p) if space.salt not in sparse]
+    for z, weight, bias, _, _ in spaces:            # z = hid W + bias, then the direct terms' sum
+        inits.update({weight: f32[weight], bias: f32[bias]})
+        nodes += [helper.make_node("MatMul", ["hid", weight], [f"{z}_{weight}"]),
+                  helper.make_node("Add", [f"{z}_{weight}", bias], [f"{z}_h" if p.order else z])]
+    inputs = [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "time"]),
+              helper.make_tensor_value_info("h0", TensorProto.FLOAT, ["batch", Dh])]
+    outputs = [helper.make_tensor_value_info("log_probs", TensorProto.FLOAT, ["batch", "time", p.V]),
+               helper.make_tensor_value_info("h", TensorProto.FLOAT, ["batch", Dh])]
+    if scores:
+        targets_in, log_prob_out = onnx_scores.io(helper)
+        inputs, outputs = inputs + [targets_in], [log_prob_out] + outputs[1:]
+    terms = None
+    if p.order:
+        logits = [(space.salt, space.width, f"{space.graph_name}_h", space.graph_name) for space in spaces]
+        nodes += (onnx_rnnlm_direct.nodes(p, inits, helper, logits) if p.direct_hash == "rnnlm"
+                  else onnx_direct.nodes(p.order, f32["D"], inits, helper, logits))
+        if sparse:
+            more, terms = onnx_scores.word_terms(p, inits, helper)
+            nodes += more
+        more_in, more_out = onnx_direct.io(helper, p.order)
+        inputs, outputs = inputs + more_in, outputs + more_out
+    nodes += layer.onnx_score_nodes(p, inits, helper, terms) if scores else layer.onnx_nodes(p, inits, helper)
+    size = sum(a.nbytes for a in inits.values())
+    if size > MAX_BYTES:
+        raise ElmanError(f"the model's {size / 2**30:.1f} GiB of weights do not fit one ONNX file (2 GiB at most)")
+    graph = helper.make_graph(nodes, "elman", inputs, outputs,
+                              [numpy_helper.from_array(a, name) for name, a in inits.items()])
+    opset = onnx_direct.OPSET if p.order or scores else OPSET
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="elman",
+                              ir_version=IR_VERSION)
+    helper.set_model_props(model, {k: str(v) for k, v in meta.items()})
+    onnx.checker.check_model(model)
+    return model
+
+
+def _rnn(Dh: int, f32: dict, inits: dict, helper) -> list:
+    """"hid" [B,T,Dh] and "h" [B,Dh] from "ids" and "h0": ONNX's RNN operator."""
+    inits.update({"L": f32["L"], "W": f32["I"].T[None], "R": f32["H"].T[None],
+                  "B": np.concatenate([f32["b1"], np.zeros(Dh, np.float32)])[None],
+                  "axis0": np.array([0], np.int64), "axis1": np.array([1], np.int64)})
+    return [
         helper.make_node("Gather", ["L", "ids"], ["e"]),
         helper.make_node("Transpose", ["e"], ["e_tbd"], perm=[1, 0, 2]),
         helper.make_node("Unsqueeze", ["h0", "axis0"], ["h0_1"]),
@@ -96,38 +138,11 @@ def build(p: Params, vocab, meta: dict):
         helper.make_node("Transpose", ["Y_tbh"], ["hid"], perm=[1, 0, 2]),
         helper.make_node("Squeeze", ["Y_h", "axis0"], ["h"]),
     ]
-    layer = layer_for(p)
-    spaces = layer.logit_spaces(p)
-    for z, weight, bias, _, _ in spaces:            # z = hid W + bias, then the direct terms' sum
-        inits.update({weight: f32[weight], bias: f32[bias]})
-        nodes += [helper.make_node("MatMul", ["hid", weight], [f"{z}_{weight}"]),
-                  helper.make_node("Add", [f"{z}_{weight}", bias], [f"{z}_h" if p.order else z])]
-    inputs = [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "time"]),
-              helper.make_tensor_value_info("h0", TensorProto.FLOAT, ["batch", Dh])]
-    outputs = [helper.make_tensor_value_info("log_probs", TensorProto.FLOAT, ["batch", "time", p.V]),
-               helper.make_tensor_value_info("h", TensorProto.FLOAT, ["batch", Dh])]
-    if p.order:
-        targets = [(space.salt, space.width, f"{space.graph_name}_h", space.graph_name) for space in spaces]
-        nodes += (onnx_rnnlm_direct.nodes(p, inits, helper, targets) if p.direct_hash == "rnnlm"
-                  else onnx_direct.nodes(p.order, f32["D"], inits, helper, targets))
-        more_in, more_out = onnx_direct.io(helper, p.order)
-        inputs, outputs = inputs + more_in, outputs + more_out
-    nodes += layer.onnx_nodes(p, inits, helper)
-    size = sum(a.nbytes for a in inits.values())
-    if size > MAX_BYTES:
-        raise ElmanError(f"the model's {size / 2**30:.1f} GiB of weights do not fit one ONNX file (2 GiB at most)")
-    graph = helper.make_graph(nodes, "elman", inputs, outputs,
-                              [numpy_helper.from_array(a, name) for name, a in inits.items()])
-    opset = onnx_direct.OPSET if p.order else OPSET
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="elman",
-                              ir_version=IR_VERSION)
-    helper.set_model_props(model, {k: str(v) for k, v in meta.items()})
-    onnx.checker.check_model(model)
-    return model
 
 
-def export(model_dir, onnx_path) -> dict:
-    """Write ``onnx_path`` and ``vocab.txt`` beside it; returns the metadata."""
+def export(model_dir, onnx_path, scores: bool = False) -> dict:
+    """Write ``onnx_path`` and ``vocab.txt`` beside it; returns the metadata.
+    ``scores``: the scoring graph (``onnx_scores``) rather than log_probs."""
     from elman import modelfile
     arrays, _, cfg = modelfile.load_model(model_dir)
     exportable(arrays, cfg, model_dir)
@@ -141,14 +156,14 @@ def export(model_dir, onnx_path) -> dict:
     meta = {"format": "elman-onnx-1", "source_format": cfg.get("format"), "level": cfg.get("level", "word"),
             "vocab_size": len(vocab), "hidden_size": p.Dh, "unk_id": vocab.unk_id, "eos_id": vocab.eos_id,
             "vocab_file": "vocab.txt", "vocab_sha256": hashlib.sha256(vocab_bytes).hexdigest(),
-            "output": layer_for(p).name}
+            "output": layer_for(p).name, "graph": "scores" if scores else "log_probs"}
     if p.order:
         meta.update(direct_order=p.order, direct_size=int(p.D.size), history_size=p.order - 2,
                     direct_hash=p.direct_hash)
     if p.h_start is not None:
         meta["h_start"] = json.dumps([float(x) for x in np.asarray(p.h_start, np.float32)])
     with progress.job("export", "steps", 3, note="no file half-written") as job:
-        model = build(p, vocab, meta)
+        model = build(p, vocab, meta, scores)
         job.update()
         data = model.SerializeToString()
         job.update()

@@ -66,8 +66,16 @@ def nodes(p, inits: dict, helper, targets) -> list:
         if salt == dc.CLASSES:
             out += _class_part(N, D, K, S0, alive, inits, helper, z_in, z_out)
         else:
-            out += _word_part(N, D, bounds, S0, alive, inits, helper, z_in, z_out)
+            out += _word_part(N, D, bounds, alive, inits, helper, z_in, z_out)
     return out
+
+
+def feature0_words(D, bounds) -> tuple:
+    """Feature 0 (the empty context) of the word part: its term of each word
+    (V,) float32 and its offset for each class (K,) int64, constants."""
+    S0 = np.zeros((1, 1), np.uint64)
+    const = rd.word_forward(S0, np.asarray(D, np.float64), bounds)[0][0].astype(np.float32)
+    return const, np.stack([rd.word_offsets(S0, D.size, k)[0][0, 0] for k in range(len(bounds) - 1)])
 
 
 def _class_part(N, D, K, S0, alive, inits, helper, z_in, z_out) -> list:
@@ -98,13 +106,12 @@ def _class_part(N, D, K, S0, alive, inits, helper, z_in, z_out) -> list:
     return out
 
 
-def _word_part(N, D, bounds, S0, alive, inits, helper, z_in, z_out) -> list:
+def _word_part(N, D, bounds, alive, inits, helper, z_in, z_out) -> list:
     from onnx import TensorProto
     K, V, M = len(bounds) - 1, int(bounds[-1]), D.size
     cls = np.repeat(np.arange(K, dtype=np.int64), np.diff(bounds))
     j = np.arange(V, dtype=np.int64) - bounds[cls]
-    const = rd.word_forward(S0, D.astype(np.float64), bounds)[0][0].astype(np.float32)
-    O0 = np.stack([rd.word_offsets(S0, M, k)[0][0, 0] for k in range(K)])
+    const, O0 = feature0_words(D, bounds)
     inits.update(rd_w_const=const, rd_w_cls=cls, rd_w_j=j, rd_w_max0=O0.astype(np.int64),
                  rd_w_base=(np.uint64(rd.BASE) * (np.arange(K, dtype=np.uint64) + np.uint64(1))))
     z, top = "rd_w_z_0", "rd_w_max0"
