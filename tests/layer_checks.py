@@ -103,28 +103,48 @@ def check_bptt_gradients(name: str) -> None:
         assert max_rel_error(np.asarray(g), central_difference(loss, getattr(p, k))) < 1e-6, k
 
 
-def check_onnx_nodes(name: str) -> None:
-    """The layer's ONNX nodes, fed its logits, give its log-probabilities."""
+def _onnx_layer(name: str, scores: bool) -> None:
+    """The layer's ONNX nodes (``scores``: its scoring nodes, fed "hid" and
+    "targets" too) run on its logits (those it forms densely) against its
+    log-probabilities (of the targets)."""
     import pytest
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
     from onnx import TensorProto, helper, numpy_helper
-    ref, _, p, h, _, _ = instance(name, False)
+    ref, _, p, h, y, _ = instance(name, False)
     if ref.training_only:
         return
     p = p.astype("float32")
-    spaces = ref.logit_spaces(p)
+    sparse = ref.onnx_sparse(p) if scores else ()
+    spaces = [s for s in ref.logit_spaces(p) if s.salt not in sparse]
     inits: dict = {}
-    nodes = ref.onnx_nodes(p, inits, helper)
+    nodes = ref.onnx_score_nodes(p, inits, helper) if scores else ref.onnx_nodes(p, inits, helper)
     inputs = [helper.make_tensor_value_info(s.graph_name, TensorProto.FLOAT, [1, N, s.width]) for s in spaces]
-    out = [helper.make_tensor_value_info("log_probs", TensorProto.FLOAT, [1, N, V])]
-    graph = helper.make_graph(nodes, "layer", inputs, out, [numpy_helper.from_array(a, k) for k, a in inits.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    onnx.checker.check_model(model)
     h32 = h.astype(np.float32)
     feed = {s.graph_name: (h32 @ getattr(p, s.weight) + getattr(p, s.bias))[None] for s in spaces}
+    want = ref.log_probs(p, h32)
+    if scores:
+        inputs += [helper.make_tensor_value_info("hid", TensorProto.FLOAT, [1, N, Dh]),
+                   helper.make_tensor_value_info("targets", TensorProto.INT64, [1, N])]
+        feed.update(hid=h32[None], targets=y[None])
+        want = want[np.arange(N), y]
+    out = [helper.make_tensor_value_info("log_prob", TensorProto.FLOAT, [1, N]) if scores else
+           helper.make_tensor_value_info("log_probs", TensorProto.FLOAT, [1, N, V])]
+    graph = helper.make_graph(nodes, "layer", inputs, out, [numpy_helper.from_array(a, k) for k, a in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18 if scores else 17)], ir_version=8)
+    onnx.checker.check_model(model)
     got = ort.InferenceSession(model.SerializeToString()).run(None, feed)[0][0]
-    np.testing.assert_allclose(got, ref.log_probs(p, h32), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def check_onnx_nodes(name: str) -> None:
+    """The layer's ONNX nodes, fed its logits, give its log-probabilities."""
+    _onnx_layer(name, scores=False)
+
+
+def check_onnx_score_nodes(name: str) -> None:
+    """The layer's scoring nodes, fed its logits, "hid" and "targets", give the targets' log-probabilities."""
+    _onnx_layer(name, scores=True)
 
 
 def check_layer(name: str) -> None:
@@ -135,3 +155,4 @@ def check_layer(name: str) -> None:
     check_log_probs(name)
     check_bptt_gradients(name)
     check_onnx_nodes(name)
+    check_onnx_score_nodes(name)

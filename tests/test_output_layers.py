@@ -31,3 +31,8 @@ def test_bptt_gradients(name):
 @pytest.mark.parametrize("name", sorted(LAYERS))
 def test_onnx_nodes(name):
     checks.check_onnx_nodes(name)
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_onnx_score_nodes(name):
+    checks.check_onnx_score_nodes(name)
