@@ -4,7 +4,7 @@ and Mikolov's RNNLM `-test` on the same file. A benchmark, not a test: it
 prints and records.
 
     .venv/bin/python bench/onnx_scoring.py --model MODEL_DIR --data FILE --out DIR \\
-        [--rnnlm MODEL_FILE] [--streams 128] [--steps 64] [--threads 0,1] [--log-probs-tokens 100000]
+        [--rnnlm MODEL_FILE] [--streams 256] [--steps 64] [--threads 0,1] [--log-probs-tokens 20000]
 
 The text is one stream, as `rnnlm -test` and `elman eval` read it (<eos>
 first, then each line's words and its <eos>), cut into ``--streams``
@@ -16,8 +16,9 @@ the stream's tokens (each line's words and its end of line, as both
 toolkits count them) over the wall time of the calls; the session's
 creation is timed apart. ``--threads``: onnxruntime's intra_op_num_threads
 (0: its default, a thread a physical core). The log_probs graph is timed
-on the first ``--log-probs-tokens`` positions of every part only (it is
-slow), so its words/s are of that many tokens. Results go, a JSON line a
+on the first ``--log-probs-tokens`` positions only (it is
+slow, and its [B, T, V] tensors large: it runs on the first
+``--log-probs-streams`` parts), so its words/s are of that many tokens. Results go, a JSON line a
 measurement, to DIR/results.jsonl (appended).
 """
 from __future__ import annotations
@@ -100,10 +101,11 @@ def main() -> int:
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--rnnlm", help="an RNNLM model file: time `rnnlm -test` on the same data")
     ap.add_argument("--rnnlm-bin", default="/work/peers/bin/rnnlm")
-    ap.add_argument("--streams", type=int, default=128)
+    ap.add_argument("--streams", type=int, default=256)
     ap.add_argument("--steps", type=int, default=64)
     ap.add_argument("--threads", default="0,1")
-    ap.add_argument("--log-probs-tokens", type=int, default=100_000, help="0: skip the log_probs graph")
+    ap.add_argument("--log-probs-tokens", type=int, default=20_000, help="0: skip the log_probs graph")
+    ap.add_argument("--log-probs-streams", type=int, default=16)
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     graphs = {"scores": args.out / "scores" / "lm.onnx", "log_probs": args.out / "log_probs" / "lm.onnx"}
@@ -122,12 +124,13 @@ def main() -> int:
         first.setdefault("scores", lp)
         rows.append({**common, "graph": "scores", "threads": threads, **r, "words_per_s": round(n / r["wall_s"]),
                      "ppl": round(float(np.exp(-lp[real].mean())), 3)})
-        cols = -(-args.log_probs_tokens // args.streams) // args.steps * args.steps if args.log_probs_tokens else 0
+        b = min(args.log_probs_streams, args.streams)
+        cols = -(-args.log_probs_tokens // b) // args.steps * args.steps if args.log_probs_tokens else 0
         if cols:
-            r = run(graphs["log_probs"], x[:, :cols], y[:, :cols], args.steps, threads, meta, False)
+            r = run(graphs["log_probs"], x[:b, :cols], y[:b, :cols], args.steps, threads, meta, False)
             lp = r.pop("log_prob")
-            diff = float(np.abs(lp - first["scores"][:, :cols]).max())
-            rows.append({**common, "graph": "log_probs", "threads": threads, **r, "tokens": lp.size,
+            diff = float(np.abs(lp - first["scores"][:b, :cols]).max())
+            rows.append({**common, "graph": "log_probs", "threads": threads, **r, "tokens": lp.size, "streams": b,
                          "words_per_s": round(lp.size / r["wall_s"]), "max_abs_diff_vs_scores": diff})
     if args.rnnlm:
         r = rnnlm_test(args.rnnlm_bin, args.rnnlm, args.data)

@@ -45,9 +45,10 @@ def offset_name(salt: int, k: int) -> str:
     return f"direct_{'words' if salt == dc.WORDS else 'classes'}_offset_{k}"
 
 
-def nodes(order: int, D, inits: dict, helper, targets) -> list:
+def nodes(order: int, D, inits: dict, helper, targets, elements: bool = False) -> list:
     """The nodes that add the direct terms to logits; ``targets``: (salt,
-    width, logits in, logits out) for each set of logits. D goes to ``inits``."""
+    width, logits in, logits out) for each set of logits; ``elements``: read
+    D's windows as ``take`` does with it. D goes to ``inits``."""
     out = shared_nodes(order, D, inits, helper)
     for salt, width, z_in, z_out in targets:
         tag = "words" if salt == dc.WORDS else "classes"
@@ -60,7 +61,7 @@ def nodes(order: int, D, inits: dict, helper, targets) -> list:
             out += [
                 helper.make_node("Unsqueeze", [offset_name(salt, k), "direct_last"], [p + "o1"]),
                 helper.make_node("Add", [p + "o1", f"direct_cols_{tag}"], [p + "idx"]),
-                helper.make_node("Gather", ["D", p + "idx"], [p + "win"]),
+                *take(helper, inits, p + "idx", p + "win", elements),
                 helper.make_node("Add", [z, p + "win"], [z_out if k == order - 1 else p + "z"]),
             ]
             z = p + "z"
@@ -110,6 +111,19 @@ def context_nodes(order: int, D, inits: dict, helper) -> list:
                  direct_keep=np.array([-n if n else _END], np.int64), direct_end=np.array([_END], np.int64))
     return [helper.make_node("Concat", [HISTORY, "ids"], ["direct_ctx"], axis=1),
             helper.make_node("Slice", ["direct_ctx", "direct_keep", "direct_end", "direct_axis1"], [NEXT_HISTORY])]
+
+
+def take(helper, inits: dict, idx: str, out: str, elements: bool) -> list:
+    """out = D[idx], idx of any shape: a Gather, or with ``elements`` a
+    GatherElements of idx flattened, the same values (onnxruntime reads
+    single elements with GatherElements about 2.7 times as fast)."""
+    if not elements:
+        return [helper.make_node("Gather", ["D", idx], [out])]
+    inits["direct_flat"] = np.array([-1], np.int64)
+    return [helper.make_node("Reshape", [idx, "direct_flat"], [idx + "_flat"]),
+            helper.make_node("GatherElements", ["D", idx + "_flat"], [out + "_flat"]),
+            helper.make_node("Shape", [idx], [idx + "_shape"]),
+            helper.make_node("Reshape", [out + "_flat", idx + "_shape"], [out])]
 
 
 def lag_node(order: int, k: int, src: str, out: str, inits: dict, helper):

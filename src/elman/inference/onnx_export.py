@@ -31,6 +31,10 @@ hashed elman's way (``onnx_direct``) or RNNLM's (``onnx_rnnlm_direct``),
 as the model's are (the metadata's direct_hash says which).
 A model without them keeps the graph above at opset 17.
 
+``scores`` builds the scoring graph instead (``onnx_scores``): input
+targets too, output log_prob [B, T] (log P of each target only) in place of
+log_probs; a class softmax forms K + |class| logits a position, not V.
+
 A model with tensors the graph cannot express exactly (a hierarchical
 softmax, anything but the tensors above) is refused in one line rather
 than exported without them.
@@ -102,8 +106,8 @@ def build(p: Params, vocab, meta: dict, scores: bool = False):
     terms = None
     if p.order:
         logits = [(space.salt, space.width, f"{space.graph_name}_h", space.graph_name) for space in spaces]
-        nodes += (onnx_rnnlm_direct.nodes(p, inits, helper, logits) if p.direct_hash == "rnnlm"
-                  else onnx_direct.nodes(p.order, f32["D"], inits, helper, logits))
+        nodes += (onnx_rnnlm_direct.nodes(p, inits, helper, logits, scores) if p.direct_hash == "rnnlm"
+                  else onnx_direct.nodes(p.order, f32["D"], inits, helper, logits, scores))
         if sparse:
             more, terms = onnx_scores.word_terms(p, inits, helper)
             nodes += more

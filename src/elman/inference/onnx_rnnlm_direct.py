@@ -25,12 +25,13 @@ from __future__ import annotations
 import numpy as np
 
 from elman.core import direct as dc, rnnlm_direct as rd
-from elman.inference.onnx_direct import context_nodes, lag_node
+from elman.inference.onnx_direct import context_nodes, lag_node, take
 
 
-def nodes(p, inits: dict, helper, targets) -> list:
+def nodes(p, inits: dict, helper, targets, elements: bool = False) -> list:
     """The nodes that add the direct terms of ``p`` (Params hashed RNNLM's
-    way) to logits; ``targets``: (salt, width, logits in, logits out)."""
+    way) to logits; ``targets``: (salt, width, logits in, logits out);
+    ``elements``: D read as ``onnx_direct.take`` does with it."""
     from onnx import TensorProto
     N, D, M = p.order, np.asarray(p.D, np.float32), p.D.size
     bounds = np.array([0, p.V]) if not p.classes else np.asarray(p.class_bounds, np.int64)
@@ -64,9 +65,9 @@ def nodes(p, inits: dict, helper, targets) -> list:
     alive = p.direct_oov is not None
     for salt, width, z_in, z_out in targets:
         if salt == dc.CLASSES:
-            out += _class_part(N, D, K, S0, alive, inits, helper, z_in, z_out)
+            out += _class_part(N, D, K, S0, alive, inits, helper, z_in, z_out, elements)
         else:
-            out += _word_part(N, D, bounds, alive, inits, helper, z_in, z_out)
+            out += _word_part(N, D, bounds, alive, inits, helper, z_in, z_out, elements)
     return out
 
 
@@ -78,7 +79,7 @@ def feature0_words(D, bounds) -> tuple:
     return const, np.stack([rd.word_offsets(S0, D.size, k)[0][0, 0] for k in range(len(bounds) - 1)])
 
 
-def _class_part(N, D, K, S0, alive, inits, helper, z_in, z_out) -> list:
+def _class_part(N, D, K, S0, alive, inits, helper, z_in, z_out, elements) -> list:
     from onnx import TensorProto
     O0, on0 = rd.class_offsets(S0, D.size)
     inits.update(rd_c_const=(D[O0[0, 0] + np.arange(K)] * on0[0, 0]).astype(np.float32),
@@ -98,7 +99,7 @@ def _class_part(N, D, K, S0, alive, inits, helper, z_in, z_out) -> list:
             out.append(helper.make_node("And", [q + "on0", f"rd_alive_{a}"], [q + "on"]))
         out += [helper.make_node("Unsqueeze", [q + "o", "rd_last"], [q + "o1"]),
                 helper.make_node("Add", [q + "o1", "rd_c_cols"], [q + "idx"]),
-                helper.make_node("Gather", ["D", q + "idx"], [q + "win"]),
+                *take(helper, inits, q + "idx", q + "win", elements),
                 helper.make_node("Unsqueeze", [q + "on", "rd_last"], [q + "on1"]),
                 helper.make_node("Where", [q + "on1", q + "win", "rd_fzero"], [q + "t"]),
                 helper.make_node("Add", [z, q + "t"], [z_out if a == N - 1 else q + "z"])]
@@ -106,7 +107,7 @@ def _class_part(N, D, K, S0, alive, inits, helper, z_in, z_out) -> list:
     return out
 
 
-def _word_part(N, D, bounds, alive, inits, helper, z_in, z_out) -> list:
+def _word_part(N, D, bounds, alive, inits, helper, z_in, z_out, elements) -> list:
     from onnx import TensorProto
     K, V, M = len(bounds) - 1, int(bounds[-1]), D.size
     cls = np.repeat(np.arange(K, dtype=np.int64), np.diff(bounds))
@@ -133,7 +134,7 @@ def _word_part(N, D, bounds, alive, inits, helper, z_in, z_out) -> list:
                 helper.make_node("Less", ["rd_w_j", q + "limw"], [q + "on"]),
                 helper.make_node("Add", [q + "ow", "rd_w_j"], [q + "i0"]),
                 helper.make_node("Min", [q + "i0", "rd_Mm1"], [q + "idx"]),
-                helper.make_node("Gather", ["D", q + "idx"], [q + "win"]),
+                *take(helper, inits, q + "idx", q + "win", elements),
                 helper.make_node("Where", [q + "on", q + "win", "rd_fzero"], [q + "t"]),
                 helper.make_node("Add", [z, q + "t"], [z_out if a == N - 1 else q + "z"])]
         z, top = q + "z", q + "top"

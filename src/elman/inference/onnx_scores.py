@@ -91,7 +91,7 @@ def word_terms(p, inits: dict, helper) -> tuple:
         return [helper.make_node("Gather", ["st_offs", rows], [q + "o"]),            # [n, F]
                 helper.make_node("Unsqueeze", [q + "o", "st_last"], [q + "o1"]),
                 helper.make_node("Add", [q + "o1", q + "cols"], [q + "idx"]),       # [n, F, width]
-                helper.make_node("Gather", ["D", q + "idx"], [q + "win"]),
+                *onnx_direct.take(helper, inits, q + "idx", q + "win", True),
                 helper.make_node("ReduceSum", [q + "win", "st_axis1"], [q + "dz"], keepdims=0),
                 helper.make_node("Add", [z, q + "dz"], [q + "zd"])], q + "zd"
     return nodes, terms
@@ -141,7 +141,7 @@ def _rnnlm_offsets(p, inits: dict, helper) -> tuple:
             helper.make_node("Unsqueeze", [q + "o", "st_last"], [q + "o1"]),
             helper.make_node("Add", [q + "o1", q + "j"], [q + "i0"]),                # [n, F, width]
             helper.make_node("Min", [q + "i0", "rd_Mm1"], [q + "idx"]),
-            helper.make_node("Gather", ["D", q + "idx"], [q + "win"]),
+            *onnx_direct.take(helper, inits, q + "idx", q + "win", True),
             helper.make_node("Gather", ["st_lims", rows], [q + "l"]),
             helper.make_node("Unsqueeze", [q + "l", "st_last"], [q + "l1"]),
             helper.make_node("Less", [q + "j", q + "l1"], [q + "on"]),
