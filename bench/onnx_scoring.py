@@ -11,21 +11,25 @@ first, then each line's words and its <eos>), cut into ``--streams``
 contiguous parts of equal length, scored side by side: calls of ``--steps``
 positions, h and the history carried from call to call, every part from
 the start state (so a part's first words lack the words before it: the
-perplexity printed differs from `elman eval`'s by that alone). Words/s:
-the stream's tokens (each line's words and its end of line, as both
-toolkits count them) over the wall time of the calls; the session's
-creation is timed apart. ``--threads``: onnxruntime's intra_op_num_threads
-(0: its default, a thread a physical core). The log_probs graph is timed
-on the first ``--log-probs-tokens`` positions only (it is
-slow, and its [B, T, V] tensors large: it runs on the first
-``--log-probs-streams`` parts), so its words/s are of that many tokens. Results go, a JSON line a
-measurement, to DIR/results.jsonl (appended).
+perplexity printed differs from `elman eval`'s by that alone; one part
+gives eval's). Words/s: the stream's tokens (each line's words and its end
+of line, as both toolkits count them) over the wall time of the calls; the
+session's creation is timed apart, the CPU time of the calls (every
+thread's) beside the wall time. ``--threads``: onnxruntime's
+intra_op_num_threads (0: its default, a thread a physical core). The
+log_probs graph is timed on the first ``--log-probs-tokens`` positions of
+the first ``--log-probs-streams`` parts only (it is slow, and its
+[B, T, V] tensors are large). Results go, a JSON line a measurement, to
+DIR/results.jsonl (appended). On a busy machine run it on one core as
+well: ``taskset -c 0`` with ``--threads 1`` (RNNLM too: the child
+inherits the core).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import resource
 import subprocess
 import time
 from pathlib import Path
@@ -64,7 +68,7 @@ def run(path: Path, x, y, steps: int, threads: int, meta: dict, scores: bool) ->
     hist = np.full((B, int(meta.get("history_size", 0))), -1, np.int64)
     direct = "history_size" in meta
     out = np.empty((B, P), np.float32)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for a in range(0, P, steps):
         feeds = {"ids": x[:, a:a + steps], "h0": h}
         if scores:
@@ -79,16 +83,17 @@ def run(path: Path, x, y, steps: int, threads: int, meta: dict, scores: bool) ->
         h = res[1]
         if direct:
             hist = res[2]
-    wall = time.perf_counter() - start
-    return {"create_s": round(created, 3), "wall_s": round(wall, 3), "log_prob": out}
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return {"create_s": round(created, 3), "wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "log_prob": out}
 
 
 def rnnlm_test(binary: str, model: str, data: Path) -> dict:
-    start = time.perf_counter()
+    before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
     done = subprocess.run([binary, "-rnnlm", model, "-test", str(data)], capture_output=True, text=True, check=True)
-    wall = time.perf_counter() - start
+    wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     ppl = [line for line in done.stdout.splitlines() if "PPL net" in line]
-    return {"wall_s": round(wall, 3), "stdout_ppl": ppl[-1].strip() if ppl else None}
+    return {"wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "stdout_ppl": ppl[-1].strip() if ppl else None}
 
 
 def main() -> int:
