@@ -148,6 +148,10 @@ class LmProbFile:
                                  f"{want!r} there (line {line.number}); was it written for another text?")
         return out
 
+    def lines(self, lines) -> np.ndarray:
+        """``line`` of each of ``lines``, one array."""
+        return np.concatenate([self.line(line) for line in lines])
+
 
 def other_source(ngram=None, lm_prob=None):
     """The other model: an n-gram file (``ngram.NgramModel``) or a per-token file."""

@@ -22,7 +22,7 @@ from elman.fast.direct import Features
 from elman.fast.rnnlm_direct import RnnlmFeatures
 from elman.fast.output import output_backward, output_forward
 from elman.fast.recurrence import threaded_input_forward, threaded_params_backward
-from elman.fast.threads import one_blas_thread
+from elman.fast.threads import beside, one_blas_thread
 from elman.model.outputs import layer_for
 
 
@@ -278,8 +278,14 @@ def window_losses(p: Params, windows, h0, history=None, states: bool = False, ta
     ``table``: e I + b1 of every word (``perplexity.input_table``), read in place of the products.
 
     Pipelined: the next window's recurrence, which is sequential and needs
-    one core, runs while the other cores compute this window's output
-    layer; the numbers are those of ``forward_losses`` window by window.
+    one core, runs on another thread (``threads.beside``) while this thread
+    computes this window's output layer, hands its losses to the caller and
+    reads the window after the next; that thread joins the output layer's
+    rows once the recurrence is done (``threads.parallel_for``). So the
+    caller's own work on the losses (records, another model's queries) runs
+    beside the recurrence, and both cores share the output layer when the
+    recurrence is the shorter. The numbers are those of ``forward_losses``
+    window by window.
     """
     carried = [history]
 
@@ -306,21 +312,24 @@ def window_losses(p: Params, windows, h0, history=None, states: bool = False, ta
     h_first = h0 if start is None else start[0]
     with one_blas_thread():         # every product of scoring is small: BLAS's threads would only spin
         ready = None if window is None else _forward_positions(p, *window, h_first, grad=grad, table=table)
+    upcoming = fetch()
     while ready is not None:
         _, _, hs, _, y, h_all = ready
-        window, next_feats, start = fetch()
+        window, next_feats, start = upcoming
 
         def ahead(hs=hs, window=window, start=start):
-            if window is None:
-                return None
             h = hs[-1][:np.shape(window[0])[0]] if start is None else start[0]
-            return _forward_positions(p, *window, h, grad=grad, table=table)
+            with one_blas_thread():
+                return _forward_positions(p, *window, h, grad=grad, table=table)
 
+        later = beside(ahead) if window is not None else (lambda: None)
         with one_blas_thread():
-            losses, ready = _bounded_losses(p, h_all, y, ahead, feats)
+            losses, _ = _bounded_losses(p, h_all, y, None, feats)
         feats = next_feats
         T, B = hs.shape[0] - 1, hs.shape[1]
         yield losses.reshape(T, B).T, (hs[1:] if states else hs[-1].copy())
+        upcoming = fetch() if window is not None else (None, None, None)
+        ready = later()
 
 
 # Output units times rows that evaluation computes at once: 2^26 logits, 256 MB
