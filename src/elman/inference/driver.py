@@ -170,9 +170,10 @@ def run(p, vocab, cfg, opts: ScoreOptions, out=None) -> dict:
                                                note=_left_behind(opts)))
         write = job.guard(out).write
         for block in s.scored(data, other, lam, tokens):
-            totals.add(block.ln_p, block.ln_rnn, block.ln_other)
+            sums = _line_sums(block)
+            totals.add(len(block.ln_p), *sums)
             if opts.per_line:
-                write(_line_records(block, opts.json))
+                write(_line_records(block, sums, opts.json))
             if per_token is not None:
                 per_token.write(_token_records(block))
             job.update(len(block.ln_p))
@@ -198,20 +199,27 @@ def _token_records(block) -> str:
     return "".join(map("%s\t%.7f\n".__mod__, zip(tokens, (block.ln_p / LN10).tolist())))
 
 
-def _line_records(block, as_json: bool) -> str:
-    """A line's record for each line of ``block``: its log10 probability, or a JSON object."""
-    starts = np.cumsum([0] + [len(line.ids) for line in block.lines[:-1]])
-    sums = [(np.add.reduceat(x, starts) / LN10).tolist() if x is not None else itertools.repeat(None)
+def _line_sums(block) -> list:
+    """ln P summed over each line of ``block`` (a float a line), and with
+    another model each model's own (else None): each line's array summed
+    alone, as numpy sums it, so a line's score is the same whatever block it is in."""
+    cuts = np.cumsum([len(line.ids) for line in block.lines[:-1]])
+    return [None if x is None else [part.sum() for part in np.split(x, cuts)]
             for x in (block.ln_p, block.ln_rnn, block.ln_other)]
+
+
+def _line_records(block, sums, as_json: bool) -> str:
+    """A line's record for each line of ``block``: its log10 probability, or a JSON object."""
     if not as_json:
-        return "".join(map("%.6f\n".__mod__, sums[0]))
+        return "".join(map("%.6f\n".__mod__, (np.array(sums[0]) / LN10).tolist()))
     out = []
-    for line, total, rnn, other in zip(block.lines, *sums):
-        record = {"line": line.number, "log10_prob": total, "tokens": len(line.ids)}
+    other = sums[2] is not None
+    for i, line in enumerate(block.lines):
+        record = {"line": line.number, "log10_prob": float(sums[0][i]) / LN10, "tokens": len(line.ids)}
         if line.uid is not None:
             record["id"] = line.uid
-        if other is not None:
-            record.update(rnn_log10_prob=rnn, other_log10_prob=other)
+        if other:
+            record.update(rnn_log10_prob=float(sums[1][i]) / LN10, other_log10_prob=float(sums[2][i]) / LN10)
         out.append(json.dumps(record) + "\n")
     return "".join(out)
 
