@@ -193,10 +193,11 @@ def _left_behind(opts: ScoreOptions) -> str:
 
 
 def _token_records(block) -> str:
-    """'token<TAB>log10 P' a line, each line's ``<eos>`` after its tokens:
-    one vectorised division, then each record formatted by C (``str.__mod__`` over a zip)."""
-    tokens = itertools.chain.from_iterable((*line.tokens, EOS) for line in block.lines)
-    return "".join(map("%s\t%.7f\n".__mod__, zip(tokens, (block.ln_p / LN10).tolist())))
+    """'token<TAB>log10 P' a line, each line's ``<eos>`` after its tokens,
+    formatted by one compiled loop (``fast.records``)."""
+    from elman.fast.records import token_records      # Numba's import: only --per-token pays it
+    tokens = list(itertools.chain.from_iterable((*line.tokens, EOS) for line in block.lines))
+    return token_records(tokens, block.ln_p / LN10)
 
 
 def _line_sums(block) -> list:
