@@ -114,7 +114,9 @@ def test_a_class_softmax_graph_has_no_product_over_the_vocabulary(tmp_path, caps
     parts = [s for name, s in shapes.items() if name.startswith("sc") and name.endswith("_U")]
     assert sum(s[1] for s in parts) == V and all(s[0] == DH for s in parts)
     ops = [n.op_type for n in graph.node]
-    assert "RNN" not in ops and "Scan" in ops and ops.count("NonZero") == 4
+    assert "RNN" not in ops and ops.count("NonZero") == 4
+    steps = next(n for n in graph.node if n.op_type == "If")
+    assert [n.op_type for a in steps.attribute if a.name == "then_branch" for n in a.g.node] == ["Scan"]
 
 
 def test_the_recurrence_without_the_table_is_the_same(tmp_path, monkeypatch, capsys):
@@ -204,3 +206,24 @@ def test_scores_with_rnnlm_output_is_refused_in_one_line(tmp_path, capsys):
     graph = onnx.load(str(tmp_path / "lm.onnx")).graph
     assert [i.name for i in graph.input] == ["ids", "h0"] and [o.name for o in graph.output] == ["log_probs", "h"]
     assert "RNN" in {n.op_type for n in graph.node}
+
+
+@pytest.mark.parametrize("classes, direct, rnnlm", [(0, 0, False), (4, 300, False), (3, 1001, True)])
+def test_a_call_of_no_steps_or_no_rows_keeps_the_state(tmp_path, capsys, classes, direct, rnnlm):
+    """T = 0 or B = 0: empty log_prob, h = h0 and next_history = history (not
+    a crash: onnxruntime's Scan stops the process on an empty input)."""
+    p = _model(10, classes, direct, 3, seed=1, oov=None) if rnnlm else _save(tmp_path / "m", classes, direct)
+    if rnnlm:
+        save_checkpoint(tmp_path / "m", p.as_dict(), Vocab(["<eos>", "<unk>"] + [f"w{i}" for i in range(8)]),
+                        {"level": "word", "direct_hash": "rnnlm"})
+    assert _export(capsys, tmp_path / "m", tmp_path / "lm.onnx")[0] == 0
+    session, rng = _session(tmp_path / "lm.onnx"), np.random.default_rng(4)
+    for B, T in ((2, 0), (0, 3)):
+        h0 = rng.normal(size=(B, p.Dh)).astype(np.float32)
+        feeds = {"ids": np.zeros((B, T), np.int64), "targets": np.zeros((B, T), np.int64), "h0": h0}
+        if p.order:
+            feeds["history"] = rng.integers(0, 8, (B, 1))
+        log_prob, h, *rest = session.run(None, feeds)
+        assert log_prob.shape == (B, T) and np.array_equal(h, h0)
+        if p.order:
+            assert np.array_equal(rest[0], feeds["history"])

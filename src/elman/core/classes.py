@@ -199,7 +199,7 @@ class ClassSoftmax(OutputLayer):
             helper.make_node("Concat", parts, ["sc_all_lp"], axis=0),
             helper.make_node("ScatterElements", ["sc_zero", "sc_all_rows", "sc_all_lp"], ["sc_lpw"], axis=0),
             helper.make_node("Shape", ["targets"], ["sc_bt"]),
-            helper.make_node("Reshape", ["sc_lpw", "sc_bt"], ["sc_lpw2"]),
+            helper.make_node("Reshape", ["sc_lpw", "sc_bt"], ["sc_lpw2"], allowzero=1),     # T may be 0
             helper.make_node("Add", ["sc_lpc", "sc_lpw2"], ["log_prob"]),
         ]
 

@@ -123,7 +123,7 @@ def take(helper, inits: dict, idx: str, out: str, elements: bool) -> list:
     return [helper.make_node("Reshape", [idx, "direct_flat"], [idx + "_flat"]),
             helper.make_node("GatherElements", ["D", idx + "_flat"], [out + "_flat"]),
             helper.make_node("Shape", [idx], [idx + "_shape"]),
-            helper.make_node("Reshape", [out + "_flat", idx + "_shape"], [out])]
+            helper.make_node("Reshape", [out + "_flat", idx + "_shape"], [out], allowzero=1)]     # a 0 is a 0
 
 
 def lag_node(order: int, k: int, src: str, out: str, inits: dict, helper):

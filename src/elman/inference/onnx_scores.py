@@ -68,8 +68,20 @@ def recurrence(p, f32: dict, inits: dict, helper) -> list:
          helper.make_tensor_value_info("scan_x", TensorProto.FLOAT, ["batch", Dh])],
         [helper.make_tensor_value_info("scan_next", TensorProto.FLOAT, ["batch", Dh]),
          helper.make_tensor_value_info("scan_y", TensorProto.FLOAT, ["batch", Dh])])
-    return nodes + [helper.make_node("Scan", ["h0", "x"], ["h", "hid"], body=body, num_scan_inputs=1,
-                                     scan_input_axes=[1], scan_output_axes=[1])]
+    scan = helper.make_graph(
+        [helper.make_node("Scan", ["h0", "x"], ["scan_last", "scan_all"], body=body, num_scan_inputs=1,
+                          scan_input_axes=[1], scan_output_axes=[1])], "steps", [],
+        [helper.make_tensor_value_info("scan_last", TensorProto.FLOAT, ["batch", Dh]),
+         helper.make_tensor_value_info("scan_all", TensorProto.FLOAT, ["batch", "time", Dh])])
+    # onnxruntime's Scan stops the process (SIGFPE) on an empty input: no steps, or no rows, keep h0
+    empty = helper.make_graph(
+        [helper.make_node("Identity", ["h0"], ["empty_last"]), helper.make_node("Identity", ["x"], ["empty_all"])],
+        "none", [], [helper.make_tensor_value_info("empty_last", TensorProto.FLOAT, ["batch", Dh]),
+                     helper.make_tensor_value_info("empty_all", TensorProto.FLOAT, ["batch", "time", Dh])])
+    inits["scan_none"] = np.array(0, np.int64)
+    return nodes + [helper.make_node("Size", ["x"], ["scan_size"]),
+                    helper.make_node("Greater", ["scan_size", "scan_none"], ["scan_any"]),
+                    helper.make_node("If", ["scan_any"], ["h", "hid"], then_branch=scan, else_branch=empty)]
 
 
 def io(helper):
