@@ -227,3 +227,26 @@ def test_a_call_of_no_steps_or_no_rows_keeps_the_state(tmp_path, capsys, classes
         assert log_prob.shape == (B, T) and np.array_equal(h, h0)
         if p.order:
             assert np.array_equal(rest[0], feeds["history"])
+
+
+def test_the_benchmark_runs_and_one_stream_is_elman_evals_perplexity(tmp_path, capsys):
+    """bench/onnx_scoring.py on a small model: its JSON lines, and with one part the text's perplexity is eval's."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+    _save(tmp_path / "m", classes=4, direct=300)
+    rng = np.random.default_rng(5)
+    (tmp_path / "t.txt").write_text("".join(" ".join(f"w{i}" for i in rng.integers(0, V - 2, 6)) + "\n"
+                                            for _ in range(20)))
+    bench = Path(__file__).parent.parent / "bench" / "onnx_scoring.py"
+    done = subprocess.run([sys.executable, str(bench), "--model", str(tmp_path / "m"), "--data", str(tmp_path / "t.txt"),
+                           "--out", str(tmp_path / "out"), "--streams", "1", "--steps", "16", "--threads", "1",
+                           "--log-probs-tokens", "64"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["graph"] for r in rows] == ["scores", "log_probs"] and rows[0]["tokens"] == 140
+    assert rows[1]["max_abs_diff_vs_scores"] < 1e-5
+    assert cli.main(["eval", "--model", str(tmp_path / "m"), "--data", str(tmp_path / "t.txt")]) == 0
+    ppl = float(re.search(r"perplexity ([\d.]+)", capsys.readouterr().out).group(1))
+    assert rows[0]["ppl"] == pytest.approx(ppl, abs=2e-3)
