@@ -210,7 +210,8 @@ class Run:
         if stats:       # N processes: the gradient exchange per update, averaged since this process started
             extra["exchange"] = {"seconds": round(stats["seconds"], 6), "waited": round(stats["waited"], 6),
                                  "allreduce_bytes": round(stats["allreduce_bytes"]),
-                                 "allgather_bytes": round(stats["allgather_bytes"])}
+                                 "allgather_bytes": round(stats["allgather_bytes"]),
+                                 **({"factored": stats["factored"]} if stats.get("factored") else {})}
         self.metrics.write(epoch=prog.epoch, batch=prog.windows_done, batches=nb,
                            train_ppl=prog.train_ppl, valid_ppl=valid_ppl,
                            lr=self.opt.lr, words_per_s=round(wps, 1), elapsed=round(prog.elapsed, 3), **extra)
