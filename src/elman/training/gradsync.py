@@ -26,7 +26,8 @@ That is the exchange between machines. When every process of the job is on
 one machine, 2 and 3 are one write into shared memory and one barrier
 instead (``nodesync``: robust to busy cores); the sums are the same. There
 the weights too are shared, and each process sums and updates only its
-slice (``nodeshare``, through ``share`` and ``step``).
+slice (``nodeshare``, through ``share`` and ``step``); a class softmax's U
+gradient goes as the factors of its product (``nodeproduct``).
 """
 from __future__ import annotations
 
