@@ -3,7 +3,7 @@ RNNLM `-test` (and `-dynamic 0.1`) on the same files, and elman's scoring
 at V = 800k on Zipf text. A benchmark, not a test: it prints and records.
 
     .venv/bin/python bench/scoring.py --out DIR --static FILE --dynamic FILE \\
-        --elman NAME=MODEL_DIR ... [--rnnlm NAME=MODEL_FILE ...] [--pin] [--v800k] [--score]
+        --elman NAME=MODEL_DIR ... [--rnnlm NAME=MODEL_FILE ...] [--pin] [--v800k] [--score] [--modes [ARPA]]
 
 Each command is a process of its own; its wall time and its CPU time
 (user + system, of the process and its threads) are recorded, and words/s
@@ -63,6 +63,26 @@ def elman_score_dynamic(model: str, data: Path, pin: bool) -> dict:
     return r
 
 
+def score_modes(ngram: str | None) -> list:
+    """(name, extra arguments) of each way ``elman score`` runs a text; with ``ngram``
+    (an ARPA file or KenLM binary) the interpolating ones too (λ = 0.5)."""
+    mix = ["--ngram", ngram, "--lambda", "0.5"] if ngram else None
+    modes = [("score", []), ("score --carry", ["--carry"]), ("score --per-token", ["--per-token", "PT"])]
+    if mix:
+        modes += [("score --ngram", mix), ("score --carry --ngram", ["--carry", *mix]),
+                  ("score --per-token --ngram", ["--per-token", "PT", *mix])]
+    return modes
+
+
+def elman_score(model: str, data: Path, extra: list, pin: bool, out: Path) -> dict:
+    """`elman score` of ``data``, its lines' scores to /dev/null (a --per-token file under ``out``)."""
+    exe = str(Path(sys.executable).with_name("elman"))
+    extra = [str(out / "per-token.txt") if a == "PT" else a for a in extra]
+    r = timed([exe, "score", "--model", model, "--data", str(data), *extra], pin)
+    r["ppl"] = round(float(r.pop("stdout").strip().splitlines()[-1].split()[5]), 2)
+    return r
+
+
 def rnnlm_eval(binary: str, model: str, data: Path, dynamic: bool, pin: bool, cwd: Path) -> dict:
     r = timed([binary, "-rnnlm", model, "-test", str(data), *(["-dynamic", "0.1"] if dynamic else [])], pin, cwd)
     ppl = [line.split()[-1] for line in r.pop("stdout").splitlines() if line.startswith("PPL net")]
@@ -116,6 +136,9 @@ def main() -> int:
     ap.add_argument("--pin", action="store_true", help="one core, one thread (see the module's docstring)")
     ap.add_argument("--v800k", action="store_true", help="also the default recipe's scoring at V = 800k")
     ap.add_argument("--score", action="store_true", help="also `elman score --dynamic` of the --dynamic text")
+    ap.add_argument("--modes", nargs="?", const="", metavar="NGRAM",
+                    help="also `elman score` of the --static text: plain, --carry, --per-token, and with an n-gram "
+                         "model (ARPA or KenLM binary) --ngram, --carry --ngram, --per-token --ngram")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -131,6 +154,10 @@ def main() -> int:
     for name, path in (s.split("=", 1) for s in args.elman if args.score and args.dynamic):
         r = elman_score_dynamic(path, args.dynamic, args.pin)
         rows.append(_row(r, name, "score --dynamic", args.dynamic, tokens(args.dynamic), args.pin))
+    for name, path in (s.split("=", 1) for s in args.elman if args.modes is not None and args.static):
+        for mode, extra in score_modes(args.modes or None):
+            r = elman_score(path, args.static, extra, args.pin, args.out)
+            rows.append(_row(r, name, mode, args.static, tokens(args.static), args.pin))
     if args.v800k:
         r = dict(v800k(args.pin), system="elman defaults V=800k", mode="static", pinned=args.pin)
         rows.append(r)

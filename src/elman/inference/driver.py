@@ -18,6 +18,7 @@ import json
 import math
 import sys
 from contextlib import ExitStack, nullcontext
+from typing import NamedTuple
 
 import numpy as np
 
@@ -31,6 +32,35 @@ from elman.inference.options import ScoreOptions
 from elman.inference.readers import READERS
 
 LN10 = math.log(10.0)
+
+
+BLOCK = 8192          # tokens of lines combined, summed and written together: numpy's calls a block, not a line
+
+
+class Block(NamedTuple):
+    lines: list
+    ln_rnn: np.ndarray
+    ln_other: np.ndarray | None
+    ln_p: np.ndarray
+
+
+def _blocks(rows, size: int = BLOCK):
+    """Consecutive lists of (line, losses) of about ``size`` tokens each.
+    An error in the rows still lets the lines scored before it out first."""
+    block, n = [], 0
+    try:
+        for row in rows:
+            block.append(row)
+            n += len(row[1])
+            if n >= size:
+                yield block
+                block, n = [], 0
+    except (Exception, KeyboardInterrupt):      # not GeneratorExit: a closed generator yields nothing more
+        if block:
+            yield block
+        raise
+    if block:
+        yield block
 
 
 def check_options(opts: ScoreOptions, level: str) -> None:
@@ -92,14 +122,17 @@ class Scorer:
                                            how["decay"], dyn.scale))
 
     def scored(self, path, other=None, lam=None, tokens=None):
-        """(line, ln P_rnn, ln P_other or None, ln P) for each line of ``path``."""
-        for line, losses in self.losses(path, tokens):
-            ln_rnn = -losses
+        """Blocks of consecutive lines of ``path``: (lines, ln P_rnn,
+        ln P_other or None, ln P), each array every token of the block's
+        lines in order (``Block``)."""
+        for block in _blocks(self.losses(path, tokens)):
+            lines = [line for line, _ in block]
+            ln_rnn = -np.concatenate([losses for _, losses in block])
             if other is None:
-                yield line, ln_rnn, None, ln_rnn
+                yield Block(lines, ln_rnn, None, ln_rnn)
             else:
-                ln_other = other.line(line)
-                yield line, ln_rnn, ln_other, interpolate.mix(ln_rnn, ln_other, lam)
+                ln_other = other.lines(lines)
+                yield Block(lines, ln_rnn, ln_other, interpolate.mix(ln_rnn, ln_other, lam))
 
     def fit_lambda(self, other) -> float:
         """λ by EM on the --heldout text, read and run as the data is; said on stderr."""
@@ -107,11 +140,11 @@ class Scorer:
         held = other if a.ngram else interpolate.LmProbFile(a.heldout_lm_prob)
         tokens = self.lines(a.heldout, check=True)
         held.check(self.lines(a.heldout), tokens)
-        pairs = [(r, o) for _, r, o, _ in progress.track(self.scored(a.heldout, held, 1.0, tokens), "--lambda auto",
-                                                          "tokens", tokens, count=lambda row: len(row[3]))]
-        lam, steps = interpolate.fit_lambda(np.concatenate([r for r, _ in pairs]),
-                                            np.concatenate([o for _, o in pairs]))
-        n = sum(len(r) for r, _ in pairs)
+        blocks = list(progress.track(self.scored(a.heldout, held, 1.0, tokens), "--lambda auto",
+                                     "tokens", tokens, count=lambda block: len(block.ln_p)))
+        lam, steps = interpolate.fit_lambda(np.concatenate([b.ln_rnn for b in blocks]),
+                                            np.concatenate([b.ln_other for b in blocks]))
+        n = sum(len(b.ln_p) for b in blocks)
         print(f"elman: lambda {lam:.4f}, fitted by EM on {a.heldout} ({n} tokens, {steps} steps)", file=sys.stderr)
         return lam
 
@@ -136,14 +169,15 @@ def run(p, vocab, cfg, opts: ScoreOptions, out=None) -> dict:
         job = stack.enter_context(progress.job("score" if opts.per_line else "eval", "tokens", tokens,
                                                note=_left_behind(opts)))
         write = job.guard(out).write
-        for line, ln_rnn, ln_other, ln_p in s.scored(data, other, lam, tokens):
-            totals.add(ln_p, ln_rnn, ln_other)
+        for block in s.scored(data, other, lam, tokens):
+            sums = _line_sums(block)
+            totals.add(len(block.ln_p), *sums)
             if opts.per_line:
-                write(_line_record(line, ln_rnn, ln_other, ln_p, opts.json))
+                write(_line_records(block, sums, opts.json))
             if per_token is not None:
-                per_token.write(_token_records(line.tokens, ln_p))
-            job.update(len(ln_p))
-            job.count(**{"hypotheses" if s.reader.alternatives else "lines": 1})
+                per_token.write(_token_records(block))
+            job.update(len(block.ln_p))
+            job.count(**{"hypotheses" if s.reader.alternatives else "lines": len(block.lines)})
         if not totals.tokens:
             raise ElmanError(f"{opts.data}: empty or whitespace-only input, no text to score")
         summary = totals.summary()
@@ -158,21 +192,37 @@ def _left_behind(opts: ScoreOptions) -> str:
     return "standard output has the scores of the lines done" + ("; no --per-token file" if opts.per_token else "")
 
 
-def _token_records(tokens: list, ln_p) -> str:
-    """'token<TAB>log10 P' a line, the line's ``<eos>`` last: one vectorised
-    division, then each record formatted by C (``str.__mod__`` over a zip)."""
-    return "".join(map("%s\t%.7f\n".__mod__, zip(itertools.chain(tokens, (EOS,)), (ln_p / LN10).tolist())))
+def _token_records(block) -> str:
+    """'token<TAB>log10 P' a line, each line's ``<eos>`` after its tokens,
+    formatted by one compiled loop (``fast.records``)."""
+    from elman.fast.records import token_records      # Numba's import: only --per-token pays it
+    tokens = list(itertools.chain.from_iterable((*line.tokens, EOS) for line in block.lines))
+    return token_records(tokens, block.ln_p / LN10)
 
 
-def _line_record(line, ln_rnn, ln_other, ln_p, as_json: bool) -> str:
+def _line_sums(block) -> list:
+    """ln P summed over each line of ``block`` (a float a line), and with
+    another model each model's own (else None): each line's array summed
+    alone, as numpy sums it, so a line's score is the same whatever block it is in."""
+    cuts = np.cumsum([len(line.ids) for line in block.lines[:-1]])
+    return [None if x is None else [part.sum() for part in np.split(x, cuts)]
+            for x in (block.ln_p, block.ln_rnn, block.ln_other)]
+
+
+def _line_records(block, sums, as_json: bool) -> str:
+    """A line's record for each line of ``block``: its log10 probability, or a JSON object."""
     if not as_json:
-        return f"{ln_p.sum() / LN10:.6f}\n"
-    record = {"line": line.number, "log10_prob": float(ln_p.sum()) / LN10, "tokens": len(ln_p)}
-    if line.uid is not None:
-        record["id"] = line.uid
-    if ln_other is not None:
-        record.update(rnn_log10_prob=float(ln_rnn.sum()) / LN10, other_log10_prob=float(ln_other.sum()) / LN10)
-    return json.dumps(record) + "\n"
+        return "".join(map("%.6f\n".__mod__, (np.array(sums[0]) / LN10).tolist()))
+    out = []
+    other = sums[2] is not None
+    for i, line in enumerate(block.lines):
+        record = {"line": line.number, "log10_prob": float(sums[0][i]) / LN10, "tokens": len(line.ids)}
+        if line.uid is not None:
+            record["id"] = line.uid
+        if other:
+            record.update(rnn_log10_prob=float(sums[1][i]) / LN10, other_log10_prob=float(sums[2][i]) / LN10)
+        out.append(json.dumps(record) + "\n")
+    return "".join(out)
 
 
 def _report(summary: dict, opts: ScoreOptions, out) -> None:

@@ -63,12 +63,17 @@ class Totals:
         self.tokens = 0
         self.nats = self.rnn_nats = self.other_nats = 0.0
 
-    def add(self, ln_p, ln_rnn=None, ln_other=None) -> None:
-        self.tokens += len(ln_p)
-        self.nats -= float(ln_p.sum())
+    def add(self, tokens: int, ln_p, ln_rnn=None, ln_other=None) -> None:
+        """``tokens`` more tokens, and the sums of ln P of each of their
+        lines (combined, and with another model each model's own), added
+        line by line: the totals do not depend on how the lines come."""
+        self.tokens += tokens
+        for x in ln_p:
+            self.nats -= x
         if ln_other is not None:
-            self.rnn_nats -= float(ln_rnn.sum())
-            self.other_nats -= float(ln_other.sum())
+            for x, y in zip(ln_rnn, ln_other):
+                self.rnn_nats -= x
+                self.other_nats -= y
 
     @staticmethod
     def _ppl(nats: float, n: int) -> float:
@@ -147,6 +152,10 @@ class LmProbFile:
                 raise ElmanError(f"{self.path}: line {number} is for the token {token!r}, but the text has "
                                  f"{want!r} there (line {line.number}); was it written for another text?")
         return out
+
+    def lines(self, lines) -> np.ndarray:
+        """``line`` of each of ``lines``, one array."""
+        return np.concatenate([self.line(line) for line in lines])
 
 
 def other_source(ngram=None, lm_prob=None):

@@ -52,13 +52,13 @@ def split_nbest(text: str, level: str, where: str) -> tuple[str, list]:
 
 
 def read_lines(path, vocab, level: str = "word", encoding: str = "utf-8", nbest: bool = False,
-               keep_blank: bool = True) -> Iterator[Line]:
+               keep_blank: bool = True, encode: bool = True) -> Iterator[Line]:
     """The lines of ``path`` ("-": standard input) as :class:`Line`, read as
     they come. ``keep_blank``: a blank line is an empty sentence (just
     ``<eos>``; score keeps every line so its output stays aligned with the
     input), else it is skipped (eval, training). The ids of utterances
     already ended are remembered to catch one coming back (a set of ids,
-    not of lines)."""
+    not of lines). ``encode`` False: ``ids`` is None (a pass that only checks and counts)."""
     name = "standard input" if str(path) == STDIN else str(path)
     seen, current, started = set(), None, 0
     for number, text in enumerate(iter_lines(path, encoding), 1):
@@ -76,18 +76,20 @@ def read_lines(path, vocab, level: str = "word", encoding: str = "utf-8", nbest:
             tokens = line_tokens(text, level)
             if not tokens and not keep_blank:
                 continue
-        yield Line(number, tokens, vocab.encode(tokens + [EOS]), uid)
+        yield Line(number, tokens, vocab.encode(tokens + [EOS]) if encode else None, uid)
 
 
 def check_lines(path, vocab, level: str, encoding: str, nbest: bool, keep_blank: bool) -> int:
     """Read the whole input once, as ``read_lines`` will, and return its
     number of predicted tokens: every error of the input is found before the
     first score is written. A file with nothing to score is an error."""
-    tokens = words = 0
-    lines = read_lines(path, vocab, level, encoding, nbest, keep_blank)
-    for line in progress.track(lines, f"reading {path}", "lines"):
-        tokens += len(line.ids)
+    lines = read_lines(path, vocab, level, encoding, nbest, keep_blank, encode=False)
+    lines = progress.track(lines, f"reading {path}", "lines")
+    words = n = 0
+    for line in lines:
         words += len(line.tokens)
+        n += 1
+    tokens = words + n                  # each line's tokens and its <eos>
     if not words:
         raise ElmanError(f"{path}: empty or whitespace-only file, no text to score")
     return tokens
