@@ -67,7 +67,7 @@ class ProductExchange:
         every process's ``sizes`` of each product, in the order of ``products``."""
         self.layout, at = {}, 0
         for j, (k, g) in enumerate(products.items()):
-            C, N, F, G = (every[:, SIZES * j + i].astype(np.int64) for i in range(SIZES))
+            _, N, F, G = (every[:, SIZES * j + i].astype(np.int64) for i in range(SIZES))
             Dh, item = g.hw.shape[1], g.dtype.itemsize
             rows, ents = np.r_[0, np.cumsum(N)], np.r_[0, np.cumsum(F)]
             hw_at = at
@@ -77,14 +77,18 @@ class ProductExchange:
             at = plan_at + _up64(8 * int(plans[-1]))
             self.layout[k] = (hw_at, flat_at, plan_at, rows, ents, plans, G)
         self._ensure(at)
+        r = self.rank
         for k, g in products.items():
-            hw, flat, plan = self._views(k, g)
-            r, p = self.rank, g.plan
-            mine = hw[self.layout[k][3][r]:self.layout[k][3][r + 1]]
-            np.copyto(mine, g.hw) if g.scale == 1.0 else np.multiply(g.hw, g.dtype.type(g.scale), out=mine)
-            e = self.layout[k][4]
-            flat[e[r]:e[r + 1]] = g.flat[:e[r + 1] - e[r]]
-            plan[r][...] = np.concatenate([p.a, p.b, p.cuts, p.off])
+            hw, flat, plans = self._views(k, g)
+            _, _, _, rows, ents, _, _ = self.layout[k]
+            mine = hw[rows[r]:rows[r + 1]]
+            if g.scale == 1.0:
+                np.copyto(mine, g.hw)
+            else:
+                np.multiply(g.hw, g.dtype.type(g.scale), out=mine)
+            flat[ents[r]:ents[r + 1]] = g.flat[:ents[r + 1] - ents[r]]
+            p = g.plan
+            plans[r][...] = np.concatenate([p.a, p.b, p.cuts, p.off])
 
     def _views(self, k: str, g: ColumnProduct):
         """The window's common hw (ΣN,Dh) and flat D, and each process's plan
