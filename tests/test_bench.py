@@ -72,7 +72,7 @@ def test_bench_command_prints_json_and_rejects_bad_sizes(capsys):
                      "--steps", "1", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["config"]["V"] == 30 and res["rounds"] == 1 and res["rows"][0]["impl"] == "elman full"
-    assert [r["impl"] for r in res["scoring"]] == ["full", "full +direct", "classes K=5", "classes K=5 +direct"]
+    assert [r["impl"] for r in res["scoring"]] == ["full", "full +direct", "classes K=3", "classes K=3 +direct"]
     assert cli.main(["bench", "--V", "30", "--classes", "31"]) == 2
     assert "more than the 30 words" in capsys.readouterr().err
     r = subprocess.run([sys.executable, "-m", "elman", "bench", "--B", "0"], capture_output=True, text=True)

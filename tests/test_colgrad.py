@@ -10,7 +10,8 @@ from elman.core.params import Params
 from elman.core.sparse import SparseGrad
 from elman.fast import threads
 from elman.fast.classes import class_output_backward, class_output_losses
-from elman.fast.colgrad import ColumnProduct
+from elman.fast import kernels_optim as ko
+from elman.fast.colgrad import ColumnProduct, Factors, column_cuts, summed_groups
 from elman.training.optim import make_optimizer
 
 
@@ -121,3 +122,83 @@ def test_the_product_outlives_the_next_forward_pass():
     want = prod.dense()
     class_output_losses(h[::-1].copy(), p.U, p.b2, p.Uc, p.bc, p.class_bounds, y)    # the same buffer's size
     assert np.array_equal(prod.dense(), want)
+
+
+def _side_by_side(prods):
+    """Several processes' products' factors laid side by side, as ``training.nodeproduct`` lays them."""
+    hw = np.concatenate([g.hw for g in prods])
+    flat = np.concatenate([g.flat[:g.plan.off[-1]] for g in prods])
+    rows, ents = np.r_[0, np.cumsum([len(g.hw) for g in prods])], np.r_[0, np.cumsum([g.plan.off[-1] for g in prods])]
+    parts = [Factors(int(rows[r]), int(ents[r]), g.plan.a, g.plan.b, g.plan.cuts, g.plan.off)
+             for r, g in enumerate(prods)]
+    return hw, flat, parts
+
+
+def _processes(dtype, n, seed=3, **window):
+    """n processes' products of one model (each its own rows), and their arrays' sum (Dh,V)."""
+    p, _, _ = _window(dtype, **window)
+    prods = []
+    for r in range(n):
+        _, h, y = _window(dtype, seed=seed + r, **window)
+        prods.append(_grads(p, h, y, 0.3, True)[2])
+    return p, prods, sum(g.dense() for g in prods)
+
+
+@pytest.mark.parametrize("n", [2, 3])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_processes_factors_side_by_side_make_the_sum_of_their_arrays(dtype, n):
+    """On any span of columns, a class cut by it or not: the array, its norm, and Adagrad's step."""
+    p, prods, want = _processes(dtype, n)
+    hw, flat, parts = _side_by_side(prods)
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    cuts = column_cuts(parts, p.V, n)
+    assert cuts[0] == 0 and cuts[-1] == p.V and all(a < b for a, b in zip(cuts, cuts[1:]))
+    bounds = set(p.class_bounds.tolist())
+    spans = list(zip(cuts, cuts[1:])) + [(0, p.V), (7, 41)]
+    assert any(lo not in bounds for lo, _ in spans)                       # a class cut by the span
+    U0, G0 = p.U.copy(order="K"), np.full_like(p.U, 1e-7)
+    Ub, Gb = U0.copy(order="K"), G0.copy(order="K")
+    for lo, hi in spans:
+        sub = np.zeros_like(want)
+        sub[:, lo:hi] = want[:, lo:hi]
+        got = ColumnProduct(p.U.shape, hw, flat, groups=summed_groups(parts, lo, hi))
+        assert got.index.min() >= lo and got.index.max() < hi
+        np.testing.assert_allclose(got.dense(), sub, rtol=tol, atol=tol * np.abs(want).max())
+        assert got.sq_sum() == pytest.approx(float(np.sum(sub.astype(np.float64) ** 2)), rel=tol)
+        # the step from the factors against the compiled rule on the summed array
+        U, G = U0.copy(order="K"), G0.copy(order="K")
+        assert got.step(U, G, 0.3, 1e-8)
+        ref = SparseGrad(got.index, sub[:, got.index], p.U.shape, -1)
+        Ur, Gr = U0.copy(order="K"), G0.copy(order="K")
+        assert ko.adagrad(ko.rows_of(Ur, -1), ko.rows_of(Gr, -1), ko.rows_of(ref.values, -1), ref.index, 0.3, 1e-8)
+        np.testing.assert_allclose(U, Ur, rtol=tol, atol=tol)
+        np.testing.assert_allclose(G, Gr, rtol=tol, atol=tol * np.abs(Gr).max())
+        if (lo, hi) in zip(cuts, cuts[1:]):                     # the spans together: the whole step
+            got.step(Ub, Gb, 0.3, 1e-8)
+    whole = ColumnProduct(p.U.shape, hw, flat, groups=summed_groups(parts, 0, p.V))
+    Uw, Gw = U0.copy(order="K"), G0.copy(order="K")
+    whole.step(Uw, Gw, 0.3, 1e-8)
+    assert np.array_equal(Ub, Uw) and np.array_equal(Gb, Gw) and not np.array_equal(Ub, U0)
+
+
+def test_one_process_side_by_side_is_its_own_product():
+    p, prods, want = _processes(np.float32, 1)
+    hw, flat, parts = _side_by_side(prods)
+    got = ColumnProduct(p.U.shape, hw, flat, groups=summed_groups(parts, 0, p.V))
+    assert np.array_equal(got.index, prods[0].index) and got.sq_sum() == prods[0].sq_sum()
+    for g in (got, prods[0]):
+        U, G = p.U.copy(order="K"), np.full_like(p.U, 1e-7)
+        g.step(U, G, 0.1, 1e-8)
+        if g is got:
+            first = U, G
+    assert np.array_equal(first[0], U) and np.array_equal(first[1], G)
+
+
+def test_the_spans_cut_the_work_evenly():
+    """A class of many rows weighs its columns by its rows: the spans hold about equal work, not equal columns."""
+    p, prods, _ = _processes(np.float32, 2, V=300, K=12, N=200)
+    _, _, parts = _side_by_side(prods)
+    cuts = column_cuts(parts, p.V, 2)
+    work = [sum((np.diff(g.rcuts) + 2) @ g.wid for g in [summed_groups(parts, lo, hi)]) for lo, hi in zip(cuts, cuts[1:])]
+    assert abs(work[0] - work[1]) <= 2 * max(work) / 100 + 400     # one column of the biggest class at most
+    assert cuts[1] < p.V // 2                                       # the frequent words' classes come first

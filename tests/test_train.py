@@ -288,10 +288,10 @@ def test_the_defaults_are_the_recipe_and_fit_any_vocabulary(tmp_path, capsys):
     s = Settings(train="t", valid="v")
     assert (s.epochs, s.anneal, s.sampled, s.dropout, s.direct_order, s.direct_lr) == (14, 1, 0, 0.25, 3, 0.05)
     s.fit_vocabulary(10_000)
-    assert (s.classes, s.sampled) == (100, 0)              # a class softmax of about sqrt(V) classes, exact
+    assert (s.classes, s.sampled) == (50, 0)               # a class softmax of round(√V/2) classes, exact
     s = Settings(train="t", valid="v")
     s.fit_vocabulary(800_000)
-    assert s.classes == 894
+    assert s.classes == 447
     assert Settings(train="t", valid="v", classes=100).sampled == 0     # classes train the exact softmax
     assert Settings(train="t", valid="v", classes=0).sampled == SAMPLED  # the full softmax, sampled
     assert Settings(train="t", valid="v", sampled=500).classes == 0      # --sampled S alone: the full softmax
@@ -304,14 +304,14 @@ def test_the_defaults_are_the_recipe_and_fit_any_vocabulary(tmp_path, capsys):
     assert given.direct == 0.0
     old = Settings.from_saved({"train": "t", "valid": "v"})
     assert {k: getattr(old, k) for k in LEGACY_VALUES} == LEGACY_VALUES
-    # a tiny corpus: a class softmax of about sqrt(V) classes, the table 200 weights a word;
+    # a tiny corpus: a class softmax of round(sqrt(V)/2) classes, the table 200 weights a word;
     # with --classes 0, S >= V trains the full softmax
     tr, va = write_corpus(tmp_path)
     tiny = ["train", "--train", tr, "--valid", va, "--hidden", "8", "--embed", "6", "--batch", "4", "--bptt", "5",
             "--epochs", "1"]
     assert cli.main(tiny + ["--out", str(tmp_path / "m")]) == 0
     saved = json.loads((tmp_path / "m" / "config.json").read_text())
-    V, K = saved["V"], round(saved["V"] ** 0.5)
+    V, K = saved["V"], round(saved["V"] ** 0.5 / 2)
     assert f"class softmax, {K} classes" in capsys.readouterr().err
     assert saved["output"] == "classes" and saved["settings"]["classes"] == K and saved["settings"]["sampled"] == 0
     assert saved["settings"]["dropout"] == 0.25 and saved["direct"] == {"size": 200 * V, "order": 3}

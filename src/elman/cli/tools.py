@@ -45,7 +45,7 @@ def add_bench(sub):
     p.add_argument("--direct-order", type=ngram_order, metavar="N", help="their order (default 3)")
     p.add_argument("--dropout", type=rate, default=0.0, metavar="P", help="the recipe's dropout rate")
     p.add_argument("--recipe", action="store_true",
-                   help="also bench the recipe of elman train's defaults (a class softmax of about sqrt(V) "
+                   help="also bench the recipe of elman train's defaults (a class softmax of round(sqrt(V)/2) "
                         "classes, or with --sampled S the full softmax trained sampled; direct connections, "
                         "dropout), each value unless given here")
     p.add_argument("--vs-torch", action="store_true", help="also run PyTorch eager autograd on the same model")

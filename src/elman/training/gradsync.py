@@ -26,7 +26,8 @@ That is the exchange between machines. When every process of the job is on
 one machine, 2 and 3 are one write into shared memory and one barrier
 instead (``nodesync``: robust to busy cores); the sums are the same. There
 the weights too are shared, and each process sums and updates only its
-slice (``nodeshare``, through ``share`` and ``step``).
+slice (``nodeshare``, through ``share`` and ``step``); a class softmax's U
+gradient goes as the factors of its product (``nodeproduct``).
 """
 from __future__ import annotations
 
@@ -36,8 +37,10 @@ import time
 import numpy as np
 
 from elman.core.sparse import SparseGrad
+from elman.fast.colgrad import ColumnProduct
 from elman.fast.kernels_direct import ScatterGrad
 from elman.errors import ElmanError
+from elman.training import nodeproduct
 from elman.training.nodeshare import NodeShare, settle
 from elman.training.nodesync import NodeExchange, SparseParts
 
@@ -159,8 +162,9 @@ class GradSync:
         node = world.Split_type(MPI.COMM_TYPE_SHARED)
         if node.Get_size() == self.size and os.environ.get(TRANSPORT) != "mpi":
             self.node = NodeExchange(node, MPI)         # one machine: shared memory (nodesync)
+            self.factors = nodeproduct.ProductExchange(node, MPI)
         else:
-            self.node = None
+            self.node, self.factors = None, None
             node.Free()
         self.shared = None          # NodeShare, once ``share`` was called on one machine
         self.scatters, self.scatters_finite = {}, True     # this update's ScatterGrads, for ``step``
@@ -169,6 +173,7 @@ class GradSync:
         self.offered = np.zeros(1)  # sums over updates: the dense gradients' bytes
         self.sparse_sizes = {}      # name -> sums over updates: (ids, rows) bytes a process, the dense tensor's
         self.gathered = {}          # name -> updates in which it was all-gathered
+        self.factored = {}          # name -> updates in which it was summed as its factors (``nodeproduct``)
 
     def calibrate(self, state=None) -> None:
         """Use the saved cost model when it was measured on as many processes, else
@@ -186,8 +191,11 @@ class GradSync:
             return {"exchange": "shared memory", "processes": self.size}
         return {"exchange": "mpi", **(self.cost.state() if self.cost else {"processes": self.size})}
 
-    def _meta(self, loss: float, flags, sparse: dict):
-        mine = np.array([loss, *map(float, flags), *(len(g.index) for g in sparse.values())], np.float64)
+    def _meta(self, loss: float, flags, sparse: dict, products: dict):
+        """The loss summed, the flags OR-ed, and every process's ids of each of
+        ``sparse`` (size, len(sparse)) and ``nodeproduct.sizes`` of each of ``products``."""
+        mine = np.array([loss, *map(float, flags), *(len(g.index) for g in sparse.values()),
+                         *(x for g in products.values() for x in nodeproduct.sizes(g))], np.float64)
         every = np.empty((self.size, len(mine)), np.float64)
         if self.node is not None:
             settle(self.world.Iallgather(mine, every))      # one machine: sleep rather than spin
@@ -196,8 +204,9 @@ class GradSync:
         total = 0.0
         for x in every[:, 0]:        # rank order, a plain float64 sum: the same on every process
             total += float(x)
-        nf = len(flags)
-        return total, tuple(bool(v) for v in every[:, 1:1 + nf].any(axis=0)), every[:, 1 + nf:].astype(np.int64)
+        nf, ns = len(flags), len(sparse)
+        counts = every[:, 1 + nf:].astype(np.int64)
+        return total, tuple(bool(v) for v in every[:, 1:1 + nf].any(axis=0)), counts[:, :ns], counts[:, ns:]
 
     def _packed(self, grads: dict, densify: dict) -> dict:
         """Every dense gradient (and the sparse ones in ``densify``) copied into
@@ -252,25 +261,37 @@ class GradSync:
         t0 = time.perf_counter()
         scatters = {k: grads.pop(k) for k in [k for k, g in grads.items() if isinstance(g, ScatterGrad)]
                     if self.shared is not None}
-        # Any other gradient left as the product that makes it (a class softmax's
-        # U, ``fast.colgrad``) is summed over the processes as its array.
-        grads = {k: g.sparse() if hasattr(g, "sparse") and not isinstance(g, SparseGrad) else g
-                 for k, g in grads.items()}
+        # A gradient left as the product that makes it (a class softmax's U,
+        # ``fast.colgrad``) is summed as its factors where the weights are
+        # shared and the rule steps a product (``nodeproduct``), else as its array.
+        products = {k: g for k, g in grads.items() if isinstance(g, ColumnProduct) and self._factored()}
+        grads = {k: g.sparse() if hasattr(g, "sparse") and not isinstance(g, SparseGrad) and k not in products
+                 else g for k, g in grads.items()}
         sparse = {k: g for k, g in grads.items() if isinstance(g, SparseGrad)}
         nf = len(flags)
-        loss, flags, counts = self._meta(loss, (*flags, *(not g.finite() for g in scatters.values())), sparse)
+        loss, flags, counts, sizes = self._meta(loss, (*flags, *(not g.finite() for g in scatters.values())),
+                                                sparse, products)
         self.scatters, self.scatters_finite, flags = scatters, not any(flags[nf:]), flags[:nf]
         self.waited += time.perf_counter() - t0     # mostly waiting for the slowest process
         row = {k: g.width * g.values.dtype.itemsize for k, g in sparse.items()}
         dense_bytes = {k: row[k] * g.shape[g.axis] for k, g in sparse.items()}
         gathered_bytes = {k: int(counts[:, j].sum()) * (row[k] + 8) for j, k in enumerate(sparse)}
         ids = {k: int(counts[:, j].sum()) for j, k in enumerate(sparse)}
-        self._offer(grads, dense_bytes, gathered_bytes, ids)
+        self._offer_products(products, sizes, dense_bytes, gathered_bytes, ids)
+        self._offer({k: g for k, g in grads.items() if k not in products}, dense_bytes, gathered_bytes, ids)
         if self.node is not None:
-            summed, dense_read, sparse_read = self.node.exchange(grads, counts, self._node_dense(sparse),
-                                                                 sliced=self.shared is not None)
+            if products:
+                self.factors.write(products, sizes)
+                for k in products:
+                    self.factored[k] = self.factored.get(k, 0) + 1
+            rest = {k: g for k, g in grads.items() if k not in products}
+            summed, dense_read, sparse_read = self.node.exchange(rest, counts, self._node_dense(sparse),
+                                                                 sliced=self.shared is not None,
+                                                                 also=(self.factors.win,) if products else ())
+            factored, factors_read = self.factors.read(products) if products else ({}, 0)
+            summed.update({k: g for k, g in factored.items() if g is not None})
             self.reduced_bytes += dense_read // self.size
-            self.gathered_bytes += sparse_read
+            self.gathered_bytes += sparse_read + factors_read
             return self._done(t0, summed, grads, loss, flags)
         if sparse and self.cost is None:
             raise ElmanError("internal: the gradient exchange was not calibrated")
@@ -291,6 +312,12 @@ class GradSync:
             return set(sparse)
         opt = self.shared.opt if self.shared is not None else None
         return {k for k in sparse if k not in opt.plain} if opt is not None and opt.dense_only else set()
+
+    def _factored(self) -> bool:
+        """Whether a ``ColumnProduct`` is summed as its factors: the weights
+        shared (each process steps its span) and the rule steps a product."""
+        return (self.shared is not None and self.shared.opt.takes_products
+                and os.environ.get(OVERRIDE) != "dense")
 
     def share(self, p, opt) -> None:
         """On one machine, hold ``p`` and ``opt``'s state once, in shared memory,
@@ -318,6 +345,16 @@ class GradSync:
             self.sparse_sizes[k] = self.sparse_sizes.get(k, 0) + np.array([gathered_bytes[k] / self.size,
                                                                              dense_bytes[k], ids[k] / self.size, 1])
 
+    @staticmethod
+    def _offer_products(products: dict, sizes: np.ndarray, dense_bytes: dict, gathered_bytes: dict,
+                        ids: dict) -> None:
+        """The sizes of ``products`` as arrays (their columns: ``nodeproduct.sizes``'
+        first), for ``_offer``: what another exchange would move."""
+        for j, (k, g) in enumerate(products.items()):
+            row = g.hw.shape[1] * g.dtype.itemsize
+            ids[k] = int(sizes[:, nodeproduct.SIZES * j].sum())
+            dense_bytes[k], gathered_bytes[k] = row * g.shape[-1], ids[k] * (row + 8)
+
     def _done(self, t0, summed, grads, loss, flags):
         self.updates += 1
         self.seconds += time.perf_counter() - t0
@@ -331,8 +368,10 @@ class GradSync:
         model of other machines needs (``bench.parallel``): the bytes of the
         dense gradients, and for each sparse one (``sparse``, averaged over
         the updates that exchanged it: a plain parameter's ``ScatterGrad`` is
-        not) the bytes of one process's (ids, rows), its size as a dense
-        tensor, and one process's ids; the totals of the first two."""
+        not; a ``ColumnProduct`` as its array) the bytes of one process's
+        (ids, rows), its size as a dense tensor, and one process's ids; the
+        totals of the first two; the share of updates that all-gathered each,
+        or summed it as its factors."""
         n = max(self.updates, 1)
         sparse = {k: [float(x) for x in v[:3] / v[3]] for k, v in self.sparse_sizes.items()}
         return {"updates": self.updates, "allreduce_bytes": self.reduced_bytes / n,
@@ -340,4 +379,5 @@ class GradSync:
                 "dense_bytes": float(self.offered[0] / n), "sparse": sparse,
                 "sparse_bytes": sum(v[0] for v in sparse.values()),
                 "sparse_dense_bytes": sum(v[1] for v in sparse.values()),
-                "gathered": {k: v / n for k, v in self.gathered.items()}}
+                "gathered": {k: v / n for k, v in self.gathered.items()},
+                "factored": {k: v / n for k, v in self.factored.items()}}

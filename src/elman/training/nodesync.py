@@ -98,19 +98,23 @@ class NodeExchange:
         self.regions = [np.frombuffer(self.win.Shared_query(r)[0], np.uint8)[:self.capacity]
                         for r in range(self.size)]
 
-    def exchange(self, grads: dict, counts: np.ndarray, densify=frozenset(), sliced=False) -> tuple[dict, int, int]:
+    def exchange(self, grads: dict, counts: np.ndarray, densify=frozenset(), sliced=False,
+                 also=()) -> tuple[dict, int, int]:
         """``grads`` summed over the processes, the sparse ones in ``densify`` as
         dense tensors, the others as their parts (``SparseParts``); with the
         bytes of dense sums and of sparse rows this process read. ``sliced``:
         only this process's slice of each (``nodeshare``), a dense one as a
         ``SparseGrad`` of its consecutive ids, a tensor with no ids in the
-        slice left out."""
+        slice left out. ``also``: other windows the processes wrote into
+        before, read after the same barrier (``nodeproduct``)."""
         layouts = [self._layout(grads, counts[r], densify) for r in range(self.size)]
         self._ensure(max(size for _, size in layouts))
         self._write(grads, layouts[self.rank][0])
-        self.win.Sync()                 # our writes visible, then wait for everyone's
+        for win in (self.win, *also):   # our writes visible, then wait for everyone's
+            win.Sync()
         settle(self.node.Ibarrier())
-        self.win.Sync()
+        for win in (self.win, *also):
+            win.Sync()
         spans = [dict((k, (at, c, w)) for k, at, c, w in spans) for spans, _ in layouts]
         dense = [(k, g) for k, g in grads.items() if spans[0][k][1] is None]
         total = sum(_up8(_dense_bytes(g)) for _, g in dense)

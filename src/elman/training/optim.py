@@ -195,6 +195,11 @@ class Optimizer:
         """The rule compiled on a ``ColumnProduct`` (``fast.colgrad``); False, nothing done, where there is none."""
         return False
 
+    @property
+    def takes_products(self) -> bool:
+        """Whether the rule steps a ``ColumnProduct`` from its factors (where the layout allows)."""
+        return self.compiled and type(self).product_rule is not Optimizer.product_rule
+
     def _rows(self, rule, p, g, state: dict) -> bool:
         """The compiled ``rule`` on rows of p (``kernels_optim.rows_of``): a
         sparse gradient's rows or columns through its index, a dense one's

@@ -23,11 +23,11 @@ DIRECT = 2.0          # the default size of the direct connections, millions of 
 
 
 def default_classes(V: int) -> int:
-    """K of the defaults' class softmax: about sqrt(V), where K + V/K, the
-    output units a position costs with classes of equal size, is least
-    (100 for 10k words, 894 for 800k). Measured on KJV against the full
-    softmax trained sampled: README, "Scoring speed"."""
-    return max(1, min(V, int(round(math.sqrt(V)))))
+    """K of the defaults' class softmax: round(√V/2) (50 for 10k words, 447
+    for 800k), where the expected K + |c(y)| over the training tokens is least
+    with classes binned on count^0.5. Measured on KJV and WikiText-2:
+    docs/benchmarks/scoring.md, "The number of classes"."""
+    return max(1, min(V, int(round(math.sqrt(V) / 2))))
 
 
 @dataclass
@@ -210,7 +210,8 @@ class Run:
         if stats:       # N processes: the gradient exchange per update, averaged since this process started
             extra["exchange"] = {"seconds": round(stats["seconds"], 6), "waited": round(stats["waited"], 6),
                                  "allreduce_bytes": round(stats["allreduce_bytes"]),
-                                 "allgather_bytes": round(stats["allgather_bytes"])}
+                                 "allgather_bytes": round(stats["allgather_bytes"]),
+                                 **({"factored": stats["factored"]} if stats.get("factored") else {})}
         self.metrics.write(epoch=prog.epoch, batch=prog.windows_done, batches=nb,
                            train_ppl=prog.train_ppl, valid_ppl=valid_ppl,
                            lr=self.opt.lr, words_per_s=round(wps, 1), elapsed=round(prog.elapsed, 3), **extra)
