@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from elman import Params, bptt, step_gradients
-from elman.model.gradcheck import central_difference, check_bptt, check_step, max_rel_error, random_instance
+from elman.model.gradcheck import EPS, central_difference, check_bptt, check_step, max_rel_error, random_instance
 from elman.model import PARAM_NAMES, forward_losses, output_probs, rnn_step
 from helpers import ag_loss, logsumexp, sigmoid_ref
 
@@ -23,13 +23,23 @@ EDGE = [dict(V=2, d=1, Dh=1, B=1, T=1, seed=0), dict(V=2, d=1, Dh=1, B=1, T=3, s
 
 # ------------------------------------------------------------ finite differences
 
+def rounding_of_differences(J: float) -> float:
+    """What rounding alone puts into a central difference of J: each J
+    carries about ε|J|, and the difference divides by 2·EPS (a window's J
+    is a sum of up to 12 losses here, so this can pass 1e-7 of a small
+    gradient on its own)."""
+    return 4 * np.finfo(np.float64).eps * abs(J) / EPS
+
+
 @settings(max_examples=60, deadline=None)
 @given(sizes)
 def test_bptt_equals_finite_differences(s):
-    rows = check_bptt(*random_instance(**s))
+    instance = random_instance(**s)
+    rows = check_bptt(*instance)
     assert [r.name for r in rows] == list(PARAM_NAMES)
+    noise = rounding_of_differences(bptt(*instance)[0])
     for r in rows:
-        assert r.max_rel_error < 1e-7, r
+        assert r.max_rel_error < 1e-7 or r.max_abs_error < noise, r
 
 
 @settings(max_examples=60, deadline=None)
