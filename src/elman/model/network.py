@@ -10,8 +10,6 @@ steps, so each formula has exactly one implementation.
 """
 from __future__ import annotations
 
-from collections import deque
-
 import numpy as np
 
 from elman.core import direct as dc
@@ -281,13 +279,13 @@ def window_losses(p: Params, windows, h0, history=None, states: bool = False, ta
 
     Pipelined: the next window's recurrence, which is sequential and needs
     one core, runs on another thread (``threads.beside``) while this thread
-    computes this window's output layer; that thread joins the output
-    layer's rows once the recurrence is done (``threads.parallel_for``).
-    The recurrence of the window after the next starts before the losses
-    go to the caller, and the next windows are read ahead, so the caller's
-    own work on the losses (records, another model's queries) and the
-    reading run beside a recurrence too. The numbers are those of
-    ``forward_losses`` window by window.
+    computes this window's output layer, hands its losses to the caller and
+    reads the window after the next; that thread joins the output layer's
+    rows once the recurrence is done (``threads.parallel_for``). So the
+    caller's own work on the losses (records, another model's queries) runs
+    beside the recurrence, and both cores share the output layer when the
+    recurrence is the shorter. The numbers are those of ``forward_losses``
+    window by window.
     """
     carried = [history]
 
@@ -295,7 +293,7 @@ def window_losses(p: Params, windows, h0, history=None, states: bool = False, ta
         """(inputs, targets), its direct features, and its fresh start state or None."""
         window = next(windows, None)
         if window is None:
-            return None
+            return None, None, None
         start = window[2] if len(window) > 2 else None
         if start is not None:
             carried[0] = start[1]
@@ -308,37 +306,30 @@ def window_losses(p: Params, windows, h0, history=None, states: bool = False, ta
         carried[0] = dc.next_history(ctx, p.order)
         return window[:2], direct_features(p, ctx), start
 
-    grad = p.scoring != "compiled"  # "numpy": the step-by-step path of the gradient pass, digit for digit
-
-    def forward(fetched, hs=None):
-        """The recurrence of a fetched window, from the end of ``hs`` (or its fresh start)."""
-        window, _, start = fetched
-        h = (h0 if hs is None else hs[-1][:np.shape(window[0])[0]]) if start is None else start[0]
-        with one_blas_thread():     # every product of scoring is small: BLAS's threads would only spin
-            return _forward_positions(p, *window, h, grad=grad, table=table)
-
-    def start_next(ready, fetched):
-        """The recurrence of ``fetched`` begun on another thread: (wait for it, its direct features)."""
-        if ready is None or fetched is None:
-            return lambda: None, None
-        return beside(lambda: forward(fetched, ready[2])), fetched[1]
-
     windows = iter(windows)
-    first = fetch()
-    ready, feats = (forward(first), first[1]) if first is not None else (None, None)
-    ahead = deque(w for w in (fetch(), fetch()) if w is not None)
-    later, later_feats = start_next(ready, ahead.popleft() if ahead else None)
+    window, feats, start = fetch()
+    grad = p.scoring != "compiled"  # "numpy": the step-by-step path of the gradient pass, digit for digit
+    h_first = h0 if start is None else start[0]
+    with one_blas_thread():         # every product of scoring is small: BLAS's threads would only spin
+        ready = None if window is None else _forward_positions(p, *window, h_first, grad=grad, table=table)
+    upcoming = fetch()
     while ready is not None:
         _, _, hs, _, y, h_all = ready
+        window, next_feats, start = upcoming
+
+        def ahead(hs=hs, window=window, start=start):
+            h = hs[-1][:np.shape(window[0])[0]] if start is None else start[0]
+            with one_blas_thread():
+                return _forward_positions(p, *window, h, grad=grad, table=table)
+
+        later = beside(ahead) if window is not None else (lambda: None)
         with one_blas_thread():
             losses, _ = _bounded_losses(p, h_all, y, None, feats)
-        ready, feats = later(), later_feats
-        later, later_feats = start_next(ready, ahead.popleft() if ahead else None)
-        more = fetch()              # read while that recurrence runs
-        if more is not None:
-            ahead.append(more)
+        feats = next_feats
         T, B = hs.shape[0] - 1, hs.shape[1]
         yield losses.reshape(T, B).T, (hs[1:] if states else hs[-1].copy())
+        upcoming = fetch() if window is not None else (None, None, None)
+        ready = later()
 
 
 # Output units times rows that evaluation computes at once: 2^26 logits, 256 MB
