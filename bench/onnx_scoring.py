@@ -84,7 +84,8 @@ def run(path: Path, x, y, steps: int, threads: int, meta: dict, scores: bool) ->
         if direct:
             hist = res[2]
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-    return {"create_s": round(created, 3), "wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "log_prob": out}
+    return {"create_s": round(created, 3), "wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "log_prob": out,
+            "seconds": wall}
 
 
 def rnnlm_test(binary: str, model: str, data: Path) -> dict:
@@ -93,7 +94,8 @@ def rnnlm_test(binary: str, model: str, data: Path) -> dict:
     wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     ppl = [line for line in done.stdout.splitlines() if "PPL net" in line]
-    return {"wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "stdout_ppl": ppl[-1].strip() if ppl else None}
+    return {"wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "stdout_ppl": ppl[-1].strip() if ppl else None,
+            "seconds": wall}
 
 
 def main() -> int:
@@ -125,21 +127,22 @@ def main() -> int:
     rows, first = [], {}
     for threads in (int(t) for t in args.threads.split(",")):
         r = run(graphs["scores"], x, y, args.steps, threads, meta, True)
-        lp = r.pop("log_prob")
+        lp, seconds = r.pop("log_prob"), r.pop("seconds")    # rates from the unrounded time: a tiny text rounds to 0 s
         first.setdefault("scores", lp)
-        rows.append({**common, "graph": "scores", "threads": threads, **r, "words_per_s": round(n / r["wall_s"]),
+        rows.append({**common, "graph": "scores", "threads": threads, **r, "words_per_s": round(n / seconds),
                      "ppl": round(float(np.exp(-lp[real].mean())), 3)})
         b = min(args.log_probs_streams, args.streams)
         cols = -(-args.log_probs_tokens // b) // args.steps * args.steps if args.log_probs_tokens else 0
         if cols:
             r = run(graphs["log_probs"], x[:b, :cols], y[:b, :cols], args.steps, threads, meta, False)
-            lp = r.pop("log_prob")
+            lp, seconds = r.pop("log_prob"), r.pop("seconds")
             diff = float(np.abs(lp - first["scores"][:b, :cols]).max())
             rows.append({**common, "graph": "log_probs", "threads": threads, **r, "tokens": lp.size, "streams": b,
-                         "words_per_s": round(lp.size / r["wall_s"]), "max_abs_diff_vs_scores": diff})
+                         "words_per_s": round(lp.size / seconds), "max_abs_diff_vs_scores": diff})
     if args.rnnlm:
         r = rnnlm_test(args.rnnlm_bin, args.rnnlm, args.data)
-        rows.append({**common, "graph": "rnnlm -test", **r, "words_per_s": round(n / r["wall_s"])})
+        seconds = r.pop("seconds")
+        rows.append({**common, "graph": "rnnlm -test", **r, "words_per_s": round(n / seconds)})
     with open(args.out / "results.jsonl", "a", encoding="utf-8") as f:
         for row in rows:
             print(json.dumps(row))
