@@ -14,7 +14,7 @@ the start state (so a part's first words lack the words before it: the
 perplexity printed differs from `elman eval`'s by that alone; one part
 gives eval's). Words/s: the stream's tokens (each line's words and its end
 of line, as both toolkits count them) over the wall time of the calls; the
-session's creation is timed apart, the CPU time of the calls (every
+InferenceSession's creation is timed apart, the CPU time of the calls (every
 thread's) beside the wall time. ``--threads``: onnxruntime's
 intra_op_num_threads (0: its default, a thread a physical core). The
 log_probs graph is timed on the first ``--log-probs-tokens`` positions of
