@@ -16,7 +16,8 @@ both log-sum-exps in float64. The rows go to the threads in tasks of
 The rows go to the tasks in class order (one stable argsort a window), so
 the rows of one class follow each other and its words' rows of [U; b2]
 (28 KB for a class of 35 words) are read from cache after its first row:
-1.59 → 1.47 µs a token on one core (K = 50, 2M direct weights). Training's
+1.59 → 1.47 µs a token on one core (K = 50, 2M direct weights; a 2-core
+Xeon, 2026-12-06). Training's
 path (``fast.grouped``) goes further, one BLAS product a class present;
 for scoring that measured no faster (1.60 µs): its Python loop over the
 classes of each task costs what the product saves.

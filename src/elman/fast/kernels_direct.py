@@ -90,7 +90,8 @@ def _drain_run(D, acc, c, scale):
     """``_drain`` of every cell of two views of one run of cells. Written
     out over the views' own indices, not through ``_drain`` and the table's
     (signed) cell numbers: the compiler then drops the negative-index checks
-    and vectorises the loop (a class block of 100 cells about 90× faster)."""
+    and vectorises the loop (a class block of 100 cells about 90× faster;
+    a 2-core Xeon, 2026-12-06)."""
     for k in range(D.shape[0]):
         a = acc[k]
         if a != 0:
