@@ -28,6 +28,7 @@ import numpy as np
 from numba import njit
 
 from elman.core.params import stacked_bias
+from elman.fast.scan import dot4
 from elman.fast.threads import parallel_for
 
 
@@ -49,19 +50,13 @@ def word_logit(row, h, Dh, D, Ot, w):
 @njit(cache=True, nogil=True, fastmath=True)
 def word_logits(W, h, Dh, D, Ot, a, b, z):
     """z[w - a] = ``word_logit`` of each word a <= w < b: the products four
-    words at a time (each load of h serves four rows of W, as
-    ``fast.scan``'s product), then each direct window added as one run of D."""
+    words at a time (``fast.scan.dot4``: each load of h serves four rows of
+    W), then each direct window added as one run of D."""
     w = a
     while w + 4 <= b:
         r0, r1, r2, r3 = W[w], W[w + 1], W[w + 2], W[w + 3]
-        s0, s1, s2, s3 = r0[Dh], r1[Dh], r2[Dh], r3[Dh]
-        for i in range(Dh):
-            x = h[i]
-            s0 += x * r0[i]
-            s1 += x * r1[i]
-            s2 += x * r2[i]
-            s3 += x * r3[i]
-        z[w - a], z[w - a + 1], z[w - a + 2], z[w - a + 3] = s0, s1, s2, s3
+        s0, s1, s2, s3 = dot4(h, r0, r1, r2, r3, Dh)
+        z[w - a], z[w - a + 1], z[w - a + 2], z[w - a + 3] = s0 + r0[Dh], s1 + r1[Dh], s2 + r2[Dh], s3 + r3[Dh]
         w += 4
     for v in range(w, b):
         row = W[v]
