@@ -209,10 +209,10 @@ def test_scoring_rows_for_each_output_layer_with_and_without_direct_connections(
 
 def test_scoring_rows_take_the_defaults_and_leave_out_the_full_softmax_with_no_full():
     from elman.bench import scoring
-    from elman.training.state import default_classes
+    from elman.training.state import DIRECT_PER_WORD, default_classes
     K = default_classes(TINY["V"])
     assert [name for name, _, _ in scoring.configurations(Config(**TINY), full=False)] == \
         [f"classes K={K}", f"classes K={K} +direct"]
     rows = scoring.bench(Config(**TINY, one_core=True), rounds=1, words=6, full=False)
     assert [r["impl"] for r in rows] == [f"classes K={K}", f"classes K={K} +direct"]
-    assert rows[1]["direct"] == 8000 and all(r["words_per_s"] > 0 for r in rows)     # train's: 200 a word
+    assert rows[1]["direct"] == DIRECT_PER_WORD * TINY["V"] and all(r["words_per_s"] > 0 for r in rows)  # train's

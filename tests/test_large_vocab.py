@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from elman.core import params as params_module
-from elman.model import network as model
+from elman.model import scoring
 from elman.model import Params
 
 
@@ -212,7 +212,7 @@ def test_evaluation_in_blocks_of_rows_gives_the_same_losses(classes, monkeypatch
     x, y = rng.integers(0, V, (3, 40)), rng.integers(0, V, (3, 40))
     h0 = rng.random((3, 8)).astype(np.float32)
     whole, h_whole = forward_losses(p, x, y, h0)
-    monkeypatch.setattr(model, "EVAL_LOGITS", 7 * V)          # blocks of 7 rows (or fewer with classes)
+    monkeypatch.setattr(scoring, "EVAL_LOGITS", 7 * V)          # blocks of 7 rows (or fewer with classes)
     blocks, h_blocks = forward_losses(p, x, y, h0)
     assert np.array_equal(h_blocks, h_whole)
     np.testing.assert_allclose(blocks, whole, rtol=2e-6)

@@ -375,3 +375,20 @@ def test_sigkill_during_writes_never_leaves_a_broken_checkpoint(tmp_path):
         last_seen = gen
     assert last_seen >= 1
     shutil.rmtree(run)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_model_holding_nan_or_infinity_is_refused(tmp_path, dtype, bad):
+    """load_params checks every value: one NaN or infinity among finite ones, or
+    huge finite values whose sum overflows (those load), is told apart."""
+    from elman.modelfile import load_params
+    p = params(1, dtype)
+    p["H"] = p["H"].copy()
+    p["H"][1, 2] = bad
+    save_checkpoint(tmp_path / "bad", p, vocab(), {})
+    with pytest.raises(ElmanError, match="tensor H holds NaN or infinite values"):
+        load_params(tmp_path / "bad")
+    p["H"][...] = np.finfo(dtype).max / 2          # finite, though their sum is not
+    save_checkpoint(tmp_path / "big", p, vocab(), {})
+    assert np.array_equal(load_params(tmp_path / "big")[0].H, p["H"])

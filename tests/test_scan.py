@@ -47,7 +47,7 @@ def test_a_stream_read_through_the_input_table_is_the_products():
     """eval's stream reads e I + b1 from a table of every word once it has
     as many tokens as words: the same losses to rounding as each window's
     product, and the table only then."""
-    from elman.model.network import window_losses
+    from elman.model.scoring import window_losses
     from elman.model.perplexity import input_table
     from elman.model.perplexity import stream_windows
     p = Params.init(V=40, d=6, Dh=9, seed=3, dtype="float32", classes=5, counts=np.arange(80, 40, -1), direct=400)

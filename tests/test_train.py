@@ -284,7 +284,7 @@ def test_demo_end_to_end_on_a_tiny_budget(tmp_path, monkeypatch, capsys):
 def test_the_defaults_are_the_recipe_and_fit_any_vocabulary(tmp_path, capsys):
     """elman train's defaults are the measured KJV recipe (docs/benchmarks/recipes.md); what depends on the vocabulary is resolved from it
     and saved, and a run saved before an option existed keeps what it did."""
-    from elman.training.state import DIRECT, SAMPLED, LEGACY_VALUES, Settings
+    from elman.training.state import DIRECT, DIRECT_PER_WORD, SAMPLED, LEGACY_VALUES, Settings
     s = Settings(train="t", valid="v")
     assert (s.epochs, s.anneal, s.sampled, s.dropout, s.direct_order, s.direct_lr) == (14, 1, 0, 0.25, 3, 0.05)
     s.fit_vocabulary(10_000)
@@ -295,7 +295,7 @@ def test_the_defaults_are_the_recipe_and_fit_any_vocabulary(tmp_path, capsys):
     assert Settings(train="t", valid="v", classes=100).sampled == 0     # classes train the exact softmax
     assert Settings(train="t", valid="v", classes=0).sampled == SAMPLED  # the full softmax, sampled
     assert Settings(train="t", valid="v", sampled=500).classes == 0      # --sampled S alone: the full softmax
-    for V, M in ((20, 4000), (10_000, DIRECT * 1e6), (400_000, DIRECT * 1e6), (3_000_000, 6_000_000)):
+    for V, M in ((20, 32_000), (10_000, DIRECT * 1e6), (400_000, DIRECT * 1e6), (9_000_000, 18_000_000)):
         s = Settings(train="t", valid="v")
         s.fit_vocabulary(V)
         assert s.direct_size == M and s.direct_size >= V
@@ -304,7 +304,7 @@ def test_the_defaults_are_the_recipe_and_fit_any_vocabulary(tmp_path, capsys):
     assert given.direct == 0.0
     old = Settings.from_saved({"train": "t", "valid": "v"})
     assert {k: getattr(old, k) for k in LEGACY_VALUES} == LEGACY_VALUES
-    # a tiny corpus: a class softmax of round(sqrt(V)/2) classes, the table 200 weights a word;
+    # a tiny corpus: a class softmax of round(sqrt(V)/2) classes, the table DIRECT_PER_WORD weights a word;
     # with --classes 0, S >= V trains the full softmax
     tr, va = write_corpus(tmp_path)
     tiny = ["train", "--train", tr, "--valid", va, "--hidden", "8", "--embed", "6", "--batch", "4", "--bptt", "5",
@@ -314,7 +314,7 @@ def test_the_defaults_are_the_recipe_and_fit_any_vocabulary(tmp_path, capsys):
     V, K = saved["V"], round(saved["V"] ** 0.5 / 2)
     assert f"class softmax, {K} classes" in capsys.readouterr().err
     assert saved["output"] == "classes" and saved["settings"]["classes"] == K and saved["settings"]["sampled"] == 0
-    assert saved["settings"]["dropout"] == 0.25 and saved["direct"] == {"size": 200 * V, "order": 3}
+    assert saved["settings"]["dropout"] == 0.25 and saved["direct"] == {"size": DIRECT_PER_WORD * V, "order": 3}
     assert cli.main(tiny + ["--out", str(tmp_path / "f"), "--classes", "0"]) == 0
     assert "full softmax (--sampled 1000 >= the vocabulary)" in capsys.readouterr().err
     saved = json.loads((tmp_path / "f" / "config.json").read_text())

@@ -39,6 +39,8 @@ from elman.model import PARAM_NAMES, Params
 from elman.model.outputs import model_outputs, output_name
 from elman.data import LEVELS, Vocab
 from elman.errors import ElmanError
+from elman.fast.threads import beside
+from elman.tensorfile import read_buffer, read_safetensors
 
 FORMAT = "elman-2"
 # Formats this elman reads: elman-1 has no
@@ -233,38 +235,6 @@ def _check_shapes(shapes: dict, V: int, d: int, Dh: int, nvocab: int, where) -> 
         raise ElmanError(f"{where}: {nvocab} tokens in vocab.txt but the model has V={V}")
 
 
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise ElmanError(f"{path}: no such file (not a complete elman model)") from None
-    except IsADirectoryError:
-        raise ElmanError(f"{path}: is a directory, expected a file") from None
-    except OSError as exc:
-        raise ElmanError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-
-
-def read_safetensors(path, data: bytes | None = None) -> dict[str, np.ndarray]:
-    """Tensors of a safetensors file; anything else is refused, never executed."""
-    from safetensors.numpy import load
-    path = Path(path)
-    if data is None:
-        data = _read(path)
-    try:
-        # Parsing a safetensors file runs nothing; only its failure needs a
-        # closer look. (A safetensors file starts with its header's length,
-        # and a length of 128 + 256k starts with 0x80, the byte that also
-        # starts a pickle: the signature alone would refuse good files.)
-        arrays = load(data)
-    except Exception as exc:  # the Rust parser raises its own error types
-        if data[:1] == b"\x80" or data[:2] in (b"PK",):
-            raise ElmanError(f"{path}: not a safetensors file (it looks like a pickle or a zip, "
-                             "which elman never loads: they can run code)") from None
-        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-        raise ElmanError(f"{path}: not a valid safetensors file (truncated or foreign: {reason})") from None
-    return arrays
-
-
 def _read_config(path: Path, data: bytes) -> dict:
     try:
         cfg = json.loads(data.decode("utf-8"))
@@ -312,11 +282,11 @@ def _check_layers(cfg: dict, params: dict, where) -> None:
         raise ElmanError(f"{where}: direct connections {got} in the tensors, {direct} in the config")
 
 
-def _verify(cfg: dict, cfg_path: Path, name: str, path: Path, data: bytes) -> None:
+def _verify(cfg: dict, cfg_path: Path, name: str, path: Path, digest: str) -> None:
     entry = cfg.get("files", {}).get(name)
     if entry is None:
         return  # a model written by another program may carry no checksums
-    if not isinstance(entry, dict) or _sha256(data) != entry.get("sha256"):
+    if not isinstance(entry, dict) or digest != entry.get("sha256"):
         raise ElmanError(f"{path}: does not match the sha256 recorded in {cfg_path} "
                          "(changed, truncated, or from another checkpoint)")
 
@@ -330,7 +300,7 @@ def _load(ckdir: Path, want_optimizer: bool):
     for attempt in range(3):  # a writer may move files between resolve and read
         where = _resolve(ckdir)
         try:
-            blobs = {n: p.read_bytes() for n, p in where.items()
+            blobs = {n: read_buffer(p) for n, p in where.items()
                      if n != OPTIMIZER_FILE or want_optimizer}
             break
         except FileNotFoundError as exc:
@@ -344,6 +314,8 @@ def _load(ckdir: Path, want_optimizer: bool):
             raise ElmanError(f"{ckdir}: no finished model yet, only the training state in "
                              f"{ckdir / LAST} (resume training, or use --model {ckdir / LAST})")
         raise ElmanError(f"{ckdir / CONFIG_FILE}: no such file (not an elman model directory)")
+    # The checksums on another core while this one parses (hashlib lets go of the GIL).
+    sums = beside(lambda: {n: _sha256(data) for n, data in blobs.items() if n != CONFIG_FILE})
     cfg_path = where[CONFIG_FILE]
     cfg = _read_config(cfg_path, blobs[CONFIG_FILE])
     for n in (MODEL_FILE, VOCAB_FILE):
@@ -368,9 +340,8 @@ def _load(ckdir: Path, want_optimizer: bool):
         vocab.counts = np.asarray(counts, dtype=np.int64)
     _check_shapes({k: v.shape for k, v in params.items()}, cfg["V"], cfg["d"], cfg["Dh"], len(vocab),
                   f"{where[MODEL_FILE]} / {cfg_path}")
-    for n, data in blobs.items():
-        if n != CONFIG_FILE:
-            _verify(cfg, cfg_path, n, where[n], data)
+    for n, digest in sums().items():
+        _verify(cfg, cfg_path, n, where[n], digest)
     optimizer = None
     if want_optimizer and OPTIMIZER_FILE in blobs:
         optimizer = read_safetensors(where[OPTIMIZER_FILE], blobs[OPTIMIZER_FILE])
@@ -389,10 +360,10 @@ def load_params(run_dir, slot: str = "best") -> tuple[Params, Vocab, dict]:
     arrays, vocab, cfg = load_model(run_dir, slot)
     where = checkpoint_dir(run_dir, slot) / MODEL_FILE
     try:
-        p = Params.from_dict({k: np.array(v) for k, v in arrays.items()})
+        p = Params.from_dict(arrays)     # writable views of the file's one buffer (``tensorfile``)
     except ValueError as exc:
         raise ElmanError(f"{where}: {exc}") from None
-    bad = [k for k, v in p.as_dict().items() if not np.isfinite(v).all()]
+    bad = [k for k, v in p.as_dict().items() if not _finite(v)]
     if bad:
         raise ElmanError(f"{where}: tensor {bad[0]} holds NaN or infinite values")
     p.scoring = cfg.get("scoring", "numpy")
@@ -401,6 +372,16 @@ def load_params(run_dir, slot: str = "best") -> tuple[Params, Vocab, dict]:
                          "not \"compiled\" or \"numpy\"")
     set_direct_hash(p, cfg.get("direct_hash", "elman"), where, cfg.get("direct_oov"))
     return p, vocab, cfg
+
+
+def _finite(a: np.ndarray) -> bool:
+    """Whether every value of ``a`` is finite. A NaN or an infinity makes the
+    float64 sum so; the sum needs no (N,) mask in fresh memory, which on
+    this kind of machine costs more than the pass (a finite sum of float32
+    values cannot overflow float64; one that does is checked value by value)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = np.add.reduce(a, axis=None, dtype=np.float64)
+    return bool(np.isfinite(total)) or bool(np.isfinite(a).all())
 
 
 def set_direct_hash(p: Params, scheme, where, oov=None) -> None:

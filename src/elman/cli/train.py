@@ -8,7 +8,7 @@ from pathlib import Path
 from elman.cli.args import add_cache_dir, add_quiet, ngram_order, nonnegative_float, nonnegative_int, positive_float, positive_int, rate
 from elman.errors import ElmanError
 from elman.training.optim import DEFAULT_LR
-from elman.training.state import DIRECT, SAMPLED, Settings, default
+from elman.training.state import DIRECT, DIRECT_PER_WORD, SAMPLED, Settings, default
 
 def add_train(sub):
     p = sub.add_parser(
@@ -65,8 +65,8 @@ def add_train(sub):
                         "full softmax)")
     p.add_argument("--direct", type=nonnegative_float, metavar="SIZE",
                    help="direct connections (RNNME): SIZE million hashed n-gram weights added to the output "
-                        f"logits (4 bytes each) (default {DIRECT:g}; 200 a word for fewer than 10k words, "
-                        "2 V for more than 1M; 0: none)")
+                        f"logits (4 bytes each) (default {DIRECT:g}; {DIRECT_PER_WORD} a word for fewer than "
+                        "10k words, 2 V for more than 8M; 0: none)")
     p.add_argument("--direct-order", type=ngram_order, metavar="N",
                    help="n-gram order of the direct connections: features of the 1..N-1 preceding words "
                         f"(default {default('direct_order')})")

@@ -109,6 +109,13 @@ class FastClassSoftmax(ClassSoftmax):
         terms = direct and direct.scoring_terms(y)
         return class_losses(h, p.U, p.b2, p.Uc, p.bc, p.class_bounds, y, terms, beside=overlap)
 
+    def score_tasks(self, p, h, y, direct=None):
+        """``scores``' losses as (out, n, task) for ``threads.Shared``: task(i),
+        i in range(n), fills its rows of ``out``, on whichever thread runs it."""
+        from elman.fast.classscore import class_loss_tasks
+        terms = direct and direct.scoring_terms(y)
+        return class_loss_tasks(h, p.U, p.b2, p.Uc, p.bc, p.class_bounds, y, terms)
+
     def backward(self, dloss, cache, overlap=None) -> Backward:
         """dJ/dU as a ``fast.colgrad.ColumnProduct`` (``model.bptt`` builds its
         array unless the optimizer's step takes it as it is), dJ/db2 a column ``SparseGrad``."""

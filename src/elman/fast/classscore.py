@@ -146,6 +146,13 @@ def class_losses(h, U, b2, Uc, bc, bounds, y, direct=None, beside=None):
     ``ROWS`` to the threads (``fast.threads.parallel_for``); ``beside``: a
     function of no arguments run as one more task, first (the next window's
     recurrence). Returns (losses, beside() or None)."""
+    out, n, task = class_loss_tasks(h, U, b2, Uc, bc, bounds, y, direct)
+    return out, parallel_for(task, n, first=beside)
+
+
+def class_loss_tasks(h, U, b2, Uc, bc, bounds, y, direct=None):
+    """``class_losses`` as (out, n, task): task(i), i in range(n), fills its
+    rows of ``out`` (N,); any thread may run any task."""
     Ub = stacked_bias(U, b2)
     if Ub is None or Ub.strides[1] < Ub.strides[0]:
         raise ValueError("class_losses reads [U; b2] word by word: give Params' U and b2")
@@ -166,4 +173,4 @@ def class_losses(h, U, b2, Uc, bc, bounds, y, direct=None, beside=None):
         zc = h[rows] @ Uc                 # a BLAS product of ROWS rows: its rows do not depend on the threads
         zc += bc
         _losses(h, Ub.T, zc, *args, out, rows)
-    return out, parallel_for(task, len(starts), first=beside)
+    return out, len(starts), task

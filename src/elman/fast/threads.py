@@ -185,6 +185,46 @@ def parallel_for(fn, n: int, serial: bool = False, first=None):
     return result[0] if first else None
 
 
+class Shared:
+    """Tasks ``fn(i)``, i in range(n), that any thread may take as it comes
+    free: ``work()`` takes them until none is left (a helper between jobs
+    of its own, until it is wanted for the next), ``join()`` does too and
+    then waits for the ones other threads hold. The first exception a task
+    raises, ``join`` raises."""
+
+    def __init__(self, fn, n: int):
+        self.fn, self.todo, self.left = fn, iter(range(n)), n
+        self.lock, self.done, self.error = threading.Lock(), threading.Event(), None
+        if n == 0:
+            self.done.set()
+
+    def work(self, stop=None) -> None:
+        """Take tasks until none is left or the event ``stop`` is set."""
+        with one_blas_thread():
+            while stop is None or not stop.is_set():
+                i = next(self.todo, None)       # atomic under the GIL
+                if i is None:
+                    break
+                try:
+                    self.fn(i)
+                except BaseException as exc:     # raised by join, on the caller's thread
+                    self.error = self.error or exc
+                with self.lock:
+                    self.left -= 1
+                    if self.left == 0:
+                        self.done.set()
+
+    def join(self, helpers: int = 0) -> None:
+        """Take the tasks left, with ``helpers`` more threads of the pool; wait for all."""
+        if THREADS > 1 and _blas():
+            for _ in range(max(0, min(helpers, THREADS - 1))):
+                _executor().submit(self.work)
+        self.work()
+        self.done.wait()
+        if self.error is not None:
+            raise self.error
+
+
 def beside(fn):
     """Start ``fn()`` on a helper thread while the caller goes on (work that
     releases the GIL, e.g. a compiled loop, beside a sequential recurrence);

@@ -22,7 +22,7 @@ from elman.fast.direct import Features
 from elman.fast.rnnlm_direct import RnnlmFeatures
 from elman.fast.output import output_backward, output_forward
 from elman.fast.recurrence import threaded_input_forward, threaded_params_backward
-from elman.fast.threads import beside, one_blas_thread
+from elman.fast.threads import one_blas_thread
 from elman.model.outputs import layer_for
 
 
@@ -257,126 +257,6 @@ def _recurrence_backward(p: Params, dh_out, x, e, hs, caches, masks, sparse: boo
 # ----------------------------------------------------- no-gradient helpers
 
 
-def forward_losses(p: Params, inputs, targets, h0, history=None):
-    """Per-position losses -ln yhat[target], shape (B,T), and h_last; the
-    forward pass only (evaluation and scoring). ``history``: as ``bptt``'s."""
-    return next(window_losses(p, [(inputs, targets)], h0, history))
-
-
-def window_losses(p: Params, windows, h0, history=None, states: bool = False, table=None):
-    """``forward_losses`` of consecutive windows, the state carried from one
-    to the next: yields (losses (B,T), h_last) for each (inputs, targets)
-    of the iterable ``windows``. With direct connections the words before
-    each window are carried too (``history``: those before the first).
-
-    A window may have fewer streams than the one before: its B' rows
-    continue the first B' streams (scoring drops lines that have ended).
-    A window given as (inputs, targets, (h0, history)) starts afresh from
-    that state and those words before it (scoring's batches of lines, one
-    after the other in one pipeline).
-    ``states``: yield every step's state, (T,B,Dh), instead of h_last.
-    ``table``: e I + b1 of every word (``perplexity.input_table``), read in place of the products.
-
-    Pipelined: the next window's recurrence, which is sequential and needs
-    one core, runs on another thread (``threads.beside``) while this thread
-    computes this window's output layer, hands its losses to the caller and
-    reads the window after the next; that thread joins the output layer's
-    rows once the recurrence is done (``threads.parallel_for``). So the
-    caller's own work on the losses (records, another model's queries) runs
-    beside the recurrence, and both cores share the output layer when the
-    recurrence is the shorter. The numbers are those of ``forward_losses``
-    window by window.
-    """
-    carried = [history]
-
-    def fetch():
-        """(inputs, targets), its direct features, and its fresh start state or None."""
-        window = next(windows, None)
-        if window is None:
-            return None, None, None
-        start = window[2] if len(window) > 2 else None
-        if start is not None:
-            carried[0] = start[1]
-        if p.D is None:
-            return window[:2], None, start
-        before = carried[0]
-        if before is not None:                   # a window of fewer streams continues the first ones
-            before = before[:np.shape(window[0])[0]]
-        ctx = dc.contexts(window[0], before, p.order)
-        carried[0] = dc.next_history(ctx, p.order)
-        return window[:2], direct_features(p, ctx), start
-
-    windows = iter(windows)
-    window, feats, start = fetch()
-    grad = p.scoring != "compiled"  # "numpy": the step-by-step path of the gradient pass, digit for digit
-    h_first = h0 if start is None else start[0]
-    with one_blas_thread():         # every product of scoring is small: BLAS's threads would only spin
-        ready = None if window is None else _forward_positions(p, *window, h_first, grad=grad, table=table)
-    upcoming = fetch()
-    while ready is not None:
-        _, _, hs, _, y, h_all = ready
-        window, next_feats, start = upcoming
-
-        def ahead(hs=hs, window=window, start=start):
-            h = hs[-1][:np.shape(window[0])[0]] if start is None else start[0]
-            with one_blas_thread():
-                return _forward_positions(p, *window, h, grad=grad, table=table)
-
-        later = beside(ahead) if window is not None else (lambda: None)
-        with one_blas_thread():
-            losses, _ = _bounded_losses(p, h_all, y, None, feats)
-        feats = next_feats
-        T, B = hs.shape[0] - 1, hs.shape[1]
-        yield losses.reshape(T, B).T, (hs[1:] if states else hs[-1].copy())
-        upcoming = fetch() if window is not None else (None, None, None)
-        ready = later()
-
-
-# Output units times rows that evaluation computes at once: 2^26 logits, 256 MB
-# in float32. At V = 800k a window of 256 positions would be 820 MB of logits,
-# and ``elman score``'s batches of lines more; in blocks of rows the memory is
-# this bound whatever the window, the lines or V (above 2^26 words, one row).
-EVAL_LOGITS = 1 << 26
-
-
-def _bounded_losses(p: Params, h_all, y, ahead, feats=None):
-    """The output layer's losses of every row, in blocks of rows of at most
-    EVAL_LOGITS logits (``width``: a row's logits); ``ahead()`` runs beside
-    the first block. Returns (losses, ahead())."""
-    layer = layer_for(p)
-    step = max(1, EVAL_LOGITS // layer.width(p))
-    losses, ready = np.empty(len(y), p.dtype), None
-    for i in range(0, max(len(y), 1), step):
-        rows = slice(i, i + step)
-        part = feats and _RowsOf(feats, np.arange(len(y))[rows])
-        score = layer.scores if p.scoring == "compiled" else _losses_of(layer)
-        losses[rows], got = score(p, h_all[rows], y[rows], direct=part, overlap=ahead if i == 0 else None)
-        ready = got if i == 0 else ready
-    return losses, ready
-
-
-def _losses_of(layer):
-    """The layer's ``losses`` as ``scores`` returns them: (losses, done)."""
-    return lambda *args, **kw: layer.losses(*args, **kw)[::2]
-
-
-class _RowsOf:
-    """A window's direct features seen from a block of its rows (``idx``)."""
-
-    def __init__(self, feats, idx):
-        self.feats, self.idx = feats, idx
-        self.D = feats.D
-
-    def scoring_terms(self, y):
-        return self.feats.scoring_terms(y, self.idx)
-
-    def add_words(self, z, c, rows=None):
-        self.feats.add_words(z, c, self.idx if rows is None else self.idx[rows])
-
-    def add_classes(self, z, c, rows=None):
-        self.feats.add_classes(z, c, self.idx if rows is None else self.idx[rows])
-
-
 def rnn_step(p: Params, x_ids, h_prev):
     """h(t) for word ids x (B,) and h(t-1) (B,Dh)."""
     e, _ = embedding_forward(np.asarray(x_ids), p.L)
@@ -404,17 +284,5 @@ def output_log_probs(p: Params, h, context=None):
     return layer_for(p).log_probs(p, h, extra)
 
 
-def target_log_probs(p: Params, h, y, context=None):
-    """ln yhat[y] of each row of h (N,Dh) for its target y (N,), by the path
-    scoring takes: only the logits a target needs where the layer can (a
-    class softmax: K + |c(y)|). ``context``: as ``output_log_probs``'s."""
-    feats = None
-    if p.D is not None:
-        ctx = None if context is None else np.asarray(context)
-        feats = features(p, np.full((len(y), 1), -1) if ctx is None else ctx[:, -1:],
-                         None if ctx is None else ctx[:, :-1])
-    return -_bounded_losses(p, np.atleast_2d(h), np.asarray(y), None, feats)[0].astype(np.float64)
-
-
-__all__ = ["Params", "PARAM_NAMES", "CLASS_NAMES", "DIRECT_NAMES", "features", "step_gradients", "bptt", "forward_losses",
-           "window_losses", "dropout_masks", "rnn_step", "output_probs", "output_log_probs", "target_log_probs", "sigmoid"]
+__all__ = ["Params", "PARAM_NAMES", "CLASS_NAMES", "DIRECT_NAMES", "features", "step_gradients", "bptt",
+           "dropout_masks", "rnn_step", "output_probs", "output_log_probs", "sigmoid"]

@@ -24,7 +24,7 @@ import numpy as np
 from elman.core.params import initial_state
 from elman.fast.recurrence import threaded_input_forward
 from elman.fast.threads import one_blas_thread
-from elman.model.network import window_losses
+from elman.model.scoring import window_losses
 
 WINDOW = 256            # positions per window: eval's logits are WINDOW × V floats
 # A compiled class softmax (``Params.scoring``) holds K + |c| logits a row

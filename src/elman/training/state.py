@@ -19,7 +19,10 @@ from elman.training.schedule import Schedule
 
 
 SAMPLED = 1000        # the default S of sampled softmax
-DIRECT = 2.0          # the default size of the direct connections, millions of weights
+DIRECT = 16.0         # the default size of the direct connections, millions of weights: a class
+                      # softmax's class windows share the table, and on KJV 16M gave 2.5% lower
+                      # perplexity than 2M (docs/benchmarks/recipes.md, "The direct table's size")
+DIRECT_PER_WORD = 1600  # below 10k words, the default table is this many weights a word
 
 
 def default_classes(V: int) -> int:
@@ -81,13 +84,13 @@ class Settings:
 
     def fit_vocabulary(self, V: int) -> None:
         """Resolve what depends on the vocabulary: the default table size,
-        DIRECT million weights, 200 a word below 10k words (a small corpus
+        DIRECT million weights, DIRECT_PER_WORD a word below 10k words (a small corpus
         has few n-grams to store), and never under two windows; the classes,
         ``default_classes(V)``."""
         if self.classes is None:
             self.classes = default_classes(V)
         if self.direct is None:
-            self.direct = max(min(200 * V, DIRECT * 1e6), 2 * max(V, self.classes)) / 1e6
+            self.direct = max(min(DIRECT_PER_WORD * V, DIRECT * 1e6), 2 * max(V, self.classes)) / 1e6
 
     @classmethod
     def from_saved(cls, saved: dict) -> "Settings":

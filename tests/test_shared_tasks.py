@@ -1,0 +1,79 @@
+"""``threads.Shared``: tasks any thread takes, each exactly once; and the
+scoring pipeline that shares a window's output rows through it."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from elman.fast import threads
+from elman.fast.threads import Shared, beside
+
+
+def test_every_task_runs_once_whoever_takes_it():
+    seen, lock = [], threading.Lock()
+
+    def task(i):
+        time.sleep(0.001 * (i % 3))
+        with lock:
+            seen.append((i, threading.get_ident()))
+    job = Shared(task, 40)
+    other = beside(job.work)            # a helper takes tasks too (inline on one thread)
+    job.join(helpers=2)
+    other()
+    assert sorted(i for i, _ in seen) == list(range(40))
+    assert job.done.is_set() and job.left == 0
+
+
+def test_a_stopped_worker_leaves_the_rest_to_join():
+    stop = threading.Event()
+    stop.set()
+    ran = []
+    job = Shared(ran.append, 5)
+    job.work(stop=stop)                 # wanted elsewhere: takes nothing
+    assert ran == [] and not job.done.is_set()
+    job.join()
+    assert ran == list(range(5))
+    Shared(ran.append, 0).join()        # no tasks: nothing to wait for
+
+
+def test_the_first_error_is_raised_by_join_and_every_task_still_runs():
+    ran = []
+
+    def task(i):
+        ran.append(i)
+        if i in (2, 4):
+            raise ValueError(f"task {i}")
+    job = Shared(task, 6)
+    with pytest.raises(ValueError, match="task 2"):
+        job.join()
+    assert ran == list(range(6))
+
+
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+def test_pipelined_class_scoring_equals_window_by_window(n_threads):
+    """window_losses over many windows (streams dropping out, a fresh start
+    in the middle), its output rows shared as tasks, gives each window's
+    forward_losses exactly, on one thread or several."""
+    from elman.model import Params, forward_losses, window_losses
+    rng = np.random.default_rng(n_threads)
+    V, B = 120, 5
+    p = Params.init(V, 6, 9, seed=1, classes=7, counts=np.arange(V, 0, -1), direct=4000, direct_order=3)
+    p.scoring = "compiled"
+    x, y = rng.integers(0, V, (B, 60)), rng.integers(0, V, (B, 60))
+    h0 = rng.random((B, 9)).astype(np.float32)
+    fresh = (rng.random((3, 9)).astype(np.float32), rng.integers(-1, V, (3, 1)))
+    windows = [(x[:, :12], y[:, :12]), (x[:, 12:30], y[:, 12:30]), (x[:4, 30:41], y[:4, 30:41]),
+               (x[:3, 41:50], y[:3, 41:50], fresh), (x[:3, 50:], y[:3, 50:])]
+    with threads.using(n_threads):
+        got = list(window_losses(p, iter(windows), h0))
+    h, history = h0, None
+    for (losses, h_last), w in zip(got, windows):
+        if len(w) > 2:
+            h, history = w[2]
+        want, h_want = forward_losses(p, w[0], w[1], h[:len(w[0])], history)
+        assert np.array_equal(losses, want) and np.array_equal(h_last, h_want)
+        ctx = np.concatenate([np.full((len(w[0]), 1), -1) if history is None else history[:len(w[0])], w[0]], 1)
+        h, history = h_last, ctx[:, -1:]
