@@ -201,12 +201,13 @@ def _token_records(block) -> str:
 
 
 def _line_sums(block) -> list:
-    """ln P summed over each line of ``block`` (a float a line), and with
-    another model each model's own (else None): each line's array summed
-    alone, as numpy sums it, so a line's score is the same whatever block it is in."""
-    cuts = np.cumsum([len(line.ids) for line in block.lines[:-1]])
-    return [None if x is None else [part.sum() for part in np.split(x, cuts)]
-            for x in (block.ln_p, block.ln_rnn, block.ln_other)]
+    """ln P summed over each line of ``block`` (an array, a float a line), and
+    with another model each model's own (else None): each line's array summed
+    alone, as numpy sums it (``fast.linesums``), so a line's score is the same
+    whatever block it is in."""
+    from elman.fast.linesums import line_sums          # Numba's import: scoring pays it anyway
+    lengths = np.fromiter((len(line.ids) for line in block.lines), np.int64, len(block.lines))
+    return [None if x is None else line_sums(x, lengths) for x in (block.ln_p, block.ln_rnn, block.ln_other)]
 
 
 def _line_records(block, sums, as_json: bool) -> str:

@@ -68,10 +68,10 @@ class Totals:
         lines (combined, and with another model each model's own), added
         line by line: the totals do not depend on how the lines come."""
         self.tokens += tokens
-        for x in ln_p:
+        for x in np.asarray(ln_p, np.float64).tolist():     # Python floats: the same float64 sums, quicker
             self.nats -= x
         if ln_other is not None:
-            for x, y in zip(ln_rnn, ln_other):
+            for x, y in zip(np.asarray(ln_rnn, np.float64).tolist(), np.asarray(ln_other, np.float64).tolist()):
                 self.rnn_nats -= x
                 self.other_nats -= y
 
