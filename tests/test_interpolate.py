@@ -202,3 +202,20 @@ def test_ngram_refuses_a_char_level_model(setup, capsys):
     rc, out, err = _run(capsys, "eval", "--model", tmp / "m", "--data", tmp / "t.txt", "--ngram", tmp / "lm.arpa",
                         "--lambda", "0.5")
     assert rc == 2 and out == "" and "--lm-prob" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", ["eval", "score"])
+def test_a_bad_model_is_told_before_a_bad_ngram_file_and_each_alone(setup, capsys, command):
+    """The model is read on another thread while the n-gram file is parsed:
+    the errors are still one line each, the model's first."""
+    tmp, _, _ = setup
+    (tmp / "bad.arpa").write_text("not an ARPA file\n")
+    (tmp / "m2").mkdir()
+    run = lambda model, lm: _run(capsys, command, "--model", model, "--data", tmp / "t.txt",  # noqa: E731
+                                 "--ngram", lm, "--lambda", "0.5")
+    for model, lm, said in ((tmp / "m2", tmp / "bad.arpa", "config.json"), (tmp / "m", tmp / "bad.arpa", "bad.arpa"),
+                            (tmp / "m2", tmp / "lm.arpa", "config.json"), (tmp / "m", tmp / "none.arpa", "no such file")):
+        rc, out, err = run(model, lm)
+        assert rc == 2 and out == "" and said in err and len(err.splitlines()) == 1, err
+    rc, out, _ = run(tmp / "m", tmp / "lm.arpa")
+    assert rc == 0 and "perplexity" in out

@@ -96,14 +96,14 @@ def run_eval(args) -> int:
 
     if args.bptt is not None and args.dynamic is None:
         raise ElmanError("--bptt sets the segments of --dynamic; give --dynamic too")
-    p, vocab, cfg = evaluate.load(args.model)
+    p, vocab, cfg, ngram = _load_beside_ngram(args)
     dyn = _dynamic(args, p)
     if args.per_token or args.ngram or args.lm_prob or args.lam is not None or args.data == "-":
         if dyn is not None:
             raise ElmanError("eval --dynamic reads a file and prints the perplexity only: it does not take "
                              "--per-token, --ngram, --lm-prob or --data - (elman score --dynamic does)")
         from elman.inference import driver
-        driver.run(p, vocab, cfg, _score_options(args, "eval"))
+        driver.run(p, vocab, cfg, _score_options(args, "eval"), other=ngram)
         return 0
     ids = evaluate.read_ids(args.data, vocab, cfg, args.encoding, cache_dir=args.cache_dir, say=say)
     if dyn is None:
@@ -148,11 +148,39 @@ def add_score(sub):
 
 
 def run_score(args) -> int:
-    from elman.inference import driver, evaluate
+    from elman.inference import driver
 
-    p, vocab, cfg = evaluate.load(args.model)
-    driver.run(p, vocab, cfg, _score_options(args, "score", _dynamic(args, p)))
+    p, vocab, cfg, ngram = _load_beside_ngram(args)
+    driver.run(p, vocab, cfg, _score_options(args, "score", _dynamic(args, p)), other=ngram)
     return 0
+
+
+def _load_beside_ngram(args):
+    """(p, vocab, cfg, the --ngram model or None): the model read on another
+    thread while this one parses the n-gram file (KenLM holds the GIL as it
+    parses; the model's read and checksums let go of it). A bad model is
+    reported before a bad n-gram file, as when they are read one by one."""
+    import threading
+    from elman.inference import evaluate, interpolate
+
+    if not args.ngram:
+        return (*evaluate.load(args.model), None)
+    got = {}
+
+    def load():
+        try:
+            got["model"] = evaluate.load(args.model)
+        except BaseException as exc:        # raised on this thread, below
+            got["error"] = exc
+    reader = threading.Thread(target=load, name="elman-load")
+    reader.start()
+    try:
+        ngram = interpolate.other_source(args.ngram)
+    finally:
+        reader.join()
+        if "error" in got:
+            raise got["error"]
+    return (*got["model"], ngram)
 
 
 def add_generate(sub):

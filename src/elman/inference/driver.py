@@ -149,9 +149,10 @@ class Scorer:
         return lam
 
 
-def run(p, vocab, cfg, opts: ScoreOptions, out=None) -> dict:
+def run(p, vocab, cfg, opts: ScoreOptions, out=None, other=None) -> dict:
     """Score ``opts.data`` (with ``per_line``: a line a score, then the
-    total; else the summary only). Returns the summary."""
+    total; else the summary only). Returns the summary. ``other``: the
+    ``--ngram`` model already read (else it is read here)."""
     out = out or sys.stdout
     s = Scorer(p, vocab, cfg, opts)
     with ExitStack() as stack:
@@ -160,7 +161,8 @@ def run(p, vocab, cfg, opts: ScoreOptions, out=None) -> dict:
             data, cleanup = spool(data)
             stack.callback(cleanup)
         tokens = s.lines(data, check=True) if data != STDIN else None
-        other = interpolate.other_source(opts.ngram, opts.lm_prob)
+        if other is None:
+            other = interpolate.other_source(opts.ngram, opts.lm_prob)
         if other is not None and tokens is not None:
             other.check(s.lines(data), tokens)
         lam = s.fit_lambda(other) if opts.lam == "auto" else opts.lam
