@@ -7,9 +7,11 @@ data that follows, then the data. Parsing runs nothing (no pickle).
 The ``safetensors`` package writes elman's files (``modelfile``) and is the
 reference these views are tested against; its NumPy loader copies every
 tensor out of the file's bytes into bytes of its own, and a model's arrays
-must be writable, which took one more copy. On this kind of machine a
-fresh page costs far more than the copy into it: at 16M direct weights
-(an 80 MB file) the two copies took 0.3-0.6 s of `elman score`'s start.
+must be writable, which took one more copy. On a virtual machine a fresh
+page can cost far more than the copy into it: at 16M direct weights (an
+80 MB file) the two copies took 0.3-0.6 s of `elman score`'s start
+(2026-12-06, a 2-core Xeon VM, ``modelfile.load_params`` of the KJV
+defaults' model timed alone).
 Here the file is read once into a bytearray and each tensor is a writable
 NumPy view of its range, checked as the format requires: ranges in order,
 without gaps or overlap, covering the data, each the size its shape and
