@@ -237,7 +237,7 @@ def _check_shapes(shapes: dict, V: int, d: int, Dh: int, nvocab: int, where) -> 
 
 def _read_config(path: Path, data: bytes) -> dict:
     try:
-        cfg = json.loads(data.decode("utf-8"))
+        cfg = json.loads(bytes(data).decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ElmanError(f"{path}: not UTF-8 (byte offset {exc.start})") from None
     except ValueError as exc:
@@ -331,7 +331,7 @@ def _load(ckdir: Path, want_optimizer: bool):
             raise ElmanError(f"{where[MODEL_FILE]}: tensor {name} has dtype {a.dtype}, expected floats")
     _check_layers(cfg, params, f"{where[MODEL_FILE]} / {cfg_path}")
     try:
-        text = blobs[VOCAB_FILE].decode("utf-8")
+        text = bytes(blobs[VOCAB_FILE]).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ElmanError(f"{where[VOCAB_FILE]}: not valid UTF-8 (byte offset {exc.start})") from None
     vocab = Vocab.from_text(text, None, where[VOCAB_FILE])
