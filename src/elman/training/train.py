@@ -21,6 +21,7 @@ schedule (``_end_epoch``), then the test.
 from __future__ import annotations
 
 import math
+import os
 import signal
 import threading
 import time
@@ -124,11 +125,23 @@ def _train(opened, quiet: bool, time_budget: float | None) -> dict:
     # overflow warnings would only add noise.
     with _CtrlC(say) as ctrl_c, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         while prog.epoch <= s.epochs and prog.stopped is None:
-            wps = _train_epoch(run, corpus, clock, ctrl_c, quiet or not run.comm.writer)
+            with threads.using(_window_threads(run)):
+                wps = _train_epoch(run, corpus, clock, ctrl_c, quiet or not run.comm.writer)
             _end_epoch(run, corpus, clock, wps, say)
             if run.comm.anyone(ctrl_c.requested):
                 raise run.interrupted()
     return _finish(run, corpus, say)
+
+
+def _window_threads(run: Run) -> int:
+    """The threads that step the training windows: the process's, except a
+    class softmax's on two cores or fewer, unless ELMAN_THREADS says: its
+    window's pieces are small, and a second thread costs about what it
+    saves (KJV defaults, 2 cores: 49.3k words/s on one thread, 39.8k on
+    two; docs/guides/training.md, "Threads"). Validation keeps every core."""
+    if os.environ.get("ELMAN_THREADS") or not run.params.classes or threads.THREADS > 2:
+        return threads.THREADS
+    return 1
 
 
 # -- starting ---------------------------------------------------------------------
@@ -223,9 +236,11 @@ def _announce(run: Run, corpus: Corpus, say) -> None:
            else f"; full softmax (--sampled {s.sampled} >= the vocabulary)" if s.sampled
            else f"; class softmax, {s.classes} classes" if s.classes else "")
         + (f"; dropout {s.dropout:g}" if s.dropout else "")
-        + (f"; direct connections: {s.direct_size} weights, order {s.direct_order}" if s.direct else ""))
+        + (f"; direct connections: {s.direct_size} weights, order {s.direct_order}" if s.direct else "")
+        + (f"; windows on {_window_threads(run)} thread of {threads.THREADS} cores (ELMAN_THREADS to choose)"
+           if _window_threads(run) < threads.THREADS else ""))
     if run.comm.size > 1:
-        say(f"elman: {run.comm.size} processes, {s.streams // run.comm.size} streams and {threads.THREADS} "
+        say(f"elman: {run.comm.size} processes, {s.streams // run.comm.size} streams and {_window_threads(run)} "
             f"thread(s) each: " + ", ".join(f"{r}: {w}" for r, w in enumerate(run.comm.where)))
 
 
