@@ -172,6 +172,7 @@ def _load_beside_ngram(args):
             got["model"] = evaluate.load(args.model)
         except BaseException as exc:        # raised on this thread, below
             got["error"] = exc
+    # A thread of its own, not the pool's: the load hands its checksums to the pool and waits for them.
     reader = threading.Thread(target=load, name="elman-load")
     reader.start()
     try:

@@ -144,9 +144,8 @@ def chunks(n: int, min_size: int) -> list:
 def parallel_for(fn, n: int, serial: bool = False, first=None):
     """Call ``fn(i)`` for every i in range(n) on up to ``THREADS`` threads,
     with BLAS pinned to one thread (so the threads' products do not each
-    start BLAS threads of their own). Tasks are taken as threads come free;
-    a helper that has not started by the time the calling thread runs out
-    of tasks is cancelled, not waited for. With ``serial`` (work too small
+    start BLAS threads of their own): the tasks are a ``Shared`` job the
+    calling thread joins with THREADS - 1 helpers. With ``serial`` (work too small
     to share), without threadpoolctl, or for one task, everything runs on
     the calling thread.
 
@@ -156,33 +155,20 @@ def parallel_for(fn, n: int, serial: bool = False, first=None):
     Returns its result (None without it).
     """
     result = []
-    tasks = ([-1] if first else []) + list(range(n))
+    one = first is not None
 
     def task(i):
-        if i < 0:
+        if one and i == 0:
             result.append(first())
         else:
-            fn(i)
+            fn(i - one)
 
-    if serial or len(tasks) <= 1 or THREADS == 1 or not _blas():
-        for i in tasks:
+    if serial or n + one <= 1 or THREADS == 1 or not _blas():
+        for i in range(n + one):
             task(i)
-        return result[0] if first else None
-    todo = iter(tasks)                          # next() on it is atomic under the GIL
-
-    def run():
-        for i in todo:
-            task(i)
-
-    with one_blas_thread():
-        helpers = [_executor().submit(run) for _ in range(THREADS - 1)]
-        try:
-            run()
-        finally:
-            for f in helpers:
-                if not f.cancel():
-                    f.result()
-    return result[0] if first else None
+    else:
+        Shared(task, n + one).join(helpers=THREADS - 1)
+    return result[0] if one else None
 
 
 class Shared:
@@ -215,12 +201,16 @@ class Shared:
                         self.done.set()
 
     def join(self, helpers: int = 0) -> None:
-        """Take the tasks left, with ``helpers`` more threads of the pool; wait for all."""
+        """Take the tasks left, with up to ``helpers`` more threads of the
+        pool (one that has not started by the time every task is done is
+        cancelled, not waited for); wait for all."""
+        futures = []
         if THREADS > 1 and _blas():
-            for _ in range(max(0, min(helpers, THREADS - 1))):
-                _executor().submit(self.work)
+            futures = [_executor().submit(self.work) for _ in range(max(0, min(helpers, THREADS - 1)))]
         self.work()
         self.done.wait()
+        for f in futures:
+            f.cancel()
         if self.error is not None:
             raise self.error
 
