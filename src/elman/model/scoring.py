@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import Future
 from functools import partial
+from typing import NamedTuple
 
 import numpy as np
 
@@ -83,13 +84,13 @@ def window_losses(p: Params, windows, h0, history=None, states: bool = False, ta
         return window[:2], direct_features(p, ctx), start
 
     def forward(window, h, feats):
-        """The window's recurrence, and its output layer's tasks (out, Shared) or None."""
+        """The window's recurrence, and its output layer's tasks (``_Job``) or None."""
         with one_blas_thread():     # every product of scoring is small: BLAS's threads would only spin
             fp = _forward_positions(p, *window, h, grad=grad, table=table)
         if tasks is None:
             return fp, None
         out, n, task = tasks(p, fp[5], fp[4], direct=feats)
-        return fp, (out, Shared(task, n))
+        return fp, _Job(out, Shared(task, n))
 
     windows = iter(windows)
     window, feats, start = fetch()
@@ -109,13 +110,19 @@ def window_losses(p: Params, windows, h0, history=None, states: bool = False, ta
             with one_blas_thread():
                 losses = _bounded_losses(p, h_all, y, feats)
         else:
-            job[1].join(helpers=threads.THREADS - 2)     # the helper with the recurrence is the other
-            losses = job[0].astype(p.dtype)
+            job.rows.join(helpers=threads.THREADS - 2)     # the helper with the recurrence is the other
+            losses = job.out.astype(p.dtype)
         feats = next_feats
         T, B = hs.shape[0] - 1, hs.shape[1]
         yield losses.reshape(T, B).T, (hs[1:] if states else hs[-1].copy())
         upcoming = fetch() if window is not None else (None, None, None)
         ready = handoff.result() if window is not None else None
+
+
+class _Job(NamedTuple):
+    """A window's output layer as tasks: ``rows`` fills ``out``, the losses (N,) in float64."""
+    out: np.ndarray
+    rows: Shared
 
 
 def _ahead(forward, window, h, feats, job, handoff: Future, moved_on) -> None:
@@ -130,9 +137,9 @@ def _ahead(forward, window, h, feats, job, handoff: Future, moved_on) -> None:
         return
     handoff.set_result(ready)
     if job is not None:
-        job[1].work()
+        job.rows.work()
     if ready[1] is not None:
-        ready[1][1].work(stop=moved_on)
+        ready[1].rows.work(stop=moved_on)
 
 
 def _bounded_losses(p: Params, h_all, y, feats=None):
