@@ -325,12 +325,12 @@ def test_training_windows_run_on_one_thread_only_for_a_class_softmax_on_two_core
     """docs/guides/training.md, "Threads": measured faster on 2 cores; ELMAN_THREADS decides when set."""
     from types import SimpleNamespace
     from elman.fast import threads
-    from elman.training.train import _window_threads
+    from elman.training.cores import window_threads
     run = lambda classes: SimpleNamespace(params=SimpleNamespace(classes=classes))   # noqa: E731
     monkeypatch.delenv("ELMAN_THREADS", raising=False)
     for n, classes, want in ((2, 50, 1), (1, 50, 1), (2, 0, 2), (4, 50, 4), (16, 0, 16)):
         monkeypatch.setattr(threads, "THREADS", n)
-        assert _window_threads(run(classes)) == want, (n, classes)
+        assert window_threads(run(classes)) == want, (n, classes)
     monkeypatch.setenv("ELMAN_THREADS", "2")
     monkeypatch.setattr(threads, "THREADS", 2)
-    assert _window_threads(run(50)) == 2
+    assert window_threads(run(50)) == 2

@@ -148,6 +148,8 @@ class OutputLayer:
         fwd = self.losses(p, h, y, direct=direct, overlap=overlap)
         return fwd.losses, fwd.done
 
+    begin_reads = False     # whether ``begin`` reads the layer's weights or the direct ones
+
     def begin(self, direct, y) -> None:
         """Called before the forward pass, while nothing else runs: work that
         needs neither h nor the recurrence may start here (on another core)."""

@@ -121,6 +121,8 @@ class FastSampledSoftmax(SampledSoftmax):
     direct connections' terms of the sampled columns (which need no h) are
     gathered on another core from ``begin`` on, beside the recurrence."""
 
+    begin_reads = True      # the direct weights' sampled columns
+
     def begin(self, direct, y) -> None:
         from elman.fast.threads import beside
         if direct is not None:

@@ -153,7 +153,7 @@ def direct_features(p: Params, ctx):
 
 def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dropout=None,
          scale: float = 1.0, history=None, per_position: bool = False, output=None,
-         deferred: bool = False):
+         deferred: bool = False, ready=None):
     """Loss and exact gradients over B streams of T steps (truncated BPTT).
 
     inputs, targets: int arrays (B,T), targets[b,t] = inputs[b,t+1] in a
@@ -188,6 +188,11 @@ def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dro
     softmax dJ/dU as ``fast.colgrad.ColumnProduct``, the product that would
     build it, which Adagrad's and SGD's steps form column by column (one
     process: a sum over processes needs the arrays).
+    ``ready``: called (once or more) before the output layer or the direct
+    weights are first read, after the recurrence where the layer allows: the
+    trainer's wait for the updates of those weights that the step before
+    left to another thread (``Optimizer.step``'s ``later``), while this
+    window's recurrence runs.
     """
     if sampled is not None and p.classes:
         raise ValueError("sampled softmax trains the full-softmax model, not a class softmax")
@@ -196,10 +201,14 @@ def bptt(p: Params, inputs, targets, h0, sampled=None, sparse: bool = False, dro
     B, T = np.shape(inputs)
     feats = features(p, inputs, history)
     e_mask, h_mask = dropout_masks(p, B, T, *dropout) if dropout else (None, None)
+    if ready is not None and layer.begin_reads:
+        ready()
     layer.begin(feats, _time_major(targets))
     x, e, hs, caches, y, h_all = _forward_positions(p, inputs, targets, h0, e_mask)
     if dropout:
         h_all, _ = dropout_forward(h_all, h_mask)
+    if ready is not None:
+        ready()
     fwd = layer.losses(p, h_all, y, direct=feats)
 
     def overlap(dh_out):      # on one core while the others compute the output layer's weight gradients

@@ -94,8 +94,8 @@ class Local:
     def share(self, p, opt) -> None:
         pass
 
-    def step(self, opt, params: dict, grads: dict) -> float:
-        return opt.step(params, grads)
+    def step(self, opt, params: dict, grads: dict, later=()) -> float:
+        return opt.step(params, grads, later=later)
 
     def stats(self):
         return None
@@ -331,7 +331,9 @@ class MPIComm:
         calls it with the same values, before the first update."""
         self.sync.share(p, opt)
 
-    def step(self, opt, params: dict, grads: dict) -> float:
+    def step(self, opt, params: dict, grads: dict, later=()) -> float:
+        if later:       # the processes' steps are made whole (``training.cores.overlaps``)
+            raise ValueError("a step of several processes leaves no update for later")
         return self.sync.step(opt, params, grads)
 
     @property

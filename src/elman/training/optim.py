@@ -68,6 +68,7 @@ class Optimizer:
     compiled = True    # SGD's and Adagrad's rules through ``fast.kernels_optim`` (False: NumPy's, the reference)
 
     initial = 0.0   # the value every state array starts at
+    deferred = None  # the updates ``step(..., later=...)`` left to make
 
     def __init__(self, params: dict, lr: float, clip: float = 0.0, plain: dict | None = None,
                  initial: float | None = None):
@@ -82,14 +83,19 @@ class Optimizer:
                              if v.dtype.kind == "f" and k not in self.plain}
                       for slot in self.slots}
 
-    def step(self, params: dict, grads: dict, across=None) -> float:
+    def step(self, params: dict, grads: dict, across=None, later=()) -> float:
         """One update of ``params`` in place; returns the gradient norm before clipping.
 
         ``grads`` is scaled in place by the clipping. A NaN or infinite
         gradient raises FloatingPointError and leaves ``params`` untouched.
         ``across(sq, finite) -> (sq, finite)``: where ``grads`` are this
         process's slices of the gradients (``training.nodeshare``), the squared
-        norm and finiteness of all the slices together."""
+        norm and finiteness of all the slices together.
+        ``later``: names of tensors whose updates are not made here but left
+        in ``self.deferred``, one function that makes them, biggest first, on
+        whichever thread calls it, and which reads the rate and update
+        count as it runs: call it before the next step or a change of
+        ``lr`` (None: nothing was left)."""
         plain = {k: grads.pop(k) for k in self.plain if k in grads}
         for k, g in grads.items():      # the processes' parts (training.nodesync), summed for the rule
             if isinstance(g, SparseParts):
@@ -104,10 +110,13 @@ class Optimizer:
         self.t += 1
         # The tensors' updates are independent: the cores share them, the
         # biggest first (a tensor's numbers do not depend on which core).
-        updates = [(g, lambda k=k, g=g: self._plain_step(params[k], g, k)) for k, g in plain.items()]
-        updates += [(g, lambda k=k, g=g: self._update(params[k], g, k)) for k, g in grads.items()]
-        updates.sort(key=lambda u: -_size(u[0]))
-        parallel_for(lambda i: updates[i][1](), len(updates), serial=sum(_size(g) for g, _ in updates) < 1 << 16)
+        updates = [(k, g, lambda k=k, g=g: self._plain_step(params[k], g, k)) for k, g in plain.items()]
+        updates += [(k, g, lambda k=k, g=g: self._update(params[k], g, k)) for k, g in grads.items()]
+        updates.sort(key=lambda u: -_size(u[1]))
+        now = [u for u in updates if u[0] not in later]
+        rest = [u[2] for u in updates if u[0] in later]
+        parallel_for(lambda i: now[i][2](), len(now), serial=sum(_size(u[1]) for u in now) < 1 << 16)
+        self.deferred = _in_turn(rest) if rest else None
         return norm
 
     def plain_factor(self, k: str, p) -> np.generic:
@@ -249,6 +258,14 @@ class Optimizer:
                     raise ElmanError(f"the checkpoint's optimizer state lacks {slot}.{k} "
                                      f"of shape {a.shape}")
                 a[...] = saved
+
+
+def _in_turn(updates: list):
+    """One function that makes the ``updates`` one after another."""
+    def run():
+        for update in updates:
+            update()
+    return run
 
 
 def _size(g) -> int:

@@ -20,6 +20,7 @@ schedule (``_end_epoch``), then the test.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -38,6 +39,7 @@ from elman.core.sampled import Sampler, unigram_proposal
 from elman.fast import threads
 from elman.training import distributed, rundir
 from elman.training.metrics import MetricsLog
+from elman.training.cores import Overlap, overlaps, window_threads
 from elman.training.schedule import Schedule
 from elman.training.state import Interrupted, Progress, Run, Settings, make_run_optimizer  # noqa: F401  (Interrupted: the CLI's)
 
@@ -125,23 +127,13 @@ def _train(opened, quiet: bool, time_budget: float | None) -> dict:
     # overflow warnings would only add noise.
     with _CtrlC(say) as ctrl_c, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         while prog.epoch <= s.epochs and prog.stopped is None:
-            with threads.using(_window_threads(run)):
-                wps = _train_epoch(run, corpus, clock, ctrl_c, quiet or not run.comm.writer)
+            overlap_on = overlaps(run)      # before the windows' threads hide the machine's
+            with threads.using(window_threads(run)):
+                wps = _train_epoch(run, corpus, clock, ctrl_c, quiet or not run.comm.writer, overlap_on)
             _end_epoch(run, corpus, clock, wps, say)
             if run.comm.anyone(ctrl_c.requested):
                 raise run.interrupted()
     return _finish(run, corpus, say)
-
-
-def _window_threads(run: Run) -> int:
-    """The threads that step the training windows: the process's, except a
-    class softmax's on two cores or fewer, unless ELMAN_THREADS says: its
-    window's pieces are small, and a second thread costs about what it
-    saves (KJV defaults, 2 cores: 49.3k words/s on one thread, 39.8k on
-    two; docs/guides/training.md, "Threads"). Validation keeps every core."""
-    if os.environ.get("ELMAN_THREADS") or not run.params.classes or threads.THREADS > 2:
-        return threads.THREADS
-    return 1
 
 
 # -- starting ---------------------------------------------------------------------
@@ -237,10 +229,11 @@ def _announce(run: Run, corpus: Corpus, say) -> None:
            else f"; class softmax, {s.classes} classes" if s.classes else "")
         + (f"; dropout {s.dropout:g}" if s.dropout else "")
         + (f"; direct connections: {s.direct_size} weights, order {s.direct_order}" if s.direct else "")
-        + (f"; windows on {_window_threads(run)} thread of {threads.THREADS} cores (ELMAN_THREADS to choose)"
-           if _window_threads(run) < threads.THREADS else ""))
+        + (f"; windows on {window_threads(run)} thread of {threads.THREADS} cores"
+           + (", the output layer's updates beside them on another" if overlaps(run) else "")
+           + " (ELMAN_THREADS to choose)" if window_threads(run) < threads.THREADS else ""))
     if run.comm.size > 1:
-        say(f"elman: {run.comm.size} processes, {s.streams // run.comm.size} streams and {_window_threads(run)} "
+        say(f"elman: {run.comm.size} processes, {s.streams // run.comm.size} streams and {window_threads(run)} "
             f"thread(s) each: " + ", ".join(f"{r}: {w}" for r, w in enumerate(run.comm.where)))
 
 
@@ -265,9 +258,10 @@ class _Clock:
 
 # -- one epoch ------------------------------------------------------------------------
 
-def _train_epoch(run: Run, corpus: Corpus, clock: _Clock, ctrl_c: _CtrlC, quiet: bool) -> float:
+def _train_epoch(run: Run, corpus: Corpus, clock: _Clock, ctrl_c: _CtrlC, quiet: bool, overlap_on: bool) -> float:
     """The epoch's remaining windows, each one step of truncated BPTT and an
-    update; returns the words/s of this process's part of the epoch."""
+    update; returns the words/s of this process's part of the epoch.
+    ``overlap_on``: the output layer's updates on a second thread (``training.cores``)."""
     s, p, opt, prog = run.settings, run.params, run.opt, run.prog
     nb = corpus.windows(s.steps)
     # Draws depend on (seed, update number) only: a resumed run draws the same ids.
@@ -276,10 +270,11 @@ def _train_epoch(run: Run, corpus: Corpus, clock: _Clock, ctrl_c: _CtrlC, quiet:
     bar = progress.job(f"epoch {prog.epoch}/{s.epochs}", "windows", nb, initial=prog.windows_done,
                        quiet=quiet or not run.comm.writer, note=f"nothing saved since the last checkpoint in {run.out}")
     t0, tokens0 = time.monotonic(), prog.tokens
-    with bar:
+    overlap = Overlap(overlap_on)
+    with bar, contextlib.closing(overlap):
         for k, x, y in corpus.streams.windows(s.steps, start=prog.windows_done):
             ramp = _budget_ramp(run, clock, nb)
-            opt.lr = run.sched.lr * (run.comm.lead(ramp) if clock.deadline is not None else ramp)
+            ready = overlap.ready(opt, run.sched.lr * (run.comm.lead(ramp) if clock.deadline is not None else ramp))
             sampled = (sampler.draw(opt.t), sampler.log_q) if sampler else None
             # Masks, like samples, depend on (seed, update number) only; each
             # process applies its streams' rows of the one-process masks.
@@ -289,7 +284,8 @@ def _train_epoch(run: Run, corpus: Corpus, clock: _Clock, ctrl_c: _CtrlC, quiet:
             # Gradients of the mean loss over the B*T positions of all processes, summed over them.
             positions = s.streams * x.shape[1]
             loss, grads, h = bptt(p, x, y, run.h[part], sampled=sampled, sparse=True, dropout=dropout,
-                                  scale=1.0 / positions, history=history, deferred=run.comm.deferred)
+                                  scale=1.0 / positions, history=history, deferred=run.comm.deferred, ready=ready)
+            ready()
             if "D" in grads:
                 # The direct weights' plain SGD rate is per token, as RNNLM's: an
                 # Adagrad step, normalised per weight, moves every weight the
@@ -301,28 +297,30 @@ def _train_epoch(run: Run, corpus: Corpus, clock: _Clock, ctrl_c: _CtrlC, quiet:
             try:
                 if not math.isfinite(loss):
                     raise FloatingPointError(f"the loss is {loss}")
-                run.comm.step(opt, params, grads)
+                run.comm.step(opt, params, grads, later=overlap.later)
             except FloatingPointError as exc:
                 raise run.diverged(k + 1, exc) from None
+            overlap.start(opt)
             run.h[part] = h
             prog.windows_done, prog.nats, prog.tokens = k + 1, prog.nats + loss, prog.tokens + positions
             prog.elapsed = clock.elapsed()
             wps = (prog.tokens - tokens0) / max(time.monotonic() - t0, 1e-9)
             bar.update(1)
             bar.set_postfix(ppl=f"{prog.train_ppl:.1f}", wps=f"{wps:.0f}")
-            _after_window(run, nb, wps, stop)
+            _after_window(run, nb, wps, stop, overlap)
             if over:
                 prog.stopped = "budget"
                 break
     return (prog.tokens - tokens0) / max(time.monotonic() - t0, 1e-9)
 
 
-def _after_window(run: Run, nb: int, wps: float, stop: bool) -> None:
+def _after_window(run: Run, nb: int, wps: float, stop: bool, overlap: Overlap) -> None:
     """Metrics and checkpoints inside an epoch; Ctrl-C (on any process: ``stop``) saves and stops."""
     s, done = run.settings, run.prog.windows_done
     if s.log_every and done % s.log_every == 0 and done < nb:
         run.log(nb, wps)
     if (s.checkpoint_every and done % s.checkpoint_every == 0 and done < nb) or stop:
+        overlap.wait()
         rundir.save(run)
     if stop:
         raise run.interrupted()

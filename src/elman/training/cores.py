@@ -1,0 +1,84 @@
+"""How a training run uses the machine's cores: the threads that step its
+windows, and the output layer's updates of one window made on a second
+core while the next window's recurrence runs.
+
+The recurrence of a window reads L, I, H and b1 only; the output layer and
+the direct weights are first read after it (``model.bptt``'s ``ready``). So
+once a window's gradient is clipped, the step updates the recurrence's
+tensors at once and leaves those of the output layer (a class softmax's U
+over the columns of every class present, the direct table's scatter: most
+of a step's memory traffic) to a second thread, which the next window waits
+for before its output layer. Every tensor gets the same update from the
+same gradient as in a step made whole, so the numbers are the same to the
+bit (tests/test_cores.py); only the order in time changes.
+
+It pays where the windows run on one thread and a second core is free: a
+class softmax's windows on two cores (``window_threads``).
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from elman.fast import threads
+
+LATER = ("U", "b2", "Uc", "bc", "D")     # what the recurrence does not read
+
+
+def window_threads(run) -> int:
+    """The threads that step the training windows: the process's, except a
+    class softmax's on two cores or fewer, unless ELMAN_THREADS says: its
+    window's pieces are small, and a second thread costs about what it
+    saves (KJV defaults, 2 cores: 49.3k words/s on one thread, 39.8k on
+    two; docs/guides/training.md, "Threads"). Validation keeps every core."""
+    if os.environ.get("ELMAN_THREADS") or not run.params.classes or threads.THREADS > 2:
+        return threads.THREADS
+    return 1
+
+
+def overlaps(run) -> bool:
+    """Whether a second core makes the output layer's updates of a window
+    while the next one's recurrence runs (``Overlap``): where
+    one process steps its windows on one thread of more than one."""
+    return run.comm.size == 1 and window_threads(run) == 1 < threads.THREADS
+
+
+class Overlap:
+    """One window's deferred updates at a time (``on`` False: none, every
+    step whole). ``later`` for ``Optimizer.step``; ``start(opt)`` after the
+    step; ``ready(opt, lr)`` as ``bptt``'s ``ready``: waits for them, then
+    sets the rate of the next step (the deferred updates read the rate of
+    their own step as they run, so it may only change once they are made);
+    ``wait()`` before anything else reads the weights (a checkpoint, the
+    validation) or when the loop ends."""
+
+    def __init__(self, on: bool):
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="elman-overlap") if on else None
+        self.pending: Future | None = None
+
+    @property
+    def later(self) -> tuple:
+        return LATER if self.pool is not None else ()
+
+    def start(self, opt) -> None:
+        if opt.deferred is not None:
+            self.pending = self.pool.submit(opt.deferred)
+            opt.deferred = None
+
+    def wait(self) -> None:
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending.result()        # an update's error is raised here, on the training thread
+
+    def ready(self, opt, lr: float):
+        def ready():
+            self.wait()
+            opt.lr = lr
+        return ready
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown()
