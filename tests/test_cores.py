@@ -36,7 +36,8 @@ def test_a_step_with_updates_left_for_later_makes_them_only_when_called():
             if v.dtype.kind != "f":
                 continue
             assert np.array_equal(v, before[k]) == (k in LATER), k
-        split.deferred()
+        for update in split.deferred:
+            update()
         for k, v in q.as_dict().items():
             assert np.array_equal(v, p.as_dict()[k]), k
 
@@ -63,16 +64,19 @@ def test_training_with_the_overlap_ends_with_the_same_weights_to_the_bit(tmp_pat
 
 
 def test_an_error_in_the_deferred_updates_is_raised_on_the_training_thread():
+    def fail():
+        raise FloatingPointError("boom")
+    made = []
+
     class Opt:
         lr = 1.0
-
-        def deferred(self):
-            raise FloatingPointError("boom")
+        deferred = [fail, lambda: made.append(1)]
     overlap, opt = Overlap(True), Opt()
     overlap.start(opt)
     assert opt.deferred is None
     with pytest.raises(FloatingPointError, match="boom"):
         overlap.ready(opt, 0.5)()
+    assert made == [1]               # the others were made all the same
     assert opt.lr == 1.0             # the rate of the next step is not set past a failed one
     overlap.close()
 

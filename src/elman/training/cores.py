@@ -18,7 +18,7 @@ class softmax's windows on two cores (``window_threads``).
 from __future__ import annotations
 
 import os
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 
 from elman.fast import threads
 
@@ -54,21 +54,26 @@ class Overlap:
 
     def __init__(self, on: bool):
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="elman-overlap") if on else None
-        self.pending: Future | None = None
+        self.pending: threads.Shared | None = None
 
     @property
     def later(self) -> tuple:
         return LATER if self.pool is not None else ()
 
     def start(self, opt) -> None:
-        if opt.deferred is not None:
-            self.pending = self.pool.submit(opt.deferred)
-            opt.deferred = None
+        """The second thread starts on the updates ``opt.step`` left."""
+        if opt.deferred:
+            updates, opt.deferred = opt.deferred, None
+            self.pending = threads.Shared(lambda i: updates[i](), len(updates))
+            self.pool.submit(self.pending.work)
 
     def wait(self) -> None:
+        """Make the updates the second thread has not taken (this thread
+        comes free first when its share of the window is the smaller),
+        then wait for the rest; an update's error is raised here."""
         pending, self.pending = self.pending, None
         if pending is not None:
-            pending.result()        # an update's error is raised here, on the training thread
+            pending.join()
 
     def ready(self, opt, lr: float):
         def ready():

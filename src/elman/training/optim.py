@@ -92,10 +92,10 @@ class Optimizer:
         process's slices of the gradients (``training.nodeshare``), the squared
         norm and finiteness of all the slices together.
         ``later``: names of tensors whose updates are not made here but left
-        in ``self.deferred``, one function that makes them, biggest first, on
-        whichever thread calls it, and which reads the rate and update
-        count as it runs: call it before the next step or a change of
-        ``lr`` (None: nothing was left)."""
+        in ``self.deferred``, a list of functions, one a tensor, biggest
+        first (None: nothing was left). Any thread may call them, in any
+        order; they read the rate and update count as they run, so all must
+        have run before the next step or a change of ``lr``."""
         plain = {k: grads.pop(k) for k in self.plain if k in grads}
         for k, g in grads.items():      # the processes' parts (training.nodesync), summed for the rule
             if isinstance(g, SparseParts):
@@ -116,7 +116,7 @@ class Optimizer:
         now = [u for u in updates if u[0] not in later]
         rest = [u[2] for u in updates if u[0] in later]
         parallel_for(lambda i: now[i][2](), len(now), serial=sum(_size(u[1]) for u in now) < 1 << 16)
-        self.deferred = _in_turn(rest) if rest else None
+        self.deferred = rest or None
         return norm
 
     def plain_factor(self, k: str, p) -> np.generic:
@@ -258,14 +258,6 @@ class Optimizer:
                     raise ElmanError(f"the checkpoint's optimizer state lacks {slot}.{k} "
                                      f"of shape {a.shape}")
                 a[...] = saved
-
-
-def _in_turn(updates: list):
-    """One function that makes the ``updates`` one after another."""
-    def run():
-        for update in updates:
-            update()
-    return run
 
 
 def _size(g) -> int:
