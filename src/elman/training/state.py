@@ -46,7 +46,8 @@ class Settings:
     min_count: int = 1
     hidden: int = 200
     embed: int = 200
-    streams: int = 32                 # B: parallel streams (--batch)
+    streams: int = 64                 # B: parallel streams (--batch); 64 reached 32's perplexity on KJV
+                                      # in 0.79 of its time (docs/benchmarks/recipes.md, "B = 64 against B = 32")
     steps: int = 10                   # T: steps per window (--bptt); 10, twice the updates of 20 an
                                       # epoch, learns more an epoch and as well in the end (README, "Recipes")
     # From here to direct_lr the defaults are the best KJV recipe measured:
