@@ -136,17 +136,41 @@ class _ElmanRunner(_Runner):
         for losses, self.h_eval in window_losses(self.p, windows, self.h_eval):
             yield float(losses.sum())
 
-    def train_step(self, x, y, lr):
+    def train_stream(self, windows, lr):
+        """As ``elman train`` steps the recipe's windows: on the threads it
+        would, the output layer's updates beside the next window where it
+        would (``training.cores``)."""
+        from types import SimpleNamespace
+        from elman.fast import threads
+        from elman.training.cores import Overlap, overlaps, window_threads
+        if not self.recipe:
+            yield from super().train_stream(windows, lr)
+            return
+        run = SimpleNamespace(params=self.p, comm=SimpleNamespace(size=1))
+        overlap = Overlap(overlaps(run))
+        with threads.using(window_threads(run)):
+            try:
+                for x, y in windows:
+                    yield self.train_step(x, y, lr, overlap)
+            finally:
+                overlap.close()
+
+    def train_step(self, x, y, lr, overlap=None):
         from elman.model import bptt
         self.k += 1
         sampled = (self.sampler.draw(self.k), self.sampler.log_q) if self.sampler else None
         dropout = (self.dropout, (0, self.k)) if self.dropout else None
         if self.recipe:                             # ``training.train``'s step, one process
+            from elman.training.cores import Overlap
+            overlap = overlap or Overlap(False)
             positions = x.size
             loss, grads, self.h = bptt(self.p, x, y, self.h, sampled=sampled, sparse=True, dropout=dropout,
-                                       scale=1.0 / positions, deferred=True)
+                                       scale=1.0 / positions, deferred=True, ready=overlap.ready(self.opt, self.opt.lr))
             if "D" in grads:
                 grads["D"] *= self.p.dtype.type(positions)
+            self.opt.step(self.arrays, grads, later=overlap.later)
+            overlap.start(self.opt)
+            return loss
         else:
             loss, grads, self.h = bptt(self.p, x, y, self.h, sampled=sampled, sparse=True, deferred=True,   # as the trainer
                                        dropout=dropout)
