@@ -95,3 +95,21 @@ def test_the_overlap_runs_only_for_one_process_stepping_on_one_thread_of_several
     monkeypatch.setenv("ELMAN_THREADS", "1")
     monkeypatch.setattr(threads, "THREADS", 1)
     assert not cores.overlaps(run(50))
+
+
+def test_aside_runs_on_the_spare_thread_or_when_its_value_is_wanted():
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    where = []
+
+    def fn():
+        where.append(threading.current_thread().name)
+        return 7
+    value = threads.aside(fn)
+    assert where == []                      # no spare thread: nothing yet
+    assert value() == 7 and value() == 7 and where == [threading.current_thread().name]
+    where.clear()
+    with ThreadPoolExecutor(1, thread_name_prefix="spare") as pool, threads.spare(pool):
+        value = threads.aside(fn)
+        assert value() == 7 and where[0].startswith("spare")
+    assert threads._SPARE[0] is None

@@ -148,7 +148,7 @@ class _ElmanRunner(_Runner):
             return
         run = SimpleNamespace(params=self.p, comm=SimpleNamespace(size=1))
         overlap = Overlap(overlaps(run))
-        with threads.using(window_threads(run)):
+        with threads.using(window_threads(run)), threads.spare(overlap.pool):
             try:
                 for x, y in windows:
                     yield self.train_step(x, y, lr, overlap)

@@ -77,10 +77,12 @@ def class_output_backward(dloss, cache, overlap=None, product: bool = False):
     plan = word_cache.plan
     if product:
         from elman.fast.colgrad import ColumnProduct, word_bias_grad    # Numba's import: only gradients pay it
-        done = total(dh_word)
         U = word_cache.U
-        return (dh_class, plan.columns(), ColumnProduct(U.shape, G[0], word_cache.flat, plan),
-                word_bias_grad(plan, word_cache.flat, G[1], U.shape[1:]), dUc, dbc, done)
+        dU = ColumnProduct(U.shape, G[0], word_cache.flat, plan)
+        dU.start_sq_sum()       # the clipping's norm on a spare core, if any, while ``overlap`` runs here
+        done = total(dh_word)
+        return (dh_class, plan.columns(), dU, word_bias_grad(plan, word_cache.flat, G[1], U.shape[1:]), dUc, dbc,
+                done)
     Dh = G.shape[0] - 1
     return dh_class, plan.columns(), G[:Dh], G[Dh], dUc, dbc, done
 

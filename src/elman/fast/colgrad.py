@@ -40,7 +40,7 @@ from numba import njit
 
 from elman.core.sparse import SparseGrad
 from elman.fast import kernels_optim as ko
-from elman.fast.threads import parallel_for
+from elman.fast.threads import aside, parallel_for
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -150,6 +150,7 @@ class ColumnProduct:
         self.groups = Groups.of_plan(plan) if groups is None else groups
         self.dtype, self.scale = hw.dtype, 1.0
         self.index = self.groups.columns()
+        self._gram = None
 
     @property
     def size(self) -> int:
@@ -159,9 +160,15 @@ class ColumnProduct:
         self.scale *= float(c)
         return self
 
+    def start_sq_sum(self) -> None:
+        """Start the norm's sum on a spare thread, if there is one (``threads.aside``)."""
+        g = self.groups
+        self._gram = aside(lambda: gram_sq(self.hw, self.flat, g.rows, g.start, g.rcuts, g.wid))
+
     def sq_sum(self) -> float:
         g = self.groups
-        return gram_sq(self.hw, self.flat, g.rows, g.start, g.rcuts, g.wid) * self.scale ** 2
+        gram = self._gram() if self._gram is not None else gram_sq(self.hw, self.flat, g.rows, g.start, g.rcuts, g.wid)
+        return gram * self.scale ** 2
 
     def finite(self) -> bool:
         return math.isfinite(self.sq_sum())

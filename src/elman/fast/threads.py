@@ -215,6 +215,34 @@ class Shared:
             raise self.error
 
 
+_SPARE = [None]     # a one-thread executor its owner keeps free for ``aside`` (``training.cores``), or None
+
+
+@contextlib.contextmanager
+def spare(executor):
+    """``aside`` starts its work on ``executor`` for a while (None: none)."""
+    before = _SPARE[0]
+    _SPARE[0] = executor
+    try:
+        yield
+    finally:
+        _SPARE[0] = before
+
+
+def aside(fn):
+    """``fn()`` started on the spare thread where there is one (``spare``),
+    else left until it is wanted; returns a function that returns its value."""
+    if _SPARE[0] is not None:
+        return _SPARE[0].submit(fn).result
+    memo = []
+
+    def value():
+        if not memo:
+            memo.append(fn())
+        return memo[0]
+    return value
+
+
 def beside(fn):
     """Start ``fn()`` on a helper thread while the caller goes on (work that
     releases the GIL, e.g. a compiled loop, beside a sequential recurrence);

@@ -271,7 +271,7 @@ def _train_epoch(run: Run, corpus: Corpus, clock: _Clock, ctrl_c: _CtrlC, quiet:
                        quiet=quiet or not run.comm.writer, note=f"nothing saved since the last checkpoint in {run.out}")
     t0, tokens0 = time.monotonic(), prog.tokens
     overlap = Overlap(overlap_on)
-    with bar, contextlib.closing(overlap):
+    with bar, contextlib.closing(overlap), threads.spare(overlap.pool):
         for k, x, y in corpus.streams.windows(s.steps, start=prog.windows_done):
             ramp = _budget_ramp(run, clock, nb)
             ready = overlap.ready(opt, run.sched.lr * (run.comm.lead(ramp) if clock.deadline is not None else ramp))
