@@ -137,15 +137,12 @@ class _ElmanRunner(_Runner):
             yield float(losses.sum())
 
     def train_stream(self, windows, lr):
-        """As ``elman train`` steps the recipe's windows: on the threads it
-        would, the output layer's updates beside the next window where it
-        would (``training.cores``)."""
+        """As ``elman train`` steps its windows: on the threads it would, the
+        output layer's updates beside the next window where it would
+        (``training.cores``)."""
         from types import SimpleNamespace
         from elman.fast import threads
         from elman.training.cores import Overlap, overlaps, window_threads
-        if not self.recipe:
-            yield from super().train_stream(windows, lr)
-            return
         run = SimpleNamespace(params=self.p, comm=SimpleNamespace(size=1))
         overlap = Overlap(overlaps(run))
         with threads.using(window_threads(run)), threads.spare(overlap.pool):
@@ -155,27 +152,22 @@ class _ElmanRunner(_Runner):
             finally:
                 overlap.close()
 
-    def train_step(self, x, y, lr, overlap=None):
+    def train_step(self, x, y, lr, overlap):
         from elman.model import bptt
         self.k += 1
         sampled = (self.sampler.draw(self.k), self.sampler.log_q) if self.sampler else None
         dropout = (self.dropout, (0, self.k)) if self.dropout else None
-        if self.recipe:                             # ``training.train``'s step, one process
-            from elman.training.cores import Overlap
-            overlap = overlap or Overlap(False)
-            positions = x.size
-            loss, grads, self.h = bptt(self.p, x, y, self.h, sampled=sampled, sparse=True, dropout=dropout,
-                                       scale=1.0 / positions, deferred=True, ready=overlap.ready(self.opt, self.opt.lr))
-            if "D" in grads:
-                grads["D"] *= self.p.dtype.type(positions)
-            self.opt.step(self.arrays, grads, later=overlap.later)
-            overlap.start(self.opt)
-            return loss
+        if self.recipe:                             # ``training.train``'s step, one process: its own rates
+            positions, lr = x.size, self.opt.lr
+            scale = 1.0 / positions
         else:
-            loss, grads, self.h = bptt(self.p, x, y, self.h, sampled=sampled, sparse=True, deferred=True,   # as the trainer
-                                       dropout=dropout)
-            self.opt.lr = lr
-        self.opt.step(self.arrays, grads)
+            scale = 1.0
+        loss, grads, self.h = bptt(self.p, x, y, self.h, sampled=sampled, sparse=True, dropout=dropout, scale=scale,
+                                   deferred=True, ready=overlap.ready(self.opt, lr))     # as the trainer
+        if self.recipe and "D" in grads:
+            grads["D"] *= self.p.dtype.type(positions)
+        self.opt.step(self.arrays, grads, later=overlap.later)
+        overlap.start(self.opt)
         return loss
 
     def widths(self, targets) -> tuple:
