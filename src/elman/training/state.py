@@ -47,7 +47,7 @@ class Settings:
     hidden: int = 200
     embed: int = 200
     streams: int = 64                 # B: parallel streams (--batch); 64 reached 32's perplexity on KJV
-                                      # in 0.79 of its time (docs/benchmarks/recipes.md, "B = 64 against B = 32")
+                                      # in 0.8 of its time (docs/benchmarks/recipes.md, "B = 64 against B = 32")
     steps: int = 10                   # T: steps per window (--bptt); 10, twice the updates of 20 an
                                       # epoch, learns more an epoch and as well in the end (README, "Recipes")
     # From here to direct_lr the defaults are the best KJV recipe measured:
