@@ -392,3 +392,19 @@ def test_a_model_holding_nan_or_infinity_is_refused(tmp_path, dtype, bad):
     p["H"][...] = np.finfo(dtype).max / 2          # finite, though their sum is not
     save_checkpoint(tmp_path / "big", p, vocab(), {})
     assert np.array_equal(load_params(tmp_path / "big")[0].H, p["H"])
+
+
+def test_the_best_model_linked_from_last_keeps_its_bytes_when_last_moves_on(tmp_path):
+    """At an epoch's end the best model is the last one: its file is linked, not written twice."""
+    save(tmp_path, 0, slot="last")
+    save(tmp_path, 0, slot="best", model_from="last")
+    best, last = tmp_path / ck.MODEL_FILE, tmp_path / ck.LAST / ck.MODEL_FILE
+    assert best.stat().st_ino == last.stat().st_ino
+    save(tmp_path, 1, slot="last")                          # the next checkpoint replaces last's name only
+    assert best.stat().st_ino != last.stat().st_ino
+    for slot, gen in (("best", 0), ("last", 1)):
+        q, _, _ = load_model(tmp_path, slot)                # checksums checked on load
+        assert all(np.array_equal(q[k], v) for k, v in params(gen).items()), slot
+    save(tmp_path / "b", 2, slot="best", model_from="last")   # no such slot: written as usual
+    q, _, _ = load_model(tmp_path / "b")
+    assert all(np.array_equal(q[k], v) for k, v in params(2).items())

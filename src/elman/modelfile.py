@@ -30,6 +30,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -124,7 +125,41 @@ def _finish(ckdir: Path) -> None:
     fsync_dir(ckdir)
 
 
-def _commit(ckdir: Path, files: dict[str, bytes]) -> None:
+class _Linked(NamedTuple):
+    """A file another committed checkpoint holds with these very bytes: linked, not written again."""
+    path: Path
+    sha256: str
+    bytes: int
+
+
+def _linked_model(ckdir: Path) -> _Linked | None:
+    """The committed model file of ``ckdir``, with its checksum and size as its config.json has them (None: none)."""
+    files = _resolve(Path(ckdir))
+    try:
+        entry = json.loads(files[CONFIG_FILE].read_text("utf-8"))["files"][MODEL_FILE]
+        path = files[MODEL_FILE]
+        if path.stat().st_size != entry["bytes"]:
+            return None
+        return _Linked(path, entry["sha256"], entry["bytes"])
+    except (KeyError, OSError, ValueError, TypeError):
+        return None
+
+
+def _place(path: Path, data) -> None:
+    """Write ``data`` (bytes) to ``path`` atomically, or hard-link a ``_Linked``
+    file there (its bytes already written and synced; a later write of the
+    original replaces its name, not its contents). Where links fail, a copy."""
+    if not isinstance(data, _Linked):
+        atomic_write_bytes(path, data)
+        return
+    try:
+        os.link(data.path, path)
+        fsync_dir(path.parent)
+    except OSError:
+        atomic_write_bytes(path, data.path.read_bytes())
+
+
+def _commit(ckdir: Path, files: dict) -> None:
     try:
         ckdir.mkdir(parents=True, exist_ok=True)
         _finish(ckdir)
@@ -133,7 +168,7 @@ def _commit(ckdir: Path, files: dict[str, bytes]) -> None:
     except OSError as exc:
         raise ElmanError(f"{ckdir}: cannot write a checkpoint there ({exc.strerror or exc})") from None
     for name, data in files.items():
-        atomic_write_bytes(pending / name, data)
+        _place(pending / name, data)
     atomic_write_json(pending / COMMIT, {"files": list(files)})
     try:
         _finish(ckdir)
@@ -158,8 +193,12 @@ def _safetensors_bytes(arrays: dict[str, np.ndarray]) -> bytes:
 
 def save_checkpoint(run_dir, params_dict: dict, vocab: Vocab, config: dict,
                     train_state: dict | None = None, optimizer_arrays: dict | None = None,
-                    slot: str = "best") -> Path:
+                    slot: str = "best", model_from: str | None = None) -> Path:
     """Write one checkpoint atomically; returns its directory.
+
+    ``model_from``: the slot of a checkpoint of this run whose model file
+    holds these very arrays (the caller's promise: the best model at an
+    epoch's end is the last one), hard-linked in place of a second copy.
 
     ``config`` is merged into config.json (JSON-able values; no NaN or
     infinity). ``train_state`` (epoch, batch index, lr, RNG state, ...) is
@@ -182,7 +221,8 @@ def save_checkpoint(run_dir, params_dict: dict, vocab: Vocab, config: dict,
     for key, value in derived.items():
         if key in config and config[key] != value:
             raise ValueError(f"config[{key!r}] = {config[key]!r} but the parameters give {value!r}")
-    files = {MODEL_FILE: _safetensors_bytes(params_dict)}
+    linked = _linked_model(checkpoint_dir(run_dir, model_from)) if model_from else None
+    files = {MODEL_FILE: linked or _safetensors_bytes(params_dict)}
     if optimizer_arrays:
         files[OPTIMIZER_FILE] = _safetensors_bytes(optimizer_arrays)
     files[VOCAB_FILE] = vocab.to_text().encode("utf-8")
@@ -192,7 +232,8 @@ def save_checkpoint(run_dir, params_dict: dict, vocab: Vocab, config: dict,
         cfg["vocab_counts"] = vocab.counts.tolist()
     if train_state is not None:
         cfg["train_state"] = train_state
-    cfg["files"] = {n: {"sha256": _sha256(b), "bytes": len(b)} for n, b in files.items()}
+    cfg["files"] = {n: {"sha256": b.sha256, "bytes": b.bytes} if isinstance(b, _Linked) else
+                    {"sha256": _sha256(b), "bytes": len(b)} for n, b in files.items()}
     try:
         files[CONFIG_FILE] = json_bytes(cfg)
     except (TypeError, ValueError) as exc:

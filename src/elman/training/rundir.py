@@ -131,14 +131,15 @@ def save(run: Run) -> None:
                                   train_state=train_state, slot="last",
                                   optimizer_arrays={"h": run.h, **run.opt.state_arrays()})
         if prog.windows_done == 0 and sched.best is not None:
-            save_best(run)
+            save_best(run, model_from="last")     # at an epoch's end the best weights are the last (``_end_epoch``)
     run.last_saved = f"epoch {prog.epoch}, batch {prog.windows_done}"
 
 
-def save_best(run: Run) -> None:
+def save_best(run: Run, model_from: str | None = None) -> None:
+    """The best model in DIR; ``model_from``: a slot whose model file holds it (linked, not written again)."""
     modelfile.save_checkpoint(run.out, run.best, run.vocab, _config(run.settings), slot="best",
                               train_state={"best_epoch": run.sched.best_epoch,
-                                           "valid_ppl": math.exp(run.sched.best)})
+                                           "valid_ppl": math.exp(run.sched.best)}, model_from=model_from)
 
 
 def _saved_state(out: Path, cfg: dict, opt_arrays: dict):
