@@ -41,8 +41,8 @@ def window_threads(run) -> int:
 
 def overlaps(run) -> bool:
     """Whether a second core makes the output layer's updates of a window
-    while the next one's recurrence runs (``Overlap``): where
-    one process steps its windows on one thread of more than one."""
+    while the next one's recurrence runs (``Overlap``): where one process
+    steps its windows on one thread and has more threads than that."""
     return run.comm.size == 1 and window_threads(run) == 1 < threads.THREADS
 
 
