@@ -97,7 +97,7 @@ def test_the_overlap_runs_only_for_one_process_stepping_on_one_thread_of_several
     assert not cores.overlaps(run(50))
 
 
-def test_aside_runs_on_the_spare_thread_or_when_its_value_is_wanted():
+def test_beside_runs_on_the_spare_thread_where_one_is_set(monkeypatch):
     import threading
     from concurrent.futures import ThreadPoolExecutor
     where = []
@@ -105,11 +105,12 @@ def test_aside_runs_on_the_spare_thread_or_when_its_value_is_wanted():
     def fn():
         where.append(threading.current_thread().name)
         return 7
-    value = threads.aside(fn)
-    assert where == []                      # no spare thread: nothing yet
-    assert value() == 7 and value() == 7 and where == [threading.current_thread().name]
+    monkeypatch.setattr(threads, "THREADS", 1)
+    value = threads.beside(fn)
+    assert where == [threading.current_thread().name]       # one thread, no spare: at once, here
+    assert value() == 7 and value() == 7 and len(where) == 1
     where.clear()
     with ThreadPoolExecutor(1, thread_name_prefix="spare") as pool, threads.spare(pool):
-        value = threads.aside(fn)
+        value = threads.beside(fn)
         assert value() == 7 and where[0].startswith("spare")
     assert threads._SPARE[0] is None

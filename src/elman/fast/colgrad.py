@@ -40,7 +40,7 @@ from numba import njit
 
 from elman.core.sparse import SparseGrad
 from elman.fast import kernels_optim as ko
-from elman.fast.threads import aside, parallel_for
+from elman.fast.threads import beside, parallel_for
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -161,9 +161,10 @@ class ColumnProduct:
         return self
 
     def start_sq_sum(self) -> None:
-        """Start the norm's sum on a spare thread, if there is one (``threads.aside``)."""
+        """Start the norm's sum beside the caller (``threads.beside``: on the
+        training windows' spare core, where there is one)."""
         g = self.groups
-        self._gram = aside(lambda: gram_sq(self.hw, self.flat, g.rows, g.start, g.rcuts, g.wid))
+        self._gram = beside(lambda: gram_sq(self.hw, self.flat, g.rows, g.start, g.rcuts, g.wid))
 
     def sq_sum(self) -> float:
         g = self.groups

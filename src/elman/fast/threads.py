@@ -215,12 +215,12 @@ class Shared:
             raise self.error
 
 
-_SPARE = [None]     # a one-thread executor its owner keeps free for ``aside`` (``training.cores``), or None
+_SPARE = [None]     # a one-thread executor its owner keeps free for ``beside`` (``training.cores``), or None
 
 
 @contextlib.contextmanager
 def spare(executor):
-    """``aside`` starts its work on ``executor`` for a while (None: none)."""
+    """``beside`` starts its work on ``executor`` for a while (None: as before)."""
     before = _SPARE[0]
     _SPARE[0] = executor
     try:
@@ -229,25 +229,15 @@ def spare(executor):
         _SPARE[0] = before
 
 
-def aside(fn):
-    """``fn()`` started on the spare thread where there is one (``spare``),
-    else left until it is wanted; returns a function that returns its value."""
-    if _SPARE[0] is not None:
-        return _SPARE[0].submit(fn).result
-    memo = []
-
-    def value():
-        if not memo:
-            memo.append(fn())
-        return memo[0]
-    return value
-
-
 def beside(fn):
     """Start ``fn()`` on a helper thread while the caller goes on (work that
     releases the GIL, e.g. a compiled loop, beside a sequential recurrence);
-    returns a function that waits for and returns its result. On one thread,
-    or without threadpoolctl, ``fn`` runs at once on the caller's."""
+    returns a function that waits for and returns its result. On the spare
+    thread where one is set (``spare``: the training windows' second core
+    while they step on one); else on one thread, or without threadpoolctl,
+    ``fn`` runs at once on the caller's."""
+    if _SPARE[0] is not None:
+        return _SPARE[0].submit(fn).result
     if THREADS == 1 or not _blas():
         value = fn()
         return lambda: value

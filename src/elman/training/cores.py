@@ -14,7 +14,7 @@ bit (tests/test_cores.py); only the order in time changes.
 
 It pays where the windows run on one thread and a second core is free: a
 class softmax's windows on two cores (``window_threads``). The same thread
-is the windows' spare (``threads.spare``): a class softmax's backward pass
+is the windows' spare (``threads.spare``, which ``threads.beside`` uses): a class softmax's backward pass
 starts the clipping's norm of dJ/dU on it while the recurrence's backward
 runs on the training thread.
 """

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import signal
 import threading
 import time
@@ -285,7 +284,6 @@ def _train_epoch(run: Run, corpus: Corpus, clock: _Clock, ctrl_c: _CtrlC, quiet:
             positions = s.streams * x.shape[1]
             loss, grads, h = bptt(p, x, y, run.h[part], sampled=sampled, sparse=True, dropout=dropout,
                                   scale=1.0 / positions, history=history, deferred=run.comm.deferred, ready=ready)
-            ready()
             if "D" in grads:
                 # The direct weights' plain SGD rate is per token, as RNNLM's: an
                 # Adagrad step, normalised per weight, moves every weight the
