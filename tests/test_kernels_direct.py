@@ -63,12 +63,14 @@ def test_deferred_is_off_without_sparse(K):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_the_plain_step_scatters_into_D_as_the_reference_updates(K, dtype):
     """Trainer steps (Adagrad, clipping, D's plain rate, the per-token
-    factor): every tensor and the state to the bit, after one step and three;
-    under a class softmax U and b2 to rounding (Adagrad forms U's column
-    gradient from its factors, b2's is summed column by column: other orders
-    than BLAS's), and after three steps all they feed."""
+    factor), after one step and three: after one, every tensor and the state
+    to the bit but D (its cells take the window's values one at a time, the
+    reference sums them first) and, under a class softmax, U and b2 (Adagrad
+    forms U's column gradient from its factors, b2's is summed column by
+    column: other orders than BLAS's), which agree to rounding; after three,
+    everything they feed to rounding."""
     for steps in (1, 3):
-        _steps_agree(K, dtype, steps, not K or steps == 1, {"U", "b2", "G.U", "G.b2"} if K else set())
+        _steps_agree(K, dtype, steps, steps == 1, {"D", *({"U", "b2", "G.U", "G.b2"} if K else ())})
 
 
 def _steps_agree(K, dtype, steps, exact, rounded=frozenset()):

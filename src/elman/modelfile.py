@@ -56,6 +56,7 @@ LAST = "last"
 PENDING = ".pending"
 COMMIT = "COMMIT"
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "save_checkpoint",
+           "prepare_checkpoint",
            "load_model", "load_params", "load_checkpoint", "load_training_state", "has_model", "remove_checkpoints",
            "checkpoint_dir", "read_safetensors", "FORMAT", "LAST"]
 REQUIRED_TENSORS = PARAM_NAMES
@@ -205,6 +206,41 @@ def save_checkpoint(run_dir, params_dict: dict, vocab: Vocab, config: dict,
     stored as config.json's ``"train_state"``; ``optimizer_arrays`` (optimizer
     moments, the carried hidden state) go to optimizer.safetensors.
     """
+    return prepare_checkpoint(run_dir, params_dict, vocab, config, train_state, optimizer_arrays,
+                              slot, model_from).write()
+
+
+class Prepared(NamedTuple):
+    """A checkpoint held in memory, its arrays already copied into the files'
+    bytes (the arrays may change from here on): ``write()`` puts it on disk,
+    on any thread."""
+    ckdir: Path
+    files: dict             # name -> bytes (config.json made in ``write``)
+    cfg: dict               # config.json but its "files"
+    model_from: Path | None  # the checkpoint whose model file to link, when it holds one
+
+    def write(self) -> Path:
+        files = dict(self.files)
+        linked = _linked_model(self.model_from) if self.model_from else None
+        if linked:
+            files[MODEL_FILE] = linked
+        cfg = {**self.cfg, "files": {n: {"sha256": b.sha256, "bytes": b.bytes} if isinstance(b, _Linked) else
+                                     {"sha256": _sha256(b), "bytes": len(b)} for n, b in files.items()}}
+        try:
+            files[CONFIG_FILE] = json_bytes(cfg)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"config is not strict JSON: {exc}") from None
+        _commit(self.ckdir, files)
+        return self.ckdir
+
+
+def prepare_checkpoint(run_dir, params_dict: dict, vocab: Vocab, config: dict,
+                       train_state: dict | None = None, optimizer_arrays: dict | None = None,
+                       slot: str = "best", model_from: str | None = None, model_bytes: bytes | None = None
+                       ) -> Prepared:
+    """``save_checkpoint``'s checkpoint, checked and in memory, not yet
+    written. ``model_bytes``: the model file's bytes when the caller has
+    them (those of ``model_from``'s own ``Prepared``), else made here."""
     ckdir = checkpoint_dir(run_dir, slot)
     missing = [n for n in REQUIRED_TENSORS if n not in params_dict]
     if missing:
@@ -221,8 +257,7 @@ def save_checkpoint(run_dir, params_dict: dict, vocab: Vocab, config: dict,
     for key, value in derived.items():
         if key in config and config[key] != value:
             raise ValueError(f"config[{key!r}] = {config[key]!r} but the parameters give {value!r}")
-    linked = _linked_model(checkpoint_dir(run_dir, model_from)) if model_from else None
-    files = {MODEL_FILE: linked or _safetensors_bytes(params_dict)}
+    files = {MODEL_FILE: model_bytes if model_bytes is not None else _safetensors_bytes(params_dict)}
     if optimizer_arrays:
         files[OPTIMIZER_FILE] = _safetensors_bytes(optimizer_arrays)
     files[VOCAB_FILE] = vocab.to_text().encode("utf-8")
@@ -232,14 +267,7 @@ def save_checkpoint(run_dir, params_dict: dict, vocab: Vocab, config: dict,
         cfg["vocab_counts"] = vocab.counts.tolist()
     if train_state is not None:
         cfg["train_state"] = train_state
-    cfg["files"] = {n: {"sha256": b.sha256, "bytes": b.bytes} if isinstance(b, _Linked) else
-                    {"sha256": _sha256(b), "bytes": len(b)} for n, b in files.items()}
-    try:
-        files[CONFIG_FILE] = json_bytes(cfg)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"config is not strict JSON: {exc}") from None
-    _commit(ckdir, files)
-    return ckdir
+    return Prepared(ckdir, files, cfg, checkpoint_dir(run_dir, model_from) if model_from else None)
 
 
 def has_model(run_dir) -> bool:

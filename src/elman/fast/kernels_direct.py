@@ -12,11 +12,12 @@ SGD steps outside the clipping (``training.optim``), a linear update, so
     D <- D - c·Σ (scattered values)  =  scatter of (-c·values) into D:
 
 ``ScatterGrad`` keeps the parts of the scatter, takes ``*=`` as a factor,
-and the optimizer's plain step (``apply``) builds the sums in a table kept
-all zero between calls, then steps and zeroes only the cells touched: the
-reference's numbers to the bit (the same additions in the same order, then
-the same scaling and step), with no pass over the whole table. ``dense()``
-builds the reference's array.
+and the optimizer's plain step (``apply``) scatters -c·scale·values
+straight into D: one pass over the cells touched, no table of sums beside
+D. The step agrees with the reference's to rounding: a cell that several
+positions touch takes their values one at a time, where the reference sums
+them first, then scales and steps. ``dense()`` builds the reference's
+array to the bit (the same additions in the same order).
 
 Parts: ("cols", O (n,F), cols (S,), vals (n,S)): D[O[n,f] + cols[s]] += vals[n,s];
 ("points", O (n,F), y (n,), vals (n,)): D[O[n,f] + y[n]] += vals[n];
@@ -74,65 +75,6 @@ def scatter_rows(D, O, at, vals, c, lo, hi):
             W, v = D[o:o + w], vals[s:s + w]
             for k in range(max(lo - o, 0), min(hi - o, w)):
                 W[k] += c * v[k]
-
-
-@njit(inline="always")
-def _drain(D, acc, m, c, scale):
-    """One cell's step: D[m] -= (acc[m]·scale)·c, acc[m] = 0 (a zero cell takes none: D - 0 = D)."""
-    a = acc[m]
-    if a != 0:
-        D[m] -= (a * scale) * c
-        acc[m] = 0
-
-
-@njit(inline="always")
-def _drain_run(D, acc, c, scale):
-    """``_drain`` of every cell of two views of one run of cells. Written
-    out over the views' own indices, not through ``_drain`` and the table's
-    (signed) cell numbers: the compiler then drops the negative-index checks
-    and vectorises the loop (a class block of 100 cells about 90× faster;
-    a 2-core Xeon, 2026-12-06)."""
-    for k in range(D.shape[0]):
-        a = acc[k]
-        if a != 0:
-            D[k] -= (a * scale) * c
-            acc[k] = 0
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def drain_rows(D, acc, O, at, c, scale, lo, hi):
-    """``drain_cols`` for the cells of ``scatter_rows``, a run of cells at a time."""
-    N, F = O.shape
-    for r in range(N):
-        w, col = at[1, r], at[2, r]
-        for f in range(F):
-            o = O[r, f] + col
-            a, b = max(lo, o), min(hi, o + w)
-            if a < b:
-                _drain_run(D[a:b], acc[a:b], c, scale)
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def drain_cols(D, acc, O, cols, c, scale, lo, hi):
-    """For the cells of ``scatter_cols`` in [lo, hi): D[m] -= (acc[m]·scale)·c
-    and acc[m] = 0, once a cell (a cell left zero takes no step: D - 0 = D)."""
-    N, F = O.shape
-    for n in range(N):
-        for f in range(F):
-            o = O[n, f]
-            for s in range(np.searchsorted(cols, lo - o), np.searchsorted(cols, hi - o)):
-                _drain(D, acc, o + cols[s], c, scale)
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def drain_points(D, acc, O, y, c, scale, lo, hi):
-    """``drain_cols`` for the cells of ``scatter_points``."""
-    N, F = O.shape
-    for f in range(F):
-        for n in range(N):
-            m = O[n, f] + y[n]
-            if lo <= m < hi:
-                _drain(D, acc, m, c, scale)
 
 
 class ScatterGrad:
@@ -194,24 +136,11 @@ class ScatterGrad:
         return all(bool(np.isfinite(v).all()) for *_, v in self.parts) and np.isfinite(self.scale)
 
     def apply(self, D, c: float, span: tuple | None = None) -> None:
-        """D -= c·(scale·(this gradient)), the reference's dense step to the
-        bit: the sums built in a table kept all zero between calls (the
-        reference's additions, in its order), then each touched cell scaled,
-        stepped and zeroed again; no pass over the whole table. ``span``
-        (lo, hi): only the cells in [lo, hi) (one process's slice of a D
-        that the processes of a machine share)."""
-        dt = D.dtype.type
-        acc = _kept_zeros(D.shape, D.dtype)
-        start, stop = span or (0, D.size)
-        cuts = chunks(stop - start, CELLS) if self.size >= CELLS else [slice(0, stop - start)]
-
-        def part(i):
-            lo, hi = start + cuts[i].start, start + cuts[i].stop
-            for kind, O, at, v in self.parts:
-                _SCATTER[kind](acc, O, at, v, dt(1.0), lo, hi)
-            for kind, O, at, v in self.parts:
-                _DRAIN[kind](D, acc, O, at, dt(c), dt(self.scale), lo, hi)
-        parallel_for(part, len(cuts))
+        """D -= c·(scale·(this gradient)), the values scattered straight into
+        D times -c·scale (the reference's dense step to rounding); no pass
+        over the whole table. ``span`` (lo, hi): only the cells in [lo, hi)
+        (one process's slice of a D that the processes of a machine share)."""
+        self._scatter(D, -(D.dtype.type(c) * D.dtype.type(self.scale)), span)
 
     def dense(self):
         """The gradient as an (M,) array: the reference's additions, in its order."""
@@ -225,15 +154,17 @@ class ScatterGrad:
         d = self.dense()
         return float(np.dot(d, d))
 
-    def _scatter(self, D, c: float) -> None:
-        """The parts into D, the table cut into ranges of cells that the cores
-        share: each cell is written by one thread, its additions in the one
-        order, so the sums are the same whatever the threads."""
+    def _scatter(self, D, c, span: tuple | None = None) -> None:
+        """The parts times c into D (cells [lo, hi) of ``span`` only), the
+        cells cut into ranges that the cores share: each cell is written by
+        one thread, its additions in the one order, so the sums are the same
+        whatever the threads."""
         c = D.dtype.type(c)
-        cuts = chunks(D.size, CELLS) if self.size >= CELLS else [slice(0, D.size)]
+        start, stop = span or (0, D.size)
+        cuts = chunks(stop - start, CELLS) if self.size >= CELLS else [slice(0, stop - start)]
 
         def part(i):
-            lo, hi = cuts[i].start, cuts[i].stop
+            lo, hi = start + cuts[i].start, start + cuts[i].stop
             for kind, O, at, v in self.parts:
                 _SCATTER[kind](D, O, at, v, c, lo, hi)
         parallel_for(part, len(cuts))
@@ -252,17 +183,6 @@ def _block_part(O, c: slice, dz):
 
 
 _SCATTER = {"cols": scatter_cols, "points": scatter_points, "rows": scatter_rows}
-_DRAIN = {"cols": drain_cols, "points": drain_points, "rows": drain_rows}
-_KEPT: dict = {}
-
-
-def _kept_zeros(shape, dtype):
-    """A table of zeros kept from call to call (``apply`` leaves it zero)."""
-    key = (tuple(shape), np.dtype(dtype).str)
-    if key not in _KEPT:
-        _KEPT.clear()                               # one table size at a time
-        _KEPT[key] = np.zeros(shape, dtype)
-    return _KEPT[key]
 
 
 __all__ = ["ScatterGrad", "scatter_cols", "scatter_points"]

@@ -183,6 +183,7 @@ class Run:
     last_saved: str = "none yet"
     comm: object = None         # training.distributed: Local, or MPIComm for N processes
     comm_state: dict = None     # the saved cost model of the gradient exchange (training.gradsync)
+    saver: object = None        # training.rundir.Saver: checkpoints written beside training (None: at once)
 
     def __post_init__(self):
         if self.comm is None:

@@ -103,12 +103,16 @@ def train(out, options: dict, resume: bool = False, force: bool = False, quiet: 
         if not resume:
             comm.part(Settings(**options).streams)      # N must divide B: said before any work
         held = comm.agree(lambda: rundir.lock(out, create=not resume) if comm.writer else None)
+        saver = rundir.Saver()
         try:
             ids = _Reader(cache_dir, _say if comm.writer and not quiet else (lambda m: None))
-            return _train(_open(out, options, resume, force, comm, ids), quiet, time_budget)
+            return _train(_open(out, options, resume, force, comm, ids, saver), quiet, time_budget)
         finally:
-            if held:
-                held.release()
+            try:
+                saver.close()       # the last checkpoint on disk before DIR is let go
+            finally:
+                if held:
+                    held.release()
 
 
 def _train(opened, quiet: bool, time_budget: float | None) -> dict:
@@ -137,17 +141,18 @@ def _train(opened, quiet: bool, time_budget: float | None) -> dict:
 
 # -- starting ---------------------------------------------------------------------
 
-def _open(out: Path, options: dict, resume: bool, force: bool, comm, ids: "_Reader") -> tuple[Run, Corpus]:
+def _open(out: Path, options: dict, resume: bool, force: bool, comm, ids: "_Reader",
+          saver: rundir.Saver) -> tuple[Run, Corpus]:
     """Start or restore the run on every process (rank 0 first: it alone may
     repair or replace what DIR holds, and it builds the token-id cache that
-    the others then read) and read its data."""
+    the others then read) and read its data; its checkpoints go to ``saver``."""
     if resume:
         run = comm.writer_first(lambda: rundir.restore(out, options, write=comm.writer))
         train_ids = comm.writer_first(lambda: ids(run.settings.train, run.settings, run.vocab)[1])
     else:
         comm.agree(lambda: rundir.claim(out, force) if comm.writer else None)
         run, train_ids = comm.writer_first(lambda: _start(out, Settings(**options), ids))
-    run.comm = comm
+    run.comm, run.saver = comm, saver
     corpus = comm.agree(lambda: _read_corpus(run, train_ids, ids, comm.part(run.settings.streams)))
     if force and not resume:  # only now that the new run's input is known to be good
         comm.agree(lambda: modelfile.remove_checkpoints(out) if comm.writer else None)
