@@ -77,3 +77,33 @@ def test_pipelined_class_scoring_equals_window_by_window(n_threads):
         assert np.array_equal(losses, want) and np.array_equal(h_last, h_want)
         ctx = np.concatenate([np.full((len(w[0]), 1), -1) if history is None else history[:len(w[0])], w[0]], 1)
         h, history = h_last, ctx[:, -1:]
+
+
+@pytest.mark.parametrize("blas_one", [True, False])
+def test_a_helper_runs_one_job_at_a_time_and_pins_blas_only_when_asked(monkeypatch, blas_one):
+    """``threads.Helper``: jobs in the order started, an error raised by the
+    next wait, and BLAS held to one thread during a job only with
+    ``blas_one`` (a checkpoint's writing must not pin it)."""
+    monkeypatch.setattr(threads, "THREADS", 2)
+    if not threads._blas():
+        pytest.skip("threadpoolctl finds no BLAS")
+    helper, seen = threads.Helper("test-helper", blas_one=blas_one), []
+    gate = threading.Event()
+
+    def first(i):
+        gate.wait(5)
+        seen.append(("first", threads._HELD[0]))
+    helper.start(first, 1)
+    time.sleep(0.05)                    # the helper holds the first job, waiting at the gate
+    gate.set()
+    helper.start(lambda i: seen.append(("second", i)), 2)     # waits for the first job first
+    helper.wait()
+    assert seen[0] == ("first", 1 if blas_one else 0)
+    assert sorted(seen[1:]) == [("second", 0), ("second", 1)]
+
+    def fails(i):
+        raise OSError("disk full")
+    helper.start(fails, 1)
+    with pytest.raises(OSError, match="disk full"):
+        helper.wait()
+    helper.close()

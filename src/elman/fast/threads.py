@@ -176,17 +176,19 @@ class Shared:
     free: ``work()`` takes them until none is left (a helper between jobs
     of its own, until it is wanted for the next), ``join()`` does too and
     then waits for the ones other threads hold. The first exception a task
-    raises, ``join`` raises."""
+    raises, ``join`` raises. ``blas_one``: BLAS on one thread while a
+    thread works on them (False for tasks that run no products: a file's
+    writing must not pin the process's BLAS meanwhile)."""
 
-    def __init__(self, fn, n: int):
-        self.fn, self.todo, self.left = fn, iter(range(n)), n
+    def __init__(self, fn, n: int, blas_one: bool = True):
+        self.fn, self.todo, self.left, self.blas_one = fn, iter(range(n)), n, blas_one
         self.lock, self.done, self.error = threading.Lock(), threading.Event(), None
         if n == 0:
             self.done.set()
 
     def work(self, stop=None) -> None:
         """Take tasks until none is left or the event ``stop`` is set."""
-        with one_blas_thread():
+        with one_blas_thread() if self.blas_one else contextlib.nullcontext():
             while stop is None or not stop.is_set():
                 i = next(self.todo, None)       # atomic under the GIL
                 if i is None:
@@ -213,6 +215,34 @@ class Shared:
             f.cancel()
         if self.error is not None:
             raise self.error
+
+
+class Helper:
+    """A thread of its own that works on one ``Shared`` job at a time:
+    ``start(fn, n)`` hands it the tasks fn(i), i < n, once the job before is
+    done; ``wait()`` takes the tasks it has not begun, waits for the rest and
+    raises what one raised; ``close()`` waits, then lets the thread go.
+    ``pool``: its executor (what ``spare`` takes)."""
+
+    def __init__(self, name: str, blas_one: bool = True):
+        self.pool, self.blas_one = ThreadPoolExecutor(1, thread_name_prefix=name), blas_one
+        self.pending: Shared | None = None
+
+    def start(self, fn, n: int) -> None:
+        self.wait()
+        self.pending = Shared(fn, n, self.blas_one)
+        self.pool.submit(self.pending.work)
+
+    def wait(self) -> None:
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending.join()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self.pool.shutdown()
 
 
 _SPARE = [None]     # a one-thread executor its owner keeps free for ``beside`` (``training.cores``), or None

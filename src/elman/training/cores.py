@@ -21,7 +21,6 @@ runs on the training thread.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 from elman.fast import threads
 
@@ -47,36 +46,38 @@ def overlaps(run) -> bool:
 
 
 class Overlap:
-    """One window's deferred updates at a time (``on`` False: none, every
-    step whole). ``later`` for ``Optimizer.step``; ``start(opt)`` after the
-    step; ``ready(opt, lr)`` as ``bptt``'s ``ready``: waits for them, then
-    sets the rate of the next step (the deferred updates read the rate of
-    their own step as they run, so it may only change once they are made);
-    ``wait()`` before anything else reads the weights (a checkpoint, the
-    validation) or when the loop ends."""
+    """One window's deferred updates at a time, on a ``threads.Helper`` of
+    their own (``on`` False: none, every step whole). ``later`` for
+    ``Optimizer.step``; ``start(opt)`` after the step; ``ready(opt, lr)`` as
+    ``bptt``'s ``ready``: waits for them, then sets the rate of the next
+    step (the deferred updates read the rate of their own step as they run,
+    so it may only change once they are made); ``wait()`` before anything
+    else reads the weights (a checkpoint, the validation) or when the loop
+    ends. The training thread makes the updates the helper has not begun
+    (it comes free first when its share of the window is the smaller)."""
 
     def __init__(self, on: bool):
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="elman-overlap") if on else None
-        self.pending: threads.Shared | None = None
+        self.helper = threads.Helper("elman-overlap") if on else None
+
+    @property
+    def pool(self):
+        """The helper's executor, the windows' spare (``threads.spare``); None when off."""
+        return self.helper and self.helper.pool
 
     @property
     def later(self) -> tuple:
-        return LATER if self.pool is not None else ()
+        return LATER if self.helper is not None else ()
 
     def start(self, opt) -> None:
         """The second thread starts on the updates ``opt.step`` left."""
         if opt.deferred:
             updates, opt.deferred = opt.deferred, None
-            self.pending = threads.Shared(lambda i: updates[i](), len(updates))
-            self.pool.submit(self.pending.work)
+            self.helper.start(lambda i: updates[i](), len(updates))
 
     def wait(self) -> None:
-        """Make the updates the second thread has not taken (this thread
-        comes free first when its share of the window is the smaller),
-        then wait for the rest; an update's error is raised here."""
-        pending, self.pending = self.pending, None
-        if pending is not None:
-            pending.join()
+        """Wait for the updates (an update's error is raised here)."""
+        if self.helper is not None:
+            self.helper.wait()
 
     def ready(self, opt, lr: float):
         def ready():
@@ -85,8 +86,5 @@ class Overlap:
         return ready
 
     def close(self) -> None:
-        try:
-            self.wait()
-        finally:
-            if self.pool is not None:
-                self.pool.shutdown()
+        if self.helper is not None:
+            self.helper.close()

@@ -21,6 +21,7 @@ import numpy as np
 
 from elman import modelfile
 from elman.errors import ElmanError
+from elman.fast import threads
 from elman.training.schedule import Schedule
 from elman.training.state import RESUMABLE, Progress, Run, Settings, make_run_optimizer
 
@@ -159,32 +160,19 @@ def _write(prepared: list) -> None:
         p.write()
 
 
-class Saver:
+class Saver(threads.Helper):
     """Writes a run's checkpoints on a thread of its own while the next
     windows train: hashing, writing and syncing some 100 MB took 0.3 s of
     the 0.4 s a checkpoint of the KJV defaults cost the training thread.
-    One save in flight at a time, in the order given (so the SIGKILL facts
-    of ``save`` hold on disk as they did); ``wait`` raises what a write
+    One save at a time, in the order given (so the SIGKILL facts of
+    ``save`` hold on disk as they did); ``wait`` raises what a write
     raised. ``close`` waits: the run's end, and its errors, wait for it."""
 
     def __init__(self):
-        from concurrent.futures import ThreadPoolExecutor
-        self._pool, self._pending = ThreadPoolExecutor(1, thread_name_prefix="elman-save"), None
+        super().__init__("elman-save", blas_one=False)
 
     def __call__(self, prepared: list) -> None:
-        self.wait()
-        self._pending = self._pool.submit(_write, prepared)
-
-    def wait(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.result()
-
-    def close(self) -> None:
-        try:
-            self.wait()
-        finally:
-            self._pool.shutdown()
+        self.start(lambda i: _write(prepared), 1)
 
 
 def _saved_state(out: Path, cfg: dict, opt_arrays: dict):
