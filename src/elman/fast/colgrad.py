@@ -199,29 +199,41 @@ class ColumnProduct:
         """Adagrad's step on U's columns with state G (both (Dh,V), each
         column a stretch of memory), or with G None SGD's; False, nothing
         done, for another layout or dtype."""
+        parts = self.step_parts(U, G)
+        if parts is None:
+            return False
+        run, n = parts
+        parallel_for(lambda t: run(t, lr, eps), n, serial=n == 1)
+        return True
+
+    def step_parts(self, U, G, n: int | None = None):
+        """``step`` as ``(run, k)``: run(t, lr, eps), t < k, steps the t-th of
+        k spans of columns of about equal work, any thread, in any order (no
+        column is in two spans, so the numbers are ``step``'s); n spans
+        (default: two a thread). None for another layout or dtype."""
         P = ko.rows_of(U, -1)
         S = P if G is None else ko.rows_of(G, -1)
         fp, fs = ko.flat(P), ko.flat(S)
         if fp is None or fs is None or not ko.compiled(P, S, self.hw):
-            return False
+            return None
         gr, dt = self.groups, U.dtype.type
-        tasks = _tasks(gr)
+        tasks = _tasks(gr, n)
 
-        def run(t):
+        def run(t, lr, eps):
             step_columns(fp[0], fp[1], fs[0], fs[1], self.hw, self.flat, gr.rows, gr.start, gr.rcuts, gr.a,
                          gr.wid, tasks[t], tasks[t + 1], dt(self.scale), dt(lr), dt(eps), G is not None)
-        parallel_for(run, len(tasks) - 1, serial=len(tasks) == 2)
-        return True
+        return run, len(tasks) - 1
 
     def __repr__(self):
         return f"ColumnProduct({len(self.index)} columns of {self.shape})"
 
 
-def _tasks(groups):
-    """Group boundaries cutting the groups into runs of about equal work for the threads."""
+def _tasks(groups, n: int | None = None):
+    """Group boundaries cutting the groups into n runs of about equal work
+    (default: two for each thread), fewer where the groups are fewer."""
     from elman.fast.threads import THREADS
     G = len(groups.a)
-    k = max(1, min(G, 2 * THREADS))
+    k = max(1, min(G, n or 2 * THREADS))
     cost = np.cumsum((np.diff(groups.rcuts) + 1) * groups.wid)
     edges = np.searchsorted(cost, np.arange(1, k) * cost[-1] / k) if len(cost) else []
     return sorted({0, G, *map(int, edges)})
