@@ -246,12 +246,28 @@ def test_class_gradients_are_the_columns_of_the_classes_present(seed):
 
 # ------------------------------------------------ sampled softmax, fast form
 
+def test_accidental_hits_are_every_pair_of_a_target_and_an_equal_sample():
+    from elman.fast.sampled import accidental_hits
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        y, samples = rng.integers(0, 12, 40), rng.integers(0, 12, rng.integers(1, 30))    # duplicates, any order
+        rows, cols = accidental_hits(y, samples)
+        want = np.nonzero(y[:, None] == samples[None, :])
+        assert sorted(zip(rows.tolist(), cols.tolist())) == sorted(zip(*(a.tolist() for a in want)))
+        assert np.all(np.diff(rows) >= 0)
+
+
 @pytest.mark.parametrize("layout", ["word-major", "row-major"])
 @pytest.mark.parametrize("dloss", [1.0, "rows"])
-def test_fast_sampled_layer_is_the_reference(layout, dloss):
+@pytest.mark.parametrize("block", [None, 16])
+def test_fast_sampled_layer_is_the_reference(layout, dloss, block, monkeypatch):
     from elman.core.layers import embedding_row_sums
     from elman.core.sampled import Sampler, sampled_output_backward, sampled_output_losses, unigram_proposal
+    from elman.fast import sampled as fast_sampled, threads
     from elman.fast.sampled import sampled_backward, sampled_losses
+    if block:                                             # row blocks shared by two threads
+        monkeypatch.setattr(fast_sampled, "BLAS_ROWS", block)
+        monkeypatch.setattr(threads, "THREADS", 2)
 
     rng = np.random.default_rng(5)
     V, Dh, N, S = 300, 7, 90, 70

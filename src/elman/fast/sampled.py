@@ -37,6 +37,18 @@ def _rows(U, b2, ids):
     return out
 
 
+def accidental_hits(y, samples):
+    """The pairs (n, k) with samples[k] == y[n], rows ascending: each
+    target's equal samples found by two binary searches in the samples
+    sorted, not by an (N,S) comparison (0.5 ms a window at N = 640, S = 1000)."""
+    order = np.argsort(samples, kind="stable")
+    ordered = samples[order]
+    lo, hi = np.searchsorted(ordered, y, "left"), np.searchsorted(ordered, y, "right")
+    n = hi - lo
+    rows = np.repeat(np.arange(len(y)), n)
+    return rows, order[np.repeat(lo - np.cumsum(n) + n, n) + np.arange(rows.size)]
+
+
 def sampled_losses(h, U, b2, y, samples, log_q, extra=None):
     """J_n (N,) as ``core.sampled.sampled_output_losses``, and a cache;
     ``extra`` = (zy (N,), zs (N,S)): terms added to the true and sampled
@@ -52,6 +64,7 @@ def sampled_losses(h, U, b2, y, samples, log_q, extra=None):
         o_true += extra[0]
     E, m, rest = np.empty((N, S), dt), np.empty(N, dt), np.empty(N, dt)
     ones = np.ones(S, dt)
+    hit_rows, hit_cols = accidental_hits(y, samples)
     blocks = chunks(N, BLAS_ROWS)
 
     def block(i):
@@ -60,7 +73,8 @@ def sampled_losses(h, U, b2, y, samples, log_q, extra=None):
         np.matmul(h1[r], Ws.T, out=O)
         if extra is not None:
             O += extra[1][r]
-        O[y[r, None] == samples[None, :]] = -np.inf          # accidental hits
+        a, b = np.searchsorted(hit_rows, (r.start, r.stop))
+        O[hit_rows[a:b] - r.start, hit_cols[a:b]] = -np.inf   # accidental hits
         np.maximum(o_true[r], O.max(axis=1), out=m[r])
         O -= m[r, None]
         np.exp(O, out=O)
