@@ -107,3 +107,31 @@ def test_a_helper_runs_one_job_at_a_time_and_pins_blas_only_when_asked(monkeypat
     with pytest.raises(OSError, match="disk full"):
         helper.wait()
     helper.close()
+
+
+def test_a_helper_lets_what_a_finished_job_held_go():
+    """A job's function (a checkpoint's bytes, for the saver) is freed once
+    its tasks are done, not kept until the next job: two checkpoints' bytes
+    at once would be the run's peak memory."""
+    import gc
+    import weakref
+
+    class Held:
+        pass
+    held = Held()
+    ref = weakref.ref(held)
+    helper = threads.Helper("test-helper", blas_one=False)
+    ran = threading.Event()
+
+    def job(i, held=held):
+        ran.set()
+    helper.start(job, 1)
+    del held, job
+    assert ran.wait(5)
+    for _ in range(100):                # the helper thread finishes the task's bookkeeping
+        gc.collect()
+        if ref() is None:
+            break
+        time.sleep(0.01)
+    assert ref() is None
+    helper.close()

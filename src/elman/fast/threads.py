@@ -208,6 +208,7 @@ class Shared:
                 with self.lock:
                     self.left -= 1
                     if self.left == 0:
+                        self.fn = None      # what the tasks held (a checkpoint's bytes) goes when they are done
                         self.done.set()
 
     def join(self, helpers: int = 0) -> None:
