@@ -12,7 +12,7 @@ from elman.fast import threads
 from elman.fast.classes import class_output_backward, class_output_losses
 from elman.fast import kernels_optim as ko
 from elman.fast.colgrad import ColumnProduct, Factors, column_cuts, summed_groups
-from elman.training.optim import make_optimizer
+from elman.training.rules import make_optimizer
 
 
 def _window(dtype, V=60, K=15, Dh=6, N=14, seed=2):

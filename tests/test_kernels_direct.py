@@ -9,7 +9,7 @@ from elman.core.sparse import densify
 from elman.fast import kernels_direct as kd, threads
 from elman.fast.colgrad import ColumnProduct
 from elman.fast.kernels_direct import ScatterGrad
-from elman.training.optim import make_optimizer
+from elman.training.rules import make_optimizer
 from elman import bptt
 from test_direct import instance, sampled_args
 

@@ -8,7 +8,7 @@ import pytest
 from elman.core.params import word_major
 from elman.core.sparse import SparseGrad
 from elman.fast import kernels_optim as ko, threads
-from elman.training.optim import make_optimizer
+from elman.training.rules import make_optimizer
 
 
 def _params(dtype, V=300, Dh=7, d=5, M=2000):

@@ -117,7 +117,7 @@ def test_class_losses_scores_and_gradients_are_the_reference_ones():
 # ------------------------------------------------------ updates on column runs
 
 from elman.core.sparse import SparseGrad, densify  # noqa: E402
-from elman.training.optim import make_optimizer  # noqa: E402
+from elman.training.rules import make_optimizer  # noqa: E402
 
 
 def class_columns(rng, V, pieces):

@@ -4,7 +4,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from elman.errors import ElmanError
-from elman.training.optim import OPTIMIZERS, clip_by_global_norm, global_norm, make_optimizer
+from elman.training.optim import clip_by_global_norm, global_norm
+from elman.training.rules import OPTIMIZERS, make_optimizer
 
 
 def _arrays(seed, dtype=np.float64):
@@ -39,7 +40,7 @@ def test_clip_zero_disables_clipping():
 def _reference(name, lr, steps):
     """The update rules as the papers write them, on the same gradient sequence
     (Adagrad's sum from G0, as TensorFlow's initial_accumulator_value)."""
-    from elman.training.optim import ADAGRAD_INITIAL
+    from elman.training.rules import ADAGRAD_INITIAL
     params, grads_seq = _arrays(0), [_arrays(10 + i) for i in range(steps)]
     m = {k: np.zeros_like(v) for k, v in params.items()}
     v = {k: np.full_like(x, ADAGRAD_INITIAL if name == "adagrad" else 0.0) for k, x in params.items()}
@@ -209,7 +210,7 @@ def test_adagrads_initial_value_bounds_the_step_of_a_tiny_gradient_and_is_kept_w
     """G0 = 0 makes the first step lr·sign(g) whatever |g|: a gradient that is
     zero but for rounding moves a full step. With G0 it moves lr·|g|/sqrt(G0)
     at most, and a gradient well above sqrt(G0) still takes about lr."""
-    from elman.training.optim import ADAGRAD_INITIAL, Adagrad
+    from elman.training.rules import ADAGRAD_INITIAL, Adagrad
     assert ADAGRAD_INITIAL > 0
     tiny, big = 0.1 * ADAGRAD_INITIAL ** 0.5, 1e3 * ADAGRAD_INITIAL ** 0.5
     steps = {}

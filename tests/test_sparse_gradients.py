@@ -12,7 +12,8 @@ from elman import cli
 from elman.inference.evaluate import perplexity
 from elman.model.gradcheck import central_difference, max_rel_error, random_instance
 from elman.model import PARAM_NAMES, Params, bptt
-from elman.training.optim import global_norm, make_optimizer
+from elman.training.optim import global_norm
+from elman.training.rules import make_optimizer
 from elman.core.sampled import Sampler, log_uniform_proposal
 from elman.core.sparse import SparseGrad, densify
 from helpers import SMALL, sigmoid_ref, write_corpus

@@ -39,7 +39,7 @@ from elman import progress
 from elman.bench import scoring
 from elman.bench.machine import PEAK_N, blas_info, cpus, kernel_note, matmul_peak
 from elman.bench.zipf import zipf_counts
-from elman.training.optim import SGD
+from elman.training.rules import SGD
 from elman.core.sampled import Sampler, unigram_proposal
 
 # OpenBLAS's worker threads spin for about 0.1 s after each call before they

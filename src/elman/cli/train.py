@@ -7,7 +7,7 @@ from pathlib import Path
 
 from elman.cli.args import add_cache_dir, add_quiet, ngram_order, nonnegative_float, nonnegative_int, positive_float, positive_int, rate
 from elman.errors import ElmanError
-from elman.training.optim import DEFAULT_LR
+from elman.training.rules import DEFAULT_LR
 from elman.training.state import DIRECT, DIRECT_PER_WORD, SAMPLED, Settings, default
 
 def add_train(sub):

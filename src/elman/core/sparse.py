@@ -6,7 +6,7 @@ columns of U and b2. The dense dJ/dL is (V,d) of mostly zeros; at V = 100k
 writing those zeros and then adding them to L costs more than the whole
 sampled output layer. ``SparseGrad`` keeps only the rows (``axis`` 0) or
 columns (``axis`` -1) that are not zero, and the optimizers update only
-those (``elman.training.optim``): for SGD and Adagrad that is the same arithmetic on
+those (``elman.training.rules``): for SGD and Adagrad that is the same arithmetic on
 the same entries as the dense update, since a zero gradient leaves both an
 entry and its Adagrad sum unchanged.
 """

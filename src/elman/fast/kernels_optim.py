@@ -1,6 +1,6 @@
 """Compiled update rules: SGD's and Adagrad's, in one pass over the entries.
 
-``training.optim``'s rules (the reference, which the tests hold these to
+``training.rules``' rules (the reference, which the tests hold these to
 the bit) are NumPy expressions: Adagrad's is five element-wise passes with
 temporaries, and a sparse gradient's rows or columns are first copied out
 of the parameter and its state through the index, then put back (three

@@ -14,7 +14,7 @@ from elman.data import Vocab
 from elman.errors import ElmanError
 from elman.training.distributed import Local
 from elman.training.metrics import MetricsLog
-from elman.training.optim import DEFAULT_LR, make_optimizer
+from elman.training.rules import DEFAULT_LR, make_optimizer
 from elman.training.schedule import Schedule
 
 
