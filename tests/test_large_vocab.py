@@ -263,10 +263,10 @@ def test_accidental_hits_are_every_pair_of_a_target_and_an_equal_sample():
 def test_fast_sampled_layer_is_the_reference(layout, dloss, block, monkeypatch):
     from elman.core.layers import embedding_row_sums
     from elman.core.sampled import Sampler, sampled_output_backward, sampled_output_losses, unigram_proposal
-    from elman.fast import sampled as fast_sampled, threads
+    from elman.fast import threads
     from elman.fast.sampled import sampled_backward, sampled_losses
     if block:                                             # row blocks shared by two threads
-        monkeypatch.setattr(fast_sampled, "BLAS_ROWS", block)
+        monkeypatch.setattr(threads, "BLAS_ROWS", block)
         monkeypatch.setattr(threads, "THREADS", 2)
 
     rng = np.random.default_rng(5)

@@ -135,3 +135,14 @@ def test_a_helper_lets_what_a_finished_job_held_go():
         time.sleep(0.01)
     assert ref() is None
     helper.close()
+
+
+@pytest.mark.parametrize("n_threads, n, blocks", [(2, 640, 2), (2, 1280, 5), (2, 320, 2), (16, 640, 16),
+                                                  (1, 640, 1), (4, 3, 3), (2, 0, 1), (2, 10_000, 12)])
+def test_row_blocks_are_large_but_leave_no_thread_idle(monkeypatch, n_threads, n, blocks):
+    """Blocks of BLAS_ROWS rows or more where there are rows enough, one a
+    thread at least (up to six), covering range(n) once, in order."""
+    monkeypatch.setattr(threads, "THREADS", n_threads)
+    got = threads.row_blocks(n)
+    assert len(got) == blocks
+    assert [i for s in got for i in range(n)[s]] == list(range(n))

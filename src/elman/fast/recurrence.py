@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from elman.fast.threads import BLAS_ROWS, chunks, parallel_for
+from elman.fast.threads import parallel_for, row_blocks
 
 
 def threaded_input_forward(e, I, b1):
@@ -17,7 +17,7 @@ def threaded_input_forward(e, I, b1):
     cores by rows when it is big).
     """
     a = np.empty((e.shape[0], I.shape[1]), dtype=np.result_type(e, I))
-    rows = chunks(e.shape[0], BLAS_ROWS) if a.size >= 1 << 16 else [slice(0, len(a))]
+    rows = row_blocks(e.shape[0]) if a.size >= 1 << 16 else [slice(0, len(a))]
 
     def chunk(i):
         np.matmul(e[rows[i]], I, out=a[rows[i]])

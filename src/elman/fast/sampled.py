@@ -24,7 +24,7 @@ from elman.core.outputs import Backward, ColumnDeltas, Forward
 from elman.core.params import stacked_bias, with_ones
 from elman.core.sampled import SampledCache, SampledSoftmax
 from elman.core.sparse import SparseGrad
-from elman.fast.threads import BLAS_ROWS, chunks, one_blas_thread, parallel_for
+from elman.fast.threads import one_blas_thread, parallel_for, row_blocks
 
 
 def _rows(U, b2, ids):
@@ -65,7 +65,7 @@ def sampled_losses(h, U, b2, y, samples, log_q, extra=None):
     E, m, rest = np.empty((N, S), dt), np.empty(N, dt), np.empty(N, dt)
     ones = np.ones(S, dt)
     hit_rows, hit_cols = accidental_hits(y, samples)
-    blocks = chunks(N, BLAS_ROWS)
+    blocks = row_blocks(N)
 
     def block(i):
         r = blocks[i]
@@ -99,7 +99,7 @@ def sampled_backward(dloss, cache, overlap=None):
     w = np.asarray(dloss, dtype=dt) / s
     dtrue = -rest * w
     dh = np.empty((N, Dh), dt)
-    blocks = chunks(N, BLAS_ROWS)
+    blocks = row_blocks(N)
 
     def dh_block(i):
         r = blocks[i]
@@ -112,7 +112,7 @@ def sampled_backward(dloss, cache, overlap=None):
     # Rows of the gradient of [U; b2]ᵀ: the targets' (h1 · dJ/do_true) and the samples' (dJ/dOᵀ h1).
     rows = np.empty((N + len(samples), Dh + 1), dt)
     np.multiply(h1, dtrue[:, None], out=rows[:N])
-    cuts = chunks(len(samples), BLAS_ROWS)
+    cuts = row_blocks(len(samples))
 
     def dW_block(i):
         c = cuts[i]

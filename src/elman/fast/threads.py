@@ -129,12 +129,23 @@ def _executor():
     return _POOL[1]
 
 
-# The least rows a thread's block of a product takes (``chunks``' min_size
-# where the other factor is shared by every block): each call packs that
-# factor again, so small blocks pay for it again and again. Sampled softmax,
+# The rows a thread's block of a product should have where every block
+# shares the other factor (``row_blocks``): each call packs that factor
+# again, so small blocks pay for it again and again. Sampled softmax,
 # N = 640 rows by S = 1000 gathered columns, two threads: the forward's
 # products in 53-row blocks 1.9 ms, in one block a thread 1.0 ms.
 BLAS_ROWS = 256
+
+
+def row_blocks(n: int) -> list:
+    """Split range(n) into blocks for a product whose other factor every
+    block shares: as ``chunks`` with blocks of at least BLAS_ROWS rows, but
+    never fewer blocks than threads (a thread left idle costs more than
+    small blocks do)."""
+    if THREADS == 1:
+        return [slice(0, n)]
+    k = max(1, min(THREADS, n), min(6 * THREADS, n // BLAS_ROWS))
+    return [slice(n * i // k, n * (i + 1) // k) for i in range(k)]
 
 
 def chunks(n: int, min_size: int) -> list:
