@@ -142,10 +142,7 @@ def row_blocks(n: int) -> list:
     block shares: as ``chunks`` with blocks of at least BLAS_ROWS rows, but
     never fewer blocks than threads (a thread left idle costs more than
     small blocks do)."""
-    if THREADS == 1:
-        return [slice(0, n)]
-    k = max(1, min(THREADS, n), min(6 * THREADS, n // BLAS_ROWS))
-    return [slice(n * i // k, n * (i + 1) // k) for i in range(k)]
+    return _split(n, max(len(chunks(n, BLAS_ROWS)), min(THREADS, n)))
 
 
 def chunks(n: int, min_size: int) -> list:
@@ -155,8 +152,11 @@ def chunks(n: int, min_size: int) -> list:
     loses its core for a while to another program leaves the rest to the
     others, large enough that BLAS runs each part as fast as the whole
     (measured: a product h U[:, c] over 1/12 of 10k columns)."""
-    k = min(6 * THREADS, n // min_size) if THREADS > 1 else 1
-    k = max(1, k)
+    return _split(n, max(1, min(6 * THREADS, n // min_size) if THREADS > 1 else 1))
+
+
+def _split(n: int, k: int) -> list:
+    """range(n) in k slices of sizes differing by one at most, in order."""
     return [slice(n * i // k, n * (i + 1) // k) for i in range(k)]
 
 
