@@ -25,7 +25,7 @@ import numpy as np
 
 from elman.core.outputs import BlockDeltas
 from elman.core.params import stacked_bias, with_ones
-from elman.fast import scratch
+from elman.fast import cblas, scratch
 from elman.fast.output import TINY_SUM
 from elman.fast.threads import one_blas_thread, parallel_for
 
@@ -100,7 +100,16 @@ def grouped_losses(h, U, b2, y, plan: Plan, add=None, add_flat=None):
     shift = dtype == np.float64
     Z = plan.blocks(flat)
 
+    # One compiled call a run of groups makes NumPy's very products (``fast.cblas``).
+    blas = cblas.functions(dtype) if Ub is not None and (add is None or add_flat is not None) else None
+    one, zero = dtype.type(1), dtype.type(0)
+
     def logits(task):
+        if blas:
+            K = hs.shape[1]
+            cblas.rows_by_columns(blas, hs, K, plan.cuts, Ub.T, Ub.strides[1] // dtype.itemsize, plan.a, K,
+                                  flat, plan.off, task[0], task[-1] + 1, one, zero)
+            return
         for g in task:
             i, j, a, b = plan.cuts[g], plan.cuts[g + 1], plan.a[g], plan.b[g]
             z = Z[g]
@@ -113,6 +122,9 @@ def grouped_losses(h, U, b2, y, plan: Plan, add=None, add_flat=None):
                 add(z, slice(int(a), int(b)), o[i:j])
 
     def sums(task):
+        if blas:
+            cblas.row_sums(blas, flat, plan.cuts, plan.off, ones, s, task[0], task[-1] + 1, one, zero)
+            return
         for g in task:
             np.matmul(Z[g], ones[:Z[g].shape[1]], out=s[plan.cuts[g]:plan.cuts[g + 1]])
 
@@ -172,7 +184,7 @@ def grouped_backward(dloss, cache, overlap=None, product: bool = False):
     D[plan.start + yl] -= s
     dhs = np.empty((N, Dh), s.dtype)
     if product:
-        return _dh(plan, blocks, U, w, dhs), (np.multiply(hs[:, :Dh], w[:, None]), w), None
+        return _dh(plan, blocks, U, w, dhs, D), (np.multiply(hs[:, :Dh], w[:, None]), w), None
     hw = np.empty((Dh + 1, N), s.dtype)
     np.multiply(hs[:, :Dh].T, w, out=hw[:Dh])
     hw[Dh] = w
@@ -191,16 +203,25 @@ def grouped_backward(dloss, cache, overlap=None, product: bool = False):
             else:
                 np.matmul(hw[:, i:j], blocks[g], out=G[:, plan.coff[g]:plan.coff[g + 1]])
 
-    dh = _dh(plan, blocks, U, w, dhs)
+    dh = _dh(plan, blocks, U, w, dhs, D)
     tasks = _tasks(plan, np.diff(plan.off))
     with one_blas_thread():
         done = parallel_for(lambda i: dU_task(tasks[i]), len(tasks), first=overlap and (lambda: overlap(dh)))
     return dh, G, done
 
 
-def _dh(plan, blocks, U, w, dhs):
-    """dJ/dh = (D U[:, a:b]ᵀ)·w group by group, (N,Dh) in the rows' own order."""
+def _dh(plan, blocks, U, w, dhs, flat):
+    """dJ/dh = (D U[:, a:b]ᵀ)·w group by group, (N,Dh) in the rows' own order
+    (D: ``blocks``, each a view of ``flat``)."""
+    size = dhs.dtype.itemsize
+    blas = cblas.functions(dhs.dtype) if U.strides[0] == size and U.dtype == dhs.dtype else None
+    one, zero = dhs.dtype.type(1), dhs.dtype.type(0)
+
     def dh_task(task):
+        if blas:
+            cblas.rows_by_rows(blas, flat, plan.cuts, plan.off, U.T, U.strides[1] // size, plan.a, U.shape[0], dhs,
+                               task[0], task[-1] + 1, one, zero)
+            return
         for g in task:
             i, j = plan.cuts[g], plan.cuts[g + 1]
             np.matmul(blocks[g], U[:, plan.a[g]:plan.b[g]].T, out=dhs[i:j])
