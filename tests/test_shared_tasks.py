@@ -146,3 +146,57 @@ def test_row_blocks_are_large_but_leave_no_thread_idle(monkeypatch, n_threads, n
     got = threads.row_blocks(n)
     assert len(got) == blocks
     assert [i for s in got for i in range(n)[s]] == list(range(n))
+
+
+def test_compiled_tasks_are_shared_with_the_windows_spare():
+    """One thread stepping the windows with a spare beside it: the spare
+    takes tasks too, each runs once; with the spare busy the caller takes
+    them all (and never waits for the spare)."""
+    from concurrent.futures import ThreadPoolExecutor
+    spare = ThreadPoolExecutor(1)
+    seen, lock = [], threading.Lock()
+
+    def task(i):
+        time.sleep(0.002)
+        with lock:
+            seen.append((i, threading.get_ident()))
+    with threads.using(1), threads.spare(spare):
+        threads.compiled_for(task, 20)
+        assert sorted(i for i, _ in seen) == list(range(20))
+        if threads._blas():
+            assert len({t for _, t in seen}) == 2          # the caller and the spare
+        seen.clear()
+        busy = threading.Event()
+        spare.submit(busy.wait)                            # the spare works on something else
+        threads.compiled_for(task, 6)
+        assert sorted(i for i, _ in seen) == list(range(6)) and {t for _, t in seen} == {threading.get_ident()}
+        busy.set()
+    spare.shutdown()
+
+
+def test_a_class_layer_shared_with_the_spare_has_the_same_bits(monkeypatch):
+    """The grouped products shared with the spare (as at a large V) or made
+    on the training thread alone: the same losses and gradients, bit for bit."""
+    from concurrent.futures import ThreadPoolExecutor
+    from elman.core.classes import word_classes
+    from elman.fast import grouped
+    from elman.model import Params
+    rng = np.random.default_rng(6)
+    p = Params.init(400, 8, 16, seed=1, dtype=np.float32, classes=20, counts=np.arange(400, 0, -1))
+    p.b2[...] = rng.standard_normal(400)
+    y, h = rng.integers(0, 400, 120), rng.random((120, 16)).astype(np.float32)
+
+    def run():
+        plan = grouped.Plan(word_classes(p.class_bounds, y), p.class_bounds)
+        losses, cache = grouped.grouped_losses(h, p.U, p.b2, y, plan)
+        losses = losses.copy()
+        dh, (hw, w), _ = grouped.grouped_backward(0.25, cache, product=True)
+        return losses, dh, cache.flat.copy()
+
+    spare = ThreadPoolExecutor(1)
+    with threads.using(1), threads.spare(spare):
+        alone = run()
+        monkeypatch.setattr(grouped, "SHARE_BYTES", 0)
+        shared = run()
+    spare.shutdown()
+    assert all(np.array_equal(a, b) for a, b in zip(alone, shared))

@@ -27,7 +27,7 @@ from elman.core.outputs import BlockDeltas
 from elman.core.params import stacked_bias, with_ones
 from elman.fast import cblas, scratch
 from elman.fast.output import TINY_SUM
-from elman.fast.threads import one_blas_thread, parallel_for
+from elman.fast.threads import compiled_for, one_blas_thread, parallel_for
 
 
 class Plan:
@@ -68,6 +68,21 @@ class Plan:
         """The C gradient columns' ids (sorted when the segments' ranges are)."""
         w = self.b - self.a
         return np.repeat(self.a - self.coff[:-1], w) + np.arange(self.coff[-1])
+
+
+# The bytes of U's columns a window's groups read from which the training
+# thread shares its compiled group products with the spare core (windows of
+# 640 positions, a step's timing, the products shared or not): V = 800k,
+# K = 900, 107 MiB, 53 -> 44 ms a window; V = 200k, K = 450, 49 MiB, 32 ->
+# 27-29 ms; V = 50k, K = 224, 22 MiB, no difference; V = 10k, 7 MiB, none
+# at K = 50, a loss at K = 100: below, the handing over costs what the
+# second core saves.
+SHARE_BYTES = 1 << 25
+
+
+def _large(plan, U) -> bool:
+    """Whether the window's group products read more of U than SHARE_BYTES."""
+    return int(plan.coff[-1]) * (U.shape[0] + 1) * U.dtype.itemsize >= SHARE_BYTES
 
 
 def _tasks(plan, cost):
@@ -130,7 +145,7 @@ def grouped_losses(h, U, b2, y, plan: Plan, add=None, add_flat=None):
 
     tasks = _tasks(plan, np.diff(plan.off))
     with one_blas_thread():                     # small products: BLAS threads would only wait
-        parallel_for(lambda i: logits(tasks[i]), len(tasks))
+        (compiled_for if blas and _large(plan, U) else parallel_for)(lambda i: logits(tasks[i]), len(tasks))
     if add_flat is not None:
         add_flat(flat, plan)
     yl = y[o] - np.repeat(plan.a, np.diff(plan.cuts))
@@ -228,7 +243,7 @@ def _dh(plan, blocks, U, w, dhs, flat):
 
     tasks = _tasks(plan, np.diff(plan.off))
     with one_blas_thread():
-        parallel_for(lambda i: dh_task(tasks[i]), len(tasks))
+        (compiled_for if blas and _large(plan, U) else parallel_for)(lambda i: dh_task(tasks[i]), len(tasks))
     dhs *= w[:, None]
     dh = np.empty_like(dhs)
     dh[plan.order] = dhs

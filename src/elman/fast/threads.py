@@ -190,6 +190,18 @@ def parallel_for(fn, n: int, serial: bool = False, first=None):
     return result[0] if one else None
 
 
+def compiled_for(fn, n: int) -> None:
+    """``parallel_for`` for tasks that each are one compiled call holding no
+    GIL; where the windows step on one thread beside a spare (``spare``),
+    the spare takes some of them too."""
+    if THREADS == 1 and _SPARE[0] is not None and n > 1 and _blas():
+        job = Shared(fn, n)
+        _SPARE[0].submit(job.work)          # if the spare is busy, join() below takes every task
+        job.join()
+    else:
+        parallel_for(fn, n)
+
+
 class Shared:
     """Tasks ``fn(i)``, i in range(n), that any thread may take as it comes
     free: ``work()`` takes them until none is left (a helper between jobs
