@@ -101,3 +101,29 @@ def test_grouped_layer_is_the_same_with_or_without_the_calls(dtype, monkeypatch)
     slow = run()
     for a, b in zip(fast, slow):
         assert a.dtype == dtype and np.array_equal(a, b)
+
+
+def test_another_layout_or_dtype_of_u_takes_numpys_loops():
+    """[U; b2] stored row by row (one stretch of memory per row, not per
+    word), or h in another dtype than U: the same results as NumPy's loops."""
+    from elman.core.classes import class_bounds, word_classes
+    from elman.fast.grouped import Plan, grouped_backward, grouped_losses
+    rng = np.random.default_rng(8)
+    Dh, V = 10, 60
+    W = rng.standard_normal((Dh + 1, V)).astype(np.float32)         # row-major: U = W[:Dh], b2 = W[Dh]
+    bounds = class_bounds(np.arange(V, 0, -1), 6)
+    y = rng.integers(0, V, 40)
+    plan = Plan(word_classes(bounds, y), bounds)
+    for h in (rng.random((40, Dh)).astype(np.float32), rng.random((40, Dh))):
+        out = []
+        for found in (True, False):
+            if not found:
+                cblas._FOUND["lib"], saved = {}, cblas._FOUND.get("lib")
+            try:
+                losses, cache = grouped_losses(h, W[:Dh], W[Dh], y, plan)
+                losses = losses.copy()
+                out.append((losses, grouped_backward(1.0, cache)[0]))
+            finally:
+                if not found:
+                    cblas._FOUND["lib"] = saved
+        assert all(np.array_equal(a, b) for a, b in zip(*out)), h.dtype

@@ -115,8 +115,10 @@ def grouped_losses(h, U, b2, y, plan: Plan, add=None, add_flat=None):
     shift = dtype == np.float64
     Z = plan.blocks(flat)
 
-    # One compiled call a run of groups makes NumPy's very products (``fast.cblas``).
-    blas = cblas.functions(dtype) if Ub is not None and (add is None or add_flat is not None) else None
+    # One compiled call a run of groups makes NumPy's very products (``fast.cblas``),
+    # where each word's column of [U; b2] is one stretch of memory (``Params``' layout).
+    word_major = Ub is not None and Ub.dtype == dtype and Ub.strides[0] == dtype.itemsize
+    blas = cblas.functions(dtype) if word_major and (add is None or add_flat is not None) else None
     one, zero = dtype.type(1), dtype.type(0)
 
     def logits(task):
