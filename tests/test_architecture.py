@@ -79,3 +79,14 @@ def test_no_module_import_cycles():
     finally:
         sys.path.remove(str(ROOT / "src"))
     assert not found, f"import cycles: {found}"
+
+
+def test_the_model_imports_without_numba():
+    """Numba takes about 0.3 s to import: the model's modules import it only
+    where a compiled loop is first used (a program that only loads a model
+    and reads its probabilities does not pay it)."""
+    import subprocess
+    import sys
+    code = "import sys, elman.model; print('numba' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

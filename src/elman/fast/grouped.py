@@ -25,7 +25,7 @@ import numpy as np
 
 from elman.core.outputs import BlockDeltas
 from elman.core.params import stacked_bias, with_ones
-from elman.fast import cblas, scratch
+from elman.fast import scratch
 from elman.fast.output import TINY_SUM
 from elman.fast.threads import compiled_for, one_blas_thread, parallel_for
 
@@ -117,6 +117,7 @@ def grouped_losses(h, U, b2, y, plan: Plan, add=None, add_flat=None):
 
     # One compiled call a run of groups makes NumPy's very products (``fast.cblas``),
     # where each word's column of [U; b2] is one stretch of memory (``Params``' layout).
+    from elman.fast import cblas        # Numba takes 0.3 s to import: only the class layer's windows pay it
     word_major = Ub is not None and Ub.dtype == dtype and Ub.strides[0] == dtype.itemsize
     blas = cblas.functions(dtype) if word_major and (add is None or add_flat is not None) else None
     one, zero = dtype.type(1), dtype.type(0)
@@ -230,6 +231,7 @@ def grouped_backward(dloss, cache, overlap=None, product: bool = False):
 def _dh(plan, blocks, U, w, dhs, flat):
     """dJ/dh = (D U[:, a:b]ᵀ)·w group by group, (N,Dh) in the rows' own order
     (D: ``blocks``, each a view of ``flat``)."""
+    from elman.fast import cblas
     size = dhs.dtype.itemsize
     blas = cblas.functions(dhs.dtype) if U.strides[0] == size and U.dtype == dhs.dtype else None
     one, zero = dhs.dtype.type(1), dhs.dtype.type(0)
