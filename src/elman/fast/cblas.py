@@ -97,9 +97,9 @@ def _dot(typingctx, like, fn, n, x, incx, y, incy):
 
 @njit(cache=True, nogil=True)
 def _shape(cuts, off, g):
-    """Group g's rows and columns: (n_g, w_g)."""
+    """Group g's rows and columns: (n_g, w_g); every group has a row (``fast.grouped.Plan``)."""
     n = cuts[g + 1] - cuts[g]
-    return n, (off[g + 1] - off[g]) // max(n, 1)
+    return n, (off[g + 1] - off[g]) // n
 
 
 @njit(cache=True, nogil=True)
@@ -115,8 +115,6 @@ def rows_by_columns(blas, A, lda, cuts, B, ldb, first, K, C, off, g0, g1, one, z
     size = np.int64(A.itemsize)
     for g in range(g0, g1):
         n, w = _shape(cuts, off, g)
-        if n == 0:
-            continue
         a, b = A.ctypes.data + cuts[g] * lda * size, B.ctypes.data + first[g] * ldb * size
         if n == 1 and w == 1:
             C[off[g]] = _dot(one, dot, K, a, np.int64(1), b, np.int64(1))
@@ -142,8 +140,6 @@ def rows_by_rows(blas, A, cuts, off, B, ldb, first, K, C, g0, g1, one, zero):
     size, ldc = np.int64(A.itemsize), np.int64(C.shape[1])
     for g in range(g0, g1):
         n, w = _shape(cuts, off, g)
-        if n == 0:
-            continue
         a, b, c = A.ctypes.data + off[g] * size, B.ctypes.data + first[g] * ldb * size, C.ctypes.data + cuts[g] * ldc * size
         if w == 1:
             for i in range(n):
@@ -164,8 +160,6 @@ def row_sums(blas, A, cuts, off, x, s, g0, g1, one, zero):
     size = np.int64(A.itemsize)
     for g in range(g0, g1):
         n, w = _shape(cuts, off, g)
-        if n == 0:
-            continue
         a = A.ctypes.data + off[g] * size
         if n == 1:
             s[cuts[g]] = _dot(one, dot, w, a, np.int64(1), x.ctypes.data, np.int64(1))
