@@ -55,12 +55,16 @@ def test_masks_are_inverted_dropout_and_seeded():
     assert (dropout_masks(p, 40, 25, 0.0, 1)[1] == 1).all()
 
 
-@pytest.mark.parametrize("shape", [(40, 6), (7, 5), (3, 1)])
-def test_masks_are_the_generators_raw_bits_cut_in_halves(shape):
+@pytest.mark.parametrize("shape", [(640, 200), (40, 6), (7, 5), (3, 1)])
+@pytest.mark.parametrize("held", [False, True])
+def test_masks_are_the_generators_raw_bits_cut_in_halves(shape, held):
     """The 16-bit draws are the generator's bytes, as earlier releases read
-    them (``rng.bytes``): a run's masks, and the draws after them, unchanged."""
+    them (``rng.bytes``): a run's masks, and the draws after them, unchanged,
+    whole 64-bit draws or not, and after a draw that left half of one held."""
     from elman.core.layers import dropout_mask
     a, b = np.random.default_rng((3, 9)), np.random.default_rng((3, 9))
+    if held:
+        assert a.bytes(4) == b.bytes(4) and a.bit_generator.state["has_uint32"]
     got = dropout_mask(a, shape, 0.3, np.float32)
     u = np.frombuffer(b.bytes(2 * int(np.prod(shape))), np.uint16).reshape(shape)
     assert np.array_equal(got, np.where(u < round(0.7 * 65536), np.float32(1 / 0.7), np.float32(0)))

@@ -22,6 +22,8 @@ dJ/db1 and dJ/de with one matrix product each.
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 # ----------------------------------------------------------------- embedding
@@ -90,7 +92,7 @@ def rnn_step_forward(h_prev, a, H, out=None):
     return h, (h_prev, h, H)
 
 
-def rnn_step_backward(dh, cache):
+def rnn_step_backward(dh, cache, out=None):
     """The sequential half of the recurrence's backward pass.
 
         dJ/dz      = dJ/dh ⊙ h ⊙ (1 - h)     (B,Dh)  sigmoid'(z) = h(1-h)
@@ -99,10 +101,11 @@ def rnn_step_backward(dh, cache):
     dJ/dz is the seed's "dJ/db1 at (t)" (b1 enters z with coefficient 1).
     The seed writes dJ/dh(t-1) = Hᵀ · dJ/db1, which does not conform for
     row vectors ((Dh,Dh) times (1,Dh)); the product is dJ/dz · Hᵀ.
-    Returns (dz, dh_prev).
+    Returns (dz, dh_prev); ``out``: where to write dJ/dz (B,Dh), e.g. a row
+    of the caller's (T,B,Dh).
     """
     h_prev, h, H = cache
-    dz = 1.0 - h
+    dz = np.subtract(1.0, h, out=out)
     dz *= h
     dz *= dh
     return dz, dz @ H.T
@@ -131,11 +134,24 @@ def dropout_mask(rng, shape, rate, dtype):
 
     Each entry is kept when a uniform 16-bit integer is below keep·2^16
     (the rate rounded to 1/65536): the generator's raw 32-bit draws cut in
-    halves (the bits of ``rng.bytes``, without its two copies), half the
-    bits of float32 uniforms and twice as fast (a training window draws 128k)."""
+    halves (the bits of ``rng.bytes``), half the bits of float32 uniforms
+    (a training window draws 256k)."""
     keep = 1.0 - rate
-    u = rng.integers(0, 1 << 16, size=shape, dtype=np.uint16)
+    u = _uint16(rng, int(np.prod(shape))).reshape(shape)
     return np.multiply(u < round(keep * 65536), np.dtype(dtype).type(1.0 / keep), dtype=dtype)
+
+
+def _uint16(rng, n):
+    """n uniform 16-bit integers: ``rng.bytes(2n)`` read as uint16. PCG64's
+    32-bit draws are the halves of its 64-bit ones, low half first, so on a
+    little-endian machine whole 64-bit draws viewed as uint16 are those
+    bits at half the cost of ``integers`` (and the generator ends where
+    ``bytes`` leaves it: no half draw is held back)."""
+    bits = rng.bit_generator
+    if n % 4 == 0 and type(bits) is np.random.PCG64 and sys.byteorder == "little" \
+            and not bits.state["has_uint32"]:
+        return bits.random_raw(n // 4).view(np.uint16)
+    return rng.integers(0, 1 << 16, size=n, dtype=np.uint16)
 
 
 def dropout_forward(x, mask):
