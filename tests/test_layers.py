@@ -58,6 +58,12 @@ def test_compiled_row_sums_equal_the_reference(dtype):
         assert np.array_equal(got[0], want[0]) and got[1].dtype == want[1].dtype
         assert np.allclose(got[1], want[1], rtol=1e-5, atol=1e-5)
     assert np.allclose(row_sums(rows, ids)[1][list(row_sums(rows, ids)[0]).index(997)], rows[-2])
+    # each id's rows added one after another in the order they came: those bits exactly
+    for k, i in enumerate(row_sums(rows, ids)[0]):
+        want = rows[ids == i][0].copy()
+        for r in rows[ids == i][1:]:
+            want += r
+        assert np.array_equal(row_sums(rows, ids)[1][k], want)
 
 
 @pytest.mark.parametrize("n_threads", [1, 2])

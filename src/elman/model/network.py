@@ -254,7 +254,7 @@ def _recurrence_backward(p: Params, dh_out, x, e, hs, caches, masks, sparse: boo
     with one_blas_thread():
         for t in range(T - 1, -1, -1):
             dh_next += dh_out[t]
-            dz[t], dh_next = rnn_step_backward(dh_next, caches[t])
+            _, dh_next = rnn_step_backward(dh_next, caches[t], out=dz[t])
         dz = dz.reshape(B * T, -1)
         dH, dI, db1, de = threaded_params_backward(dz, hs[:-1].reshape(B * T, -1), e, p.H, p.I)
     if masks is not None:
