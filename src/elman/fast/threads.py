@@ -191,9 +191,9 @@ def parallel_for(fn, n: int, serial: bool = False, first=None):
 
 
 def compiled_for(fn, n: int) -> None:
-    """``parallel_for`` for tasks that each are one compiled call holding no
-    GIL; where the windows step on one thread beside a spare (``spare``),
-    the spare takes some of them too."""
+    """``parallel_for`` for tasks that each are one call holding no GIL
+    while it works (a compiled loop, a BLAS product); where the windows step
+    on one thread beside a spare (``spare``), the spare takes some of them too."""
     if THREADS == 1 and _SPARE[0] is not None and n > 1 and _blas():
         job = Shared(fn, n)
         _SPARE[0].submit(job.work)          # if the spare is busy, join() below takes every task
