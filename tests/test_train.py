@@ -195,6 +195,50 @@ def test_the_minutes_option_is_the_time_budget(tmp_path):
     assert record["batch"] == 1 and record["epoch"] == 1
 
 
+def test_a_budget_too_short_for_dropout_trains_without_it(monkeypatch):
+    """Decided once, from the pace of this process's windows a to 2a (a = 100,
+    or an eighth of an epoch): the epochs the run will have trained by the
+    deadline against DROPOUT_EPOCHS (6); until then, and without a budget,
+    --dropout as set."""
+    from types import SimpleNamespace
+    from elman.training import train as T
+    now = [0.0]
+    monkeypatch.setattr(T, "time", SimpleNamespace(monotonic=lambda: now[0]))
+
+    def run_windows(budget, seconds, n, epoch=1, nb=1000, dropout=0.25, warm=0.05):
+        """n windows, the first 50 taking ``warm`` s, the rest ``seconds``: the rates."""
+        now[0] = 0.0
+        run = SimpleNamespace(settings=SimpleNamespace(dropout=dropout), prog=SimpleNamespace(epoch=epoch, windows_done=0))
+        clock, rates = T._Clock(0.0, budget), []
+        for k in range(n):
+            rates.append(T._budget_dropout(run, clock, nb))
+            now[0] += warm if k < 50 else seconds
+            run.prog.windows_done += 1
+        return rates, clock
+
+    assert T.DROPOUT_EPOCHS == 6
+    rates, clock = run_windows(50.0, 0.01, 300)     # 10 s an epoch: 0.2 + 4.8 epochs by the deadline
+    assert rates[:199] == [0.25] * 199 and rates[199:] == [0.0] * 101 and clock.notes() == {"dropout": 0.0}
+    rates, _ = run_windows(70.0, 0.01, 300)         # the slow first windows do not count: 6.8 epochs
+    assert set(rates) == {0.25}
+    assert set(run_windows(25.0, 0.01, 300, epoch=5)[0]) == {0.25}     # resumed at epoch 5: 4.2 + 2.1
+    rates, clock = run_windows(50.0, 0.01, 150)     # the pace not yet known
+    assert set(rates) == {0.25} and clock.notes() == {}
+    assert run_windows(50.0, 1.0, 30, nb=24, warm=1.0)[0][-1] == 0.0    # a = 3 windows of a short epoch
+    assert set(run_windows(None, 0.01, 300)[0]) == {0.25} and set(run_windows(50.0, 0.01, 300, dropout=0.0)[0]) == {0.0}
+
+
+@pytest.mark.parametrize("epochs_for_dropout,want", [(10 ** 9, 0.0), (0, 0.2)])
+def test_the_budgets_dropout_is_in_the_metrics(tmp_path, monkeypatch, epochs_for_dropout, want):
+    from elman.training import train as T
+    monkeypatch.setattr(T, "DROPOUT_EPOCHS", epochs_for_dropout)
+    tr, va = write_corpus(tmp_path)
+    s = train(tmp_path / "m", dict(train=tr, valid=va, epochs=2, dropout=0.2, **SMALL), quiet=True, time_budget=600)
+    assert s["epochs_done"] == 2
+    ends = [r for r in _metrics(tmp_path / "m") if r["valid_ppl"] is not None]
+    assert [r["dropout"] for r in ends] == [want, want]
+
+
 # -- the command: refusals, resume, NaN, Ctrl-C ------------------------------------------------
 
 

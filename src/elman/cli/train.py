@@ -8,7 +8,7 @@ from pathlib import Path
 from elman.cli.args import add_cache_dir, add_quiet, ngram_order, nonnegative_float, nonnegative_int, positive_float, positive_int, rate
 from elman.errors import ElmanError
 from elman.training.rules import DEFAULT_LR
-from elman.training.state import DIRECT, DIRECT_PER_WORD, SAMPLED, Settings, default
+from elman.training.state import DIRECT, DIRECT_PER_WORD, DROPOUT_EPOCHS, SAMPLED, Settings, default
 
 def add_train(sub):
     p = sub.add_parser(
@@ -52,11 +52,12 @@ def add_train(sub):
     p.add_argument("--classes", type=nonnegative_int, metavar="K",
                    help="class-factorised softmax over K frequency-binned word classes: a position costs "
                         "K + |class| output units instead of V, to train and to score; perplexity stays exact "
-                        "(default: the square root of the vocabulary size, 100 for 10k words; 0: the full "
+                        "(default: half the square root of the vocabulary size, 50 for 10k words; 0: the full "
                         "softmax over all V words, trained with --sampled)")
     p.add_argument("--dropout", type=rate, metavar="P",
                    help="inverted dropout with rate P on e(t) into the recurrence and on h(t) into the "
-                        f"output layer, in training only (default {default('dropout'):g}; 0: none)")
+                        f"output layer, in training only (default {default('dropout'):g}; 0: none; under a --minutes "
+                        f"budget of fewer than {DROPOUT_EPOCHS} epochs at the run's pace: none)")
     p.add_argument("--sampled", type=nonnegative_int, metavar="S",
                    help="train with sampled softmax: each window's loss over its targets and S ids drawn "
                         "from the unigram^0.75 distribution instead of all V words; the model and its "
@@ -78,7 +79,8 @@ def add_train(sub):
                         f"(default {default('direct_lr'):g}; RNNLM's is 0.1)")
     p.add_argument("--minutes", type=positive_float, metavar="M",
                    help="stop after M minutes of this run: the epoch in progress is cut short, "
-                        "validated and kept if better (default: no limit)")
+                        "validated and kept if better; the rate falls to 0 at the deadline (--anneal) and a "
+                        f"budget of fewer than {DROPOUT_EPOCHS} epochs trains without dropout (default: no limit)")
     p.add_argument("--checkpoint-every", type=positive_int, metavar="N",
                    help="also checkpoint every N batches (default: each epoch only)")
     p.add_argument("--log-every", type=positive_int, metavar="N",

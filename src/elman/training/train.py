@@ -40,7 +40,7 @@ from elman.training import distributed, rundir
 from elman.training.metrics import MetricsLog
 from elman.training.cores import Overlap, overlaps, window_threads
 from elman.training.schedule import Schedule
-from elman.training.state import Interrupted, Progress, Run, Settings, make_run_optimizer  # noqa: F401  (Interrupted: the CLI's)
+from elman.training.state import DROPOUT_EPOCHS, Interrupted, Progress, Run, Settings, make_run_optimizer  # noqa: F401  (Interrupted: the CLI's)
 
 
 class _CtrlC:
@@ -248,6 +248,12 @@ class _Clock:
         self.started = time.monotonic() - elapsed
         self.deadline = None if budget is None else time.monotonic() + budget
         self.window_s = None    # seconds a training window takes (``_budget_ramp``)
+        self.dropout = None     # the rate the budget decided (``_budget_dropout``), once its pace is known
+        self.seen, self.mark = 0, None      # windows until then, and when the pace's were begun
+
+    def notes(self) -> dict:
+        """What the budget decided, for the metrics lines."""
+        return {} if self.dropout is None else {"dropout": self.dropout}
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -277,12 +283,14 @@ def _train_epoch(run: Run, corpus: Corpus, clock: _Clock, ctrl_c: _CtrlC, quiet:
     overlap = Overlap(overlap_on)
     with bar, contextlib.closing(overlap), threads.spare(overlap.pool):
         for k, x, y in corpus.streams.windows(s.steps, start=prog.windows_done):
-            ramp = _budget_ramp(run, clock, nb)
-            ready = overlap.ready(opt, run.sched.lr * (run.comm.lead(ramp) if clock.deadline is not None else ramp))
+            ramp, rate = _budget_ramp(run, clock, nb), _budget_dropout(run, clock, nb)
+            if clock.deadline is not None:
+                ramp, rate = run.comm.lead(ramp), run.comm.lead(rate)
+            ready = overlap.ready(opt, run.sched.lr * ramp)
             sampled = (sampler.draw(opt.t), sampler.log_q) if sampler else None
             # Masks, like samples, depend on (seed, update number) only; each
             # process applies its streams' rows of the one-process masks.
-            dropout = (s.dropout, (s.seed, opt.t), (part.start, s.streams)) if s.dropout else None
+            dropout = (rate, (s.seed, opt.t), (part.start, s.streams)) if rate else None
             # The words before the window in this process's streams (direct connections).
             history = data.preceding(corpus.streams.rows, k * s.steps, max(p.order - 2, 0)) if p.order else None
             # Gradients of the mean loss over the B*T positions of all processes, summed over them.
@@ -310,18 +318,18 @@ def _train_epoch(run: Run, corpus: Corpus, clock: _Clock, ctrl_c: _CtrlC, quiet:
             wps = (prog.tokens - tokens0) / max(time.monotonic() - t0, 1e-9)
             bar.update(1)
             bar.set_postfix(ppl=f"{prog.train_ppl:.1f}", wps=f"{wps:.0f}")
-            _after_window(run, nb, wps, stop, overlap)
+            _after_window(run, nb, wps, stop, overlap, clock)
             if over:
                 prog.stopped = "budget"
                 break
     return (prog.tokens - tokens0) / max(time.monotonic() - t0, 1e-9)
 
 
-def _after_window(run: Run, nb: int, wps: float, stop: bool, overlap: Overlap) -> None:
+def _after_window(run: Run, nb: int, wps: float, stop: bool, overlap: Overlap, clock: _Clock) -> None:
     """Metrics and checkpoints inside an epoch; Ctrl-C (on any process: ``stop``) saves and stops."""
     s, done = run.settings, run.prog.windows_done
     if s.log_every and done % s.log_every == 0 and done < nb:
-        run.log(nb, wps)
+        run.log(nb, wps, **clock.notes())
     if (s.checkpoint_every and done % s.checkpoint_every == 0 and done < nb) or stop:
         overlap.wait()
         rundir.save(run)
@@ -342,11 +350,12 @@ def _end_epoch(run: Run, corpus: Corpus, clock: _Clock, wps: float, say) -> None
     for name, value in undo.items():
         keep[name][...] = value
     prog.elapsed = clock.elapsed()
-    run.log(corpus.windows(s.steps), wps, valid_ppl=valid["perplexity"],
+    run.log(corpus.windows(s.steps), wps, valid_ppl=valid["perplexity"], **clock.notes(),
             **({} if decision.improved else {"restored": True}))
     say(f"epoch {prog.epoch:3d}  train ppl{'*' if run.samples else ' '}{prog.train_ppl:8.2f}  "
         f"valid ppl {valid['perplexity']:8.2f}  lr {opt.lr:<8g} {wps:6.0f} words/s"
-        + ("" if decision.improved else "  (worse: restored the best weights)"))
+        + ("" if decision.improved else "  (worse: restored the best weights)")
+        + ("  (no dropout: the budget is too short for it)" if clock.dropout == 0 else ""))
     opt.lr = decision.lr
     if decision.stop:
         prog.stopped = "schedule"
@@ -387,6 +396,30 @@ def _budget_ramp(run: Run, clock: _Clock, nb: int) -> float:
     if prog.windows_done:       # else the last epoch's pace, if this process saw one
         clock.window_s = (clock.elapsed() - prog.epoch_started) / prog.windows_done
     return 1.0 if clock.window_s is None else min(1.0, max(left, 0.0) / (n * nb * clock.window_s))
+
+
+def _budget_dropout(run: Run, clock: _Clock, nb: int) -> float:
+    """Dropout's rate for this window: ``--dropout``, or 0 under a ``--minutes``
+    budget by whose deadline the run will have trained fewer than
+    ``DROPOUT_EPOCHS`` epochs. A short run underfits, and learns faster
+    without dropout (docs/benchmarks/recipes.md, "Dropout under a budget").
+    Decided once, at this process's window 2a (a = 100, or an eighth of an
+    epoch), from the pace of windows a to 2a: the first ones run at half
+    speed (caches, first use of memory), and the pace without dropout is
+    faster, so deciding again would go back and forth."""
+    s, prog = run.settings, run.prog
+    if clock.deadline is None or not s.dropout:
+        return s.dropout
+    if clock.dropout is None:
+        clock.seen += 1
+        a = min(100, max(nb // 8, 1))
+        if clock.seen == a:
+            clock.mark = time.monotonic()
+        elif clock.seen == 2 * a:
+            pace = (time.monotonic() - clock.mark) / a
+            epochs = prog.epoch - 1 + prog.windows_done / nb + max(clock.left(), 0.0) / (nb * pace)
+            clock.dropout = s.dropout if epochs >= DROPOUT_EPOCHS else 0.0
+    return s.dropout if clock.dropout is None else clock.dropout
 
 
 def _finish(run: Run, corpus: Corpus, say) -> dict:
