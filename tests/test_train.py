@@ -198,7 +198,7 @@ def test_the_minutes_option_is_the_time_budget(tmp_path):
 def test_a_budget_too_short_for_dropout_trains_without_it(monkeypatch):
     """Decided once, from the pace of this process's windows a to 2a (a = 100,
     or an eighth of an epoch): the epochs the run will have trained by the
-    deadline against DROPOUT_EPOCHS (6); until then, and without a budget,
+    deadline against DROPOUT_EPOCHS (5); until then, and without a budget,
     --dropout as set."""
     from types import SimpleNamespace
     from elman.training import train as T
@@ -216,12 +216,13 @@ def test_a_budget_too_short_for_dropout_trains_without_it(monkeypatch):
             run.prog.windows_done += 1
         return rates, clock
 
-    assert T.DROPOUT_EPOCHS == 6
+    assert T.DROPOUT_EPOCHS == 5
     rates, clock = run_windows(50.0, 0.01, 300)     # 10 s an epoch: 0.2 + 4.8 epochs by the deadline
     assert rates[:199] == [0.25] * 199 and rates[199:] == [0.0] * 101 and clock.notes() == {"dropout": 0.0}
-    rates, _ = run_windows(70.0, 0.01, 300)         # the slow first windows do not count: 6.8 epochs
+    rates, _ = run_windows(55.0, 0.01, 300)         # the slow first windows do not count: 5.3 epochs
     assert set(rates) == {0.25}
-    assert set(run_windows(25.0, 0.01, 300, epoch=5)[0]) == {0.25}     # resumed at epoch 5: 4.2 + 2.1
+    assert set(run_windows(15.0, 0.01, 300, epoch=5)[0]) == {0.25}     # resumed at epoch 5: 4.2 + 1.1
+    assert set(run_windows(15.0, 0.01, 300, epoch=4)[0]) == {0.25, 0.0}   # at epoch 4: 3.2 + 1.1
     rates, clock = run_windows(50.0, 0.01, 150)     # the pace not yet known
     assert set(rates) == {0.25} and clock.notes() == {}
     assert run_windows(50.0, 1.0, 30, nb=24, warm=1.0)[0][-1] == 0.0    # a = 3 windows of a short epoch

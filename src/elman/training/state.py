@@ -23,9 +23,9 @@ DIRECT = 16.0         # the default size of the direct connections, millions of 
                       # softmax's class windows share the table, and on KJV 16M gave 2.5% lower
                       # perplexity than 2M (docs/benchmarks/recipes.md, "The direct table's size")
 DIRECT_PER_WORD = 1600  # below 10k words, the default table is this many weights a word
-DROPOUT_EPOCHS = 6    # a --minutes budget holding fewer epochs trains without dropout: on KJV it cost 1.6
-                      # points at 2 epochs and 0.7 at 4.5, and gained 0.5 at 7 (docs/benchmarks/recipes.md,
-                      # "Dropout under a budget")
+DROPOUT_EPOCHS = 5    # a --minutes budget holding fewer epochs trains without dropout: on KJV it cost 1.6
+                      # points of test perplexity in 1.9 epochs and 0.7 in 3.6, and gained 0.5 in 5.9
+                      # (docs/benchmarks/recipes.md, "Dropout under a budget")
 
 
 def default_classes(V: int) -> int:
