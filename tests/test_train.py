@@ -132,11 +132,11 @@ class _FakeClock:
 def _ramp(left, anneal=1, windows_done=10, elapsed=30.0, epoch_started=20.0, clock=None):
     from types import SimpleNamespace
 
-    from elman.training.train import _budget_ramp
+    from elman.training.budget import rate_ramp
     run = SimpleNamespace(settings=SimpleNamespace(anneal=anneal),
                           prog=SimpleNamespace(windows_done=windows_done, epoch_started=epoch_started))
     clock = clock or _FakeClock(left, elapsed)
-    return _budget_ramp(run, clock, 100), clock
+    return rate_ramp(run, clock, 100), clock
 
 
 def test_a_budget_anneals_its_last_epochs_window_by_window():
@@ -201,22 +201,22 @@ def test_a_budget_too_short_for_dropout_trains_without_it(monkeypatch):
     deadline against DROPOUT_EPOCHS (5); until then, and without a budget,
     --dropout as set."""
     from types import SimpleNamespace
-    from elman.training import train as T
+    from elman.training import budget as B
     now = [0.0]
-    monkeypatch.setattr(T, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    monkeypatch.setattr(B, "time", SimpleNamespace(monotonic=lambda: now[0]))
 
     def run_windows(budget, seconds, n, epoch=1, nb=1000, dropout=0.25, warm=0.05):
         """n windows, the first 50 taking ``warm`` s, the rest ``seconds``: the rates."""
         now[0] = 0.0
         run = SimpleNamespace(settings=SimpleNamespace(dropout=dropout), prog=SimpleNamespace(epoch=epoch, windows_done=0))
-        clock, rates = T._Clock(0.0, budget), []
+        clock, rates = B.Clock(0.0, budget), []
         for k in range(n):
-            rates.append(T._budget_dropout(run, clock, nb))
+            rates.append(B.dropout_rate(run, clock, nb))
             now[0] += warm if k < 50 else seconds
             run.prog.windows_done += 1
         return rates, clock
 
-    assert T.DROPOUT_EPOCHS == 5
+    assert B.DROPOUT_EPOCHS == 5
     rates, clock = run_windows(50.0, 0.01, 300)     # 10 s an epoch: 0.2 + 4.8 epochs by the deadline
     assert rates[:199] == [0.25] * 199 and rates[199:] == [0.0] * 101 and clock.notes() == {"dropout": 0.0}
     rates, _ = run_windows(55.0, 0.01, 300)         # the slow first windows do not count: 5.3 epochs
@@ -231,8 +231,8 @@ def test_a_budget_too_short_for_dropout_trains_without_it(monkeypatch):
 
 @pytest.mark.parametrize("epochs_for_dropout,want", [(10 ** 9, 0.0), (0, 0.2)])
 def test_the_budgets_dropout_is_in_the_metrics(tmp_path, monkeypatch, epochs_for_dropout, want):
-    from elman.training import train as T
-    monkeypatch.setattr(T, "DROPOUT_EPOCHS", epochs_for_dropout)
+    from elman.training import budget
+    monkeypatch.setattr(budget, "DROPOUT_EPOCHS", epochs_for_dropout)
     tr, va = write_corpus(tmp_path)
     s = train(tmp_path / "m", dict(train=tr, valid=va, epochs=2, dropout=0.2, **SMALL), quiet=True, time_budget=600)
     assert s["epochs_done"] == 2

@@ -10,7 +10,7 @@ epoch that follows; the next epoch that again improves less stops training.
 at most N epochs of ``--epochs`` remain, so a run that would otherwise stop
 while still at its first rate gets N halvings, which is where most of the
 gain of the schedule comes from. (A ``--minutes`` budget anneals window by
-window instead: ``elman.training.train._budget_ramp``.)
+window instead: ``elman.training.budget.rate_ramp``.)
 
 An epoch that made validation *worse* is undone: the weights go back to the
 best ones (RNNLM's ``restoreWeights``), so training always continues from,

@@ -37,10 +37,11 @@ from elman.errors import ElmanError
 from elman.core.sampled import Sampler, unigram_proposal
 from elman.fast import threads
 from elman.training import distributed, rundir
+from elman.training.budget import Clock, dropout_rate, rate_ramp
 from elman.training.metrics import MetricsLog
 from elman.training.cores import Overlap, overlaps, window_threads
 from elman.training.schedule import Schedule
-from elman.training.state import DROPOUT_EPOCHS, Interrupted, Progress, Run, Settings, make_run_optimizer  # noqa: F401  (Interrupted: the CLI's)
+from elman.training.state import Interrupted, Progress, Run, Settings, make_run_optimizer  # noqa: F401  (Interrupted: the CLI's)
 
 
 class _CtrlC:
@@ -124,7 +125,7 @@ def _train(opened, quiet: bool, time_budget: float | None) -> dict:
         say(f"elman: training in {out} already finished ({prog.stopped}); nothing to do")
         return run.summary()
     _announce(run, corpus, say)
-    clock = _Clock(prog.elapsed, time_budget)
+    clock = Clock(prog.elapsed, time_budget)
     prog.stopped = None
     # Non-finite values are caught and reported as divergence, so NumPy's
     # overflow warnings would only add noise.
@@ -241,34 +242,9 @@ def _announce(run: Run, corpus: Corpus, say) -> None:
             f"thread(s) each: " + ", ".join(f"{r}: {w}" for r, w in enumerate(run.comm.where)))
 
 
-class _Clock:
-    """Wall time over every process that ran it (resumes included) (``elapsed``) and this process's budget."""
-
-    def __init__(self, elapsed: float, budget: float | None):
-        self.started = time.monotonic() - elapsed
-        self.deadline = None if budget is None else time.monotonic() + budget
-        self.window_s = None    # seconds a training window takes (``_budget_ramp``)
-        self.dropout = None     # the rate the budget decided (``_budget_dropout``), once its pace is known
-        self.seen, self.mark = 0, None      # windows until then, and when the pace's were begun
-
-    def notes(self) -> dict:
-        """What the budget decided, for the metrics lines."""
-        return {} if self.dropout is None else {"dropout": self.dropout}
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
-
-    def left(self) -> float | None:
-        """Seconds of the budget left (None: no budget)."""
-        return None if self.deadline is None else self.deadline - time.monotonic()
-
-    def over(self) -> bool:
-        return self.deadline is not None and time.monotonic() > self.deadline
-
-
 # -- one epoch ------------------------------------------------------------------------
 
-def _train_epoch(run: Run, corpus: Corpus, clock: _Clock, ctrl_c: _CtrlC, quiet: bool, overlap_on: bool) -> float:
+def _train_epoch(run: Run, corpus: Corpus, clock: Clock, ctrl_c: _CtrlC, quiet: bool, overlap_on: bool) -> float:
     """The epoch's remaining windows, each one step of truncated BPTT and an
     update; returns the words/s of this process's part of the epoch.
     ``overlap_on``: the output layer's updates on a second thread (``training.cores``)."""
@@ -283,7 +259,7 @@ def _train_epoch(run: Run, corpus: Corpus, clock: _Clock, ctrl_c: _CtrlC, quiet:
     overlap = Overlap(overlap_on)
     with bar, contextlib.closing(overlap), threads.spare(overlap.pool):
         for k, x, y in corpus.streams.windows(s.steps, start=prog.windows_done):
-            ramp, rate = _budget_ramp(run, clock, nb), _budget_dropout(run, clock, nb)
+            ramp, rate = rate_ramp(run, clock, nb), dropout_rate(run, clock, nb)
             if clock.deadline is not None:
                 ramp, rate = run.comm.lead(ramp), run.comm.lead(rate)
             ready = overlap.ready(opt, run.sched.lr * ramp)
@@ -325,7 +301,7 @@ def _train_epoch(run: Run, corpus: Corpus, clock: _Clock, ctrl_c: _CtrlC, quiet:
     return (prog.tokens - tokens0) / max(time.monotonic() - t0, 1e-9)
 
 
-def _after_window(run: Run, nb: int, wps: float, stop: bool, overlap: Overlap, clock: _Clock) -> None:
+def _after_window(run: Run, nb: int, wps: float, stop: bool, overlap: Overlap, clock: Clock) -> None:
     """Metrics and checkpoints inside an epoch; Ctrl-C (on any process: ``stop``) saves and stops."""
     s, done = run.settings, run.prog.windows_done
     if s.log_every and done % s.log_every == 0 and done < nb:
@@ -337,7 +313,7 @@ def _after_window(run: Run, nb: int, wps: float, stop: bool, overlap: Overlap, c
         raise run.interrupted()
 
 
-def _end_epoch(run: Run, corpus: Corpus, clock: _Clock, wps: float, say) -> None:
+def _end_epoch(run: Run, corpus: Corpus, clock: Clock, wps: float, say) -> None:
     """Validate, let the schedule decide (keep or restore the weights, the
     next rate, stop), log and checkpoint."""
     s, prog, sched, opt = run.settings, run.prog, run.sched, run.opt
@@ -375,51 +351,11 @@ def _perplexity(run: Run, text: data.TokenIds, desc: str) -> dict:
     return run.comm.on_writer(rank0)
 
 
-def _few_left(run: Run, clock: _Clock) -> bool:
+def _few_left(run: Run, clock: Clock) -> bool:
     """Whether at most ``--anneal`` epochs of ``--epochs`` remain after this one
-    (a ``--minutes`` budget anneals window by window instead: ``_budget_ramp``)."""
+    (a ``--minutes`` budget anneals window by window instead: ``budget.rate_ramp``)."""
     n = run.settings.anneal
     return bool(n) and run.prog.epoch >= run.settings.epochs - n
-
-
-def _budget_ramp(run: Run, clock: _Clock, nb: int) -> float:
-    """The factor on the schedule's rate under a ``--minutes`` budget: 1, then,
-    once the budget has at most ``--anneal`` epochs left at this epoch's pace,
-    the fraction of them left, down to 0 at the deadline. Halving a whole
-    epoch at a time wasted a short budget: with 3.7 epochs in it, the rate was
-    halved from the second epoch on (README, "Recipes measured on KJV").
-    A budget is wall time, so this is one of its time-dependent decisions,
-    like where it cuts the last epoch."""
-    left, n, prog = clock.left(), run.settings.anneal, run.prog
-    if left is None or not n:
-        return 1.0
-    if prog.windows_done:       # else the last epoch's pace, if this process saw one
-        clock.window_s = (clock.elapsed() - prog.epoch_started) / prog.windows_done
-    return 1.0 if clock.window_s is None else min(1.0, max(left, 0.0) / (n * nb * clock.window_s))
-
-
-def _budget_dropout(run: Run, clock: _Clock, nb: int) -> float:
-    """Dropout's rate for this window: ``--dropout``, or 0 under a ``--minutes``
-    budget by whose deadline the run will have trained fewer than
-    ``DROPOUT_EPOCHS`` epochs. A short run underfits, and learns faster
-    without dropout (docs/benchmarks/recipes.md, "Dropout under a budget").
-    Decided once, at this process's window 2a (a = 100, or an eighth of an
-    epoch), from the pace of windows a to 2a: the first ones run at half
-    speed (caches, first use of memory), and the pace without dropout is
-    faster, so deciding again would go back and forth."""
-    s, prog = run.settings, run.prog
-    if clock.deadline is None or not s.dropout:
-        return s.dropout
-    if clock.dropout is None:
-        clock.seen += 1
-        a = min(100, max(nb // 8, 1))
-        if clock.seen == a:
-            clock.mark = time.monotonic()
-        elif clock.seen == 2 * a:
-            pace = (time.monotonic() - clock.mark) / a
-            epochs = prog.epoch - 1 + prog.windows_done / nb + max(clock.left(), 0.0) / (nb * pace)
-            clock.dropout = s.dropout if epochs >= DROPOUT_EPOCHS else 0.0
-    return s.dropout if clock.dropout is None else clock.dropout
 
 
 def _finish(run: Run, corpus: Corpus, say) -> dict:
