@@ -171,6 +171,9 @@ def test_compiled_tasks_are_shared_with_the_windows_spare():
         threads.compiled_for(task, 6)
         assert sorted(i for i, _ in seen) == list(range(6)) and {t for _, t in seen} == {threading.get_ident()}
         busy.set()
+        seen.clear()
+        threads.compiled_for(task, 20, serial=True)        # too small to share: the caller alone, in order
+        assert seen == [(i, threading.get_ident()) for i in range(20)]
     spare.shutdown()
 
 

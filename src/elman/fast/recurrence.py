@@ -36,9 +36,6 @@ def threaded_params_backward(dz, h_prev, e, H, I):
     def product(i):
         out[i] = products[i][0] @ products[i][1]
 
-    if dz.size < 1 << 16:
-        for i in range(3):
-            product(i)
-    else:       # BLAS lets go of the GIL: where the windows step on one thread, its spare takes one
-        compiled_for(product, 3)
+    # BLAS lets go of the GIL: where the windows step on one thread, their spare takes one
+    compiled_for(product, 3, serial=dz.size < 1 << 16)
     return out[0], out[1], dz.sum(axis=0), out[2]

@@ -190,16 +190,17 @@ def parallel_for(fn, n: int, serial: bool = False, first=None):
     return result[0] if one else None
 
 
-def compiled_for(fn, n: int) -> None:
+def compiled_for(fn, n: int, serial: bool = False) -> None:
     """``parallel_for`` for tasks that each are one call holding no GIL
     while it works (a compiled loop, a BLAS product); where the windows step
-    on one thread beside a spare (``spare``), the spare takes some of them too."""
-    if THREADS == 1 and _SPARE[0] is not None and n > 1 and _blas():
+    on one thread beside a spare (``spare``), the spare takes some of them too.
+    ``serial``: as ``parallel_for``'s, work too small to share."""
+    if not serial and THREADS == 1 and _SPARE[0] is not None and n > 1 and _blas():
         job = Shared(fn, n)
         _SPARE[0].submit(job.work)          # if the spare is busy, join() below takes every task
         job.join()
     else:
-        parallel_for(fn, n)
+        parallel_for(fn, n, serial=serial)
 
 
 class Shared:
