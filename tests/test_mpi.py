@@ -375,5 +375,7 @@ def test_a_budgets_ramp_is_one_decision_for_every_process(corpus, tmp_path):
     r = _run(2, "train", *corpus[1], *ARGS, "--out", out, "--minutes", "0.15", "--anneal", "4",
              "--checkpoint-every", "5", "--log-every", "5")
     assert r.returncode == 0, r.stderr
-    lrs = [row["lr"] for row in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "lr" in row]
+    rows = list(map(json.loads, (out / "metrics.jsonl").read_text().splitlines()))
+    lrs = [row["lr"] for row in rows if "lr" in row]
     assert min(lrs) < 0.5 * max(lrs)                   # the ramp did lower the rate
+    assert {row["dropout"] for row in rows if "dropout" in row} in ({0.0}, {0.2})   # the budget's one decision

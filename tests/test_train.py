@@ -208,7 +208,8 @@ def test_a_budget_too_short_for_dropout_trains_without_it(monkeypatch):
     def run_windows(budget, seconds, n, epoch=1, nb=1000, dropout=0.25, warm=0.05):
         """n windows, the first 50 taking ``warm`` s, the rest ``seconds``: the rates."""
         now[0] = 0.0
-        run = SimpleNamespace(settings=SimpleNamespace(dropout=dropout), prog=SimpleNamespace(epoch=epoch, windows_done=0))
+        run = SimpleNamespace(settings=SimpleNamespace(dropout=dropout), prog=SimpleNamespace(epoch=epoch, windows_done=0),
+                              comm=SimpleNamespace(lead=lambda x: led.append(x) or x))
         clock, rates = B.Clock(0.0, budget), []
         for k in range(n):
             rates.append(B.dropout_rate(run, clock, nb))
@@ -217,7 +218,9 @@ def test_a_budget_too_short_for_dropout_trains_without_it(monkeypatch):
         return rates, clock
 
     assert B.DROPOUT_EPOCHS == 5
+    led = []
     rates, clock = run_windows(50.0, 0.01, 300)     # 10 s an epoch: 0.2 + 4.8 epochs by the deadline
+    assert led == [0.0]                             # rank 0's decision, broadcast once
     assert rates[:199] == [0.25] * 199 and rates[199:] == [0.0] * 101 and clock.notes() == {"dropout": 0.0}
     rates, _ = run_windows(55.0, 0.01, 300)         # the slow first windows do not count: 5.3 epochs
     assert set(rates) == {0.25}

@@ -2,8 +2,8 @@
 the rate's ramp to 0 at the deadline and whether the budget is long enough
 for dropout. A budget is wall time, so these are the training's only
 time-dependent decisions, besides where it cuts the last epoch; under MPI
-rank 0's hold on every process (``training.train`` passes them through
-``comm.lead``)."""
+rank 0's hold on every process (``comm.lead``: the ramp's each window, in
+``training.train``, the dropout's once, here)."""
 from __future__ import annotations
 
 import time
@@ -71,5 +71,6 @@ def dropout_rate(run, clock: Clock, nb: int) -> float:
         elif clock.seen == 2 * a:
             pace = (time.monotonic() - clock.mark) / a
             epochs = prog.epoch - 1 + prog.windows_done / nb + max(clock.left(), 0.0) / (nb * pace)
-            clock.dropout = s.dropout if epochs >= DROPOUT_EPOCHS else 0.0
+            # every process reaches this window together; rank 0's pace decides for all
+            clock.dropout = run.comm.lead(s.dropout if epochs >= DROPOUT_EPOCHS else 0.0)
     return s.dropout if clock.dropout is None else clock.dropout

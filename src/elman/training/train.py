@@ -260,9 +260,7 @@ def _train_epoch(run: Run, corpus: Corpus, clock: Clock, ctrl_c: _CtrlC, quiet: 
     with bar, contextlib.closing(overlap), threads.spare(overlap.pool):
         for k, x, y in corpus.streams.windows(s.steps, start=prog.windows_done):
             ramp, rate = rate_ramp(run, clock, nb), dropout_rate(run, clock, nb)
-            if clock.deadline is not None:
-                ramp, rate = run.comm.lead(ramp), run.comm.lead(rate)
-            ready = overlap.ready(opt, run.sched.lr * ramp)
+            ready = overlap.ready(opt, run.sched.lr * (run.comm.lead(ramp) if clock.deadline is not None else ramp))
             sampled = (sampler.draw(opt.t), sampler.log_q) if sampler else None
             # Masks, like samples, depend on (seed, update number) only; each
             # process applies its streams' rows of the one-process masks.
