@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from elman import progress
-from elman.bench import scoring
+from elman.bench import floor, scoring
 from elman.bench.machine import PEAK_N, blas_info, cpus, kernel_note, matmul_peak
 from elman.bench.zipf import zipf_counts
 from elman.training.rules import SGD
@@ -232,6 +232,11 @@ def worker(impl: str, cfg: Config) -> None:
     for line in sys.stdin:
         cmd, n = line.split()
         n = int(n)
+        if cmd == "floor":
+            clock = time.process_time if cfg.one_core else time.perf_counter
+            adagrad = getattr(runner.opt, "name", "") == "adagrad"
+            send(**floor.measure(runner.p, runner.batches, width, bool(cfg.sampled), adagrad, clock))
+            continue
         # One untimed step first: clocks and caches wake up after the pause.
         # Evaluation is a stream that carries the state and may work one
         # window ahead (``window_losses``), so it is given one window more
@@ -286,24 +291,31 @@ class _Worker:
         self.rss = max(self.rss, msg["rss"])
         return msg["seconds"] / n
 
+    def floor(self) -> dict:
+        """This row's window in parts (``bench.floor.measure``)."""
+        self.proc.stdin.write("floor 0\n")
+        self.proc.stdin.flush()
+        return self._read()
+
     def close(self) -> None:
         self.proc.stdin.close()
         self.proc.wait()
 
 
 def bench(cfg: Config, steps: int = 20, rounds: int = 5, vs_torch: bool = False, full: bool = True,
-          peer: str | None = None, score: bool = True) -> dict:
+          peer: str | None = None, score: bool = True, with_floor: bool = False) -> dict:
     """Run the benchmark: elman with the full softmax (unless not ``full``);
     with ``cfg.classes`` the class softmax too; with ``cfg.sampled``
     sampled-softmax training too; with ``vs_torch`` PyTorch; with ``peer``
     (faster-rnnlm's executable) its training speed after elman's rounds;
-    with ``score`` the scoring rows (``bench.scoring``) after them.
+    with ``score`` the scoring rows (``bench.scoring``) after them; with
+    ``with_floor`` each elman training row's least window (``bench.floor``).
     Returns a JSON-able dict (see ``format_report``)."""
     allowed = os.sched_getaffinity(0)
     if cfg.one_core:                # this process and the workers it starts (they inherit it)
         os.sched_setaffinity(0, {min(allowed)})
     try:
-        res = _bench(cfg, steps, rounds, vs_torch, full, peer)
+        res = _bench(cfg, steps, rounds, vs_torch, full, peer, with_floor)
         if score:
             words = max(1, steps // rounds) * cfg.B * cfg.T
             res["scoring"] = scoring.bench(cfg, rounds, words, full, ONE_THREAD if cfg.one_core else {})
@@ -312,7 +324,8 @@ def bench(cfg: Config, steps: int = 20, rounds: int = 5, vs_torch: bool = False,
         os.sched_setaffinity(0, allowed)
 
 
-def _bench(cfg: Config, steps: int, rounds: int, vs_torch: bool, full: bool, peer: str | None) -> dict:
+def _bench(cfg: Config, steps: int, rounds: int, vs_torch: bool, full: bool, peer: str | None,
+           with_floor: bool = False) -> dict:
     per = max(1, steps // rounds)
     plain = {"direct": 0, "dropout": 0.0}
     full_cfg = Config(**{**asdict(cfg), "classes": 0, "sampled": 0, **plain})
@@ -341,9 +354,10 @@ def _bench(cfg: Config, steps: int, rounds: int, vs_torch: bool, full: bool, pee
                     if mode in w.modes:
                         w.times[mode].append(w.run(mode, per))
                         job.update(per)
+    peak = max(peaks)
+    parts = {name: w.floor() for name, w in workers.items() if with_floor and w.impl == "elman"}
     for w in workers.values():
         w.close()
-    peak = max(peaks)
     N = cfg.B * cfg.T
     rows = []
     for name, w in workers.items():
@@ -358,6 +372,10 @@ def _bench(cfg: Config, steps: int, rounds: int, vs_torch: bool, full: bool, pee
                   peak_matrix=PEAK_N, blas=blas_info(), blas_note=kernel_note(), cpus=cpus(), rows=rows,
                   ratios={})
     _ratios(result, workers)
+    if parts:
+        cores = 1 if cfg.one_core else cpus()
+        result["floors"] = {name: {**p, **floor.floors(p, peak, cores), "cores": cores}
+                            for name, p in parts.items()}
     if peer:
         from elman.bench.peers import faster_rnnlm
         result["peer"] = faster_rnnlm(peer, zipf_counts(cfg.V), cfg.Dh, seed=cfg.seed)
@@ -434,6 +452,7 @@ def format_report(res: dict) -> str:
                      f"torch {loss0['torch full']:.4f} ({'agree' if same else 'DIFFER'})")
     for k, v in res["ratios"].items():
         lines.append(f"{k}: {v:.2f}x")
+    lines += floor.format_floors(res)
     lines += scoring.format_rows(res.get("scoring", []), res["peak_gflops"])
     return "\n".join(lines)
 

@@ -66,6 +66,10 @@ def add_bench(sub):
     p.add_argument("--processes", type=positive_int, metavar="N",
                    help="instead: N MPI processes x 1 thread against 1 process x N threads, training on the "
                         "same B streams, and the predicted words/s of N machines (needs elman[mpi])")
+    p.add_argument("--floor", action="store_true",
+                   help="also time each training row's window in the parts no implementation can leave out "
+                        "(its products at their shapes, the optimizer's pass, exps): the least time a window "
+                        "can take on this machine, and the %% of peak that allows")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--corpus", metavar="SIZES",
                    help="instead: corpora of these token counts (e.g. 10M,100M), synthetic; cache build speed, "
@@ -108,7 +112,7 @@ def run_bench(args) -> int:
         from elman.bench.peers import find_binary
         peer = find_binary(args.vs_peers or None)
     res = bench(cfg, steps=args.steps, rounds=min(args.rounds, args.steps), vs_torch=args.vs_torch,
-                full=not args.no_full, peer=peer, score=not args.no_scoring)
+                full=not args.no_full, peer=peer, score=not args.no_scoring, with_floor=args.floor)
     print(json.dumps(res, indent=1) if args.json else format_report(res))
     return 0
 

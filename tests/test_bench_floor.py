@@ -1,0 +1,91 @@
+"""``elman bench --floor``: a window's parts are the ones the FLOP count
+counts, and the floors follow from them (functional: no test asserts a time)."""
+import json
+
+import numpy as np
+import pytest
+
+from elman import cli
+from elman.bench import floor
+from elman.bench.speed import Config, _ElmanRunner, format_report, matmul_flops, synthetic_batches
+
+
+def runner(**kw):
+    cfg = Config(V=300, d=6, Dh=5, B=4, T=7, **kw)
+    batches, counts = synthetic_batches(cfg)
+    return cfg, _ElmanRunner(cfg, batches, counts)
+
+
+@pytest.mark.parametrize("kw", [{}, {"classes": 12}, {"sampled": 20}])
+def test_a_windows_products_are_the_flops_the_bench_counts(kw):
+    cfg, r = runner(**kw)
+    x, y = r.batches[0]
+    width = r.widths([y])[0]
+    products = floor.window_products(r.p, x, y, int(round(width)) if cfg.sampled else None)
+    assert floor.product_flops(products) == pytest.approx(matmul_flops(cfg, width, train=True), rel=1e-12)
+    assert products[(cfg.B, cfg.Dh, cfg.Dh)] == 2 * cfg.T                  # the recurrence's steps, both ways
+    if cfg.classes:         # the class logits' three, and three for each class the targets fall in
+        present = len(np.unique(np.searchsorted(r.p.class_bounds, y.ravel(), side="right") - 1))
+        assert sum(products.values()) == 2 * cfg.T + 4 + 3 + 3 * present
+
+
+def test_touched_entries_are_the_columns_of_the_classes_present_and_the_input_rows():
+    cfg, r = runner(classes=12)
+    p, (x, y) = r.p, r.batches[0]
+    word_class = np.repeat(np.arange(12), np.diff(p.class_bounds))
+    columns = np.isin(word_class, word_class[y.ravel()]).sum() + 12          # their words, and every class
+    dense = cfg.Dh * cfg.Dh + cfg.d * cfg.Dh + cfg.Dh
+    assert floor.touched_entries(p, x, y) == columns * (cfg.Dh + 1) + len(np.unique(x)) * cfg.d + dense
+    full = runner()[1]
+    assert floor.touched_entries(full.p, x, y) == 300 * (cfg.Dh + 1) + len(np.unique(x)) * cfg.d + dense
+    assert floor.touched_entries(full.p, x, y, 21) == 21 * (cfg.Dh + 1) + len(np.unique(x)) * cfg.d + dense
+    widths = floor.row_widths(p, y)
+    assert np.array_equal(widths, 12 + np.diff(p.class_bounds)[word_class[y.ravel()]])
+
+
+def test_the_direct_runs_read_and_step_the_cells_they_name():
+    rng = np.random.default_rng(1)
+    D = rng.standard_normal(50).astype(np.float32)
+    O = np.array([[3, 40], [0, 7]])
+    widths = np.array([5, 2])
+    z = np.zeros((2, 5), np.float32)
+    floor._runs_in(z, D, O, widths)
+    assert np.array_equal(z[0], D[3:8] + D[40:45])
+    assert np.array_equal(z[1], np.r_[D[0:2] + D[7:9], 0, 0, 0])
+    want = D.copy()
+    for n in range(2):
+        for o in O[n]:
+            want[o:o + widths[n]] -= np.float32(0.5) * z[n, :widths[n]]
+    floor._runs_out(D, z, O, widths, np.float32(0.5))
+    assert np.array_equal(D, want)
+
+
+def test_the_floors_from_their_parts():
+    parts = dict(flops=3e9, products_s=0.02, critical_s=0.004, passes_s={"update": 0.002, "exp": 0.0})
+    f = floor.floors(parts, peak=300.0, cores=2)
+    assert f["floor_peak_s"] == pytest.approx((3e9 / 150e9 + 0.002) / 2)     # 11 ms
+    assert f["floor_blas_s"] == pytest.approx(0.011)
+    assert f["frac_at_floor_peak"] == pytest.approx(3e9 / 0.011 / 300e9)
+    # a critical path longer than the shared work is the floor
+    f = floor.floors({**parts, "critical_s": 0.05}, peak=300.0, cores=2)
+    assert f["floor_blas_s"] == 0.05 and f["frac_at_floor_blas"] == pytest.approx(0.2)
+
+
+def test_bench_floor_times_each_training_row(capsys):
+    assert cli.main(["bench", "--V", "60", "--d", "3", "--Dh", "4", "--B", "2", "--T", "3", "--steps", "2",
+                     "--rounds", "2", "--classes", "5", "--direct", "0.001", "--no-scoring", "--floor",
+                     "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert set(res["floors"]) == {"elman full", "elman classes", "elman recipe"}
+    rows = {r["impl"]: r for r in res["rows"] if r["mode"] == "train"}
+    for name, f in res["floors"].items():
+        assert f["flops"] == pytest.approx(rows[name]["gflops"] * rows[name]["seconds_per_step"] * 1e9)
+        # products this small may take no longer than NumPy's call, which is taken off
+        assert f["products_s"] >= 0 and f["critical_s"] >= 0 and f["cores"] == res["cpus"]
+        assert all(t > 0 for t in f["passes_s"].values())
+        assert f["floor_peak_s"] >= f["flops"] / (res["peak_gflops"] * 1e9)
+        assert f["floor_blas_s"] > 0 and f["frac_at_floor_peak"] <= 1
+    assert "direct" in res["floors"]["elman recipe"]["passes_s"]
+    assert "direct" not in res["floors"]["elman classes"]["passes_s"]
+    text = format_report(res)
+    assert "a training window's floor" in text and "elman recipe train" in text.split("floor")[-1]
