@@ -60,6 +60,21 @@ def test_the_direct_runs_read_and_step_the_cells_they_name():
     assert np.array_equal(D, want)
 
 
+def test_the_update_passes_are_the_rules_steps():
+    P = np.random.default_rng(2).standard_normal(1000).astype(np.float32)
+    G = np.full_like(P, 0.5)
+    c, lr, eps = np.float32(0.01), np.float32(0.1), np.float32(1e-8)
+    want, wantG = P.copy(), G.copy()
+    wantG += (c * P) ** 2
+    want -= (c * P * lr) / (np.sqrt(wantG) + eps)
+    floor._adagrad_pass(P, G, c, lr, eps)
+    np.testing.assert_allclose(P, want, rtol=1e-6)
+    np.testing.assert_allclose(G, wantG, rtol=1e-6)
+    Q = want.copy()
+    floor._sgd_pass(Q, c)
+    np.testing.assert_allclose(Q, want * (1 - c), rtol=1e-6)
+
+
 def test_the_floors_from_their_parts():
     parts = dict(flops=3e9, products_s=0.02, critical_s=0.004, passes_s={"update": 0.002, "exp": 0.0})
     f = floor.floors(parts, peak=300.0, cores=2)
