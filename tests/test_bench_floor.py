@@ -104,3 +104,9 @@ def test_bench_floor_times_each_training_row(capsys):
     assert "direct" not in res["floors"]["elman classes"]["passes_s"]
     text = format_report(res)
     assert "a training window's floor" in text and "elman recipe train" in text.split("floor")[-1]
+
+
+def test_floor_is_refused_beside_the_benches_without_training_rows(capsys):
+    for other in (["--corpus", "1000"], ["--processes", "2"]):
+        assert cli.main(["bench", "--floor", *other]) == 2
+        assert "--floor times the training rows" in capsys.readouterr().err

@@ -88,6 +88,8 @@ def run_bench(args) -> int:
 
     from elman.bench.speed import Config, bench, format_report
 
+    if args.floor and (args.corpus or args.processes):
+        raise ElmanError("--floor times the training rows' windows: not with --corpus or --processes")
     if args.corpus:
         return _bench_corpus(args)
     if args.V < 2:
