@@ -247,9 +247,10 @@ def format_floors(res: dict) -> list:
              f"{'peak / BLAS':>16} {'% peak':>9}"]
     for name, f in res["floors"].items():
         row = measured.get(name)
+        blas = f"{100 * f['frac_at_floor_blas']:.1f}%"
         lines.append(f"{name + ' train':<20} {f['flops'] / 1e6:>8.1f} {1e3 * f['products_s']:>9.3f} "
                      f"{1e3 * sum(f['passes_s'].values()):>8.3f} {1e3 * f['critical_s']:>9.3f} "
                      f"{1e3 * f['floor_peak_s']:>7.3f} / {1e3 * f['floor_blas_s']:<5.3f} "
-                     f"{100 * f['frac_at_floor_peak']:>7.1f}% / {100 * f['frac_at_floor_blas']:<5.1f}% "
+                     f"{100 * f['frac_at_floor_peak']:>7.1f}% / {blas:<6} "
                      f"{100 * row['frac_peak'] if row else float('nan'):>8.1f}%")
     return lines
