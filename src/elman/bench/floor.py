@@ -77,8 +77,8 @@ def product_flops(products: Counter) -> float:
 def touched_entries(p, x, y, width_ids=None) -> int:
     """Entries of the parameters a window's gradient touches (the optimizer
     reads and writes each): U's and b2's columns of the output ids (a class
-    softmax's: every word of each class present), the input rows of L, H,
-    I, b1 and a class layer's Uc, bc."""
+    softmax's: every word of each class present, and all of Uc and bc),
+    the rows of L of the window's inputs, and all of H, I and b1."""
     Dh, d = p.H.shape[0], p.L.shape[1]
     if width_ids is not None:
         cols = width_ids
