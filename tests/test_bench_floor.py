@@ -43,21 +43,23 @@ def test_touched_entries_are_the_columns_of_the_classes_present_and_the_input_ro
     assert np.array_equal(widths, 12 + np.diff(p.class_bounds)[word_class[y.ravel()]])
 
 
-def test_the_direct_runs_read_and_step_the_cells_they_name():
-    rng = np.random.default_rng(1)
-    D = rng.standard_normal(50).astype(np.float32)
-    O = np.array([[3, 40], [0, 7]])
-    widths = np.array([5, 2])
-    z = np.zeros((2, 5), np.float32)
-    floor._runs_in(z, D, O, widths)
-    assert np.array_equal(z[0], D[3:8] + D[40:45])
-    assert np.array_equal(z[1], np.r_[D[0:2] + D[7:9], 0, 0, 0])
+def test_the_direct_pass_reads_and_steps_the_runs_it_names():
+    """``direct_inputs`` laid out for the trainer's own loops: each position's F runs of its width."""
+    from elman.fast.kernels_direct import scatter_rows
+    from elman.fast.windows import add_rows
+    D, O, flat, order, start, width, col = floor.direct_inputs(50, 2, [5, 2], np.float32, seed=1)
+    D[:] = np.random.default_rng(1).standard_normal(50).astype(np.float32)
+    add_rows(flat, D, O, order, start, width, col)
+    (a, b), (c, d) = O
+    assert np.array_equal(flat[:5], D[a:a + 5] + D[b:b + 5])
+    assert np.array_equal(flat[5:], D[c:c + 2] + D[d:d + 2])
     want = D.copy()
-    for n in range(2):
+    for n, (s, w) in enumerate(zip(start, width)):
         for o in O[n]:
-            want[o:o + widths[n]] -= np.float32(0.5) * z[n, :widths[n]]
-    floor._runs_out(D, z, O, widths, np.float32(0.5))
+            want[o:o + w] -= np.float32(0.5) * flat[s:s + w]
+    scatter_rows(D, O, np.stack([start, width, col]), flat, np.float32(-0.5), 0, 50)
     assert np.array_equal(D, want)
+    assert floor.direct_seconds(50, 2, [5, 2], np.float32) > 0
 
 
 def test_the_update_passes_are_the_rules_steps():

@@ -15,8 +15,8 @@ each timed alone at its best on one thread:
 - the output layer's exponentials and the hidden layer's sigmoids
   (NumPy's exp over (N, width) and (N, Dh));
 - with direct connections, their cells: F runs of each position's output
-  width read from the table at hashed offsets, then stepped (compiled
-  loops).
+  width read from the table at hashed offsets, then stepped (the
+  trainer's compiled loops).
 
 Two floors follow, each with every core busy and nothing else:
 
@@ -37,8 +37,16 @@ from collections import Counter
 import numpy as np
 from numba import njit
 
+from elman.bench.machine import best_seconds as _best
+from elman.core.classes import word_classes
 
-SHAPE_BUDGET_S = 0.02      # timed repeats of one shape stop after this long (at least 3 of them)
+
+SHAPE_BUDGET_S = 0.02      # timed repeats of one part stop after this long (at least 3 of them)
+
+
+def best_seconds(fn, clock=time.perf_counter) -> float:
+    """A part's least time (``bench.machine.best_seconds``, ``SHAPE_BUDGET_S`` of repeats)."""
+    return _best(fn, clock, SHAPE_BUDGET_S)
 
 
 def window_products(p, x, y, width_ids=None) -> Counter:
@@ -58,7 +66,7 @@ def window_products(p, x, y, width_ids=None) -> Counter:
     bounds = np.asarray(p.class_bounds)
     K = len(bounds) - 1
     _output_triple(out, N, Dh, K)                                 # the class logits
-    rows = np.bincount(np.searchsorted(bounds, np.ravel(y), side="right") - 1, minlength=K)
+    rows = np.bincount(word_classes(bounds, np.ravel(y)), minlength=K)
     for c in np.flatnonzero(rows):
         _output_triple(out, int(rows[c]), Dh, int(bounds[c + 1] - bounds[c]))
     return out
@@ -86,21 +94,9 @@ def touched_entries(p, x, y, width_ids=None) -> int:
         cols = p.V
     else:
         bounds = np.asarray(p.class_bounds)
-        present = np.unique(np.searchsorted(bounds, np.ravel(y), side="right") - 1)
+        present = np.unique(word_classes(bounds, np.ravel(y)))
         cols = int((bounds[present + 1] - bounds[present]).sum()) + len(bounds) - 1
     return int(cols * (Dh + 1) + len(np.unique(x)) * d + Dh * Dh + d * Dh + Dh)
-
-
-def best_seconds(fn, clock=time.perf_counter, budget: float = SHAPE_BUDGET_S) -> float:
-    """The least time of ``fn()`` over repeats (after one untimed call)."""
-    fn()
-    best, spent, k = float("inf"), 0.0, 0
-    while k < 3 or spent < budget:
-        t = clock()
-        fn()
-        t = clock() - t
-        best, spent, k = min(best, t), spent + t, k + 1
-    return best
 
 
 def product_seconds(products: Counter, dtype, clock=time.perf_counter) -> dict:
@@ -155,39 +151,30 @@ def pass_seconds(entries: int, N: int, width: int, Dh: int, dtype, adagrad: bool
                 sigmoid=best_seconds(lambda: np.exp(a, out=ea), clock))
 
 
-@njit(cache=True, nogil=True)
-def _runs_in(z, D, O, widths):
-    """z[n, :w] += D[O[n, f] : O[n, f] + w] for every feature f, w = widths[n]."""
-    for n in range(O.shape[0]):
-        for f in range(O.shape[1]):
-            o = O[n, f]
-            for j in range(widths[n]):
-                z[n, j] += D[o + j]
-
-
-@njit(cache=True, nogil=True)
-def _runs_out(D, dz, O, widths, c):
-    """D[O[n, f] + j] -= c·dz[n, j] for j < widths[n], every feature f."""
-    for n in range(O.shape[0]):
-        for f in range(O.shape[1]):
-            o = O[n, f]
-            for j in range(widths[n]):
-                D[o + j] -= c * dz[n, j]
+def direct_inputs(M: int, F: int, widths, dtype, seed: int = 0) -> tuple:
+    """A window's direct cells as the trainer's loops take them: each
+    position n (row r = n, in order) reads F runs of widths[n] from a table
+    of M entries at offsets drawn uniformly (as the hash makes them) into
+    its stretch of a flat buffer of logits. (D, O, flat, order, start,
+    width, col) for ``fast.windows.add_rows``; ``kernels_direct.scatter_rows``
+    takes the same with at = (start, width, col)."""
+    rng = np.random.default_rng(seed)
+    width = np.asarray(widths, np.int64)
+    O = rng.integers(0, M - int(width.max()) + 1, size=(len(width), F))
+    start = np.concatenate([[0], np.cumsum(width)[:-1]])
+    zeros = np.zeros(len(width), np.int64)
+    return (np.zeros(M, dtype), O, np.zeros(int(width.sum()), dtype), np.arange(len(width)), start, width, zeros)
 
 
 def direct_seconds(M: int, F: int, widths, dtype, clock=time.perf_counter) -> float:
-    """The direct weights' cells of a window (``core.direct``): each position
-    reads F runs of its output width from a table of M entries at hashed
-    offsets (uniform here, as the hash makes them), then steps the same
-    cells; compiled loops, one thread."""
-    rng = np.random.default_rng(0)
-    widths = np.asarray(widths, np.int64)
-    O = rng.integers(0, M - int(widths.max()) + 1, size=(len(widths), F))
-    D = np.zeros(M, dtype)
-    z = np.zeros((len(widths), int(widths.max())), dtype)
-    c = D.dtype.type(1e-3)
-    return (best_seconds(lambda: _runs_in(z, D, O, widths), clock)
-            + best_seconds(lambda: _runs_out(D, z, O, widths, c), clock))
+    """The direct weights' cells of a window (``core.direct``), read into the
+    logits and then stepped, by the trainer's compiled loops (one thread)."""
+    from elman.fast.kernels_direct import scatter_rows
+    from elman.fast.windows import add_rows
+    D, O, flat, order, start, width, col = direct_inputs(M, F, widths, dtype)
+    at, c = np.stack([start, width, col]), D.dtype.type(-1e-3)
+    return (best_seconds(lambda: add_rows(flat, D, O, order, start, width, col), clock)
+            + best_seconds(lambda: scatter_rows(D, O, at, flat, c, 0, M), clock))
 
 
 def row_widths(p, y, width_ids=None) -> np.ndarray:
@@ -196,7 +183,7 @@ def row_widths(p, y, width_ids=None) -> np.ndarray:
     if width_ids is not None or p.class_bounds is None:
         return np.full(len(y), p.V if width_ids is None else width_ids)
     bounds = np.asarray(p.class_bounds)
-    return len(bounds) - 1 + np.diff(bounds)[np.searchsorted(bounds, y, side="right") - 1]
+    return len(bounds) - 1 + np.diff(bounds)[word_classes(bounds, y)]
 
 
 def measure(p, windows, width: float, sampled: bool, adagrad: bool, clock=time.perf_counter) -> dict:

@@ -229,11 +229,11 @@ def worker(impl: str, cfg: Config) -> None:
 
     send(loss0=loss0, flops_train=matmul_flops(cfg, width, True), flops_eval=matmul_flops(cfg, eval_width, False),
          budget=budget_bytes(cfg, n_params, max(width, eval_width)), width=width)
+    clock = time.process_time if cfg.one_core else time.perf_counter
     for line in sys.stdin:
         cmd, n = line.split()
         n = int(n)
         if cmd == "floor":
-            clock = time.process_time if cfg.one_core else time.perf_counter
             adagrad = getattr(runner.opt, "name", "") == "adagrad"
             send(**floor.measure(runner.p, runner.batches, width, bool(cfg.sampled), adagrad, clock))
             continue
@@ -245,7 +245,6 @@ def worker(impl: str, cfg: Config) -> None:
         k += n + 1
         steps = runner.train_stream(windows, lr) if cmd == "train" else runner.eval_stream(windows)
         loss = next(steps)
-        clock = time.process_time if cfg.one_core else time.perf_counter
         t0 = clock()
         for _ in range(n):
             loss = next(steps)
